@@ -1,0 +1,1 @@
+"""Entry points, settings and wiring."""

@@ -1,0 +1,140 @@
+"""The `lantern` command line: chat and generate in the terminal."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from backends.events import Finished, GenerationRequest, TextDelta
+from backends.runtime import LanternError, LoadOptions
+from backends.sampling import SamplingParams
+from models.registry import BUILTIN_MODELS, STARTER_MODEL
+
+
+def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    p.add_argument("--model", required=required, help=f"a model name ({', '.join(BUILTIN_MODELS)}) or a .gguf path")
+    p.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "mlx"])
+    p.add_argument("--n-ctx", type=int, default=4096, help="context size in tokens (0: the model's own, up to 8192)")
+    p.add_argument("--n-gpu-layers", type=int, default=0, help="layers to put on the GPU (-1: all)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--allow-long-context", action="store_true", help="allow a context beyond the model's training")
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, *, temperature: float) -> None:
+    d = SamplingParams()
+    p.add_argument("--temperature", type=float, default=temperature, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=d.top_k)
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--min-p", type=float, default=d.min_p)
+    p.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty)
+    p.add_argument("--presence-penalty", type=float, default=d.presence_penalty)
+    p.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lantern", description="Local LLM chat with latency as its edge.")
+    sub = parser.add_subparsers(dest="command")
+    chat = sub.add_parser("chat", help="chat in the terminal")
+    _add_model_flags(chat)
+    _add_sampling_flags(chat, temperature=0.7)
+    chat.add_argument("--system", default=None, help="system prompt")
+    gen = sub.add_parser("generate", help="one raw completion, streamed to stdout")
+    _add_model_flags(gen)
+    _add_sampling_flags(gen, temperature=0.0)
+    gen.add_argument("prompt")
+    return parser
+
+
+def _options(args) -> LoadOptions:
+    return LoadOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
+                       allow_context_beyond_training=args.allow_long_context)
+
+
+def _sampling(args) -> SamplingParams:
+    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repeat_penalty=args.repeat_penalty, presence_penalty=args.presence_penalty,
+                          frequency_penalty=args.frequency_penalty, seed=args.seed)
+
+
+def _stream(worker, request, out) -> tuple[str, Finished]:
+    """Print a reply as it streams; return its text and its final event."""
+    parts, final = [], None
+    for event in worker.submit(request):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+            out.write(event.text)
+            out.flush()
+        else:
+            final = event
+    assert final is not None
+    out.write("\n")
+    return "".join(parts), final
+
+
+def _figures(f: Finished) -> str:
+    s = f.stats
+    extra = f", error: {f.error}" if f.error else ""
+    return (f"[{s.cached_tokens}/{s.prompt_tokens} prompt tokens reused, TTFT {s.ttft_ms:.0f} ms, "
+            f"{s.decode_tokens_per_s:.1f} tok/s, {s.completion_tokens} tokens, finish: {f.reason}{extra}]")
+
+
+def run_generate(args) -> int:
+    from app.wiring import start_worker
+
+    request = GenerationRequest(prompt=args.prompt, sampling=_sampling(args), max_tokens=args.max_tokens,
+                                stop=args.stop)
+    worker = start_worker(args.model, backend=args.backend, options=_options(args))
+    try:
+        worker.wait_ready()
+        _, final = _stream(worker, request, sys.stdout)
+        print(_figures(final), file=sys.stderr)
+        return 0 if final.reason != "error" else 1
+    finally:
+        worker.close()
+
+
+def run_chat(args) -> int:
+    from app.wiring import start_worker
+
+    worker = start_worker(args.model, backend=args.backend, options=_options(args))
+    try:
+        worker.wait_ready()
+        print(f"Lantern chat on {args.model or STARTER_MODEL}. Empty line or Ctrl-D to quit.", file=sys.stderr)
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        while True:
+            try:
+                line = input("> " if sys.stdin.isatty() else "")
+            except EOFError:
+                break
+            if not line.strip():
+                break
+            messages.append({"role": "user", "content": line})
+            request = GenerationRequest(messages=list(messages), sampling=_sampling(args),
+                                        max_tokens=args.max_tokens, stop=args.stop)
+            reply, final = _stream(worker, request, sys.stdout)
+            print(_figures(final), file=sys.stderr)
+            messages.append({"role": "assistant", "content": reply})
+        return 0
+    finally:
+        worker.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # until the window exists, `lantern` alone chats on the starter model
+        args = parser.parse_args(["chat", *(argv or [])])
+    try:
+        return {"chat": run_chat, "generate": run_generate}[args.command](args)
+    except LanternError as e:
+        print(f"lantern: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Runtimes (llama.cpp, later MLX) and the generation engine that drives them.
+
+Nothing in this package imports Qt: the window and the HTTP server are clients of it.
+"""

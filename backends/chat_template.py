@@ -1,0 +1,103 @@
+"""Chat templates rendered safely: a GGUF file is untrusted input (CVE-2024-34359)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+import jinja2
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from backends.runtime import InvalidRequestError, LanternError
+
+ROLES = ("system", "user", "assistant")
+
+# For models with no template of their own (base models such as Gemma 3 270M).
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m.role == 'system' %}{{ m.content }}\n\n"
+    "{% elif m.role == 'user' %}User: {{ m.content }}\n"
+    "{% else %}Assistant: {{ m.content }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+class ChatTemplateError(LanternError):
+    """The model's chat template is broken or tried something the sandbox forbids."""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+def parse_messages(messages: Sequence[Mapping[str, Any] | Message]) -> list[Message]:
+    """Check chat messages and normalise them (content given as a list of text parts is joined)."""
+    if not messages:
+        raise InvalidRequestError("The message list is empty: send at least one message.")
+    parsed = []
+    for i, m in enumerate(messages):
+        if isinstance(m, Message):
+            m = {"role": m.role, "content": m.content}
+        if not isinstance(m, Mapping):
+            raise InvalidRequestError(f"messages[{i}] must be an object with 'role' and 'content'.")
+        role = m.get("role")
+        if role not in ROLES:
+            raise InvalidRequestError(f"messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}.")
+        parsed.append(Message(role, _text_content(m.get("content"), i)))
+    return parsed
+
+
+def _text_content(content: Any, i: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not (isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                raise InvalidRequestError(f"messages[{i}].content: only text parts are supported.")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise InvalidRequestError(f"messages[{i}].content must be a string or a list of text parts.")
+
+
+class ChatTemplate:
+    """A model's Jinja chat template, compiled once in an immutable sandbox."""
+
+    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = ""):
+        self.is_fallback = not source
+        self.source = source or PLAIN_TEMPLATE
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
+        env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
+        env.globals.update(raise_exception=_raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+        try:
+            self._template = env.from_string(self.source)
+        except TemplateError as e:
+            raise ChatTemplateError(f"The model's chat template does not compile: {e}") from None
+        self._bos, self._eos = bos_token, eos_token
+
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        data = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            return self._template.render(
+                messages=data, add_generation_prompt=add_generation_prompt,
+                bos_token=self._bos, eos_token=self._eos,
+            )
+        except SecurityError as e:
+            raise ChatTemplateError(f"The model's chat template tried an unsafe operation and was stopped: {e}") from None
+        except _TemplateRaised as e:
+            raise InvalidRequestError(f"The model's chat template refused these messages: {e}") from None
+        except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as e:
+            raise ChatTemplateError(f"The model's chat template failed: {type(e).__name__}: {e}") from None
+
+
+class _TemplateRaised(Exception):
+    pass
+
+
+def _raise_exception(message: str) -> None:
+    raise _TemplateRaised(message)

@@ -1,0 +1,251 @@
+"""The generation engine: a request in, a stream of small events out.
+
+It remembers which token ids sit in the KV cache, so a new request only computes what is new,
+and it keeps saved states of recent conversations so going back to one is instant.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator, Sequence
+
+from backends.chat_template import ChatTemplate, Message, parse_messages
+from backends.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
+from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError, Runtime
+from backends.sampling import make_sampler
+from backends.state_cache import StateCache, common_prefix_len
+from backends.text import TextStream
+
+# Discarding at least this many cached tokens first saves them, so the conversation can come back.
+SAVE_WHEN_DISCARDING = 64
+# Restoring a saved state must win at least this many tokens over the live cache.
+RESTORE_WHEN_GAINING = 16
+
+
+class Engine:
+    """Drives one runtime. Not thread-safe: one worker thread owns it (see backends/worker.py)."""
+
+    def __init__(self, runtime: Runtime, *, state_cache: StateCache | None = None):
+        self.runtime = runtime
+        self.states = state_cache if state_cache is not None else StateCache()
+        sp = runtime.special
+        self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text)
+        self._tokens: list[int] = []  # exactly the ids in the KV cache
+        self._pending: list[int] = []  # generated ids after them, not fed yet (the last sampled one)
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        return list(self._tokens)
+
+    def generate(self, request: GenerationRequest, *, cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Run `request`; bad requests raise InvalidRequestError before anything is yielded."""
+        t0 = time.perf_counter()
+        _check_request(request)
+        sampler = make_sampler(request.sampling)
+        prompt, dropped = self._prompt_tokens(request)
+        return self._run(request, prompt, dropped, sampler, cancel or threading.Event(), t0)
+
+    # -- the prompt ---------------------------------------------------------------------------
+
+    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], int]:
+        n_ctx = self.runtime.n_ctx
+        if request.prompt is not None:
+            tokens = self.tokenize_reusing(request.prompt, add_bos=self.runtime.special.add_bos)
+            return self._check_fits(tokens, n_ctx), 0
+        messages = parse_messages(request.messages or [])
+        dropped = 0
+        while True:
+            text, add_bos = self._render(messages)
+            tokens = self.tokenize_reusing(text, add_bos=add_bos)
+            if len(tokens) < n_ctx or not request.drop_oldest_turns:
+                return self._check_fits(tokens, n_ctx), dropped
+            messages, n = _drop_oldest_turn(messages)
+            if n == 0:
+                return self._check_fits(tokens, n_ctx), dropped
+            dropped += n
+
+    def _render(self, messages: list[Message]) -> tuple[str, bool]:
+        text = self.template.render(messages)
+        sp = self.runtime.special
+        if sp.bos is not None and sp.bos_text and text.startswith(sp.bos_text):
+            return text[len(sp.bos_text):], True  # the template wrote BOS: one BOS token, never two
+        return text, sp.add_bos
+
+    @staticmethod
+    def _check_fits(tokens: list[int], n_ctx: int) -> list[int]:
+        if len(tokens) >= n_ctx:
+            raise ContextOverflowError(
+                f"The prompt is {len(tokens)} tokens but the context holds {n_ctx} (and the reply needs room). "
+                "Shorten the conversation, load the model with a larger context, or allow dropping the oldest turns.",
+                prompt_tokens=len(tokens), n_ctx=n_ctx,
+            )
+        return tokens
+
+    def tokenize_reusing(self, text: str, *, add_bos: bool) -> list[int]:
+        """Tokenize `text`, keeping the exact ids of any known token sequence it starts with.
+
+        Known sequences are the live cache (plus the reply just generated) and the saved states.
+        Re-tokenizing a reply's text often gives other ids than the model produced, which would
+        silently break KV reuse (llama.cpp #11970, llama-cpp-python #1369).
+        """
+        data = text.encode("utf-8")
+        lead = [self.runtime.special.bos] if add_bos and self.runtime.special.bos is not None else []
+        best_k, best_off, best = len(lead), 0, lead
+        for known in [self._tokens + self._pending, *self.states.token_lists()]:
+            k, off = self._text_prefix(known, lead, data)
+            if k > best_k:
+                best_k, best_off, best = k, off, known
+        head = list(best[:best_k])
+        rest = data[best_off:]
+        if not rest:
+            return head
+        if best_k == len(lead):
+            return self.runtime.tokenize(text, add_bos=add_bos)
+        return head + self.runtime.tokenize(rest.decode("utf-8"), add_bos=False)
+
+    def _text_prefix(self, known: Sequence[int], lead: list[int], data: bytes) -> tuple[int, int]:
+        """How many of `known` tokens spell a prefix of `data` (ending on a character boundary)."""
+        if list(known[: len(lead)]) != lead:
+            return 0, 0
+        k, off, piece = len(lead), 0, self.runtime.token_bytes
+        offsets = []
+        for t in known[len(lead):]:
+            p = piece(t)
+            if not data.startswith(p, off):
+                break
+            offsets.append(off)
+            off += len(p)
+            k += 1
+        while k > len(lead) and off < len(data) and (data[off] & 0xC0) == 0x80:
+            k -= 1
+            off = offsets.pop()
+        return k, off
+
+    # -- the KV cache ---------------------------------------------------------------------------
+
+    def _reuse_cache(self, prompt: list[int]) -> tuple[int, int]:
+        """Bring the KV cache to the longest usable prefix of `prompt`. Returns (reused, restored)."""
+        rt = self.runtime
+        n_common = common_prefix_len(self._tokens, prompt)
+        restored = 0
+        match = self.states.best_match(prompt, better_than=n_common + RESTORE_WHEN_GAINING)
+        if match is not None or len(self._tokens) - n_common >= SAVE_WHEN_DISCARDING:
+            self._save_current()
+        if match is not None:
+            n_match, entry = match
+            try:
+                rt.restore_state(self.states.load(entry), len(entry.tokens))
+                self._tokens, n_common, restored = list(entry.tokens), n_match, n_match
+            except LanternError:
+                self._tokens = []  # the cache was reset; compute from scratch
+                n_common = 0
+        self._pending = []
+        n_keep = min(n_common, len(prompt) - 1)  # at least one token is fed, for fresh logits
+        if not rt.truncate(n_keep):
+            rt.reset()
+            n_keep = 0
+        del self._tokens[n_keep:]
+        return n_keep, min(restored, n_keep)
+
+    def _save_current(self) -> None:
+        if len(self._tokens) >= SAVE_WHEN_DISCARDING:
+            self.states.put(self._tokens, self.runtime.save_state())
+
+    def forget_cache(self) -> None:
+        """Drop the live KV cache (the saved states stay)."""
+        self.runtime.reset()
+        self._tokens, self._pending = [], []
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _run(self, request, prompt, dropped, sampler, cancel, t0) -> Iterator[Event]:
+        rt = self.runtime
+        reused, restored = self._reuse_cache(prompt)
+        todo = prompt[reused:]
+        stats = dict(prompt_tokens=len(prompt), cached_tokens=reused, restored_tokens=restored,
+                     prefill_tokens=len(todo), dropped_messages=dropped)
+        logits = None
+        for lo in range(0, len(todo), rt.n_batch):
+            if cancel.is_set():
+                yield Finished("cancelled", _stats(stats, t0, None, None, 0))
+                return
+            chunk = todo[lo: lo + rt.n_batch]
+            logits = rt.forward(chunk, rt.n_past)[0]
+            self._tokens.extend(chunk)
+        t_prefill = time.perf_counter()
+
+        context = list(prompt)  # what penalties look at
+        stream = TextStream(request.stop)
+        max_tokens = request.max_tokens if request.max_tokens is not None else rt.n_ctx
+        ends = rt.special.end_of_turn
+        generated: list[int] = []
+        t_first = None
+        reason = "length"
+        try:
+            while True:
+                if cancel.is_set():
+                    reason = "cancelled"
+                    break
+                token = sampler(logits, context)
+                if t_first is None:
+                    t_first = time.perf_counter()
+                if token in ends:
+                    reason = "stop"
+                    break
+                generated.append(token)
+                context.append(token)
+                self._pending = [token]
+                text = stream.push(rt.token_bytes(token))
+                yield TextDelta(text, (token,))
+                if stream.stopped:
+                    reason = "stop"
+                    break
+                if len(generated) >= max_tokens or rt.n_past + 1 >= rt.n_ctx:  # prompt + reply fit the context
+                    break
+                logits = rt.forward([token], rt.n_past)[0]
+                self._tokens.append(token)
+                self._pending = []
+        except LanternError as e:
+            yield Finished("error", _stats(stats, t0, t_prefill, t_first, len(generated)), error=str(e))
+            return
+        tail = stream.finish()
+        if tail:
+            yield TextDelta(tail, ())
+        yield Finished(reason, _stats(stats, t0, t_prefill, t_first, len(generated)))
+
+
+def _stats(base: dict, t0: float, t_prefill: float | None, t_first: float | None, n: int) -> GenerationStats:
+    now = time.perf_counter()
+    decode_s = now - t_first if t_first is not None else 0.0
+    return GenerationStats(
+        **base,
+        prefill_ms=((t_prefill or now) - t0) * 1000,
+        ttft_ms=((t_first or now) - t0) * 1000,
+        completion_tokens=n,
+        decode_tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0,
+        total_ms=(now - t0) * 1000,
+    )
+
+
+def _check_request(request: GenerationRequest) -> None:
+    if (request.messages is None) == (request.prompt is None):
+        raise InvalidRequestError("Give either chat messages or a raw prompt, not both or neither.")
+    if request.prompt is not None and not request.prompt:
+        raise InvalidRequestError("The prompt is empty.")
+    if request.max_tokens is not None and (not isinstance(request.max_tokens, int) or request.max_tokens < 1):
+        raise InvalidRequestError(f"max_tokens must be at least 1, got {request.max_tokens!r}.")
+    if any(not isinstance(s, str) for s in request.stop):
+        raise InvalidRequestError("Stop sequences must be strings.")
+
+
+def _drop_oldest_turn(messages: list[Message]) -> tuple[list[Message], int]:
+    """Remove the oldest non-system messages up to the next user turn; never the last message."""
+    idx = [i for i, m in enumerate(messages) if m.role != "system"]
+    if len(idx) <= 1:
+        return messages, 0
+    drop = {idx[0]}
+    for i in idx[1:-1]:
+        if messages[i].role == "user":
+            break
+        drop.add(i)
+    return [m for i, m in enumerate(messages) if i not in drop], len(drop)

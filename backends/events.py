@@ -1,0 +1,59 @@
+"""What a generation yields: small values, as in mlx-lm's stream_generate."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from backends.chat_template import Message
+from backends.sampling import SamplingParams
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One reply to produce: from chat `messages` or a raw `prompt` (exactly one of them).
+
+    `max_tokens=None` runs until an end token or the end of the context window.
+    `drop_oldest_turns` lets a chat that outgrew the context lose its oldest turns
+    (the system prompt stays) instead of failing.
+    """
+
+    messages: Sequence[Message | dict] | None = None
+    prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = 512
+    stop: Sequence[str] = ()
+    drop_oldest_turns: bool = False
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text to show, and the token ids that produced it (ids may arrive before their text)."""
+
+    text: str
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    cached_tokens: int  # prompt tokens reused from the KV cache (live or restored)
+    restored_tokens: int  # of those, how many came back from a saved conversation state
+    prefill_tokens: int
+    prefill_ms: float
+    ttft_ms: float
+    completion_tokens: int
+    decode_tokens_per_s: float
+    total_ms: float
+    dropped_messages: int = 0
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    stats: GenerationStats
+    error: str | None = None
+
+
+Event = TextDelta | Finished

@@ -1,0 +1,304 @@
+"""The llama.cpp runtime, on llama-cpp-python's low-level C API.
+
+Every value is checked here before it reaches C: a GGML_ASSERT aborts the whole process,
+so nothing a user sends may ever reach one.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from backends.runtime import LoadOptions, ModelLoadError, InvalidRequestError, LanternError, SpecialTokens
+
+log = logging.getLogger("lantern.llamacpp")
+
+MAX_DEFAULT_CTX = 8192
+_init_lock = threading.Lock()
+_initialized = False
+_recent_log: deque[str] = deque(maxlen=20)  # llama.cpp's last messages, quoted in load errors
+_log_callback = None  # kept alive: C holds a pointer to it
+
+
+class RuntimeFailure(LanternError):
+    """llama.cpp reported an error while running the model."""
+
+
+def _init_backend() -> None:
+    global _initialized, _log_callback
+    import llama_cpp
+
+    with _init_lock:
+        if _initialized:
+            return
+
+        @llama_cpp.llama_log_callback
+        def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            message = text.decode("utf-8", errors="replace").rstrip()
+            if message:
+                _recent_log.append(message)
+                log.debug("%s", message)
+
+        _log_callback = on_log
+        llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _initialized = True
+
+
+def default_threads() -> int:
+    try:
+        import psutil
+
+        return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    except ImportError:
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_has_amx() -> bool:
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def check_gguf_file(path: Path) -> None:
+    """Reject what llama.cpp should never see: missing files, folders, non-GGUF data."""
+    if not path.exists():
+        raise ModelLoadError(f"Model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; a GGUF model is a single .gguf file.")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelLoadError(f"Cannot read {path}: {e.strerror}") from None
+    if magic != b"GGUF":
+        raise ModelLoadError(f"{path} is not a GGUF model file (it does not start with the GGUF signature).")
+
+
+class LlamaCppRuntime:
+    """One GGUF model, one llama.cpp context, one sequence."""
+
+    name = "llamacpp"
+
+    def __init__(self, path: str | Path, options: LoadOptions = LoadOptions()):
+        import llama_cpp as C
+
+        self._C = C
+        self.model_path = Path(path)
+        options.validate()
+        check_gguf_file(self.model_path)
+        _init_backend()
+        self._model = self._ctx = self._batch = None
+        self._n_past = 0
+
+        mparams = C.llama_model_default_params()
+        mparams.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
+        # ggml's AMX matmul in llama-cpp-python 0.3.36 segfaults on multi-token batches (seen on Xeons
+        # with AMX, Llama() included); the extra buffer types are what route weights to it.
+        mparams.use_extra_bufts = not cpu_has_amx()
+        _recent_log.clear()
+        self._model = C.llama_model_load_from_file(str(self.model_path).encode(), mparams)
+        if not self._model:
+            raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {_last_error()}")
+        try:
+            self._setup_context(options)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup_context(self, options: LoadOptions) -> None:
+        C = self._C
+        self.n_ctx_train = int(C.llama_model_n_ctx_train(self._model))
+        n_ctx = options.n_ctx or min(self.n_ctx_train, MAX_DEFAULT_CTX)
+        if n_ctx > self.n_ctx_train and not options.allow_context_beyond_training:
+            raise ModelLoadError(
+                f"Context size {n_ctx} is beyond the {self.n_ctx_train} tokens this model was trained on; "
+                "choose a smaller one, or allow it explicitly (--allow-long-context)."
+            )
+        cparams = C.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = cparams.n_ubatch = min(options.n_batch, n_ctx)
+        cparams.n_seq_max = 1
+        threads = options.n_threads or default_threads()
+        cparams.n_threads = cparams.n_threads_batch = threads
+        if options.flash_attn is not None:
+            cparams.flash_attn_type = int(options.flash_attn)
+        cparams.no_perf = True
+        self._ctx = C.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens: {_last_error()}")
+        self.n_ctx = int(C.llama_n_ctx(self._ctx))
+        self.n_batch = int(cparams.n_batch)
+        self.n_threads = threads
+        self._mem = C.llama_get_memory(self._ctx)
+        self._vocab = C.llama_model_get_vocab(self._model)
+        self.n_vocab = int(C.llama_vocab_n_tokens(self._vocab))
+        self._batch = C.llama_batch_init(self.n_batch, 0, 1)
+        self._pieces: dict[int, bytes] = {}
+        self.special = self._read_special_tokens()
+        template = C.llama_model_chat_template(self._model, None)
+        self.chat_template = template.decode("utf-8", errors="replace") if template else None
+
+    def _read_special_tokens(self) -> SpecialTokens:
+        C, v = self._C, self._vocab
+        bos, eos, eot = (int(f(v)) for f in (C.llama_vocab_bos, C.llama_vocab_eos, C.llama_vocab_eot))
+        valid = lambda t: 0 <= t < self.n_vocab  # noqa: E731
+        ends = frozenset(t for t in range(self.n_vocab) if C.llama_vocab_is_eog(v, t))
+        return SpecialTokens(
+            bos=bos if valid(bos) else None,
+            eos=eos if valid(eos) else None,
+            end_of_turn=ends | frozenset(t for t in (eos, eot) if valid(t)),
+            add_bos=bool(C.llama_vocab_get_add_bos(v)),
+            bos_text=self.token_bytes(bos).decode("utf-8", "replace") if valid(bos) else "",
+            eos_text=self.token_bytes(eos).decode("utf-8", "replace") if valid(eos) else "",
+        )
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    @property
+    def n_past(self) -> int:
+        return self._n_past
+
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        if len(data) >= 1 << 30:
+            raise InvalidRequestError("Text too long to tokenize.")
+        cap = len(data) + 8
+        while True:
+            buf = (self._C.llama_token * cap)()
+            n = self._C.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, parse_special)
+            if n >= 0:
+                return list(buf[:n])
+            cap = -n
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            self._check_tokens([token])
+            buf = ctypes.create_string_buffer(64)
+            n = self._C.llama_token_to_piece(self._vocab, token, buf, 64, 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._C.llama_token_to_piece(self._vocab, token, buf, -n, 0, True)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def _check_tokens(self, tokens: Sequence[int]) -> None:
+        for t in tokens:
+            if not (isinstance(t, (int, np.integer)) and 0 <= t < self.n_vocab):
+                raise InvalidRequestError(f"Token id {t!r} is outside this model's vocabulary (0..{self.n_vocab - 1}).")
+
+    # -- the KV cache ---------------------------------------------------------------------------
+
+    def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
+        n = len(tokens)
+        if n == 0:
+            raise InvalidRequestError("forward() needs at least one token.")
+        if start != self._n_past:
+            raise InvalidRequestError(f"forward() must append at {self._n_past}, got start={start}.")
+        if start + n > self.n_ctx:
+            raise InvalidRequestError(f"{start + n} tokens do not fit the context of {self.n_ctx}.")
+        rows = [n - 1] if rows is None else list(rows)
+        if any(not 0 <= r < n for r in rows) or len(set(rows)) != len(rows):
+            raise InvalidRequestError(f"forward() rows must be distinct indices below {n}.")
+        self._check_tokens(tokens)
+        out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
+        wanted = {r: i for i, r in enumerate(rows)}
+        try:
+            for lo in range(0, n, self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT otherwise)
+                hi = min(lo + self.n_batch, n)
+                self._decode(tokens, lo, hi, start, wanted)
+                for r in range(lo, hi):
+                    if r in wanted:
+                        ptr = self._C.llama_get_logits_ith(self._ctx, r - lo)
+                        ctypes.memmove(out[wanted[r]].ctypes.data, ptr, self.n_vocab * 4)
+                self._n_past = start + hi
+        except BaseException:
+            # Keep the cache and our count in step whatever happened.
+            self._C.llama_memory_seq_rm(self._mem, 0, self._n_past, -1)
+            raise
+        return out
+
+    def _decode(self, tokens: Sequence[int], lo: int, hi: int, start: int, wanted: dict[int, int]) -> None:
+        b = self._batch
+        for j, r in enumerate(range(lo, hi)):
+            b.token[j] = int(tokens[r])
+            b.pos[j] = start + r
+            b.n_seq_id[j] = 1
+            b.seq_id[j][0] = 0
+            b.logits[j] = r in wanted
+        b.n_tokens = hi - lo
+        rc = self._C.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise RuntimeFailure(f"llama.cpp failed to process the tokens (code {rc}): {_last_error()}")
+
+    def truncate(self, n_keep: int) -> bool:
+        if n_keep < 0:
+            raise InvalidRequestError("truncate() needs n_keep >= 0.")
+        if n_keep >= self._n_past:
+            return True
+        if not self._C.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
+            return False
+        self._n_past = n_keep
+        return True
+
+    def reset(self) -> None:
+        self._C.llama_memory_clear(self._mem, True)
+        self._n_past = 0
+
+    def save_state(self) -> bytearray:
+        size = int(self._C.llama_state_seq_get_size(self._ctx, 0))
+        buf = bytearray(size)
+        written = self._C.llama_state_seq_get_data(self._ctx, (ctypes.c_uint8 * size).from_buffer(buf), size, 0)
+        if written != size:
+            raise RuntimeFailure("llama.cpp could not save the KV state.")
+        return buf  # bytes-like; copying a state of 100 MB again would buy nothing
+
+    def restore_state(self, data: bytes, n_tokens: int) -> None:
+        if not 0 < n_tokens <= self.n_ctx:
+            raise InvalidRequestError(f"A saved state of {n_tokens} tokens does not fit the context of {self.n_ctx}.")
+        self.reset()
+        if isinstance(data, bytearray):
+            src = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        else:
+            src = ctypes.cast(ctypes.c_char_p(bytes(data)), ctypes.POINTER(ctypes.c_uint8))
+        if not self._C.llama_state_seq_set_data(self._ctx, src, len(data), 0):
+            self.reset()
+            raise RuntimeFailure("llama.cpp could not restore the saved KV state.")
+        if int(self._C.llama_memory_seq_pos_max(self._mem, 0)) + 1 != n_tokens:
+            self.reset()
+            raise RuntimeFailure("The restored KV state does not hold the expected number of tokens.")
+        self._n_past = n_tokens
+
+    def close(self) -> None:
+        C = self._C
+        if self._batch is not None:
+            C.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            C.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            C.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self):  # a safety net; the engine closes explicitly
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _last_error() -> str:
+    lines = [m for m in _recent_log if m]
+    return lines[-1] if lines else "no details from llama.cpp"

@@ -1,0 +1,106 @@
+"""The small interface every runtime implements, and that only the engine uses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class LanternError(Exception):
+    """Base of every error Lantern reports to a user: the message is meant to be shown as is."""
+
+
+class ModelLoadError(LanternError):
+    """The model file is missing, unreadable, corrupt, or the load options do not fit it."""
+
+
+class InvalidRequestError(LanternError):
+    """A request the engine cannot run (bad messages, bad sampling values...)."""
+
+
+class ContextOverflowError(InvalidRequestError):
+    """The prompt does not fit the model's context window."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, n_ctx: int):
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model. `n_ctx=0` means the model's trained context, capped at 8192."""
+
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+    n_threads: int | None = None
+    n_batch: int = 512
+    flash_attn: bool | None = None  # None lets llama.cpp decide
+    allow_context_beyond_training: bool = False
+
+    def validate(self) -> None:
+        if self.n_ctx < 0:
+            raise ModelLoadError(f"Context size must be positive, got {self.n_ctx}.")
+        if self.n_batch < 1:
+            raise ModelLoadError(f"Batch size must be at least 1, got {self.n_batch}.")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise ModelLoadError(f"Thread count must be at least 1, got {self.n_threads}.")
+        if self.n_gpu_layers < -1:
+            raise ModelLoadError(f"GPU layers must be -1 (all) or more, got {self.n_gpu_layers}.")
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    bos: int | None
+    eos: int | None
+    end_of_turn: frozenset[int]  # every token that ends generation (EOS, <|im_end|>, <end_of_turn>...)
+    add_bos: bool
+    bos_text: str = ""
+    eos_text: str = ""
+
+
+class Runtime(Protocol):
+    """One loaded model and its KV cache (a single sequence).
+
+    `n_past` is how many tokens the KV cache holds; `forward` appends after them.
+    """
+
+    name: str  # "llamacpp", "mlx"
+    model_path: Path
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    n_batch: int
+    special: SpecialTokens
+    chat_template: str | None
+
+    @property
+    def n_past(self) -> int: ...
+
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]: ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes of one token, special tokens rendered as their text."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
+        """Append `tokens` at position `start` (must equal n_past) and return logits.
+
+        Returns an array of shape (len(rows), n_vocab) for the given row indices into `tokens`
+        (default: only the last row).
+        """
+        ...
+
+    def truncate(self, n_keep: int) -> bool:
+        """Drop KV entries after the first `n_keep`. False when the runtime cannot (then nothing changed)."""
+        ...
+
+    def save_state(self) -> bytes: ...
+
+    def restore_state(self, data: bytes, n_tokens: int) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,114 @@
+"""Samplers are plain callables built by `make_sampler` (after mlx-lm's sample_utils)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from backends.runtime import InvalidRequestError
+
+# (logits of one row, every token in the context so far) -> next token id
+Sampler = Callable[[np.ndarray, Sequence[int]], int]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings. `temperature == 0` is greedy decoding (the other fields then do nothing)."""
+
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def validate(self) -> None:
+        checks = [
+            ("temperature", math.isfinite(self.temperature) and 0 <= self.temperature <= 100, "between 0 and 100"),
+            ("top_k", self.top_k >= 0, "0 (off) or more"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("min_p", 0 <= self.min_p < 1, "in [0, 1)"),
+            ("repeat_penalty", math.isfinite(self.repeat_penalty) and self.repeat_penalty > 0, "above 0"),
+            ("presence_penalty", -2 <= self.presence_penalty <= 2, "between -2 and 2"),
+            ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "between -2 and 2"),
+            ("penalty_last_n", self.penalty_last_n >= 0, "0 or more"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise InvalidRequestError(f"{name} must be {expected}, got {getattr(self, name)!r}.")
+
+
+def make_sampler(params: SamplingParams) -> Sampler:
+    """Build the sampler for `params`.
+
+    Order: penalties (over the last `penalty_last_n` context tokens, as llama.cpp does),
+    then temperature, top_k, top_p, min_p, and a draw from a generator seeded by `seed`.
+    """
+    params.validate()
+    penalize = _make_penalties(params)
+    if params.greedy:
+        if penalize is None:
+            return lambda logits, context: int(np.argmax(logits))
+        return lambda logits, context: int(np.argmax(penalize(logits, context)))
+
+    rng = np.random.default_rng(params.seed)
+
+    def sample(logits: np.ndarray, context: Sequence[int]) -> int:
+        x = penalize(logits, context) if penalize is not None else logits
+        ids, probs = _filtered_probs(x, params)
+        return int(ids[min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum())), len(ids) - 1)])
+
+    return sample
+
+
+def _filtered_probs(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate ids and their (unnormalised) probabilities after top_k, top_p and min_p."""
+    x = logits.astype(np.float64) / params.temperature
+    if 0 < params.top_k < x.shape[0]:
+        ids = np.argpartition(x, -params.top_k)[-params.top_k :]
+    else:
+        ids = np.arange(x.shape[0])
+    vals = x[ids]
+    order = np.argsort(-vals, kind="stable")
+    ids, vals = ids[order], vals[order]
+    probs = np.exp(vals - vals[0])
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1
+        ids, probs = ids[:keep], probs[:keep]
+    if params.min_p > 0.0:
+        keep = probs >= params.min_p * probs[0]
+        ids, probs = ids[keep], probs[keep]
+    return ids, probs
+
+
+def _make_penalties(params: SamplingParams) -> Callable[[np.ndarray, Sequence[int]], np.ndarray] | None:
+    if (
+        params.penalty_last_n == 0
+        or (params.repeat_penalty == 1.0 and params.presence_penalty == 0.0 and params.frequency_penalty == 0.0)
+    ):
+        return None
+
+    def penalize(logits: np.ndarray, context: Sequence[int]) -> np.ndarray:
+        recent = context[-params.penalty_last_n :]
+        if not recent:
+            return logits
+        ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
+        x = logits.astype(np.float32, copy=True)
+        vals = x[ids]
+        if params.repeat_penalty != 1.0:
+            vals = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
+        vals = vals - counts * params.frequency_penalty - params.presence_penalty
+        x[ids] = vals
+        return x
+
+    return penalize

@@ -1,0 +1,119 @@
+"""One thread owns the model: the window and the server submit requests and read events back.
+
+After mlx-lm's server (one generation thread fed by a queue, a reply queue per request)
+and Anki's single-worker task manager.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Iterator
+
+from backends.engine import Engine
+from backends.events import Event, Finished, GenerationRequest, TextDelta
+from backends.runtime import ModelLoadError
+
+_DONE = object()
+
+
+class Generation:
+    """A submitted request: iterate it for events; `cancel()` stops it within one step."""
+
+    def __init__(self, request: GenerationRequest):
+        self.request = request
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            item = self._events.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def text(self) -> tuple[str, Finished]:
+        """Wait for the whole reply: its text and its final event."""
+        parts, final = [], None
+        for event in self:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            else:
+                final = event
+        assert final is not None
+        return "".join(parts), final
+
+
+class EngineWorker:
+    """Runs every call into the engine on one thread, in submission order."""
+
+    def __init__(self, make_engine: Callable[[], Engine]):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="lantern-engine", daemon=True)
+        self._ready: Future = Future()
+        self._make_engine = make_engine
+        self._thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> Engine:
+        """Block until the model is loaded; re-raises a load error."""
+        return self._ready.result(timeout)
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        gen = Generation(request)
+        self._jobs.put(gen)
+        return gen
+
+    def call(self, fn: Callable[[Engine], Any]) -> Future:
+        """Run `fn(engine)` on the engine's thread (after the requests already queued)."""
+        fut: Future = Future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        try:
+            engine = self._make_engine()
+        except BaseException as e:  # reported to whoever waits, and to every request
+            self._ready.set_exception(e)
+            engine = None
+        else:
+            self._ready.set_result(engine)
+        try:
+            while (job := self._jobs.get()) is not None:
+                if isinstance(job, Generation):
+                    self._run(engine, job)
+                else:
+                    fn, fut = job
+                    if fut.set_running_or_notify_cancel():
+                        try:
+                            fut.set_result(fn(engine))
+                        except BaseException as e:
+                            fut.set_exception(e)
+        finally:
+            if engine is not None:
+                engine.runtime.close()
+
+    @staticmethod
+    def _run(engine: Engine | None, gen: Generation) -> None:
+        try:
+            if engine is None:
+                raise ModelLoadError("No model is loaded: it failed to load.")
+            for event in engine.generate(gen.request, cancel=gen._cancel):
+                gen._events.put(event)
+        except Exception as e:
+            gen._events.put(e)
+        finally:
+            gen._events.put(_DONE)
+

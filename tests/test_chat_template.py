@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from backends.chat_template import ChatTemplate, ChatTemplateError, Message, parse_messages
+from backends.runtime import InvalidRequestError
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+ESCAPES = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ self.__init__.__globals__['os'].system('touch /tmp/lantern-pwned') }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{% set x = messages.append({'role': 'user', 'content': 'injected'}) %}{{ messages }}",
+    "{{ raise_exception.__globals__ }}",
+]
+
+
+def test_renders_chatml():
+    t = ChatTemplate(CHATML)
+    out = t.render([Message("system", "Be brief."), Message("user", "Hi")])
+    assert out == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("source", ESCAPES)
+def test_template_cannot_reach_python_internals(source):
+    marker = Path("/tmp/lantern-pwned")
+    marker.unlink(missing_ok=True)
+    messages = [Message("user", "hi")]
+    try:
+        out = ChatTemplate(source).render(messages)
+    except ChatTemplateError as e:
+        assert "unsafe" in str(e) or "failed" in str(e)
+    else:  # rendering to nothing is safe too, as long as nothing leaked
+        assert not any(word in out for word in ("class", "function", "module", "uid=", "injected"))
+    assert not marker.exists()
+    assert messages == [Message("user", "hi")]
+
+
+def test_template_raise_exception_becomes_a_request_error():
+    t = ChatTemplate("{% if messages[0]['role'] != 'user' %}{{ raise_exception('must start with user') }}{% endif %}")
+    with pytest.raises(InvalidRequestError, match="must start with user"):
+        t.render([Message("assistant", "x")])
+
+
+def test_broken_template_is_a_clear_error():
+    with pytest.raises(ChatTemplateError, match="does not compile"):
+        ChatTemplate("{% for %}")
+
+
+def test_fallback_for_models_without_a_template():
+    t = ChatTemplate(None)
+    assert t.is_fallback
+    assert t.render([Message("system", "S"), Message("user", "Q")]) == "S\n\nUser: Q\nAssistant:"
+
+
+@pytest.mark.parametrize("messages,match", [
+    ([], "empty"),
+    ([{"role": "wizard", "content": "x"}], "role"),
+    ([{"role": "user", "content": 3}], "content"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], "text parts"),
+    (["hello"], "object"),
+])
+def test_bad_messages(messages, match):
+    with pytest.raises(InvalidRequestError, match=match):
+        parse_messages(messages)
+
+
+def test_text_parts_are_joined():
+    [m] = parse_messages([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+    assert m == Message("user", "ab")
