@@ -1,0 +1,56 @@
+"""The `lantern` command as a user runs it (a real subprocess)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+LANTERN = Path(sys.executable).with_name("lantern")
+
+
+def lantern(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LANTERN), *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+
+
+def test_generate_streams_a_completion():
+    r = lantern("generate", "--model", "smollm2-135m-instruct", "--max-tokens", "8", "--n-ctx", "512",
+                "The capital of France is")
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+    assert "TTFT" in r.stderr and "finish: length" in r.stderr
+
+
+def test_generate_is_reproducible_with_a_seed():
+    args = ("generate", "--max-tokens", "12", "--temperature", "0.9", "--seed", "7", "--n-ctx", "512", "Once upon a time")
+    first, second = lantern(*args), lantern(*args)
+    assert first.returncode == 0 and first.stdout == second.stdout and first.stdout.strip()
+
+
+def test_chat_reuses_the_cache_on_the_second_turn():
+    r = lantern("chat", "--temperature", "0", "--max-tokens", "20", "--n-ctx", "1024",
+                stdin="What is the capital of France?\nAnd of Italy?\n")
+    assert r.returncode == 0, r.stderr
+    figures = [line for line in r.stderr.splitlines() if "prompt tokens reused" in line]
+    assert len(figures) == 2
+    assert figures[0].startswith("[0/")
+    reused = int(figures[1].strip("[").split("/")[0])
+    assert reused > 30
+
+
+def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
+    cases = [
+        (("generate", "--model", str(tmp_path / "missing.gguf"), "hi"), "not found"),
+        (("generate", "--model", str(tmp_path), "hi"), "folder"),
+        (("generate", "--model", "no-such-model", "hi"), "No model named"),
+        (("generate", "--n-ctx", "-5", "hi"), "positive"),
+        (("generate", "--n-ctx", "100000", "hi"), "beyond"),
+        (("generate", "--max-tokens", "0", "hi"), "max_tokens"),
+        (("generate", "--backend", "mlx", "hi"), "MLX"),
+        (("generate", "--top-p", "7", "hi"), "top_p"),
+    ]
+    for args, message in cases:
+        r = lantern(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
