@@ -37,7 +37,7 @@ class LoadOptions:
     n_gpu_layers: int = 0
     n_threads: int | None = None
     n_batch: int = 512
-    flash_attn: bool | None = None  # None lets llama.cpp decide
+    flash_attn: bool | None = None  # None: off on the CPU, llama.cpp's choice with GPU layers
     allow_context_beyond_training: bool = False
 
     def validate(self) -> None:
