@@ -129,12 +129,18 @@ class Engine:
         n_common = common_prefix_len(self._tokens, prompt)
         restored = 0
         match = self.states.best_match(prompt, better_than=n_common + RESTORE_WHEN_GAINING)
+        saved = None
+        if match is not None:
+            try:  # read it before saving the current state can push it out of the budget
+                saved = self.states.load(match[1])
+            except OSError:
+                match = None  # a spilled state that is gone from disk: compute instead
         if match is not None or len(self._tokens) - n_common >= SAVE_WHEN_DISCARDING:
             self._save_current()
         if match is not None:
             n_match, entry = match
             try:
-                rt.restore_state(self.states.load(entry), len(entry.tokens))
+                rt.restore_state(saved, len(entry.tokens))
                 self._tokens, n_common, restored = list(entry.tokens), n_match, n_match
             except LanternError:
                 self._tokens = []  # the cache was reset; compute from scratch

@@ -164,3 +164,21 @@ def test_bad_requests_are_clear_errors_and_the_engine_lives_on(engine, request_k
         list(engine.generate(GenerationRequest(**request_kwargs)))
     text, _, fin = run(engine, GenerationRequest(prompt="Hello", sampling=GREEDY, max_tokens=3))
     assert fin.reason == "length" and fin.stats.completion_tokens == 3
+
+
+def test_switching_works_when_the_saved_states_barely_fit(smollm2_path):
+    """A budget for one state: saving the current conversation must not lose the one being restored."""
+    from backends.state_cache import StateCache
+
+    rt = load(smollm2_path)
+    probe = Engine(rt)
+    a = chat("Tell me about apples. " * 30)
+    run(probe, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))
+    one_state = len(rt.save_state())
+    engine = Engine(rt, state_cache=StateCache(ram_bytes=int(one_state * 1.5)))
+    engine.forget_cache()
+    b = chat("Tell me about pears and plums. " * 30)
+    run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))
+    run(engine, GenerationRequest(messages=b, sampling=GREEDY, max_tokens=4))  # saves a
+    _, _, fin = run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))  # saves b, restores a
+    assert fin.stats.restored_tokens > 100 and fin.stats.prefill_tokens == 1
