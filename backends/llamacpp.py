@@ -305,5 +305,9 @@ class LlamaCppRuntime:
 
 
 def _last_error() -> str:
+    """The most telling of llama.cpp's recent messages (an "error ...: reason" line when there is one)."""
     lines = [m for m in _recent_log if m]
+    errors = [m for m in lines if "error" in m.lower()]
+    if errors:
+        return errors[-1].split("error loading model: ", 1)[-1]
     return lines[-1] if lines else "no details from llama.cpp"

@@ -45,8 +45,8 @@ class LoadOptions:
             raise ModelLoadError(f"Context size must be positive, got {self.n_ctx}.")
         if self.n_batch < 1:
             raise ModelLoadError(f"Batch size must be at least 1, got {self.n_batch}.")
-        if self.n_threads is not None and self.n_threads < 1:
-            raise ModelLoadError(f"Thread count must be at least 1, got {self.n_threads}.")
+        if self.n_threads is not None and not 1 <= self.n_threads <= 512:  # ggml's own limit is 512
+            raise ModelLoadError(f"Thread count must be between 1 and 512, got {self.n_threads}.")
         if self.n_gpu_layers < -1:
             raise ModelLoadError(f"GPU layers must be -1 (all) or more, got {self.n_gpu_layers}.")
 

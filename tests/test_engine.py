@@ -182,3 +182,31 @@ def test_switching_works_when_the_saved_states_barely_fit(smollm2_path):
     run(engine, GenerationRequest(messages=b, sampling=GREEDY, max_tokens=4))  # saves a
     _, _, fin = run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))  # saves b, restores a
     assert fin.stats.restored_tokens > 100 and fin.stats.prefill_tokens == 1
+
+
+def test_saved_states_spilled_to_disk_come_back(smollm2_path, tmp_path):
+    from backends.state_cache import StateCache
+
+    rt = load(smollm2_path)
+    engine = Engine(rt, state_cache=StateCache(ram_bytes=1, disk_dir=tmp_path))  # every state goes to disk
+    a = chat("Tell me about apples. " * 30)
+    run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))
+    run(engine, GenerationRequest(messages=chat("Hi there, tell me about pears and plums please."),
+                                  sampling=GREEDY, max_tokens=4))
+    assert list(tmp_path.glob("*.kv"))
+    _, _, fin = run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))
+    assert fin.stats.restored_tokens > 100 and fin.stats.prefill_tokens == 1
+
+
+def test_a_cancel_during_prefill_stops_before_decoding(engine):
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    events = list(engine.generate(GenerationRequest(prompt="word " * 1500, sampling=GREEDY, max_tokens=5),
+                                  cancel=cancel))
+    assert [type(e).__name__ for e in events] == ["Finished"]
+    assert events[0].reason == "cancelled" and events[0].stats.completion_tokens == 0
+    # the cache holds exactly what was computed, and the next request is fine
+    assert engine.runtime.n_past == len(engine.cached_tokens)
+    assert run(engine, GenerationRequest(prompt="Hello", sampling=GREEDY, max_tokens=2))[2].reason == "length"

@@ -83,7 +83,7 @@ def test_a_corrupt_saved_state_is_refused(smollm2):
     (lambda tmp, src: tmp / "nope.gguf", "not found"),
     (lambda tmp, src: tmp, "folder"),
     (lambda tmp, src: _write(tmp / "text.gguf", b"hello world, not a model"), "not a GGUF"),
-    (lambda tmp, src: _write(tmp / "half.gguf", src.read_bytes()[: src.stat().st_size // 2]), "could not load"),
+    (lambda tmp, src: _write(tmp / "half.gguf", src.read_bytes()[: src.stat().st_size // 2]), "incomplete"),
     (lambda tmp, src: _write(tmp / "head.gguf", src.read_bytes()[:4096]), "could not load"),
     (lambda tmp, src: _write(tmp / "empty.gguf", b""), "not a GGUF"),
 ])
@@ -97,6 +97,7 @@ def test_bad_model_files_are_clear_errors(tmp_path, smollm2_path, make, match):
     (dict(n_ctx=10 ** 6), "beyond"),
     (dict(n_batch=0), "Batch"),
     (dict(n_threads=0), "Thread"),
+    (dict(n_threads=100_000), "Thread"),
     (dict(n_gpu_layers=-2), "GPU layers"),
 ])
 def test_bad_load_options_are_clear_errors(smollm2_path, options, match):
