@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from backends.chat_template import ChatTemplate, Message, parse_messages
+from backends.decoding import DecodeCounters, Lookup, produce_tokens
+from backends.draft_policy import DraftLengthPolicy, measure_forward_costs
+from backends.drafting import PromptLookupDrafter
 from backends.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
 from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError, Runtime
 from backends.sampling import make_sampler
@@ -22,11 +26,34 @@ SAVE_WHEN_DISCARDING = 64
 RESTORE_WHEN_GAINING = 16
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """Engine settings shared by the CLI, the window and the server."""
+
+    prompt_lookup: bool = True
+    draft_max: int = 16
+    ngram_max: int = 3
+    adaptive_draft: bool = True  # False: always draft up to draft_max (benchmarks, tests)
+
+    def validate(self) -> None:
+        if not 1 <= self.draft_max <= 64:
+            raise InvalidRequestError(f"draft_max must be between 1 and 64, got {self.draft_max}.")
+        if not 1 <= self.ngram_max <= 8:
+            raise InvalidRequestError(f"ngram_max must be between 1 and 8, got {self.ngram_max}.")
+
+
 class Engine:
     """Drives one runtime. Not thread-safe: one worker thread owns it (see backends/worker.py)."""
 
-    def __init__(self, runtime: Runtime, *, state_cache: StateCache | None = None):
+    def __init__(self, runtime: Runtime, *, state_cache: StateCache | None = None,
+                 options: EngineOptions | None = None):
         self.runtime = runtime
+        self.options = options or EngineOptions()
+        self.options.validate()
+        self._policy: DraftLengthPolicy | None = None
+        self._drafter: PromptLookupDrafter | None = None
+        if self.options.prompt_lookup and runtime.n_past == 0:
+            self._lookup()  # measures this device's forward-pass costs now, while the model loads
         self.states = state_cache if state_cache is not None else StateCache()
         sp = runtime.special
         self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text)
@@ -168,59 +195,70 @@ class Engine:
         rt = self.runtime
         reused, restored = self._reuse_cache(prompt)
         todo = prompt[reused:]
-        stats = dict(prompt_tokens=len(prompt), cached_tokens=reused, restored_tokens=restored,
-                     prefill_tokens=len(todo), dropped_messages=dropped)
+        base = dict(prompt_tokens=len(prompt), cached_tokens=reused, restored_tokens=restored,
+                    prefill_tokens=len(todo), dropped_messages=dropped)
+        counters = DecodeCounters()
         logits = None
         for lo in range(0, len(todo), rt.n_batch):
             if cancel.is_set():
-                yield Finished("cancelled", _stats(stats, t0, None, None, 0))
+                yield Finished("cancelled", _stats(base, counters, t0, None, None, 0))
                 return
             chunk = todo[lo: lo + rt.n_batch]
             logits = rt.forward(chunk, rt.n_past)[0]
             self._tokens.extend(chunk)
         t_prefill = time.perf_counter()
 
-        context = list(prompt)  # what penalties look at
         stream = TextStream(request.stop)
         max_tokens = request.max_tokens if request.max_tokens is not None else rt.n_ctx
         ends = rt.special.end_of_turn
+        use_lookup = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
+        tokens = produce_tokens(rt, self._tokens, logits, sampler, list(prompt), counters, max_new=max_tokens,
+                                ends=ends, lookup=self._lookup() if use_lookup else None)
         generated: list[int] = []
         t_first = None
         reason = "length"
         try:
-            while True:
-                if cancel.is_set():
-                    reason = "cancelled"
-                    break
-                token = sampler(logits, context)
+            for token in tokens:
                 if t_first is None:
                     t_first = time.perf_counter()
                 if token in ends:
                     reason = "stop"
                     break
                 generated.append(token)
-                context.append(token)
-                self._pending = [token]
-                text = stream.push(rt.token_bytes(token))
-                yield TextDelta(text, (token,))
+                yield TextDelta(stream.push(rt.token_bytes(token)), (token,))
                 if stream.stopped:
                     reason = "stop"
                     break
-                if len(generated) >= max_tokens or rt.n_past + 1 >= rt.n_ctx:  # prompt + reply fit the context
+                if len(generated) >= max_tokens or len(prompt) + len(generated) >= rt.n_ctx:
                     break
-                logits = rt.forward([token], rt.n_past)[0]
-                self._tokens.append(token)
-                self._pending = []
+                if cancel.is_set():
+                    reason = "cancelled"
+                    break
         except LanternError as e:
-            yield Finished("error", _stats(stats, t0, t_prefill, t_first, len(generated)), error=str(e))
+            yield Finished("error", _stats(base, counters, t0, t_prefill, t_first, len(generated)), error=str(e))
             return
+        finally:
+            tokens.close()
+            fed_reply = len(self._tokens) - len(prompt)  # reply tokens already in the KV cache
+            self._pending = generated[fed_reply:] if 0 <= fed_reply < len(generated) else []
         tail = stream.finish()
         if tail:
             yield TextDelta(tail, ())
-        yield Finished(reason, _stats(stats, t0, t_prefill, t_first, len(generated)))
+        yield Finished(reason, _stats(base, counters, t0, t_prefill, t_first, len(generated)))
+
+    def _lookup(self) -> Lookup:
+        if self._policy is None:
+            costs = None
+            if self.runtime.n_past == 0:
+                costs = measure_forward_costs(self.runtime)
+            self._policy = DraftLengthPolicy(costs or {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5},
+                                             draft_max=self.options.draft_max)
+        self._drafter = self._drafter or PromptLookupDrafter(ngram_max=self.options.ngram_max)
+        return Lookup(self._drafter, self._policy, adaptive=self.options.adaptive_draft)
 
 
-def _stats(base: dict, t0: float, t_prefill: float | None, t_first: float | None, n: int) -> GenerationStats:
+def _stats(base: dict, counters: DecodeCounters, t0: float, t_prefill: float | None, t_first: float | None,
+           n: int) -> GenerationStats:
     now = time.perf_counter()
     decode_s = now - t_first if t_first is not None else 0.0
     return GenerationStats(
@@ -230,6 +268,9 @@ def _stats(base: dict, t0: float, t_prefill: float | None, t_first: float | None
         completion_tokens=n,
         decode_tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0,
         total_ms=(now - t0) * 1000,
+        drafted_tokens=counters.drafted,
+        accepted_tokens=counters.accepted,
+        tokens_per_forward=n / (counters.forwards + 1) if n else 0.0,
     )
 
 

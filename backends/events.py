@@ -25,6 +25,7 @@ class GenerationRequest:
     max_tokens: int | None = 512
     stop: Sequence[str] = ()
     drop_oldest_turns: bool = False
+    prompt_lookup: bool | None = None  # None: the engine's setting
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class GenerationStats:
     decode_tokens_per_s: float
     total_ms: float
     dropped_messages: int = 0
+    drafted_tokens: int = 0  # prompt lookup: tokens proposed for verification
+    accepted_tokens: int = 0  # of those, how many the model agreed with
+    tokens_per_forward: float = 0.0  # reply tokens per forward pass of the model
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
 
 @dataclass(frozen=True)

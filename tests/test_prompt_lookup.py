@@ -1,0 +1,207 @@
+"""Prompt-lookup speculative decoding: same output as plain decoding, fewer forward passes."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from scipy.stats import chi2_contingency
+
+from backends.decoding import DecodeCounters, _verify
+from backends.draft_policy import DraftLengthPolicy
+from backends.drafting import PromptLookupDrafter
+from backends.engine import Engine, EngineOptions
+from backends.events import GenerationRequest, TextDelta
+from backends.sampling import SamplingParams, make_sampler
+from conftest import assert_same_up_to_near_tie, load, reference_greedy
+
+GREEDY = SamplingParams(temperature=0)
+FORCED = EngineOptions(adaptive_draft=False, draft_max=8)
+CODE = '''def load_settings(path):
+    """Read the settings file and return a dict."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_settings(path, settings):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
+'''
+COPY = f"Here is a Python file:\n\n```python\n{CODE}```\n\nHere is the same file again, unchanged:\n\n```python\n"
+
+
+def generate(engine, request):
+    ids, text, final = [], [], None
+    for event in engine.generate(request):
+        if isinstance(event, TextDelta):
+            ids.extend(event.tokens)
+            text.append(event.text)
+        else:
+            final = event
+    return ids, "".join(text), final
+
+
+# -- the drafter and the policy -------------------------------------------------------------------
+
+def test_drafter_prefers_the_longest_ngram_and_the_latest_occurrence():
+    d = PromptLookupDrafter(ngram_max=3)
+    d.extend([1, 2, 3, 9, 5, 2, 3, 7, 8, 1, 2, 3])
+    assert d.propose(3) == ([9, 5, 2], 3)  # the 3-gram [1,2,3] beats the later 2-gram [2,3] -> 7
+    d = PromptLookupDrafter(ngram_max=3)
+    d.extend([1, 2, 3, 9, 1, 2, 3, 7, 6, 1, 2, 3])
+    assert d.propose(2) == ([7, 6], 3)  # the latest of two earlier occurrences
+    d.extend([4])
+    assert d.propose(2) == ([], 0)  # 4 was never seen before
+    d.extend([9])
+    assert d.propose(5) == ([1, 2, 3, 7, 6], 1)  # only the 1-gram [9] matches
+    assert d.propose(0) == ([], 0)
+
+
+def test_drafter_sync_appends_or_rebuilds():
+    seq = list(np.random.default_rng(0).integers(0, 20, 300))
+    a, b = PromptLookupDrafter(), PromptLookupDrafter()
+    a.sync(seq[:100])
+    a.sync(seq)  # extends
+    b.sync(seq[:50] + [99] * 10)
+    b.sync(seq)  # diverged: rebuilt
+    for end in (120, 200, 300):
+        a2, b2 = PromptLookupDrafter(), PromptLookupDrafter()
+        a2.sync(seq[:end])
+        b2.sync(seq[:end])
+        assert a2.propose(5) == b2.propose(5)
+    assert a.propose(6) == b.propose(6) and len(a) == len(b) == 300
+
+
+def test_policy_drafts_long_on_a_flat_cost_curve_and_not_at_all_when_it_does_not_pay():
+    flat = DraftLengthPolicy({1: 1.0, 2: 1.02, 4: 1.05, 8: 1.1, 16: 1.2}, draft_max=16)
+    for _ in range(20):
+        flat.update(3, 8, 8)
+    assert flat.choose(3, 16) >= 8
+    linear = DraftLengthPolicy({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0, 16: 16.0}, draft_max=16, probe_every=10)
+    for _ in range(20):
+        linear.update(1, 4, 0)
+    choices = [linear.choose(1, 16) for _ in range(30)]
+    assert choices.count(0) == 27 and choices.count(1) == 3  # only the probes draft
+
+
+# -- the engine -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma"])
+@pytest.mark.parametrize("options", [FORCED, EngineOptions()], ids=["forced", "adaptive"])
+def test_greedy_with_lookup_equals_plain_greedy(model, options, smollm2_path, gemma_path):
+    rt = load(smollm2_path if model == "smollm2" else gemma_path)
+    engine = Engine(rt, options=options)
+    ids, text, fin = generate(engine, GenerationRequest(prompt=COPY, sampling=GREEDY, max_tokens=80))
+    s = fin.stats
+    prompt = engine.cached_tokens[: s.prompt_tokens]
+    ref, gaps = reference_greedy(rt, prompt, 80)
+    assert_same_up_to_near_tie(ref, gaps, ids, rt.special.end_of_turn)
+    if options is FORCED or model == "gemma":
+        assert s.drafted_tokens > 0 and s.accepted_tokens > 20
+        assert s.tokens_per_forward > 1.5
+        assert 0 < s.acceptance_rate <= 1
+
+
+def test_sampling_with_lookup_keeps_the_distribution(smollm2_path):
+    """Chi-square over a fixed seed list: the verified token's distribution is that of plain sampling."""
+    prompt = "red green blue. red green blue. red green blue. red green"
+    sampling = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    seeds = range(160)
+
+    def second_tokens(options):
+        engine = Engine(load(smollm2_path, n_ctx=256), options=options)
+        out = {}
+        for seed in seeds:
+            ids, _, fin = generate(engine, GenerationRequest(
+                prompt=prompt, max_tokens=3, sampling=SamplingParams(seed=seed, **sampling)))
+            out[seed] = (ids[1] if len(ids) > 1 else -1, fin.stats.drafted_tokens > 0)
+        return out
+
+    plain = second_tokens(EngineOptions(prompt_lookup=False))
+    drafted = second_tokens(EngineOptions(adaptive_draft=False, draft_max=1))
+    # Where the first token found a match, the second was sampled from a verification row.
+    verified = [s for s in seeds if drafted[s][1]]
+    assert len(verified) >= 80
+    a = [plain[s][0] for s in verified]
+    b = [drafted[s][0] for s in verified]
+    values = [v for v in sorted(set(a) | set(b)) if a.count(v) + b.count(v) >= 5]
+    table = np.array([[a.count(v) for v in values] + [sum(x not in values for x in a)],
+                      [b.count(v) for v in values] + [sum(x not in values for x in b)]])
+    table = table[:, table.sum(axis=0) > 0]
+    assert table.shape[1] >= 2, "the prompt must leave more than one likely token"
+    _, p, _, _ = chi2_contingency(table)
+    assert p > 0.01
+
+
+def test_an_end_token_inside_an_accepted_draft_ends_the_reply(smollm2_path):
+    engine = Engine(load(smollm2_path), options=FORCED)
+    turn = [{"role": "user", "content": "Say yes."}, {"role": "assistant", "content": "Yes."}]
+    messages = turn * 3 + [turn[0]]
+    ids, text, fin = generate(engine, GenerationRequest(messages=messages, sampling=GREEDY, max_tokens=20))
+    assert fin.reason == "stop" and text == "Yes."
+    assert fin.stats.accepted_tokens >= 1  # "." and the end token came from the draft
+    assert not set(ids) & engine.runtime.special.end_of_turn
+    assert engine.runtime.n_past == len(engine.cached_tokens)
+
+
+def test_max_tokens_and_stop_strings_hold_inside_drafts(smollm2_path):
+    engine = Engine(load(smollm2_path), options=EngineOptions(adaptive_draft=False, draft_max=16))
+    for n in (1, 2, 7, 13):
+        ids, _, fin = generate(engine, GenerationRequest(prompt=COPY, sampling=GREEDY, max_tokens=n))
+        assert len(ids) == n and fin.stats.completion_tokens == n
+        assert engine.runtime.n_past == len(engine.cached_tokens)
+    _, text, _ = generate(engine, GenerationRequest(prompt=COPY, sampling=GREEDY, max_tokens=60))
+    stop = text[len(text) // 2: len(text) // 2 + 12]
+    _, cut, fin = generate(engine, GenerationRequest(prompt=COPY, sampling=GREEDY, max_tokens=60, stop=[stop]))
+    assert fin.reason == "stop" and cut == text[: text.index(stop)] and fin.stats.drafted_tokens > 0
+
+
+def test_second_turn_reuses_the_cache_with_lookup(smollm2_path):
+    engine = Engine(load(smollm2_path), options=FORCED)
+    turn1 = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+    _, reply, fin1 = generate(engine, GenerationRequest(messages=turn1, sampling=GREEDY, max_tokens=60))
+    kv_after_1 = len(engine.cached_tokens)
+    turn2 = turn1 + [{"role": "assistant", "content": reply}, {"role": "user", "content": "Repeat it exactly."}]
+    _, reply2, fin2 = generate(engine, GenerationRequest(messages=turn2, sampling=GREEDY, max_tokens=60))
+    assert fin2.stats.cached_tokens >= kv_after_1 - 1 and fin2.stats.prefill_tokens < 20
+    assert fin2.stats.accepted_tokens > 0
+
+
+def test_cancel_with_lookup_stops_at_once(smollm2_path):
+    engine = Engine(load(smollm2_path), options=FORCED)
+    cancel = threading.Event()
+    seen = 0
+    for event in engine.generate(GenerationRequest(prompt=COPY, sampling=GREEDY, max_tokens=200), cancel=cancel):
+        if isinstance(event, TextDelta):
+            seen += 1
+            if seen == 3:
+                cancel.set()
+        else:
+            final = event
+    assert final.reason == "cancelled" and seen == 3
+    assert engine.runtime.n_past == len(engine.cached_tokens)
+
+
+def test_an_exception_during_verification_leaves_the_cache_in_step(smollm2):
+    prompt = smollm2.tokenize("one two three one two three one two", add_bos=True)
+    smollm2.forward(prompt, 0)
+    fed = list(prompt)
+    calls = 0
+    greedy = make_sampler(GREEDY)
+
+    def failing(logits, context):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("sampler broke")
+        return greedy(logits, context)
+
+    draft = smollm2.tokenize(" three one two", add_bos=False)
+    with pytest.raises(RuntimeError, match="sampler broke"):
+        _verify(smollm2, fed, smollm2.tokenize(" two", add_bos=False)[0], draft, failing, list(fed), frozenset())
+    assert smollm2.n_past == len(fed) == len(prompt) + 1
+    # the cache goes on correctly from there
+    DecodeCounters()
+    assert smollm2.forward([fed[-1]], smollm2.n_past).shape == (1, smollm2.n_vocab)
