@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from backends.engine import EngineOptions
 from backends.events import Finished, GenerationRequest, TextDelta
 from backends.runtime import LanternError, LoadOptions
 from backends.sampling import SamplingParams
@@ -18,6 +19,9 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--n-gpu-layers", type=int, default=0, help="layers to put on the GPU (-1: all)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--allow-long-context", action="store_true", help="allow a context beyond the model's training")
+    p.add_argument("--prompt-lookup", action=argparse.BooleanOptionalAction, default=True,
+                   help="draft tokens from the conversation and verify them in one pass (default: on)")
+    p.add_argument("--draft-max", type=int, default=EngineOptions().draft_max, help="longest draft to verify")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, *, temperature: float) -> None:
@@ -45,12 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(gen)
     _add_sampling_flags(gen, temperature=0.0)
     gen.add_argument("prompt")
+    bench = sub.add_parser("bench", help="prompt lookup against plain decoding and llama-cpp-python")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--workload", action="append", choices=["copy", "revision", "open-ended"])
+    bench.add_argument("--no-peers", action="store_true", help="skip llama-cpp-python")
+    bench.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--repeats", type=int, default=3, help="runs per Lantern configuration (median kept)")
     return parser
 
 
 def _options(args) -> LoadOptions:
     return LoadOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
                        allow_context_beyond_training=args.allow_long_context)
+
+
+def _engine_options(args) -> EngineOptions:
+    return EngineOptions(prompt_lookup=args.prompt_lookup, draft_max=args.draft_max)
 
 
 def _sampling(args) -> SamplingParams:
@@ -77,6 +92,9 @@ def _stream(worker, request, out) -> tuple[str, Finished]:
 def _figures(f: Finished) -> str:
     s = f.stats
     extra = f", error: {f.error}" if f.error else ""
+    if s.drafted_tokens:
+        extra = (f", drafted {s.drafted_tokens}, accepted {s.accepted_tokens} ({s.acceptance_rate:.0%}), "
+                 f"{s.tokens_per_forward:.2f} tokens/pass") + extra
     return (f"[{s.cached_tokens}/{s.prompt_tokens} prompt tokens reused, TTFT {s.ttft_ms:.0f} ms, "
             f"{s.decode_tokens_per_s:.1f} tok/s, {s.completion_tokens} tokens, finish: {f.reason}{extra}]")
 
@@ -86,7 +104,8 @@ def run_generate(args) -> int:
 
     request = GenerationRequest(prompt=args.prompt, sampling=_sampling(args), max_tokens=args.max_tokens,
                                 stop=args.stop)
-    worker = start_worker(args.model, backend=args.backend, options=_options(args))
+    worker = start_worker(args.model, backend=args.backend, options=_options(args),
+                          engine_options=_engine_options(args))
     try:
         worker.wait_ready()
         _, final = _stream(worker, request, sys.stdout)
@@ -99,7 +118,8 @@ def run_generate(args) -> int:
 def run_chat(args) -> int:
     from app.wiring import start_worker
 
-    worker = start_worker(args.model, backend=args.backend, options=_options(args))
+    worker = start_worker(args.model, backend=args.backend, options=_options(args),
+                          engine_options=_engine_options(args))
     try:
         worker.wait_ready()
         print(f"Lantern chat on {args.model or STARTER_MODEL}. Empty line or Ctrl-D to quit.", file=sys.stderr)
@@ -122,13 +142,35 @@ def run_chat(args) -> int:
         worker.close()
 
 
+def run_bench(args) -> int:
+    import datetime
+    from pathlib import Path
+
+    from app import bench
+    from app.benchdoc import machine, write_section
+
+    results = bench.benchmark(threads=args.threads, workloads=tuple(args.workload or bench.WORKLOADS),
+                              peers=not args.no_peers, repeats=args.repeats)
+    text = bench.table(results)
+    if args.json:
+        print(bench.to_json(results))
+    else:
+        print(text)
+    if not args.no_write:
+        header = (f"Machine: {machine()}  \nModels: copy on gemma3-270m, the others on smollm2-135m-instruct; greedy  \n"
+                  f"Command: `.venv/bin/lantern bench --repeats {args.repeats}`  \nDate: {datetime.date.today().isoformat()}\n\n")
+        write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", "lookup",
+                      "## Prompt lookup (speculative decoding)\n\n" + header + text + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # until the window exists, `lantern` alone chats on the starter model
         args = parser.parse_args(["chat", *(argv or [])])
     try:
-        return {"chat": run_chat, "generate": run_generate}[args.command](args)
+        return {"chat": run_chat, "generate": run_generate, "bench": run_bench}[args.command](args)
     except LanternError as e:
         print(f"lantern: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.engine import Engine
+from backends.engine import Engine, EngineOptions
 from backends.runtime import LoadOptions, ModelLoadError
 from backends.state_cache import StateCache
 from backends.worker import EngineWorker
@@ -24,6 +24,13 @@ def open_runtime(model: str | Path | None, *, backend: str = "auto", options: Lo
 
 
 def start_worker(model: str | Path | None, *, backend: str = "auto", options: LoadOptions = LoadOptions(),
-                 state_cache: StateCache | None = None) -> EngineWorker:
+                 engine_options: EngineOptions | None = None, state_cache: StateCache | None = None) -> EngineWorker:
     """Start the engine thread; the model loads on it (wait_ready() reports a failure)."""
-    return EngineWorker(lambda: Engine(open_runtime(model, backend=backend, options=options), state_cache=state_cache))
+    if engine_options is not None:
+        engine_options.validate()  # before any model loads
+
+    def make() -> Engine:
+        return Engine(open_runtime(model, backend=backend, options=options), state_cache=state_cache,
+                      options=engine_options)
+
+    return EngineWorker(make)

@@ -32,7 +32,7 @@ class EngineOptions:
 
     prompt_lookup: bool = True
     draft_max: int = 16
-    ngram_max: int = 3
+    ngram_max: int = 4  # longer n-grams find the right place in code that repeats itself
     adaptive_draft: bool = True  # False: always draft up to draft_max (benchmarks, tests)
 
     def validate(self) -> None:
@@ -183,6 +183,11 @@ class Engine:
     def _save_current(self) -> None:
         if len(self._tokens) >= SAVE_WHEN_DISCARDING:
             self.states.put(self._tokens, self.runtime.save_state())
+
+    def forget_draft_statistics(self) -> None:
+        """Start prompt lookup's acceptance estimates afresh (benchmarks: every run starts cold)."""
+        if self._policy is not None:
+            self._policy.forget()
 
     def forget_cache(self) -> None:
         """Drop the live KV cache (the saved states stay)."""

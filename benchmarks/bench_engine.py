@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import time
@@ -17,12 +16,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.engine import Engine  # noqa: E402
+from backends.engine import Engine, EngineOptions  # noqa: E402
 from backends.events import GenerationRequest  # noqa: E402
 from backends.llamacpp import LlamaCppRuntime, default_threads  # noqa: E402
 from backends.runtime import LoadOptions  # noqa: E402
 from backends.sampling import SamplingParams  # noqa: E402
 from models.registry import resolve_model  # noqa: E402
+from app.bench import peer_llama  # noqa: E402
+from app.benchdoc import machine, write_section  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0)
 STORY = "Once upon a time, in a small village by the sea, there lived an old lighthouse keeper named"
@@ -52,26 +53,6 @@ def until_tokens(rt, n_tokens: int, seed: int) -> str:
         words = max(1, int(words * n_tokens / n))
 
 
-def peer_llama(path, threads, n_ctx):
-    """llama-cpp-python's high-level Llama, with the same threads and the same AMX workaround as Lantern."""
-    import llama_cpp
-    import llama_cpp.llama_cpp as low  # what Llama() calls
-    from backends.llamacpp import cpu_has_amx
-
-    default_params = low.llama_model_default_params
-
-    def params():
-        p = default_params()
-        p.use_extra_bufts = not cpu_has_amx()  # without this Llama() segfaults here too (see backends/llamacpp.py)
-        return p
-
-    low.llama_model_default_params = params
-    try:
-        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-    finally:
-        low.llama_model_default_params = default_params
-
-
 def run_request(engine, request):
     text, final = [], None
     for event in engine.generate(request):
@@ -83,7 +64,8 @@ def run_request(engine, request):
 
 
 def bench_decode(path, threads, repeats, n_tokens=128):
-    engine = Engine(LlamaCppRuntime(path, LoadOptions(n_ctx=2048, n_threads=threads)))
+    engine = Engine(LlamaCppRuntime(path, LoadOptions(n_ctx=2048, n_threads=threads)),
+                    options=EngineOptions(prompt_lookup=False))  # plain decoding against plain decoding
     llm = peer_llama(path, threads, 2048)
     ours, theirs = [], []
     for _ in range(repeats):
@@ -174,23 +156,6 @@ def bench_switch(path, threads, repeats, long_tokens=3000):
     ]
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import psutil
-    import llama_cpp
-
-    ram = psutil.virtual_memory().total / 2 ** 30
-    return (f"{cpu}, {psutil.cpu_count(logical=True)} cores, {ram:.0f} GiB RAM, {platform.system()}, "
-            f"Python {platform.python_version()}, llama-cpp-python {llama_cpp.__version__}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -209,18 +174,6 @@ def main() -> None:
     print(header + table)
     if not args.no_write:
         write_section(ROOT / "docs" / "benchmarks.md", "engine", "## Engine (foundation)\n\n" + header + table + "\n")
-
-
-def write_section(doc: Path, name: str, body: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEach section is written by the script it names.\n\n"
-    block = f"{start}\n{body}{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ from backends.runtime import LoadOptions
 from models.registry import resolve_model
 
 # Greedy runs may part where llama.cpp's batched and single-token logits order two tokens
-# differently; that only happens when the reference's top two logits are this close.
-NEAR_TIE = 0.15
+# differently; that only happens when the reference's top two logits are this close. On this CPU
+# build a batch of 2+ changes the top-two gap by up to 0.62 (SmolLM2) and 0.47 (Gemma) against a
+# batch of one (test_runtime_llamacpp::test_batched_rows_match_single_token_logits measures it).
+NEAR_TIE = 0.7
 
 
 @pytest.fixture(autouse=True)
