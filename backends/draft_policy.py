@@ -43,7 +43,8 @@ class DraftLengthPolicy:
 
     def __init__(self, costs: dict[int, float], *, draft_max: int = 16, probe_every: int = 48,
                  decay: float = 0.9, margin: float = 1.0):
-        self.cost = _interpolate(costs)
+        interpolate = _interpolate(costs)
+        self._costs = [0.0] + [interpolate(n) for n in range(1, draft_max + 2)]  # looked up every step
         self.draft_max = draft_max
         self.probe_every = probe_every
         self.decay = decay
@@ -70,9 +71,9 @@ class DraftLengthPolicy:
         if limit <= 0 or n_match == 0:
             return 0
         # A draft must promise a clear gain: the estimates are noisy and a wasted draft slows open chat.
-        best_k, best_rate = 0, self.margin / self.cost(1)
+        best_k, best_rate = 0, self.margin / self._costs[1]
         for k in range(1, limit + 1):
-            rate = self.expected_tokens(n_match, k) / self.cost(k + 1)
+            rate = self.expected_tokens(n_match, k) / self._costs[k + 1]
             if rate > best_rate:
                 best_k, best_rate = k, rate
         if best_k == 0:

@@ -54,3 +54,15 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
         r = lantern(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_prompt_lookup_flags_reach_the_engine():
+    prompt = "a b c d e f g h i j k l m n o p\na b c d e f g h i j k l m n o p\na b c d e f g h i j k l m n o p\na b"
+    on = lantern("generate", "--model", "gemma3-270m", "--max-tokens", "40", "--n-ctx", "512", "--draft-max", "8", prompt)
+    off = lantern("generate", "--model", "gemma3-270m", "--max-tokens", "40", "--n-ctx", "512", "--no-prompt-lookup",
+                  prompt)
+    assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
+    assert "drafted" in on.stderr and "accepted" in on.stderr
+    assert "drafted" not in off.stderr
+    bad = lantern("generate", "--draft-max", "0", "x")
+    assert bad.returncode == 2 and "draft_max" in bad.stderr
