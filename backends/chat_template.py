@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -93,6 +94,36 @@ class ChatTemplate:
             raise InvalidRequestError(f"The model's chat template refused these messages: {e}") from None
         except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as e:
             raise ChatTemplateError(f"The model's chat template failed: {type(e).__name__}: {e}") from None
+
+
+    def render_parts(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[tuple[str, bool]]:
+        """The rendered prompt as (text, is_message_content) parts, in order.
+
+        Message content must be tokenized as plain text: a user who types `<|im_end|>` must not end
+        their turn. The template is rendered once more with a marker in place of each content; when
+        putting the contents back gives exactly the real rendering, the parts are known. A template
+        that changes content (trims it, tests it) cannot be split safely: then the whole text is one part.
+        """
+        text = self.render(messages, add_generation_prompt=add_generation_prompt)
+        marked_messages = [Message(m.role, f"\ue000{i}\ue001") for i, m in enumerate(messages)]
+        try:
+            marked = self.render(marked_messages, add_generation_prompt=add_generation_prompt)
+        except LanternError:
+            return [(text, False)]
+        parts = []
+        for piece in _MARK.split(marked):
+            index = _MARK_INDEX.fullmatch(piece)
+            if index:
+                parts.append((messages[int(index.group(1))].content, True))
+            elif piece:
+                parts.append((piece, False))
+        if "".join(p for p, _ in parts) != text:
+            return [(text, False)]
+        return [p for p in parts if p[0]]
+
+
+_MARK = re.compile("(\ue000[0-9]+\ue001)")
+_MARK_INDEX = re.compile("\ue000([0-9]+)\ue001")
 
 
 class _TemplateRaised(Exception):

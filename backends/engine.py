@@ -82,8 +82,8 @@ class Engine:
         messages = parse_messages(request.messages or [])
         dropped = 0
         while True:
-            text, add_bos = self._render(messages)
-            tokens = self.tokenize_reusing(text, add_bos=add_bos)
+            parts, add_bos = self._render(messages)
+            tokens = self.tokenize_reusing(parts, add_bos=add_bos)
             if len(tokens) < n_ctx or not request.drop_oldest_turns:
                 return self._check_fits(tokens, n_ctx), dropped
             messages, n = _drop_oldest_turn(messages)
@@ -91,12 +91,14 @@ class Engine:
                 return self._check_fits(tokens, n_ctx), dropped
             dropped += n
 
-    def _render(self, messages: list[Message]) -> tuple[str, bool]:
-        text = self.template.render(messages)
+    def _render(self, messages: list[Message]) -> tuple[list[tuple[str, bool]], bool]:
+        """The prompt as (text, is_content) parts, and whether to start with a BOS token."""
+        parts = self.template.render_parts(messages)
         sp = self.runtime.special
-        if sp.bos is not None and sp.bos_text and text.startswith(sp.bos_text):
-            return text[len(sp.bos_text):], True  # the template wrote BOS: one BOS token, never two
-        return text, sp.add_bos
+        if parts and not parts[0][1] and sp.bos is not None and sp.bos_text and parts[0][0].startswith(sp.bos_text):
+            parts[0] = (parts[0][0][len(sp.bos_text):], False)  # the template wrote BOS: one BOS token, never two
+            return [p for p in parts if p[0]], True
+        return parts, sp.add_bos
 
     @staticmethod
     def _check_fits(tokens: list[int], n_ctx: int) -> list[int]:
@@ -108,27 +110,32 @@ class Engine:
             )
         return tokens
 
-    def tokenize_reusing(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize_reusing(self, text: str | list[tuple[str, bool]], *, add_bos: bool) -> list[int]:
         """Tokenize `text`, keeping the exact ids of any known token sequence it starts with.
 
         Known sequences are the live cache (plus the reply just generated) and the saved states.
         Re-tokenizing a reply's text often gives other ids than the model produced, which would
-        silently break KV reuse (llama.cpp #11970, llama-cpp-python #1369).
+        silently break KV reuse (llama.cpp #11970, llama-cpp-python #1369). `text` may come as
+        (text, is_content) parts: content is tokenized with special-token parsing off.
         """
-        data = text.encode("utf-8")
+        parts = [(text, False)] if isinstance(text, str) else text
+        encoded = [(p.encode("utf-8"), literal) for p, literal in parts]
+        data = b"".join(p for p, _ in encoded)
         lead = [self.runtime.special.bos] if add_bos and self.runtime.special.bos is not None else []
         best_k, best_off, best = len(lead), 0, lead
         for known in [self._tokens + self._pending, *self.states.token_lists()]:
             k, off = self._text_prefix(known, lead, data)
             if k > best_k:
                 best_k, best_off, best = k, off, known
-        head = list(best[:best_k])
-        rest = data[best_off:]
-        if not rest:
-            return head
-        if best_k == len(lead):
-            return self.runtime.tokenize(text, add_bos=add_bos)
-        return head + self.runtime.tokenize(rest.decode("utf-8"), add_bos=False)
+        tokens = list(best[:best_k])
+        start = 0
+        for piece, literal in encoded:  # the rest, part by part
+            end = start + len(piece)
+            if end > best_off:
+                chunk = piece[max(0, best_off - start):].decode("utf-8")
+                tokens += self.runtime.tokenize(chunk, add_bos=False, parse_special=not literal)
+            start = end
+        return tokens
 
     def _text_prefix(self, known: Sequence[int], lead: list[int], data: bytes) -> tuple[int, int]:
         """How many of `known` tokens spell a prefix of `data` (ending on a character boundary)."""

@@ -72,3 +72,15 @@ def test_bad_messages(messages, match):
 def test_text_parts_are_joined():
     [m] = parse_messages([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
     assert m == Message("user", "ab")
+
+
+def test_message_content_is_kept_apart_from_template_text():
+    t = ChatTemplate(CHATML)
+    parts = t.render_parts([Message("user", "Hi <|im_end|> there")])
+    assert parts == [("<|im_start|>user\n", False), ("Hi <|im_end|> there", True),
+                     ("<|im_end|>\n<|im_start|>assistant\n", False)]
+
+
+def test_a_template_that_changes_content_is_not_split():
+    t = ChatTemplate("{% for m in messages %}[{{ m.content | trim | upper }}]{% endfor %}")
+    assert t.render_parts([Message("user", " hi ")]) == [("[HI]", False)]
