@@ -44,7 +44,7 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
     `fed` is the engine's list of the ids in the KV cache: it is kept exactly in step with it.
     `context` gets every produced token (penalties and the drafter look at it).
     """
-    produced = 0
+    produced = 1  # the first token, sampled below from the prefill's logits
 
     def push(t: int) -> None:
         nonlocal produced
@@ -55,7 +55,6 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
 
     token = sampler(logits, context)
     context.append(token)
-    produced = 1
     yield token
     if lookup is not None:  # indexing the new prompt tokens waits until the first token is out
         lookup.drafter.sync(context)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2_contingency
 
-from backends.decoding import DecodeCounters, _verify
+from backends.decoding import _verify
 from backends.draft_policy import DraftLengthPolicy
 from backends.drafting import PromptLookupDrafter
 from backends.engine import Engine, EngineOptions
@@ -203,5 +203,4 @@ def test_an_exception_during_verification_leaves_the_cache_in_step(smollm2):
         _verify(smollm2, fed, smollm2.tokenize(" two", add_bos=False)[0], draft, failing, list(fed), frozenset())
     assert smollm2.n_past == len(fed) == len(prompt) + 1
     # the cache goes on correctly from there
-    DecodeCounters()
     assert smollm2.forward([fed[-1]], smollm2.n_past).shape == (1, smollm2.n_vocab)
