@@ -59,6 +59,20 @@ def engine(smollm2):
     return Engine(smollm2)
 
 
+def run(engine: Engine, request) -> tuple[str, list[int], object]:
+    """A whole reply from the engine: its text, its token ids and its final event."""
+    from backends.events import TextDelta
+
+    text, tokens, final = [], [], None
+    for event in engine.generate(request):
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+            tokens.extend(event.tokens)
+        else:
+            final = event
+    return "".join(text), tokens, final
+
+
 def reference_greedy(runtime, prompt: list[int], n: int) -> tuple[list[int], list[float]]:
     """Plain greedy decoding straight on the runtime: tokens and each step's top-two logit gap."""
     runtime.reset()

@@ -4,23 +4,12 @@ from __future__ import annotations
 import pytest
 
 from backends.engine import Engine
-from backends.events import Finished, GenerationRequest, TextDelta
+from backends.events import GenerationRequest, TextDelta
 from backends.runtime import ContextOverflowError, InvalidRequestError
 from backends.sampling import SamplingParams
-from conftest import assert_same_up_to_near_tie, load, reference_greedy
+from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
 
 GREEDY = SamplingParams(temperature=0)
-
-
-def run(engine: Engine, request: GenerationRequest) -> tuple[str, list[int], Finished]:
-    text, tokens, final = [], [], None
-    for event in engine.generate(request):
-        if isinstance(event, TextDelta):
-            text.append(event.text)
-            tokens.extend(event.tokens)
-        else:
-            final = event
-    return "".join(text), tokens, final
 
 
 def chat(*turns: str, system: str | None = None) -> list[dict]:

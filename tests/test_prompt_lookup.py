@@ -13,7 +13,7 @@ from backends.drafting import PromptLookupDrafter
 from backends.engine import Engine, EngineOptions
 from backends.events import GenerationRequest, TextDelta
 from backends.sampling import SamplingParams, make_sampler
-from conftest import assert_same_up_to_near_tie, load, reference_greedy
+from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
 
 GREEDY = SamplingParams(temperature=0)
 FORCED = EngineOptions(adaptive_draft=False, draft_max=8)
@@ -33,14 +33,8 @@ COPY = f"Here is a Python file:\n\n```python\n{CODE}```\n\nHere is the same file
 
 
 def generate(engine, request):
-    ids, text, final = [], [], None
-    for event in engine.generate(request):
-        if isinstance(event, TextDelta):
-            ids.extend(event.tokens)
-            text.append(event.text)
-        else:
-            final = event
-    return ids, "".join(text), final
+    text, ids, final = run(engine, request)
+    return ids, text, final
 
 
 # -- the drafter and the policy -------------------------------------------------------------------
