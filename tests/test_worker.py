@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from app.wiring import start_worker
-from backends.events import Finished, GenerationRequest, TextDelta
+from backends.events import GenerationRequest, TextDelta
 from backends.runtime import InvalidRequestError, LoadOptions, ModelLoadError
 from backends.sampling import SamplingParams
 
