@@ -13,10 +13,13 @@ from models.registry import BUILTIN_MODELS, STARTER_MODEL
 
 
 def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
-    p.add_argument("--model", required=required, help=f"a model name ({', '.join(BUILTIN_MODELS)}) or a .gguf path")
-    p.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "mlx"])
+    p.add_argument("--model", required=required,
+                   help=f"a model name ({', '.join(BUILTIN_MODELS)}), a .gguf file or an MLX model folder")
+    p.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "mlx"],
+                   help="auto: chosen for this machine (`lantern doctor` says why)")
     p.add_argument("--n-ctx", type=int, default=4096, help="context size in tokens (0: the model's own, up to 8192)")
-    p.add_argument("--n-gpu-layers", type=int, default=0, help="layers to put on the GPU (-1: all)")
+    p.add_argument("--n-gpu-layers", type=int, default=None,
+                   help="layers to put on the GPU (-1: all; default: as many as fit)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--allow-long-context", action="store_true", help="allow a context beyond the model's training")
     p.add_argument("--prompt-lookup", action=argparse.BooleanOptionalAction, default=True,
@@ -56,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--repeats", type=int, default=3, help="runs per Lantern configuration (median kept)")
+    doctor = sub.add_parser("doctor", help="this machine, its backends, and where each model would run")
+    doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
+    models = sub.add_parser("models", help="manage models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    convert = msub.add_parser("convert", help="convert a GGUF file (Q4_0, Q4_1, Q8_0, F16, F32) to an MLX folder")
+    convert.add_argument("path", help="a .gguf file or a model name")
+    convert.add_argument("--to", required=True, choices=["mlx"])
+    convert.add_argument("out", nargs="?", help="the MLX folder to write (default: beside the file)")
+    convert.add_argument("--force", action="store_true", help="replace the folder if it exists")
     return parser
 
 
@@ -96,7 +108,7 @@ def _figures(f: Finished) -> str:
         extra = (f", drafted {s.drafted_tokens}, accepted {s.accepted_tokens} ({s.acceptance_rate:.0%}), "
                  f"{s.tokens_per_forward:.2f} tokens/pass") + extra
     return (f"[{s.cached_tokens}/{s.prompt_tokens} prompt tokens reused, TTFT {s.ttft_ms:.0f} ms, "
-            f"{s.decode_tokens_per_s:.1f} tok/s, {s.completion_tokens} tokens, finish: {f.reason}{extra}]")
+            f"{s.decode_tokens_per_s:.1f} tok/s, {s.completion_tokens} tokens, {s.backend}, finish: {f.reason}{extra}]")
 
 
 def run_generate(args) -> int:
@@ -122,7 +134,11 @@ def run_chat(args) -> int:
                           engine_options=_engine_options(args))
     try:
         worker.wait_ready()
-        print(f"Lantern chat on {args.model or STARTER_MODEL}. Empty line or Ctrl-D to quit.", file=sys.stderr)
+        backend, reason, notes = worker.call(lambda e: (e.backend, e.backend_reason, e.notes)).result()
+        print(f"Lantern chat on {args.model or STARTER_MODEL}, {backend}: {reason}.", file=sys.stderr)
+        for note in notes:
+            print(note, file=sys.stderr)
+        print("Empty line or Ctrl-D to quit.", file=sys.stderr)
         messages = [{"role": "system", "content": args.system}] if args.system else []
         while True:
             try:
@@ -166,11 +182,20 @@ def run_bench(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "models_command", None) == "convert" and args.out is None and len(extra) == 1 \
+            and not extra[0].startswith("-"):
+        args.out = extra[0]  # `models convert PATH --to mlx OUT`: argparse stops at OUT after an option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:  # until the window exists, `lantern` alone chats on the starter model
         args = parser.parse_args(["chat", *(argv or [])])
     try:
-        return {"chat": run_chat, "generate": run_generate, "bench": run_bench}[args.command](args)
+        from app import doctor
+
+        commands = {"chat": run_chat, "generate": run_generate, "bench": run_bench, "doctor": doctor.run_doctor,
+                    "models": doctor.run_models}
+        return commands[args.command](args)
     except LanternError as e:
         print(f"lantern: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
 """Putting a model, a runtime and the engine together."""
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backends.engine import Engine, EngineOptions
@@ -10,27 +12,73 @@ from backends.worker import EngineWorker
 from models.registry import resolve_model
 
 BACKENDS = ("auto", "llamacpp", "mlx")
+log = logging.getLogger("lantern")
 
 
-def open_runtime(model: str | Path | None, *, backend: str = "auto", options: LoadOptions = LoadOptions()):
-    """Load `model` (a registry name or a path; the starter model when None) on a runtime."""
+@dataclass(frozen=True)
+class LoadPlan:
+    """What will be loaded, on which backend, with which options, and why."""
+
+    path: Path
+    backend: str
+    options: LoadOptions
+    reason: str
+    advice: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.backend == "mlx":
+            return "mlx"
+        layers = self.options.n_gpu_layers or 0
+        return f"llamacpp ({'CPU' if layers == 0 else 'GPU' if layers == -1 else f'GPU, {layers} layers'})"
+
+
+def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadOptions = LoadOptions(),
+              hardware=None) -> LoadPlan:
+    """Decide where `model` runs (see models/choice.py); nothing is loaded yet."""
+    from backends.hardware import detect
+    from models.choice import choose_backend
+    from models.info import describe_model
+
     if backend not in BACKENDS:
         raise ModelLoadError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-    if backend == "mlx":
-        raise ModelLoadError("The MLX backend is not available in this version of Lantern yet; use --backend llamacpp.")
-    from backends.llamacpp import LlamaCppRuntime  # heavy: imported only when a model loads
+    options.validate()
+    path = resolve_model(model)
+    info = describe_model(path)
+    choice = choose_backend(hardware or detect(), info, n_ctx=options.n_ctx, backend=backend,
+                            n_gpu_layers=options.n_gpu_layers)
+    reason = choice.reason
+    if choice.backend == "mlx" and info.format == "gguf":
+        from models.convert import mlx_copy_of
 
-    return LlamaCppRuntime(resolve_model(model), options)
+        path = mlx_copy_of(path)
+        reason += f" (the GGUF file converted once to {path})"
+    if choice.backend == "mlx":
+        return LoadPlan(path, "mlx", options, reason, choice.advice)
+    return LoadPlan(path, "llamacpp", replace(options, n_gpu_layers=choice.n_gpu_layers), reason, choice.advice)
+
+
+def open_runtime(plan: LoadPlan):
+    """Load a planned model (heavy runtimes are imported only now)."""
+    if plan.backend == "mlx":
+        from backends.mlx_runtime import MlxRuntime
+
+        return MlxRuntime(plan.path, plan.options)
+    from backends.llamacpp import LlamaCppRuntime
+
+    return LlamaCppRuntime(plan.path, plan.options)
 
 
 def start_worker(model: str | Path | None, *, backend: str = "auto", options: LoadOptions = LoadOptions(),
                  engine_options: EngineOptions | None = None, state_cache: StateCache | None = None) -> EngineWorker:
-    """Start the engine thread; the model loads on it (wait_ready() reports a failure)."""
+    """Start the engine thread; the model is planned here and loads on the thread (wait_ready() reports a failure)."""
     if engine_options is not None:
         engine_options.validate()  # before any model loads
 
-    def make() -> Engine:
-        return Engine(open_runtime(model, backend=backend, options=options), state_cache=state_cache,
-                      options=engine_options)
+    def make() -> Engine:  # on the engine thread: reading the model's metadata is file work too
+        plan = plan_load(model, backend=backend, options=options)
+        log.info("%s: %s", plan.label, plan.reason)
+        return Engine(open_runtime(plan), state_cache=state_cache, options=engine_options, backend=plan.label,
+                      backend_reason=plan.reason)
 
     return EngineWorker(make)

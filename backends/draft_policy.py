@@ -24,11 +24,15 @@ def measure_forward_costs(runtime, *, sizes=MEASURED_SIZES, key: tuple | None = 
     costs = {}
     sizes = [s for s in sizes if s < runtime.n_ctx]
     tokens = [int(t) for t in np.linspace(100, min(runtime.n_vocab, 30000) - 1, max(sizes)).astype(int)]
+    t0 = time.perf_counter()
     runtime.forward(tokens[:1], 0)  # warm-up: first passes allocate
     runtime.truncate(0)
+    repeats = 3
+    if time.perf_counter() - t0 > 0.1:  # a slow device (MLX on a CPU): a rough curve, not seconds of load time
+        repeats, sizes = 1, [s for s in sizes if s <= 4]
     for n in sizes:
         best = float("inf")
-        for _ in range(3):
+        for _ in range(repeats):
             t0 = time.perf_counter()
             runtime.forward(tokens[:n], 0, rows=range(n))
             best = min(best, time.perf_counter() - t0)

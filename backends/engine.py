@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 from backends.chat_template import ChatTemplate, Message, parse_messages
@@ -46,10 +46,19 @@ class Engine:
     """Drives one runtime. Not thread-safe: one worker thread owns it (see backends/worker.py)."""
 
     def __init__(self, runtime: Runtime, *, state_cache: StateCache | None = None,
-                 options: EngineOptions | None = None):
+                 options: EngineOptions | None = None, backend: str | None = None, backend_reason: str = ""):
         self.runtime = runtime
         self.options = options or EngineOptions()
         self.options.validate()
+        # What the user should know about this model on this backend (shown by the CLI and the window).
+        self.notes: list[str] = list(getattr(runtime, "load_notes", []))
+        if self.options.prompt_lookup and not runtime.can_truncate:
+            # A rejected draft must be rolled back; without that, lookup would fail mid-reply.
+            self.options = replace(self.options, prompt_lookup=False)
+            if not self.notes:
+                self.notes.append("Prompt lookup is off: this model's cache cannot be rolled back.")
+        self.backend = backend or runtime.name  # how the figures name it: "llamacpp (GPU)", "mlx"
+        self.backend_reason = backend_reason
         self._policy: DraftLengthPolicy | None = None
         self._drafter: PromptLookupDrafter | None = None
         if self.options.prompt_lookup and runtime.n_past == 0:
@@ -208,7 +217,8 @@ class Engine:
         reused, restored = self._reuse_cache(prompt)
         todo = prompt[reused:]
         base = dict(prompt_tokens=len(prompt), cached_tokens=reused, restored_tokens=restored,
-                    prefill_tokens=len(todo), dropped_messages=dropped)
+                    prefill_tokens=len(todo), dropped_messages=dropped, backend=self.backend,
+                    backend_reason=self.backend_reason)
         counters = DecodeCounters()
         logits = None
         for lo in range(0, len(todo), rt.n_batch):
@@ -224,6 +234,7 @@ class Engine:
         max_tokens = request.max_tokens if request.max_tokens is not None else rt.n_ctx
         ends = rt.special.end_of_turn
         use_lookup = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
+        use_lookup = use_lookup and rt.can_truncate
         tokens = produce_tokens(rt, self._tokens, logits, sampler, list(prompt), counters, max_new=max_tokens,
                                 ends=ends, lookup=self._lookup() if use_lookup else None)
         generated: list[int] = []

@@ -51,6 +51,8 @@ class GenerationStats:
     drafted_tokens: int = 0  # prompt lookup: tokens proposed for verification
     accepted_tokens: int = 0  # of those, how many the model agreed with
     tokens_per_forward: float = 0.0  # reply tokens per forward pass of the model
+    backend: str = ""  # "llamacpp" or "mlx", and where: "llamacpp (CPU)"
+    backend_reason: str = ""  # why Lantern chose it (models/choice.py)
 
     @property
     def acceptance_rate(self) -> float:

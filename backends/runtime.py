@@ -34,7 +34,7 @@ class LoadOptions:
     """How to load a model. `n_ctx=0` means the model's trained context, capped at 8192."""
 
     n_ctx: int = 4096
-    n_gpu_layers: int = 0
+    n_gpu_layers: int | None = None  # None: Lantern chooses (models/choice.py); -1: all
     n_threads: int | None = None
     n_batch: int = 512
     flash_attn: bool | None = None  # None: off on the CPU, llama.cpp's choice with GPU layers
@@ -47,7 +47,7 @@ class LoadOptions:
             raise ModelLoadError(f"Batch size must be at least 1, got {self.n_batch}.")
         if self.n_threads is not None and not 1 <= self.n_threads <= 512:  # ggml's own limit is 512
             raise ModelLoadError(f"Thread count must be between 1 and 512, got {self.n_threads}.")
-        if self.n_gpu_layers < -1:
+        if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
             raise ModelLoadError(f"GPU layers must be -1 (all) or more, got {self.n_gpu_layers}.")
 
 
@@ -61,6 +61,28 @@ class SpecialTokens:
     eos_text: str = ""
 
 
+def check_forward(runtime, tokens: Sequence[int], start: int, rows: Sequence[int] | None) -> list[int]:
+    """Check forward()'s arguments against a runtime; returns the rows (default: the last one)."""
+    n = len(tokens)
+    if n == 0:
+        raise InvalidRequestError("forward() needs at least one token.")
+    if start != runtime.n_past:
+        raise InvalidRequestError(f"forward() must append at {runtime.n_past}, got start={start}.")
+    if start + n > runtime.n_ctx:
+        raise InvalidRequestError(f"{start + n} tokens do not fit the context of {runtime.n_ctx}.")
+    rows = [n - 1] if rows is None else list(rows)
+    if any(not 0 <= r < n for r in rows) or len(set(rows)) != len(rows):
+        raise InvalidRequestError(f"forward() rows must be distinct indices below {n}.")
+    check_token_ids(tokens, runtime.n_vocab)
+    return rows
+
+
+def check_token_ids(tokens: Sequence[int], n_vocab: int) -> None:
+    for t in tokens:
+        if not (isinstance(t, (int, np.integer)) and 0 <= t < n_vocab):
+            raise InvalidRequestError(f"Token id {t!r} is outside this model's vocabulary (0..{n_vocab - 1}).")
+
+
 class Runtime(Protocol):
     """One loaded model and its KV cache (a single sequence).
 
@@ -68,6 +90,7 @@ class Runtime(Protocol):
     """
 
     name: str  # "llamacpp", "mlx"
+    can_truncate: bool  # False: the cache cannot roll back (some MLX layer types), so no prompt lookup
     model_path: Path
     n_ctx: int
     n_ctx_train: int
@@ -79,7 +102,9 @@ class Runtime(Protocol):
     @property
     def n_past(self) -> int: ...
 
-    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]: ...
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
+        """`add_bos`: start with BOS if the model asks for one (special.add_bos), as llama.cpp does."""
+        ...
 
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token, special tokens rendered as their text."""

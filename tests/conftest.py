@@ -103,3 +103,28 @@ def assert_same_up_to_near_tie(reference: list[int], gaps: list[float], other: l
             return
     trimmed = reference[:-1] if reference and reference[-1] in ends else reference
     assert len(other) in (len(reference), len(trimmed)), (len(reference), len(other))
+
+
+@pytest.fixture(scope="session")
+def smollm2_mlx_path(smollm2_path, tmp_path_factory):
+    """The starter model converted once to an MLX folder, so both backends run the same weights."""
+    from models.convert import convert_gguf_to_mlx
+
+    return convert_gguf_to_mlx(smollm2_path, tmp_path_factory.mktemp("mlx") / "smollm2-mlx")
+
+
+def load_mlx(path, **options):
+    from backends.mlx_runtime import MlxRuntime
+
+    return MlxRuntime(path, LoadOptions(**{"n_ctx": 2048, **options}))
+
+
+@pytest.fixture(params=["llamacpp", "mlx"])
+def any_runtime(request, smollm2_path):
+    """The starter model on each backend (the MLX one converted from the same GGUF file)."""
+    if request.param == "mlx":
+        rt = load_mlx(request.getfixturevalue("smollm2_mlx_path"))
+    else:
+        rt = load(smollm2_path)
+    yield rt
+    rt.close()

@@ -47,7 +47,9 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
         (("generate", "--n-ctx", "-5", "hi"), "positive"),
         (("generate", "--n-ctx", "100000", "hi"), "beyond"),
         (("generate", "--max-tokens", "0", "hi"), "max_tokens"),
-        (("generate", "--backend", "mlx", "hi"), "MLX"),
+        (("generate", "--model", "gemma3-270m", "--backend", "mlx", "hi"), "MLX cannot read"),
+        (("generate", "--backend", "mlx", "--threads", "2", "hi"), "--threads is for llama.cpp"),
+        (("models", "convert", str(tmp_path / "missing.gguf"), "--to", "mlx"), "not found"),
         (("generate", "--top-p", "7", "hi"), "top_p"),
     ]
     for args, message in cases:
@@ -66,3 +68,27 @@ def test_prompt_lookup_flags_reach_the_engine():
     assert "drafted" not in off.stderr
     bad = lantern("generate", "--draft-max", "0", "x")
     assert bad.returncode == 2 and "draft_max" in bad.stderr
+
+
+def test_doctor_describes_this_machine_and_where_each_model_runs():
+    r = lantern("doctor")
+    assert r.returncode == 0, r.stderr
+    assert "cores" in r.stdout and "GiB RAM" in r.stdout
+    assert "llama-cpp-python 0.3.36" in r.stdout and "features: CPU" in r.stdout
+    assert "MLX: " in r.stdout
+    lines = {line.split(":")[0].strip(): line for line in r.stdout.splitlines()}
+    # this machine has no usable GPU (CI neither): every local model runs on llama.cpp's CPU backend
+    assert "llamacpp (CPU): no usable GPU" in lines["smollm2-135m-instruct"]
+
+
+def test_models_convert_writes_a_folder_that_chats_on_mlx(tmp_path):
+    out = tmp_path / "smol-mlx"
+    r = lantern("models", "convert", "smollm2-135m-instruct", "--to", "mlx", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    again = lantern("models", "convert", "smollm2-135m-instruct", "--to", "mlx", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    gen = lantern("generate", "--model", str(out), "--max-tokens", "4", "The capital of France is")
+    assert gen.returncode == 0, gen.stderr
+    assert "Paris" in gen.stdout and ", mlx," in gen.stderr
