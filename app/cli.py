@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--repeats", type=int, default=3, help="runs per Lantern configuration (median kept)")
+    bench.add_argument("--backends", action="store_true",
+                       help="instead: llama.cpp and MLX side by side on the same SmolLM2 weights")
     doctor = sub.add_parser("doctor", help="this machine, its backends, and where each model would run")
     doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
     models = sub.add_parser("models", help="manage models")
@@ -164,6 +166,12 @@ def run_bench(args) -> int:
 
     from app import bench
     from app.benchdoc import machine, write_section
+
+    if args.backends:
+        from app import bench_backends
+
+        print(bench_backends.run(repeats=args.repeats, write=not args.no_write))
+        return 0
 
     results = bench.benchmark(threads=args.threads, workloads=tuple(args.workload or bench.WORKLOADS),
                               peers=not args.no_peers, repeats=args.repeats)

@@ -1,0 +1,112 @@
+"""Both backends side by side on the same SmolLM2 weights (the GGUF file, and its MLX conversion).
+
+    .venv/bin/lantern bench --backends [--repeats N] [--no-write]   (or benchmarks/bench_backends.py)
+
+Workloads: plain greedy decode, prompt lookup on copied text, the TTFT of a second turn, and the
+TTFT of going back to a conversation after another. Prints a table and writes it into
+docs/benchmarks.md (between the backends markers). On a CPU nothing says which backend is faster:
+MLX's Linux wheel has reference BLAS and no fast quantized kernels, Metal is another world.
+"""
+from __future__ import annotations
+
+import datetime
+import statistics
+import tempfile
+from pathlib import Path
+
+from app.benchdoc import machine, write_section
+from backends.engine import Engine, EngineOptions
+from backends.events import Finished, GenerationRequest
+from backends.runtime import LoadOptions
+from backends.sampling import SamplingParams
+from models.convert import convert_gguf_to_mlx
+from models.registry import resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+GREEDY = SamplingParams(temperature=0)
+N_TOKENS = 32
+CODE = "def area(width, height):\n    return width * height\n\n\ndef perimeter(width, height):\n    return 2 * (width + height)\n"
+COPY = f"Here is a file:\n\n{CODE}\nThe same file again, unchanged:\n\n"
+STORY = "Once upon a time, in a small village by the sea, there lived an old lighthouse keeper named"
+LONG_USER = ("Here are my notes from the trip: we left early, crossed the river at the old bridge, walked the "
+             "ridge to the lake, ate by the water, watched the storm come in over the hills, and came back down "
+             "through the pine forest just before dark. Turn them into a short diary entry.")
+
+
+def final(engine: Engine, request: GenerationRequest) -> Finished:
+    for event in engine.generate(request):
+        if isinstance(event, Finished):
+            return event
+    raise AssertionError("no Finished event")
+
+
+def open_runtime(backend: str, gguf: Path, mlx_dir: Path):
+    if backend == "mlx":
+        from backends.mlx_runtime import MlxRuntime
+
+        return MlxRuntime(mlx_dir, LoadOptions(n_ctx=2048))
+    from backends.llamacpp import LlamaCppRuntime
+
+    return LlamaCppRuntime(gguf, LoadOptions(n_ctx=2048))
+
+
+def measure(backend: str, gguf: Path, mlx_dir: Path, repeats: int) -> dict:
+    rt = open_runtime(backend, gguf, mlx_dir)
+    rows: dict[str, list[float]] = {k: [] for k in ("plain", "lookup", "accept", "turn_ttft", "cold_ttft", "back_ttft")}
+    try:
+        plain = Engine(rt, options=EngineOptions(prompt_lookup=False))
+        lookup = Engine(rt)
+        for _ in range(repeats):
+            plain.forget_cache()
+            f = final(plain, GenerationRequest(prompt=STORY, sampling=GREEDY, max_tokens=N_TOKENS))
+            rows["plain"].append(f.stats.decode_tokens_per_s)
+            lookup.forget_cache()
+            lookup.forget_draft_statistics()
+            f = final(lookup, GenerationRequest(prompt=COPY, sampling=GREEDY, max_tokens=N_TOKENS))
+            rows["lookup"].append(f.stats.decode_tokens_per_s)
+            rows["accept"].append(f.stats.acceptance_rate)
+            plain.forget_cache()
+            # a second turn
+            a = [{"role": "user", "content": LONG_USER}]
+            final(plain, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=8))
+            a2 = a + [{"role": "assistant", "content": "Done."}, {"role": "user", "content": "Make it shorter."}]
+            rows["turn_ttft"].append(final(plain, GenerationRequest(messages=a2, sampling=GREEDY, max_tokens=1))
+                                     .stats.ttft_ms)
+            # another conversation, then back
+            final(plain, GenerationRequest(messages=[{"role": "user", "content": "Hi."}], sampling=GREEDY,
+                                           max_tokens=1))
+            a3 = a2 + [{"role": "assistant", "content": "Ok."}, {"role": "user", "content": "Thanks."}]
+            rows["back_ttft"].append(final(plain, GenerationRequest(messages=a3, sampling=GREEDY, max_tokens=1))
+                                     .stats.ttft_ms)
+            # the same chat with nothing cached
+            plain.forget_cache()
+            plain.states.clear()
+            rows["cold_ttft"].append(final(plain, GenerationRequest(messages=a3, sampling=GREEDY, max_tokens=1))
+                                     .stats.ttft_ms)
+    finally:
+        rt.close()
+    return {k: statistics.median(v) for k, v in rows.items()}
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| backend | plain decode tok/s | lookup on copy tok/s (x plain, acceptance) | 2nd-turn TTFT ms "
+             "| back-to-chat TTFT ms | same chat cold TTFT ms |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['plain']:.1f} | {r['lookup']:.1f} ({r['lookup'] / r['plain']:.2f}x, "
+                     f"{r['accept']:.0%}) | {r['turn_ttft']:.0f} | {r['back_ttft']:.0f} | {r['cold_ttft']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(*, repeats: int = 3, write: bool = True) -> str:
+    gguf = resolve_model("smollm2-135m-instruct")
+    with tempfile.TemporaryDirectory() as tmp:
+        mlx_dir = convert_gguf_to_mlx(gguf, Path(tmp) / "smollm2-mlx")
+        results = {b: measure(b, gguf, mlx_dir, repeats) for b in ("llamacpp", "mlx")}
+    text = table(results)
+    if write:
+        header = (f"Machine: {machine()}  \nModel: smollm2-135m-instruct (Q4_1 GGUF; on MLX its conversion, the same "
+                  f"weights); greedy, {N_TOKENS} tokens  \nCommand: `.venv/bin/lantern bench --backends "
+                  f"--repeats {repeats}`  \nDate: {datetime.date.today().isoformat()}\n\n")
+        write_section(ROOT / "docs" / "benchmarks.md", "backends", "## Backends side by side\n\n" + header + text)
+    return text

@@ -1,0 +1,17 @@
+"""llama.cpp and MLX side by side on the same SmolLM2 weights (the script behind `lantern bench --backends`).
+
+    .venv/bin/python benchmarks/bench_backends.py [--repeats N] [--no-write]
+
+Prints a table and writes it into docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", "--backends", *sys.argv[1:]]))
