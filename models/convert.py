@@ -70,14 +70,17 @@ def convert_gguf_to_mlx(gguf_path: str | os.PathLike, out_dir: str | os.PathLike
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another folder or allow overwriting (--force).")
     check_gguf_file(src)
-    reader = _read_gguf(src)
-    meta = {k: f.contents() for k, f in reader.fields.items()}
-    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    from models.gguf_header import read_gguf_header
+
+    header = read_gguf_header(src)  # fast: refuse what cannot convert before reading the vocabulary
+    types = {t.name: t.type_name for t in header.tensors}
     _check_tensor_types(src, types)
-    arch = meta.get("general.architecture")
+    arch = header.metadata.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ConversionError(f"{src.name}: the {arch!r} architecture cannot be converted to MLX yet "
                               f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)}).")
+    reader = _read_gguf(src)
+    meta = {k: f.contents() for k, f in reader.fields.items()}
     if "rope_freqs.weight" in types or f"{arch}.rope.scaling.type" in meta:
         raise ConversionError(f"{src.name} uses rotary-embedding scaling, which the converter does not support yet.")
     config = _config(meta, arch, types)

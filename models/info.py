@@ -40,37 +40,37 @@ def describe_model(path: str | os.PathLike) -> ModelInfo:
 def _describe_gguf(path: Path) -> ModelInfo:
     from collections import Counter
 
-    from gguf import GGUFReader
+    from models.gguf_header import read_gguf_header
 
-    try:
-        r = GGUFReader(str(path))
-    except (ValueError, OSError, IndexError, KeyError) as e:
-        raise ModelLoadError(f"{path.name} is not a readable GGUF file: {e}") from None
-    field = lambda k, d=None: r.fields[k].contents() if k in r.fields else d  # noqa: E731
-    arch = field("general.architecture", "")
-    n_layers = int(field(f"{arch}.block_count", 0))
-    n_heads = int(field(f"{arch}.attention.head_count", 1) or 1)
-    n_kv = field(f"{arch}.attention.head_count_kv", n_heads)
-    n_kv = int(max(n_kv) if isinstance(n_kv, list) else n_kv)  # per-layer lists in some models
-    hidden = int(field(f"{arch}.embedding_length", 0))
-    k_len = int(field(f"{arch}.attention.key_length", hidden // n_heads if n_heads else 0))
-    v_len = int(field(f"{arch}.attention.value_length", k_len))
-    types = Counter()
-    for t in r.tensors:
-        types[t.tensor_type.name] += int(t.n_bytes)
-    quant = types.most_common(1)[0][0] if types else ""
-    if field("general.file_type") is not None:
+    header = read_gguf_header(path)
+    meta = header.metadata
+    arch = str(meta.get("general.architecture", ""))
+
+    def number(key: str, default: int = 0) -> int:
+        v = meta.get(f"{arch}.{key}", default)
+        return int(max(v) if isinstance(v, list) and v else v)  # per-layer lists in some models
+
+    n_layers = number("block_count")
+    n_heads = number("attention.head_count", 1) or 1
+    n_kv = number("attention.head_count_kv", n_heads)
+    k_len = number("attention.key_length", number("embedding_length") // n_heads)
+    v_len = number("attention.value_length", k_len)
+    by_type = Counter()
+    for t in header.tensors:
+        by_type[t.type_name] += t.n_bytes
+    quant = by_type.most_common(1)[0][0] if by_type else ""
+    if isinstance(meta.get("general.file_type"), int):
         from gguf import LlamaFileType
 
         try:
-            quant = LlamaFileType(int(field("general.file_type"))).name.removeprefix("MOSTLY_")
+            quant = LlamaFileType(meta["general.file_type"]).name.removeprefix("MOSTLY_")
         except ValueError:
             pass
-    outside = sum(int(t.n_bytes) for t in r.tensors if not t.name.startswith("blk."))
     return ModelInfo(
         path=path, format="gguf", size_bytes=path.stat().st_size, n_layers=n_layers,
-        n_ctx_train=int(field(f"{arch}.context_length", 0)), kv_bytes_per_token=n_layers * n_kv * (k_len + v_len) * 2,
-        architecture=arch, quant=quant, output_bytes=outside,
+        n_ctx_train=number("context_length"), kv_bytes_per_token=n_layers * n_kv * (k_len + v_len) * 2,
+        architecture=arch, quant=quant,
+        output_bytes=sum(t.n_bytes for t in header.tensors if not t.name.startswith("blk.")),
     )
 
 

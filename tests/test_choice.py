@@ -115,3 +115,27 @@ def test_this_machine_is_detected_and_its_models_described(smollm2_path, gemma_p
                                                                             "4-bit")
     if not hw.gpus and not hw.apple_silicon:
         assert choose_backend(hw, smol, n_ctx=4096).device == "CPU"
+
+
+def test_the_fast_gguf_header_reader_agrees_with_gguf_and_refuses_broken_files(smollm2_path, tmp_path):
+    from gguf import GGUFReader
+
+    from models.gguf_header import read_gguf_header
+
+    header = read_gguf_header(smollm2_path)
+    reader = GGUFReader(str(smollm2_path))
+    assert [(t.name, t.type_name, t.n_bytes) for t in header.tensors] == \
+        [(t.name, t.tensor_type.name, int(t.n_bytes)) for t in reader.tensors]
+    for key in ("general.architecture", "llama.block_count", "llama.rope.freq_base", "tokenizer.chat_template"):
+        assert header.metadata[key] == reader.fields[key].contents(), key
+    assert header.metadata["tokenizer.ggml.tokens"] == 49152  # a skipped array keeps its length
+    data = smollm2_path.read_bytes()[:200_000]  # cut inside the vocabulary
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data)
+    with pytest.raises(ModelLoadError, match="not a readable GGUF"):
+        describe_model(cut)
+    huge = tmp_path / "huge.gguf"  # a string length far past the end of the file
+    huge.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (0).to_bytes(8, "little") + (1).to_bytes(8, "little")
+                     + (1 << 62).to_bytes(8, "little"))
+    with pytest.raises(ModelLoadError, match="past the end"):
+        describe_model(huge)

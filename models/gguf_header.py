@@ -1,0 +1,119 @@
+"""A fast reader of a GGUF file's header: its metadata and tensor list, skipping the big arrays.
+
+`gguf.GGUFReader` parses every element of every array, which takes seconds for a 262k-token
+vocabulary; listing models and planning a load only need the scalars and the tensor types.
+Every length is checked against the file size: the file is untrusted input.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from backends.runtime import ModelLoadError
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+MAX_KEYS = 1 << 16
+MAX_TENSORS = 1 << 20
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    type_name: str  # "Q4_K", "F32"...
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    metadata: dict  # scalars and strings; arrays as their length only, except short ones
+    tensors: tuple[TensorEntry, ...]
+
+
+def read_gguf_header(path: Path, *, keep_arrays_up_to: int = 64) -> GGUFHeader:
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            return _Reader(f, size, keep_arrays_up_to).header()
+    except (struct.error, UnicodeDecodeError, ValueError) as e:
+        raise ModelLoadError(f"{path.name} is not a readable GGUF file: {e}") from None
+
+
+class _Reader:
+    def __init__(self, f: BinaryIO, size: int, keep: int):
+        self.f, self.size, self.keep = f, size, keep
+
+    def header(self) -> GGUFHeader:
+        if self.f.read(4) != b"GGUF":
+            raise ValueError("no GGUF signature")
+        version = self.scalar("<I")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} is not supported")
+        n_tensors, n_keys = self.scalar("<Q"), self.scalar("<Q")
+        if n_keys > MAX_KEYS or n_tensors > MAX_TENSORS:
+            raise ValueError("implausible header counts")
+        metadata = {}
+        for _ in range(n_keys):
+            key = self.string()
+            metadata[key] = self.value(self.scalar("<I"))
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        tensors = []
+        for _ in range(n_tensors):
+            name = self.string()
+            n_dims = self.scalar("<I")
+            if n_dims > 8:
+                raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
+            dims = [self.scalar("<Q") for _ in range(n_dims)]
+            kind = GGMLQuantizationType(self.scalar("<I"))
+            self.scalar("<Q")  # offset
+            count = 1
+            for d in dims:
+                count *= d
+            block, type_size = GGML_QUANT_SIZES[kind]
+            tensors.append(TensorEntry(name, kind.name, count // block * type_size))
+        return GGUFHeader(metadata, tuple(tensors))
+
+    def scalar(self, fmt: str):
+        n = struct.calcsize(fmt)
+        data = self.f.read(n)
+        if len(data) != n:
+            raise ValueError("the file ends inside its header")
+        return struct.unpack(fmt, data)[0]
+
+    def string(self, *, keep: bool = True) -> str | None:
+        n = self.scalar("<Q")
+        if n > self.size - self.f.tell():
+            raise ValueError("a string runs past the end of the file")
+        if not keep:
+            self.f.seek(n, 1)
+            return None
+        return self.f.read(n).decode("utf-8")
+
+    def value(self, kind: int):
+        if kind in _SCALARS:
+            return self.scalar(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind != _ARRAY:
+            raise ValueError(f"unknown metadata type {kind}")
+        item, n = self.scalar("<I"), self.scalar("<Q")
+        if n > self.size:
+            raise ValueError("an array is longer than the file")
+        keep = n <= self.keep
+        if item in _SCALARS:
+            width = struct.calcsize(_SCALARS[item])
+            if not keep:
+                self.f.seek(width * n, 1)
+                return _Skipped(n)
+            return [self.scalar(_SCALARS[item]) for _ in range(n)]
+        if item == _STRING:
+            values = [self.string(keep=keep) for _ in range(n)]
+            return values if keep else _Skipped(n)
+        raise ValueError(f"arrays of type {item} are not supported")
+
+
+class _Skipped(int):
+    """An array that was not read: its length."""
