@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="runs per Lantern configuration (median kept)")
     bench.add_argument("--backends", action="store_true",
                        help="instead: llama.cpp and MLX side by side on the same SmolLM2 weights")
+    serve = sub.add_parser("serve", help="serve the OpenAI-compatible endpoint (http://127.0.0.1:8000/v1)")
+    _add_model_flags(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback needs --api-key)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or LANTERN_API_KEY)")
+    serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
+    serve.add_argument("--max-queue", type=int, default=16, help="requests waiting at most (then 429)")
+    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without an API key")
     doctor = sub.add_parser("doctor", help="this machine, its backends, and where each model would run")
     doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
     models = sub.add_parser("models", help="manage models")
@@ -160,6 +168,30 @@ def run_chat(args) -> int:
         worker.close()
 
 
+def run_serve(args) -> int:
+    import os
+
+    from app.server.api import ServerSettings
+    from app.server.run import LanternServer, check_bind
+    from app.server.service import ModelService, default_opener
+
+    settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LANTERN_API_KEY"),
+                              cors_origins=tuple(args.cors_origin), max_queue=args.max_queue, insecure=args.insecure)
+    check_bind(settings)  # before any model loads
+    if not 1 <= args.max_queue <= 1024:
+        raise LanternError(f"--max-queue must be between 1 and 1024, got {args.max_queue}.")
+    model = args.model or STARTER_MODEL
+    if model not in BUILTIN_MODELS:
+        raise LanternError(f"The server loads models by name ({', '.join(BUILTIN_MODELS)}), not {model!r}.")
+    service = ModelService(model, models=lambda: list(BUILTIN_MODELS), max_queue=args.max_queue,
+                           open_worker=default_opener(backend=args.backend, options=_options(args),
+                                                      engine_options=_engine_options(args)))
+    server = LanternServer(service, settings)
+    print(f"Lantern serves {model} at http://{args.host}:{args.port}/v1 (Ctrl-C stops it)", file=sys.stderr)
+    server.run_forever()
+    return 0
+
+
 def run_bench(args) -> int:
     import datetime
     from pathlib import Path
@@ -202,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app import doctor
 
         commands = {"chat": run_chat, "generate": run_generate, "bench": run_bench, "doctor": doctor.run_doctor,
-                    "models": doctor.run_models}
+                    "models": doctor.run_models, "serve": run_serve}
         return commands[args.command](args)
     except LanternError as e:
         print(f"lantern: {e}", file=sys.stderr)

@@ -41,6 +41,14 @@ class Generation:
                 raise item
             yield item
 
+    def put(self, item) -> None:
+        """Called on the engine thread with each event, an exception, or the end marker."""
+        self._events.put(item)
+
+    @staticmethod
+    def is_end(item) -> bool:
+        return item is _DONE
+
     def text(self) -> tuple[str, Finished]:
         """Wait for the whole reply: its text and its final event."""
         parts, final = [], None
@@ -67,8 +75,9 @@ class EngineWorker:
         """Block until the model is loaded; re-raises a load error."""
         return self._ready.result(timeout)
 
-    def submit(self, request: GenerationRequest) -> Generation:
-        gen = Generation(request)
+    def submit(self, request: GenerationRequest | Generation) -> Generation:
+        """Queue a request (or a Generation of your own kind, such as the server's async one)."""
+        gen = request if isinstance(request, Generation) else Generation(request)
         self._jobs.put(gen)
         return gen
 
@@ -111,9 +120,9 @@ class EngineWorker:
             if engine is None:
                 raise ModelLoadError("No model is loaded: it failed to load.")
             for event in engine.generate(gen.request, cancel=gen._cancel):
-                gen._events.put(event)
+                gen.put(event)
         except Exception as e:
-            gen._events.put(e)
+            gen.put(e)
         finally:
-            gen._events.put(_DONE)
+            gen.put(_DONE)
 

@@ -1,0 +1,287 @@
+"""The OpenAI-compatible HTTP API: `create_app(service, settings)`, no module-level state."""
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from app.server.schemas import ChatCompletionRequest, CompletionRequest, UnsupportedField
+from app.server.service import ModelFailed, ModelLoading, ModelNotFound, ModelService, QueueFull
+from backends.events import Finished, TextDelta
+from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 4 << 20
+    max_queue: int = 16
+    insecure: bool = False  # bind beyond loopback without a key (warned about)
+    log_request: object = field(default=None, compare=False)  # callable(dict) for the window's request log
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def create_app(service: ModelService, settings: ServerSettings = ServerSettings()) -> FastAPI:
+    app = FastAPI(title="Lantern", version="1", docs_url=None, redoc_url=None)
+    app.state.service = service
+    if settings.cors_origins:  # off unless asked for; then only those origins, never a reflected one
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    _add_error_handlers(app)
+    auth = _auth(settings.api_key)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": service.status, "model": service.model}
+
+    @app.get("/v1/models", dependencies=[Depends(auth)])
+    async def list_models() -> dict:
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "lantern",
+             "loaded": name == service.model and service.status == "ready"}
+            for name in service.known_models()]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        return await _complete(service, body, request, chat=True)
+
+    @app.post("/v1/completions", dependencies=[Depends(auth)])
+    async def completions(body: CompletionRequest, request: Request):
+        return await _complete(service, body, request, chat=False)
+
+    return app
+
+
+def _auth(key: str | None):
+    async def check(request: Request) -> None:
+        if key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise APIError(401, "Invalid or missing API key: send it as 'Authorization: Bearer KEY'.",
+                           type="authentication_error", code="invalid_api_key")
+
+    return check
+
+
+async def _complete(service: ModelService, body, request: Request, *, chat: bool):
+    engine_request = body.to_engine()
+    gen = _submit(service, body.model, engine_request)
+    kind = "chat.completion" if chat else "text_completion"
+    meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+            "model": body.model}
+    events = gen.events()
+    try:
+        first = await anext(events)  # errors found before any text (bad template, context overflow) are a 4xx
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        gen.cancel()
+        raise
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_stream(gen, first, events, meta, kind, chat, usage),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    parts, final = [], None
+    try:
+        item = first
+        while item is not None:
+            if isinstance(item, TextDelta):
+                parts.append(item.text)
+            else:
+                final = item
+            if await request.is_disconnected():
+                gen.cancel()
+            item = await anext(events, None)
+    finally:
+        gen.cancel()  # a no-op once finished; stops the engine if this handler is cancelled
+    if final is None or final.reason == "error":
+        raise APIError(500, f"The model failed while generating: {final.error if final else 'no result'}",
+                       type="server_error")
+    text = "".join(parts)
+    choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+               "finish_reason": _finish(final)} if chat else
+              {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(final)})
+    return {**meta, "object": kind, "choices": [choice], "usage": _usage(final), "system_fingerprint": "lantern"}
+
+
+def _submit(service: ModelService, model: str, engine_request):
+    if "/" in model or "\\" in model or model.endswith(".gguf"):
+        raise APIError(400, "The model field names a model, never a file path.", param="model",
+                       code="invalid_model")
+    try:
+        return service.submit(model, engine_request)
+    except ModelNotFound as e:
+        raise APIError(404, str(e), param="model", code="model_not_found") from None
+    except ModelLoading as e:
+        raise APIError(503, str(e), type="server_error", code="model_loading", headers={"Retry-After": "2"}) from None
+    except ModelFailed as e:
+        raise APIError(503, str(e), type="server_error", code="model_failed") from None
+    except QueueFull as e:
+        raise APIError(429, str(e), type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
+
+
+async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: bool) -> AsyncIterator[bytes]:
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(delta: dict | str, finish: str | None) -> bytes:
+        choice = ({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish} if chat else
+                  {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish})
+        body = {**meta, "object": chunk_kind, "choices": [choice], "system_fingerprint": "lantern"}
+        if usage:
+            body["usage"] = None
+        return _sse(body)
+
+    try:
+        if chat:
+            yield chunk({"role": "assistant", "content": ""}, None)
+        item = first
+        while item is not None:
+            if isinstance(item, TextDelta):
+                if item.text:
+                    yield chunk({"content": item.text} if chat else item.text, None)
+            elif item.reason == "error":
+                yield _sse(error_body(f"The model failed while generating: {item.error}", "server_error"))
+            else:
+                yield chunk({} if chat else "", _finish(item))
+                if usage:
+                    yield _sse({**meta, "object": chunk_kind, "choices": [], "usage": _usage(item),
+                                "system_fingerprint": "lantern"})
+            item = await anext(events, None)
+        yield b"data: [DONE]\n\n"
+    except LanternError as e:
+        yield _sse(error_body(str(e), "server_error"))
+        yield b"data: [DONE]\n\n"
+    finally:
+        gen.cancel()  # the client went away (or we are done): the engine stops within one step
+
+
+def _sse(body: dict) -> bytes:
+    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+
+
+def _finish(final: Finished) -> str:
+    return "stop" if final.reason in ("stop", "cancelled") else "length"
+
+
+def _usage(final: Finished) -> dict:
+    s = final.stats
+    return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+            "total_tokens": s.prompt_tokens + s.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": s.cached_tokens}}
+
+
+# -- errors in OpenAI's shape ----------------------------------------------------------------------
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError):
+        return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        return JSONResponse(_validation_body(e), status_code=400)
+
+    @app.exception_handler(UnsupportedField)
+    async def unsupported(request: Request, e: UnsupportedField):
+        return JSONResponse(error_body(str(e), "invalid_request_error", e.param, "unsupported_parameter"),
+                            status_code=400)
+
+    @app.exception_handler(ContextOverflowError)
+    async def overflow(request: Request, e: ContextOverflowError):
+        return JSONResponse(error_body(str(e), "invalid_request_error", "messages", "context_length_exceeded"),
+                            status_code=400)
+
+    @app.exception_handler(InvalidRequestError)
+    async def bad_request(request: Request, e: InvalidRequestError):
+        return JSONResponse(error_body(str(e), "invalid_request_error"), status_code=400)
+
+    @app.exception_handler(LanternError)
+    async def lantern_error(request: Request, e: LanternError):
+        return JSONResponse(error_body(str(e), "server_error"), status_code=500)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(e.detail), kind), status_code=e.status_code)
+
+
+def _validation_body(e: RequestValidationError) -> dict:
+    err = e.errors()[0] if e.errors() else {}
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if err.get("type") == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {param}"
+    elif err.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON.", None
+    elif err.get("type") == "model_attributes_type" or not loc:
+        message = "The request body must be a JSON object."
+    else:
+        message = f"Invalid value for '{param}': {err.get('msg', 'invalid')}."
+    return error_body(message, "invalid_request_error", param, "invalid_request")
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, declared or streamed."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    body = json.dumps(error_body(f"The request body is larger than {limit} bytes.", "invalid_request_error",
+                                 code="request_too_large")).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,168 @@
+"""The model behind the endpoint: one loaded model at a time, one bounded FIFO queue in front of it."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import AsyncIterator, Callable
+
+from backends.engine import EngineOptions
+from backends.events import Event, GenerationRequest
+from backends.runtime import LanternError, LoadOptions
+from backends.state_cache import StateCache
+from backends.worker import EngineWorker, Generation
+
+log = logging.getLogger("lantern.server")
+
+
+class ModelNotFound(LanternError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"The model {name!r} does not exist here. Available: {', '.join(known)}.")
+
+
+class ModelLoading(LanternError):
+    """The model is still loading: retry shortly (503)."""
+
+
+class ModelFailed(LanternError):
+    """The model failed to load (503 with the reason)."""
+
+
+class QueueFull(LanternError):
+    """Too many requests are waiting (429)."""
+
+
+class AsyncGeneration(Generation):
+    """A Generation read from an event loop: the engine thread hands events over with call_soon_threadsafe."""
+
+    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop, on_done: Callable[[], None]):
+        super().__init__(request)
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._on_done = on_done
+
+    def put(self, item) -> None:
+        if self.is_end(item):
+            self._on_done()
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the server's loop is gone (shutdown): nobody is listening
+            pass
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            item = await self._queue.get()
+            if self.is_end(item):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class ModelService:
+    """Loads models by registry name (never by path) and runs requests on one engine thread.
+
+    `open_worker(name)` starts an EngineWorker for a model; the default builds one with app.wiring.
+    """
+
+    def __init__(self, model: str, *, models: Callable[[], list[str]], max_queue: int = 16,
+                 open_worker: Callable[[str], EngineWorker] | None = None):
+        self._models = models
+        self._open = open_worker or default_opener()
+        self.max_queue = max_queue
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.model = model
+        self._worker: EngineWorker | None = None
+        self._status = "loading"
+        self._error = ""
+        self._switch(model)
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def known_models(self) -> list[str]:
+        return self._models()
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    def _switch(self, name: str) -> None:
+        """Start loading `name`; the old worker finishes what it has queued, then frees its model."""
+        old = self._worker
+        self.model, self._status, self._error = name, "loading", ""
+        worker = self._worker = self._open(name)
+        threading.Thread(target=self._watch_load, args=(worker,), name="lantern-load-watch", daemon=True).start()
+        if old is not None:
+            threading.Thread(target=old.close, name="lantern-unload", daemon=True).start()
+
+    def _watch_load(self, worker: EngineWorker) -> None:
+        try:
+            worker.wait_ready()
+        except Exception as e:  # reported to every request until another model is asked for
+            with self._lock:
+                if worker is self._worker:
+                    self._status, self._error = "failed", str(e)
+            log.error("Loading %s failed: %s", self.model, e)
+            return
+        with self._lock:
+            if worker is self._worker:
+                self._status = "ready"
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._status == "loading" and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def submit(self, name: str, request: GenerationRequest) -> AsyncGeneration:
+        """Queue `request` for model `name`; raises ModelNotFound, ModelLoading, ModelFailed or QueueFull."""
+        known = self.known_models()
+        if name not in known:
+            raise ModelNotFound(name, known)
+        with self._lock:
+            if name != self.model:
+                if self._in_flight:
+                    raise ModelLoading(f"The server is busy with {self.model}; {name} loads when it is done. "
+                                       "Retry shortly.")
+                self._switch(name)
+            if self._status == "loading":
+                raise ModelLoading(f"{self.model} is still loading. Retry shortly.")
+            if self._status == "failed":
+                raise ModelFailed(f"{self.model} failed to load: {self._error}")
+            if self._in_flight >= self.max_queue:
+                raise QueueFull(f"{self._in_flight} requests are already waiting; retry later.")
+            self._in_flight += 1
+        gen = AsyncGeneration(request, asyncio.get_running_loop(), self._release)
+        self._worker.submit(gen)
+        return gen
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def engine_call(self, fn):
+        """Run fn(engine) on the engine thread (figures, context size); a concurrent Future."""
+        return self._worker.call(fn)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+
+def default_opener(*, backend: str = "auto", options: LoadOptions = LoadOptions(),
+                   engine_options: EngineOptions | None = None,
+                   state_cache: StateCache | None = None) -> Callable[[str], EngineWorker]:
+    def open_worker(name: str) -> EngineWorker:
+        from app.wiring import start_worker
+
+        return start_worker(name, backend=backend, options=options, engine_options=engine_options,
+                            state_cache=state_cache)
+
+    return open_worker

@@ -1,0 +1,227 @@
+"""The OpenAI-compatible endpoint: a real server on a free port, the official `openai` client, plain HTTP."""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from app.server.api import ServerSettings
+from app.server.run import LanternServer, UnsafeBind, check_bind
+from app.server.service import ModelService, default_opener
+from backends.runtime import LoadOptions
+from models.registry import BUILTIN_MODELS
+
+MODEL = "smollm2-135m-instruct"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def start(**settings) -> LanternServer:
+    service = ModelService(MODEL, models=lambda: list(BUILTIN_MODELS), max_queue=settings.pop("max_queue", 16),
+                           open_worker=default_opener(options=LoadOptions(n_ctx=2048)))
+    server = LanternServer(service, ServerSettings(port=0, **settings)).start()
+    deadline = time.monotonic() + 120
+    while httpx.get(root(server) + "/health").json()["status"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server
+
+
+def root(server: LanternServer) -> str:
+    return server.base_url.removesuffix("/v1")
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+
+
+def test_chat_streamed_and_not_give_the_same_reply_with_usage(client):
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=12)
+    text = r.choices[0].message.content
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant" and text
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 12 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=12, stream=True,
+                                            stream_options={"include_usage": True})
+    parts, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+        else:
+            usage = chunk.usage
+    assert "".join(parts) == text and finish == r.choices[0].finish_reason
+    assert usage.completion_tokens == r.usage.completion_tokens
+    # the same prompt again: everything but the last prompt token comes from the cache
+    assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+
+
+def test_a_second_turn_reports_cached_tokens(client):
+    first = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Name a fruit."}],
+                                           temperature=0, max_tokens=8)
+    turn2 = [{"role": "user", "content": "Name a fruit."},
+             {"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "Another one."}]
+    second = client.chat.completions.create(model=MODEL, messages=turn2, temperature=0, max_tokens=4)
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+
+
+def test_raw_completions_streamed_and_not(client):
+    r = client.completions.create(model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=6)
+    assert r.object == "text_completion" and r.usage.completion_tokens <= 6
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=6, stream=True))
+    assert streamed == r.choices[0].text and "Paris" in streamed
+
+
+def test_stop_and_seed(client):
+    full = client.completions.create(model=MODEL, prompt="Monday, Tuesday, Wednesday,", temperature=0,
+                                     max_tokens=8).choices[0].text
+    assert "Thursday" in full
+    cut = client.completions.create(model=MODEL, prompt="Monday, Tuesday, Wednesday,", temperature=0, max_tokens=8,
+                                    stop=["ursd"])
+    assert cut.choices[0].text == full[: full.index("ursd")] and cut.choices[0].finish_reason == "stop"
+    story = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], temperature=1.0,
+                 max_tokens=16)
+    a = client.chat.completions.create(seed=42, **story).choices[0].message.content
+    b = client.chat.completions.create(seed=42, **story).choices[0].message.content
+    c = client.chat.completions.create(seed=43, **story).choices[0].message.content
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("extra,param", [
+    (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), "tools"),
+    (dict(response_format={"type": "json_object"}), "response_format"),
+    (dict(logprobs=True), "logprobs"),
+    (dict(n=2), "n"),
+    (dict(logit_bias={"1": 5}), "logit_bias"),
+    (dict(frobnicate=1), "frobnicate"),
+    (dict(temperature=3), "temperature"),
+    (dict(top_p=0), "top_p"),
+    (dict(max_tokens=0), "max_tokens"),
+    (dict(stop=["a", "b", "c", "d", "e"]), "stop"),
+    (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
+     "messages[0].content"),
+    (dict(messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]), "messages.0.role"),
+    (dict(messages=[]), "messages"),
+])
+def test_unsupported_or_bad_fields_are_a_400_that_names_them(server, extra, param):
+    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 2, **extra}
+    r = httpx.post(server.base_url + "/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] is not None and err["param"].startswith(param.split(".")[0].split("[")[0]), err
+    assert err["type"] == "invalid_request_error" and err["message"]
+
+
+def test_model_errors_context_overflow_and_bodies(server, client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=QUESTION)
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError, match="never a file path"):
+        client.chat.completions.create(model="/etc/passwd", messages=QUESTION)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 3000}])
+    assert e.value.body["code"] == "context_length_exceeded"
+    url = server.base_url + "/chat/completions"
+    assert httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert httpx.post(url, json=[1, 2]).status_code == 400
+    big = httpx.post(url, json={"model": MODEL, "messages": [{"role": "user", "content": "x" * (5 << 20)}]})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    assert httpx.get(server.base_url + "/nothing-here").status_code == 404
+    models = client.models.list().data
+    assert {m.id for m in models} == set(BUILTIN_MODELS)
+    assert [m.id for m in models if m.model_extra.get("loaded")] == [MODEL]
+
+
+def test_a_client_that_disconnects_mid_stream_cancels_its_generation(server, client):
+    with httpx.stream("POST", server.base_url + "/chat/completions",
+                      json={"model": MODEL, "messages": [{"role": "user", "content": "Write a very long story."}],
+                            "max_tokens": 1500, "temperature": 0, "stream": True}) as r:
+        lines = 0
+        for line in r.iter_lines():
+            lines += line.startswith("data: ")
+            if lines >= 3:
+                break  # leaving the block closes the connection
+    deadline = time.monotonic() + 60
+    while server.service.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.service.in_flight == 0
+    cached = server.service.engine_call(lambda e: len(e.cached_tokens)).result(30)
+    assert cached < 200, "the generation ran on after the client left"
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=2)
+    assert r.usage.completion_tokens >= 1
+
+
+def test_twenty_clients_at_once_complete_or_get_429(server):
+    busy = start(max_queue=3)
+    try:
+        results: list[object] = []
+
+        def one(i: int) -> None:
+            c = openai.OpenAI(base_url=busy.base_url, api_key="unused", max_retries=0, timeout=120)
+            try:
+                r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Count to {i}."}],
+                                              temperature=0, max_tokens=8)
+                results.append(r.choices[0].finish_reason)
+            except openai.RateLimitError as e:
+                results.append(e.status_code)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        assert len(results) == 20
+        assert set(results) <= {"stop", "length", 429}
+        assert 429 in results and any(r != 429 for r in results)
+        assert httpx.get(root(busy) + "/health").json()["status"] == "ready"
+    finally:
+        busy.stop()
+
+
+def test_an_api_key_is_required_when_set_and_health_stays_open():
+    s = start(api_key="s3cret")
+    try:
+        url = s.base_url + "/models"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(root(s) + "/health").status_code == 200
+        c = openai.OpenAI(base_url=s.base_url, api_key="s3cret", max_retries=0)
+        assert c.completions.create(model=MODEL, prompt="Hi", max_tokens=1).usage.completion_tokens == 1
+    finally:
+        s.stop()
+
+
+def test_cors_is_off_by_default_and_only_for_given_origins(server):
+    r = httpx.get(server.base_url + "/models", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+    s = start(cors_origins=("https://app.example",))
+    try:
+        ok = httpx.options(s.base_url + "/chat/completions", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        assert ok.headers.get("access-control-allow-origin") == "https://app.example"
+        evil = httpx.get(s.base_url + "/models", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in evil.headers
+    finally:
+        s.stop()
+
+
+def test_binding_beyond_loopback_needs_a_key_or_insecure(capsys):
+    check_bind(ServerSettings(host="127.0.0.1"))
+    check_bind(ServerSettings(host="::1"))
+    with pytest.raises(UnsafeBind, match="API key"):
+        check_bind(ServerSettings(host="0.0.0.0"))
+    check_bind(ServerSettings(host="0.0.0.0", api_key="k"))
+    check_bind(ServerSettings(host="0.0.0.0", insecure=True))
+    assert "WARNING" in capsys.readouterr().err
