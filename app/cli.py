@@ -15,8 +15,10 @@ from models.registry import BUILTIN_MODELS, STARTER_MODEL
 def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     p.add_argument("--model", required=required,
                    help=f"a model name ({', '.join(BUILTIN_MODELS)}), a .gguf file or an MLX model folder")
-    p.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "mlx"],
-                   help="auto: chosen for this machine (`lantern doctor` says why)")
+    p.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "mlx", "remote"],
+                   help="auto: chosen for this machine (`lantern doctor` says why); remote: an OpenAI-compatible server")
+    p.add_argument("--remote-url", default=None, help="the remote server's base URL, such as http://gpu-box:8000/v1")
+    p.add_argument("--remote-key", default=None, help="the remote server's API key (or LANTERN_REMOTE_KEY)")
     p.add_argument("--n-ctx", type=int, default=4096, help="context size in tokens (0: the model's own, up to 8192)")
     p.add_argument("--n-gpu-layers", type=int, default=None,
                    help="layers to put on the GPU (-1: all; default: as many as fit)")
@@ -86,6 +88,12 @@ def _options(args) -> LoadOptions:
                        allow_context_beyond_training=args.allow_long_context)
 
 
+def _remote(args) -> dict:
+    import os
+
+    return dict(remote_url=args.remote_url, remote_key=args.remote_key or os.environ.get("LANTERN_REMOTE_KEY"))
+
+
 def _engine_options(args) -> EngineOptions:
     return EngineOptions(prompt_lookup=args.prompt_lookup, draft_max=args.draft_max)
 
@@ -127,7 +135,7 @@ def run_generate(args) -> int:
     request = GenerationRequest(prompt=args.prompt, sampling=_sampling(args), max_tokens=args.max_tokens,
                                 stop=args.stop)
     worker = start_worker(args.model, backend=args.backend, options=_options(args),
-                          engine_options=_engine_options(args))
+                          engine_options=_engine_options(args), **_remote(args))
     try:
         worker.wait_ready()
         _, final = _stream(worker, request, sys.stdout)
@@ -141,11 +149,12 @@ def run_chat(args) -> int:
     from app.wiring import start_worker
 
     worker = start_worker(args.model, backend=args.backend, options=_options(args),
-                          engine_options=_engine_options(args))
+                          engine_options=_engine_options(args), **_remote(args))
     try:
         worker.wait_ready()
         backend, reason, notes = worker.call(lambda e: (e.backend, e.backend_reason, e.notes)).result()
-        print(f"Lantern chat on {args.model or STARTER_MODEL}, {backend}: {reason}.", file=sys.stderr)
+        name = args.model or (STARTER_MODEL if args.backend != "remote" else "the server's model")
+        print(f"Lantern chat on {name}, {backend}: {reason}.", file=sys.stderr)
         for note in notes:
             print(note, file=sys.stderr)
         print("Empty line or Ctrl-D to quit.", file=sys.stderr)

@@ -11,7 +11,7 @@ from backends.state_cache import StateCache
 from backends.worker import EngineWorker
 from models.registry import resolve_model
 
-BACKENDS = ("auto", "llamacpp", "mlx")
+BACKENDS = ("auto", "llamacpp", "mlx", "remote")
 log = logging.getLogger("lantern")
 
 
@@ -70,10 +70,13 @@ def open_runtime(plan: LoadPlan):
 
 
 def start_worker(model: str | Path | None, *, backend: str = "auto", options: LoadOptions = LoadOptions(),
-                 engine_options: EngineOptions | None = None, state_cache: StateCache | None = None) -> EngineWorker:
+                 engine_options: EngineOptions | None = None, state_cache: StateCache | None = None,
+                 remote_url: str | None = None, remote_key: str | None = None) -> EngineWorker:
     """Start the engine thread; the model is planned here and loads on the thread (wait_ready() reports a failure)."""
     if engine_options is not None:
         engine_options.validate()  # before any model loads
+    if backend == "remote" or remote_url:
+        return _remote_worker(model, remote_url, remote_key, backend)
 
     def make() -> Engine:  # on the engine thread: reading the model's metadata is file work too
         plan = plan_load(model, backend=backend, options=options)
@@ -82,3 +85,13 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
                       backend_reason=plan.reason)
 
     return EngineWorker(make)
+
+
+def _remote_worker(model, url: str | None, key: str | None, backend: str) -> EngineWorker:
+    if backend != "remote":
+        raise ModelLoadError("--remote-url goes with --backend remote.")
+    if not url:
+        raise ModelLoadError("--backend remote needs --remote-url (such as http://gpu-box:8000/v1).")
+    from backends.remote import RemoteEngine
+
+    return EngineWorker(lambda: RemoteEngine(url, api_key=key, model=str(model) if model else None))

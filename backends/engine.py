@@ -200,6 +200,9 @@ class Engine:
         if len(self._tokens) >= SAVE_WHEN_DISCARDING:
             self.states.put(self._tokens, self.runtime.save_state())
 
+    def close(self) -> None:
+        self.runtime.close()
+
     def forget_draft_statistics(self) -> None:
         """Start prompt lookup's acceptance estimates afresh (benchmarks: every run starts cold)."""
         if self._policy is not None:

@@ -112,7 +112,7 @@ class EngineWorker:
                             fut.set_exception(e)
         finally:
             if engine is not None:
-                engine.runtime.close()
+                engine.close()
 
     @staticmethod
     def _run(engine: Engine | None, gen: Generation) -> None:

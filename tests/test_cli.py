@@ -50,6 +50,9 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
         (("generate", "--model", "gemma3-270m", "--backend", "mlx", "hi"), "MLX cannot read"),
         (("generate", "--backend", "mlx", "--threads", "2", "hi"), "--threads is for llama.cpp"),
         (("models", "convert", str(tmp_path / "missing.gguf"), "--to", "mlx"), "not found"),
+        (("serve", "--host", "0.0.0.0"), "--api-key"),
+        (("serve", "--model", str(tmp_path / "x.gguf")), "by name"),
+        (("chat", "--backend", "remote"), "--remote-url"),
         (("generate", "--top-p", "7", "hi"), "top_p"),
     ]
     for args, message in cases:

@@ -1,0 +1,29 @@
+"""llama-cpp-python's own OpenAI server, with Lantern's AMX workaround (tests and benchmarks run it as a peer).
+
+    .venv/bin/python -m app.peer_server --model PATH --port N [llama_cpp.server options]
+"""
+from __future__ import annotations
+
+import runpy
+import sys
+
+from backends.llamacpp import cpu_has_amx
+
+
+def main() -> None:
+    import llama_cpp.llama_cpp as low
+
+    default_params = low.llama_model_default_params
+
+    def params():
+        p = default_params()
+        p.use_extra_bufts = not cpu_has_amx()  # Llama() segfaults on this Xeon otherwise (backends/llamacpp.py)
+        return p
+
+    low.llama_model_default_params = params
+    sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+    runpy.run_module("llama_cpp.server", run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
