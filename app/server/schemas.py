@@ -24,9 +24,14 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[TextPart | dict[str, Any]]  # other parts (images, audio) are refused by name
 
 
 class _Sampling(_Strict):
@@ -119,14 +124,14 @@ class ChatCompletionRequest(_Sampling):
             raise UnsupportedField("max_completion_tokens", "max_tokens and max_completion_tokens disagree")
         messages = []
         for i, m in enumerate(self.messages):
-            if isinstance(m.content, list):
-                for part in m.content:
-                    if part.get("type") != "text":
+            content = m.content
+            if isinstance(content, list):
+                for part in content:
+                    if not isinstance(part, TextPart):
                         raise UnsupportedField(f"messages[{i}].content",
                                                f"{part.get('type')!r} parts are not supported: only text")
-            if m.content is None:
-                raise UnsupportedField(f"messages[{i}].content", "a message needs content")
-            messages.append({"role": "system" if m.role == "developer" else m.role, "content": m.content})
+                content = [{"type": "text", "text": p.text} for p in content]
+            messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
         return GenerationRequest(messages=messages, sampling=self.sampling(),
                                  max_tokens=self.max_completion_tokens or self.max_tokens, stop=self.stops())
 
