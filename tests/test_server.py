@@ -225,3 +225,39 @@ def test_binding_beyond_loopback_needs_a_key_or_insecure(capsys):
     check_bind(ServerSettings(host="0.0.0.0", api_key="k"))
     check_bind(ServerSettings(host="0.0.0.0", insecure=True))
     assert "WARNING" in capsys.readouterr().err
+
+
+def test_requests_while_the_model_loads_get_503_then_run():
+    from app.wiring import open_runtime, plan_load
+    from backends.engine import Engine
+    from backends.worker import EngineWorker
+
+    gate = threading.Event()
+
+    def slow_open(name: str) -> EngineWorker:
+        def make() -> Engine:
+            gate.wait(60)  # the load finishes when the test says so
+            plan = plan_load(name, options=LoadOptions(n_ctx=1024))
+            return Engine(open_runtime(plan), backend=plan.label, backend_reason=plan.reason)
+
+        return EngineWorker(make)
+
+    service = ModelService(MODEL, models=lambda: list(BUILTIN_MODELS), open_worker=slow_open)
+    server = LanternServer(service, ServerSettings(port=0)).start()
+    try:
+        c = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        assert httpx.get(root(server) + "/health").json()["status"] == "loading"
+        with pytest.raises(openai.InternalServerError) as e:
+            c.completions.create(model=MODEL, prompt="Hi", max_tokens=1)
+        assert e.value.status_code == 503 and e.value.response.headers["retry-after"]
+        gate.set()
+        deadline = time.monotonic() + 60
+        while service.status == "loading" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.completions.create(model=MODEL, prompt="Hi", max_tokens=1).usage.completion_tokens == 1
+        # another model by name: this request waits for its load, and runs on it
+        r = c.completions.create(model="gemma3-270m", prompt="The capital of France is", max_tokens=3, temperature=0)
+        assert r.model == "gemma3-270m" and service.model == "gemma3-270m" and r.usage.completion_tokens >= 1
+        assert [m.id for m in c.models.list().data if m.model_extra.get("loaded")] == ["gemma3-270m"]
+    finally:
+        server.stop()

@@ -91,7 +91,11 @@ def _auth(key: str | None):
 
 async def _complete(service: ModelService, body, request: Request, *, chat: bool):
     engine_request = body.to_engine()
-    gen = _submit(service, body.model, engine_request)
+    try:
+        gen = _submit(service, body.model, engine_request)
+    except _Switched:  # this request asked for another model: it waits for the load, others get 503 meanwhile
+        await service.wait_ready()
+        gen = _submit(service, body.model, engine_request)
     kind = "chat.completion" if chat else "text_completion"
     meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": body.model}
@@ -139,6 +143,8 @@ def _submit(service: ModelService, model: str, engine_request):
     except ModelNotFound as e:
         raise APIError(404, str(e), param="model", code="model_not_found") from None
     except ModelLoading as e:
+        if e.switched:
+            raise _Switched() from None
         raise APIError(503, str(e), type="server_error", code="model_loading", headers={"Retry-After": "2"}) from None
     except ModelFailed as e:
         raise APIError(503, str(e), type="server_error", code="model_failed") from None
@@ -276,6 +282,10 @@ class BodyLimit:
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Switched(Exception):
     pass
 
 

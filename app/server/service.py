@@ -21,7 +21,11 @@ class ModelNotFound(LanternError):
 
 
 class ModelLoading(LanternError):
-    """The model is still loading: retry shortly (503)."""
+    """The model is still loading: retry shortly (503). `switched`: this very request started the load."""
+
+    def __init__(self, message: str, *, switched: bool = False):
+        super().__init__(message)
+        self.switched = switched
 
 
 class ModelFailed(LanternError):
@@ -122,13 +126,14 @@ class ModelService:
         if name not in known:
             raise ModelNotFound(name, known)
         with self._lock:
+            switched = False
             if name != self.model:
                 if self._in_flight:
-                    raise ModelLoading(f"The server is busy with {self.model}; {name} loads when it is done. "
-                                       "Retry shortly.")
+                    raise ModelLoading(f"The server is busy with {self.model}; ask for {name} again when it is done.")
                 self._switch(name)
+                switched = True
             if self._status == "loading":
-                raise ModelLoading(f"{self.model} is still loading. Retry shortly.")
+                raise ModelLoading(f"{self.model} is still loading. Retry shortly.", switched=switched)
             if self._status == "failed":
                 raise ModelFailed(f"{self.model} failed to load: {self._error}")
             if self._in_flight >= self.max_queue:
