@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="runs per Lantern configuration (median kept)")
     bench.add_argument("--backends", action="store_true",
                        help="instead: llama.cpp and MLX side by side on the same SmolLM2 weights")
+    bench.add_argument("--server", action="store_true",
+                       help="instead: the endpoint's cost, and against llama-cpp-python's server on 6 turns")
     serve = sub.add_parser("serve", help="serve the OpenAI-compatible endpoint (http://127.0.0.1:8000/v1)")
     _add_model_flags(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback needs --api-key)")
@@ -208,6 +210,11 @@ def run_bench(args) -> int:
     from app import bench
     from app.benchdoc import machine, write_section
 
+    if args.server:
+        from app import bench_server
+
+        print(bench_server.run(repeats=args.repeats, write=not args.no_write, peers=not args.no_peers))
+        return 0
     if args.backends:
         from app import bench_backends
 

@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +29,8 @@ class ServerSettings:
     max_body_bytes: int = 4 << 20
     max_queue: int = 16
     insecure: bool = False  # bind beyond loopback without a key (warned about)
-    log_request: object = field(default=None, compare=False)  # callable(dict) for the window's request log
+    # Called with each finished request's figures (the window's request log, benchmarks).
+    on_finished: Callable[[dict], None] | None = field(default=None, compare=False)
 
 
 class APIError(Exception):
@@ -67,11 +68,11 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        return await _complete(service, body, request, chat=True)
+        return await _complete(service, body, request, chat=True, report=settings.on_finished)
 
     @app.post("/v1/completions", dependencies=[Depends(auth)])
     async def completions(body: CompletionRequest, request: Request):
-        return await _complete(service, body, request, chat=False)
+        return await _complete(service, body, request, chat=False, report=settings.on_finished)
 
     return app
 
@@ -89,7 +90,7 @@ def _auth(key: str | None):
     return check
 
 
-async def _complete(service: ModelService, body, request: Request, *, chat: bool):
+async def _complete(service: ModelService, body, request: Request, *, chat: bool, report=None):
     engine_request = body.to_engine()
     try:
         gen = _submit(service, body.model, engine_request)
@@ -109,7 +110,7 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
         raise
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(gen, first, events, meta, kind, chat, usage),
+        return StreamingResponse(_stream(gen, first, events, meta, kind, chat, usage, report),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     parts, final = [], None
     try:
@@ -124,6 +125,7 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
             item = await anext(events, None)
     finally:
         gen.cancel()  # a no-op once finished; stops the engine if this handler is cancelled
+    _report(report, meta, final)
     if final is None or final.reason == "error":
         raise APIError(500, f"The model failed while generating: {final.error if final else 'no result'}",
                        type="server_error")
@@ -152,7 +154,14 @@ def _submit(service: ModelService, model: str, engine_request):
         raise APIError(429, str(e), type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
 
 
-async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: bool) -> AsyncIterator[bytes]:
+def _report(report, meta: dict, final: Finished | None) -> None:
+    if report is not None and final is not None:
+        report({"id": meta["id"], "model": meta["model"], "finish_reason": final.reason, "error": final.error,
+                "stats": final.stats})
+
+
+async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: bool,
+                  report=None) -> AsyncIterator[bytes]:
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(delta: dict | str, finish: str | None) -> bytes:
@@ -172,8 +181,10 @@ async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: 
                 if item.text:
                     yield chunk({"content": item.text} if chat else item.text, None)
             elif item.reason == "error":
+                _report(report, meta, item)
                 yield _sse(error_body(f"The model failed while generating: {item.error}", "server_error"))
             else:
+                _report(report, meta, item)
                 yield chunk({} if chat else "", _finish(item))
                 if usage:
                     yield _sse({**meta, "object": chunk_kind, "choices": [], "usage": _usage(item),
