@@ -1,0 +1,51 @@
+"""Will a model fit this machine: on the GPU, partly, on the CPU only, or not at all."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backends.hardware import Hardware
+from models.choice import METAL_WORKING_SET, choose_backend
+from models.info import ModelInfo
+
+GiB = 1 << 30
+RAM_MARGIN_BYTES = 1 << 30  # the OS, Lantern itself and the window keep this much
+
+
+@dataclass(frozen=True)
+class Fit:
+    verdict: str  # "gpu", "partial", "cpu", "no"
+    n_gpu_layers: int
+    need_bytes: int
+    summary: str
+
+    @property
+    def badge(self) -> str:
+        return {"gpu": "fits on the GPU", "partial": f"{self.n_gpu_layers} layers on the GPU",
+                "cpu": "CPU only", "no": "too big"}[self.verdict]
+
+
+def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int) -> Fit:
+    """Weights plus KV cache at `n_ctx` plus a margin, against free GPU memory, unified memory and RAM."""
+    n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train else n_ctx
+    need = model.size_bytes + model.kv_bytes(n_ctx)
+    gib = f"{need / GiB:.1f} GiB"
+    ram = hw.ram_available_bytes - RAM_MARGIN_BYTES
+    if hw.apple_silicon:  # one memory for both
+        room = min(hw.ram_total_bytes * METAL_WORKING_SET, hw.ram_available_bytes)
+        if need <= room:
+            return Fit("gpu", -1, need, f"needs {gib} of {hw.ram_total_bytes / GiB:.0f} GiB unified memory")
+        return Fit("no", 0, need, f"needs {gib}; macOS lets the GPU use about {room / GiB:.1f} GiB here")
+    if model.format == "mlx":
+        verdict = "cpu" if need <= ram else "no"
+        return Fit(verdict, 0, need, f"needs {gib}; MLX runs on the CPU here ({ram / GiB:.1f} GiB free)")
+    if hw.llamacpp_version is not None and hw.nvidia and hw.llamacpp_gpu_offload:
+        layers = choose_backend(hw, model, n_ctx=n_ctx).n_gpu_layers
+        if layers == -1:
+            return Fit("gpu", -1, need, f"needs {gib}, every layer on the GPU")
+        if layers > 0:
+            on_cpu = need * (1 - layers / max(model.n_layers, 1))
+            if on_cpu <= ram:
+                return Fit("partial", layers, need, f"needs {gib}: {layers} of {model.n_layers} layers on the GPU")
+    if need <= ram:
+        return Fit("cpu", 0, need, f"needs {gib} of the {ram / GiB:.1f} GiB of RAM free")
+    return Fit("no", 0, need, f"needs {gib}; only {ram / GiB:.1f} GiB of RAM is free")
