@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
     models = sub.add_parser("models", help="manage models")
     msub = models.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="the local models")
+    imp = msub.add_parser("import", help="import a GGUF file, an MLX folder, or a folder of GGUF files")
+    imp.add_argument("path")
+    imp.add_argument("--link", action="store_true", help="point at the file instead of copying it")
+    imp.add_argument("--name", default=None, help="the model's name (default: from the file name)")
+    rm = msub.add_parser("rm", help="delete a local model")
+    rm.add_argument("name")
     convert = msub.add_parser("convert", help="convert a GGUF file (Q4_0, Q4_1, Q8_0, F16, F32) to an MLX folder")
     convert.add_argument("path", help="a .gguf file or a model name")
     convert.add_argument("--to", required=True, choices=["mlx"])
@@ -191,10 +198,14 @@ def run_serve(args) -> int:
     check_bind(settings)  # before any model loads
     if not 1 <= args.max_queue <= 1024:
         raise LanternError(f"--max-queue must be between 1 and 1024, got {args.max_queue}.")
+    from models.library import ModelLibrary
+
+    library = ModelLibrary()
     model = args.model or STARTER_MODEL
-    if model not in BUILTIN_MODELS:
-        raise LanternError(f"The server loads models by name ({', '.join(BUILTIN_MODELS)}), not {model!r}.")
-    service = ModelService(model, models=lambda: list(BUILTIN_MODELS), max_queue=args.max_queue,
+    if model not in library.names():
+        raise LanternError(f"The server loads models by name ({', '.join(library.names())}), not {model!r}; "
+                           "import a file first with `lantern models import PATH`.")
+    service = ModelService(model, models=library.names, max_queue=args.max_queue,
                            open_worker=default_opener(backend=args.backend, options=_options(args),
                                                       engine_options=_engine_options(args)))
     server = LanternServer(service, settings)

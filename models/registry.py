@@ -77,8 +77,16 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     key = str(name_or_path)
     if key in BUILTIN_MODELS:
         return BUILTIN_MODELS[key].locate()
+    from models.library import ModelLibrary
+
+    local = ModelLibrary().find(key)
+    if local is not None:
+        if not Path(local.path).exists():
+            raise ModelLoadError(f"The model {key!r} is registered but its files are gone ({local.path}); "
+                                 f"remove it with `lantern models rm {key}`.")
+        return Path(local.path)
     path = Path(key).expanduser()
     if path.exists() or os.sep in key or key.endswith(".gguf"):
         return path
-    known = ", ".join(BUILTIN_MODELS)
+    known = ", ".join(ModelLibrary().names())
     raise ModelLoadError(f"No model named {key!r}. Known models: {known}; or give the path of a .gguf file.")

@@ -95,3 +95,18 @@ def test_models_convert_writes_a_folder_that_chats_on_mlx(tmp_path):
     gen = lantern("generate", "--model", str(out), "--max-tokens", "4", "The capital of France is")
     assert gen.returncode == 0, gen.stderr
     assert "Paris" in gen.stdout and ", mlx," in gen.stderr
+
+
+def test_models_list_import_and_rm(tmp_path, monkeypatch, smollm2_path):
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
+    listed = lantern("models", "list")
+    assert listed.returncode == 0 and "smollm2-135m-instruct" in listed.stdout and "builtin" in listed.stdout
+    imported = lantern("models", "import", str(smollm2_path), "--name", "mine")
+    assert imported.returncode == 0 and "Imported mine (Q4_1" in imported.stdout
+    assert "mine" in lantern("models", "list").stdout
+    gen = lantern("generate", "--model", "mine", "--max-tokens", "3", "The capital of France is")
+    assert gen.returncode == 0, gen.stderr
+    removed = lantern("models", "rm", "mine")
+    assert removed.returncode == 0 and "GB freed" in removed.stdout
+    again = lantern("models", "rm", "mine")
+    assert again.returncode == 2 and "No local model named 'mine'" in again.stderr
