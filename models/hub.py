@@ -1,0 +1,263 @@
+"""The Hugging Face Hub through huggingface_hub: search, a repository's files by quant, and pulls.
+
+A pull downloads into data/downloads/<repo> (huggingface_hub resumes what an interruption or a crash
+left there), checks every file against the sha256 the Hub publishes, and only then moves the folder
+into data/models/<name> and registers it: a failed or cancelled pull leaves no model behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from backends.runtime import LanternError
+from models.library import LocalModel, ModelLibrary, model_name
+
+QUANT = re.compile(r"(?i)(?:^|[-_.])((?:I?Q\d_(?:K_[SMLX]L?|K|[01]|XXS|XS|S|M|NL))|BF16|F16|F32|Q8_0)(?=[-_.])")
+SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+PREFERRED = ("Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0")
+
+
+class HubError(LanternError):
+    pass
+
+
+class DownloadCancelled(HubError):
+    pass
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo: str
+    downloads: int
+    likes: int
+    gated: bool
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FileChoice:
+    """One downloadable model in a repository: a GGUF file (all its parts), or a whole MLX repository."""
+
+    label: str  # the quant ("Q4_K_M"), or "mlx"
+    files: tuple[str, ...]
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    file: str
+    done_bytes: int
+    total_bytes: int
+    bytes_per_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        return (self.total_bytes - self.done_bytes) / self.bytes_per_s if self.bytes_per_s > 0 else None
+
+
+class HubClient:
+    def __init__(self, *, endpoint: str | None = None, token: str | None = None, library: ModelLibrary | None = None,
+                 disk_free: Callable[[Path], int] | None = None, timeout: float = 10.0):
+        from huggingface_hub import HfApi
+
+        self.endpoint, self.token = endpoint, token
+        self.api = HfApi(endpoint=endpoint, token=token)
+        self.library = library or ModelLibrary()
+        self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
+        self.timeout = timeout
+
+    # -- looking ----------------------------------------------------------------------------------
+
+    def search(self, query: str, *, format: str = "gguf", limit: int = 20) -> list[HubModel]:
+        with _hub_errors(query):
+            found = self.api.list_models(search=query, filter=[format], sort="downloads", limit=limit)
+            return [HubModel(m.id, m.downloads or 0, m.likes or 0, bool(m.gated), tuple(m.tags or ())) for m in found]
+
+    def choices(self, repo: str) -> tuple[list[FileChoice], dict[str, dict]]:
+        """The models in `repo` (GGUF files by quant, split parts as one; or the whole MLX repository),
+        and each file's size and published sha256."""
+        with _hub_errors(repo):
+            info = self.api.model_info(repo, files_metadata=True, timeout=self.timeout)
+        meta = {s.rfilename: {"size": s.size or 0, "sha256": s.lfs.sha256 if s.lfs else None}
+                for s in info.siblings or []}
+        ggufs = sorted(f for f in meta if f.endswith(".gguf"))
+        choices: dict[str, list[str]] = {}
+        for f in ggufs:
+            m = QUANT.search(Path(f).name)
+            label = m.group(1).upper() if m else Path(f).stem
+            key = label
+            if key in choices and not SPLIT.search(f):
+                key = Path(f).stem  # two files of one quant (different models): tell them apart by name
+            choices.setdefault(key, []).append(f)
+        result = [FileChoice(label, tuple(files), sum(meta[f]["size"] for f in files)) for label, files in choices.items()]
+        if not ggufs and "config.json" in meta and any(f.endswith(".safetensors") for f in meta):
+            result.append(FileChoice("mlx", tuple(sorted(meta)), sum(m["size"] for m in meta.values())))
+        return sorted(result, key=lambda c: c.size_bytes), meta
+
+    # -- pulling ----------------------------------------------------------------------------------
+
+    def pull(self, spec: str, *, name: str | None = None, on_progress: Callable[[DownloadProgress], None] | None = None,
+             cancel: threading.Event | None = None) -> LocalModel:
+        """Download `REPO[:QUANT|FILE]`, check it, and register it."""
+        repo, _, selector = spec.partition(":")
+        choices, meta = self.choices(repo)
+        choice = _pick(repo, choices, selector)
+        name = name or model_name(repo.split("/")[-1] + ("" if choice.label == "mlx" else f"-{choice.label}"))
+        if self.library.get(name) is not None:
+            raise HubError(f"A model named {name!r} already exists; remove it or pull with another --name.")
+        staging = self.library.root / "downloads" / repo.replace("/", "--")
+        staging.mkdir(parents=True, exist_ok=True)
+        have = sum((staging / f).stat().st_size for f in choice.files if (staging / f).is_file())
+        need = choice.size_bytes - have
+        free = self._disk_free(staging)
+        if need > free:
+            raise HubError(f"Not enough disk space for {repo} ({choice.label}): it needs {need / 1e9:.2f} GB more, "
+                           f"{free / 1e9:.2f} GB are free in {staging}.")
+        tracker = _Tracker(choice.size_bytes, on_progress, cancel or threading.Event())
+        for f in choice.files:
+            self._download(repo, f, staging, tracker)
+            _verify(staging / f, meta[f])
+        target = self.library.models_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.rmtree(staging / ".cache", ignore_errors=True)
+        staging.replace(target)
+        path = target if choice.label == "mlx" else target / choice.files[0]
+        try:
+            return self.library.add(path, name=name, source="pull", repo=repo)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+
+    def _download(self, repo: str, filename: str, staging: Path, tracker: "_Tracker") -> None:
+        from huggingface_hub import hf_hub_download
+
+        tracker.start_file(filename)
+        with _hub_errors(repo):
+            hf_hub_download(repo, filename, local_dir=staging, endpoint=self.endpoint, token=self.token,
+                            tqdm_class=tracker.tqdm_class(), etag_timeout=self.timeout)
+
+
+class _Tracker:
+    """Turns huggingface_hub's tqdm updates into DownloadProgress events, and cancels between blocks."""
+
+    def __init__(self, total: int, report: Callable | None, cancel: threading.Event):
+        self.total, self.report, self.cancel = total, report, cancel
+        self.done_before = 0  # bytes of the files already finished
+        self.file, self.file_done = "", 0
+        self.t0, self.start_bytes = time.monotonic(), None
+
+    def start_file(self, name: str) -> None:
+        self.done_before += self.file_done
+        self.file, self.file_done = name, 0
+
+    def tqdm_class(self):
+        from tqdm.auto import tqdm
+
+        tracker = self
+
+        class Progress(tqdm):
+            def __init__(self, *args, **kwargs):
+                kwargs["disable"] = True
+                super().__init__(*args, **kwargs)
+                tracker.file_done = kwargs.get("initial", 0) or 0  # a resumed download starts here
+                tracker.emit()
+
+            def update(self, n=1):
+                if tracker.cancel.is_set():
+                    raise DownloadCancelled("The download was cancelled; pull again to resume it.")
+                tracker.file_done += n or 0
+                tracker.emit()
+
+        return Progress
+
+    def emit(self) -> None:
+        done = self.done_before + self.file_done
+        if self.start_bytes is None:
+            self.start_bytes, self.t0 = done, time.monotonic()
+        elapsed = time.monotonic() - self.t0
+        speed = (done - self.start_bytes) / elapsed if elapsed > 0 else 0.0
+        if self.report is not None:
+            self.report(DownloadProgress(self.file, done, self.total, speed))
+
+
+def _pick(repo: str, choices: list[FileChoice], selector: str) -> FileChoice:
+    if not choices:
+        raise HubError(f"{repo} holds no GGUF files and is not an MLX model repository.")
+    if not selector:
+        for quant in PREFERRED:
+            for c in choices:
+                if c.label == quant:
+                    return c
+        return choices[0] if len(choices) == 1 else _ambiguous(repo, choices)
+    for c in choices:
+        if c.label.upper() == selector.upper() or selector in c.files:
+            return c
+    raise HubError(f"{repo} has no {selector!r}; choose one of: {', '.join(c.label for c in choices)}.")
+
+
+def _ambiguous(repo: str, choices: list[FileChoice]) -> FileChoice:
+    raise HubError(f"{repo} holds several models; name one: {', '.join(f'{repo}:{c.label}' for c in choices)}.")
+
+
+def _verify(path: Path, meta: dict) -> None:
+    expected = meta.get("sha256")
+    size = path.stat().st_size
+    if meta.get("size") and size != meta["size"]:
+        path.unlink(missing_ok=True)
+        raise HubError(f"{path.name} is {size} bytes, the Hub says {meta['size']}: it was removed; pull again.")
+    if expected:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != expected:
+            path.unlink(missing_ok=True)
+            raise HubError(f"{path.name} does not match the sha256 the Hub publishes for it (a damaged download "
+                           "or a changed file): it was removed and not registered; pull again.")
+
+
+class _hub_errors:
+    """huggingface_hub's errors as messages a user understands."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if e is None or isinstance(e, LanternError):
+            return False
+        from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
+                                            LocalEntryNotFoundError, RepositoryNotFoundError)
+
+        if isinstance(e, GatedRepoError):
+            raise HubError(f"{self.what} is gated: accept its terms on huggingface.co, then log in with "
+                           "`hf auth login` or set HF_TOKEN.") from None
+        if isinstance(e, RepositoryNotFoundError):
+            raise HubError(f"No repository {self.what!r} on the Hub (or it is private: log in with `hf auth login` "
+                           "or set HF_TOKEN).") from None
+        if isinstance(e, EntryNotFoundError):
+            raise HubError(f"{self.what}: the file is not in the repository.") from None
+        if isinstance(e, LocalEntryNotFoundError) or _is_network(e):
+            raise HubError("The Hugging Face Hub cannot be reached (no network?). Lantern works offline with the "
+                           "models it has; try the download again when online.") from None
+        if isinstance(e, HfHubHTTPError):
+            raise HubError(f"The Hub refused the request for {self.what}: {e}") from None
+        if isinstance(e, OSError) and e.errno == 28:
+            raise HubError("The disk is full: free some space and pull again (the download resumes).") from None
+        return False
+
+
+def _is_network(e: BaseException) -> bool:
+    import httpx
+
+    return isinstance(e, (httpx.TransportError, ConnectionError, TimeoutError))
