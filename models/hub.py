@@ -50,6 +50,14 @@ class FileChoice:
 
 
 @dataclass(frozen=True)
+class RepoListing:
+    repo: str
+    commit: str | None
+    choices: list[FileChoice]
+    files: dict[str, dict]  # name -> {"size", "sha256" (None for small git files)}
+
+
+@dataclass(frozen=True)
 class DownloadProgress:
     file: str
     done_bytes: int
@@ -79,7 +87,7 @@ class HubClient:
             found = self.api.list_models(search=query, filter=[format], sort="downloads", limit=limit)
             return [HubModel(m.id, m.downloads or 0, m.likes or 0, bool(m.gated), tuple(m.tags or ())) for m in found]
 
-    def choices(self, repo: str) -> tuple[list[FileChoice], dict[str, dict]]:
+    def listing(self, repo: str) -> RepoListing:
         """The models in `repo` (GGUF files by quant, split parts as one; or the whole MLX repository),
         and each file's size and published sha256."""
         with _hub_errors(repo):
@@ -98,7 +106,7 @@ class HubClient:
         result = [FileChoice(label, tuple(files), sum(meta[f]["size"] for f in files)) for label, files in choices.items()]
         if not ggufs and "config.json" in meta and any(f.endswith(".safetensors") for f in meta):
             result.append(FileChoice("mlx", tuple(sorted(meta)), sum(m["size"] for m in meta.values())))
-        return sorted(result, key=lambda c: c.size_bytes), meta
+        return RepoListing(repo, info.sha, sorted(result, key=lambda c: c.size_bytes), meta)
 
     # -- pulling ----------------------------------------------------------------------------------
 
@@ -106,14 +114,15 @@ class HubClient:
              cancel: threading.Event | None = None) -> LocalModel:
         """Download `REPO[:QUANT|FILE]`, check it, and register it."""
         repo, _, selector = spec.partition(":")
-        choices, meta = self.choices(repo)
-        choice = _pick(repo, choices, selector)
+        listing = self.listing(repo)
+        meta = listing.files
+        choice = _pick(repo, listing.choices, selector)
         name = name or model_name(repo.split("/")[-1] + ("" if choice.label == "mlx" else f"-{choice.label}"))
         if self.library.get(name) is not None:
             raise HubError(f"A model named {name!r} already exists; remove it or pull with another --name.")
         staging = self.library.root / "downloads" / repo.replace("/", "--")
         staging.mkdir(parents=True, exist_ok=True)
-        have = sum((staging / f).stat().st_size for f in choice.files if (staging / f).is_file())
+        have = sum(p.stat().st_size for f in choice.files for p in (staging / f, _partial(staging / f)) if p.is_file())
         need = choice.size_bytes - have
         free = self._disk_free(staging)
         if need > free:
@@ -121,13 +130,12 @@ class HubClient:
                            f"{free / 1e9:.2f} GB are free in {staging}.")
         tracker = _Tracker(choice.size_bytes, on_progress, cancel or threading.Event())
         for f in choice.files:
-            self._download(repo, f, staging, tracker)
+            self._download(repo, listing.commit, f, meta[f]["size"], staging, tracker)
             _verify(staging / f, meta[f])
         target = self.library.models_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
-        shutil.rmtree(staging / ".cache", ignore_errors=True)
         staging.replace(target)
         path = target if choice.label == "mlx" else target / choice.files[0]
         try:
@@ -136,13 +144,28 @@ class HubClient:
             shutil.rmtree(target, ignore_errors=True)
             raise
 
-    def _download(self, repo: str, filename: str, staging: Path, tracker: "_Tracker") -> None:
-        from huggingface_hub import hf_hub_download
+    def _download(self, repo: str, commit: str | None, filename: str, size: int, staging: Path,
+                  tracker: "_Tracker") -> None:
+        """huggingface_hub's own downloader into a .partial file that outlives Lantern: the next pull resumes it.
+
+        (hf_hub_download itself deletes its partial file when a download fails, so it cannot resume across runs.)
+        """
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import build_hf_headers
 
         tracker.start_file(filename)
-        with _hub_errors(repo):
-            hf_hub_download(repo, filename, local_dir=staging, endpoint=self.endpoint, token=self.token,
-                            tqdm_class=tracker.tqdm_class(), etag_timeout=self.timeout)
+        final = staging / filename
+        if final.is_file() and final.stat().st_size == size:
+            tracker.file_done = size  # finished by an earlier pull; checked below like the rest
+            return
+        partial = _partial(final)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        url = hf_hub_url(repo, filename, revision=commit, endpoint=self.endpoint)
+        with _hub_errors(repo), partial.open("ab") as f:
+            http_get(url, f, resume_size=f.tell(), headers=build_hf_headers(token=self.token), expected_size=size,
+                     tqdm_class=tracker.tqdm_class())
+        partial.replace(final)
 
 
 class _Tracker:
@@ -164,6 +187,8 @@ class _Tracker:
         tracker = self
 
         class Progress(tqdm):
+            monitor_interval = 0  # no tqdm monitor thread: nothing is drawn
+
             def __init__(self, *args, **kwargs):
                 kwargs["disable"] = True
                 super().__init__(*args, **kwargs)
@@ -186,6 +211,10 @@ class _Tracker:
         speed = (done - self.start_bytes) / elapsed if elapsed > 0 else 0.0
         if self.report is not None:
             self.report(DownloadProgress(self.file, done, self.total, speed))
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
 
 
 def _pick(repo: str, choices: list[FileChoice], selector: str) -> FileChoice:
@@ -258,6 +287,7 @@ class _hub_errors:
 
 
 def _is_network(e: BaseException) -> bool:
-    import httpx
-
-    return isinstance(e, (httpx.TransportError, ConnectionError, TimeoutError))
+    # huggingface_hub may run on httpx or its fork httpx2: match their transport errors by name
+    names = {t.__name__ for t in type(e).__mro__}
+    return bool(names & {"TransportError", "TimeoutException", "NetworkError"}) or isinstance(
+        e, (ConnectionError, TimeoutError))

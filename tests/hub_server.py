@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,7 @@ class HubState:
     corrupt: set[str] = field(default_factory=set)  # file names served with a flipped byte
     served: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> [(start, bytes sent)]
     lock: threading.Lock = field(default_factory=threading.Lock)
+    connections: set = field(default_factory=set)  # open keep-alive connections, closed at shutdown
 
     def add(self, repo: HubRepo) -> None:
         self.repos[repo.repo_id] = repo
@@ -60,6 +62,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.state.lock:
+            self.state.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.state.lock:
+            self.state.connections.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:
         self._route(body=True)
@@ -199,5 +211,11 @@ class HubServer:
 
     def __exit__(self, *exc) -> None:
         self._httpd.shutdown()
+        with self.state.lock:
+            for conn in list(self.state.connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)  # wakes handler threads waiting on a kept-alive client
+                except OSError:
+                    pass
         self._httpd.server_close()
         self._thread.join(10)

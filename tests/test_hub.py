@@ -1,0 +1,143 @@
+"""Search, listing and pulls with the real huggingface_hub client against a Hub on loopback."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from conftest import load, load_mlx
+from hub_server import HubFile, HubRepo, HubServer, HubState
+from models.hub import DownloadCancelled, HubClient, HubError
+from models.library import ModelLibrary
+
+SMOL_REPO = "someone/SmolLM2-135M-Instruct-GGUF"
+SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture
+def hub(smollm2_path, gemma_path, smollm2_mlx_path):
+    state = HubState()
+    state.add(HubRepo(SMOL_REPO, {SMOL_FILE: HubFile(smollm2_path), "README.md": HubFile(smollm2_path, lfs=False)},
+                      downloads=500))
+    state.add(HubRepo("google/gemma-3-270m-GGUF", {"gemma-3-270m-Q4_K_M.gguf": HubFile(gemma_path)}, downloads=900))
+    state.add(HubRepo("mlx-community/SmolLM2-135M-Instruct-4bit",
+                      {p.name: HubFile(p) for p in smollm2_mlx_path.iterdir()}, tags=("mlx",), downloads=50))
+    state.add(HubRepo("meta/locked-GGUF", {SMOL_FILE: HubFile(smollm2_path)}, gated=True))
+    with HubServer(state) as server:
+        yield server
+
+
+@pytest.fixture
+def library(tmp_path):
+    return ModelLibrary(tmp_path / "data")
+
+
+def client(hub, library, **kw) -> HubClient:
+    return HubClient(endpoint=hub.endpoint, library=library, **kw)
+
+
+def test_search_and_a_repositorys_models(hub, library):
+    c = client(hub, library)
+    found = c.search("", format="gguf")
+    assert [m.repo for m in found] == ["google/gemma-3-270m-GGUF", SMOL_REPO, "meta/locked-GGUF"]  # by downloads
+    assert [m.repo for m in c.search("smol", format="mlx")] == ["mlx-community/SmolLM2-135M-Instruct-4bit"]
+    listing = c.listing(SMOL_REPO)
+    choices, meta = listing.choices, listing.files
+    assert [(ch.label, ch.files) for ch in choices] == [("Q4_1", (SMOL_FILE,))]
+    assert choices[0].size_bytes == meta[SMOL_FILE]["size"] and len(meta[SMOL_FILE]["sha256"]) == 64
+    assert listing.commit and meta["README.md"]["sha256"] is None
+    (mlx,) = c.listing("mlx-community/SmolLM2-135M-Instruct-4bit").choices
+    assert mlx.label == "mlx" and "config.json" in mlx.files
+
+
+def test_a_pull_end_to_end_with_progress_loads_by_name(hub, library):
+    events = []
+    model = client(hub, library).pull(SMOL_REPO, on_progress=events.append)
+    assert model.source == "pull" and model.repo == SMOL_REPO and model.quant == "Q4_1"
+    assert events[-1].done_bytes == events[-1].total_bytes == model.size_bytes
+    assert all(a.done_bytes <= b.done_bytes for a, b in zip(events, events[1:]))
+    assert library.find(model.name) is not None
+    rt = load(model.path)
+    assert rt.n_vocab == 49152
+    rt.close()
+    assert hub.state.served[SMOL_FILE] == [(0, model.size_bytes)]
+
+
+def test_an_mlx_repository_pulls_whole_and_loads(hub, library):
+    model = client(hub, library).pull("mlx-community/SmolLM2-135M-Instruct-4bit", name="smol-mlx")
+    assert (model.backend, model.format) == ("mlx", "mlx")
+    rt = load_mlx(model.path)
+    assert rt.special.bos == 1
+    rt.close()
+
+
+def test_a_dropped_connection_resumes_with_only_the_rest(hub, library, smollm2_path):
+    size = smollm2_path.stat().st_size
+    half = size // 2
+    hub.state.drop_after = half
+    c = client(hub, library)
+    try:
+        c.pull(SMOL_REPO)
+    except HubError:
+        pass  # huggingface_hub may resume by itself within the same pull, or give up: both are fine
+    if library.find("smollm2-135m-instruct-gguf-q4_1") is None:
+        c.pull(SMOL_REPO)
+    served = hub.state.served[SMOL_FILE]
+    assert served[0] == (0, half)
+    # the second request asked only for the rest of what was saved (huggingface_hub writes in blocks)
+    resumed = served[1][0]
+    assert 0 < resumed <= half and served[1] == (resumed, size - resumed), served
+    assert library.find("smollm2-135m-instruct-gguf-q4_1") is not None
+
+
+def test_a_cancelled_pull_leaves_no_model_and_resumes_later(hub, library):
+    cancel = threading.Event()
+
+    def on_progress(p):
+        if p.done_bytes > 10_000_000:
+            cancel.set()
+
+    c = client(hub, library)
+    with pytest.raises(DownloadCancelled):
+        c.pull(SMOL_REPO, on_progress=on_progress, cancel=cancel)
+    assert library.find("smollm2-135m-instruct-gguf-q4_1") is None
+    assert not (library.models_dir / "smollm2-135m-instruct-gguf-q4_1").exists()
+    model = c.pull(SMOL_REPO)
+    resumed_from = hub.state.served[SMOL_FILE][-1][0]
+    assert resumed_from > 10_000_000 and library.find(model.name) is not None
+
+
+def test_a_file_that_does_not_match_its_sha256_is_refused(hub, library):
+    hub.state.corrupt.add(SMOL_FILE)
+    with pytest.raises(HubError, match="sha256"):
+        client(hub, library).pull(SMOL_REPO)
+    assert library.find("smollm2-135m-instruct-gguf-q4_1") is None
+    assert not list(library.root.rglob(SMOL_FILE))
+
+
+def test_not_enough_disk_space_is_refused_before_downloading(hub, library):
+    with pytest.raises(HubError, match="Not enough disk space"):
+        client(hub, library, disk_free=lambda p: 1000).pull(SMOL_REPO)
+    assert SMOL_FILE not in hub.state.served
+
+
+def test_missing_gated_and_unreachable_hubs_say_so(hub, library):
+    c = client(hub, library)
+    with pytest.raises(HubError, match="No repository"):
+        c.listing("nobody/nothing")
+    with pytest.raises(HubError, match="gated.*hf auth login.*HF_TOKEN"):
+        c.pull("meta/locked-GGUF")
+    with pytest.raises(HubError, match="has no 'Q8_0'"):
+        c.pull(f"{SMOL_REPO}:Q8_0")
+    with socket.socket() as s:  # a port that accepts connections and never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        silent = HubClient(endpoint=f"http://127.0.0.1:{s.getsockname()[1]}", library=library, timeout=1)
+        with pytest.raises(HubError, match="cannot be reached"):
+            silent.listing(SMOL_REPO)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed: connection refused
+    with pytest.raises(HubError, match="cannot be reached"):
+        HubClient(endpoint=f"http://127.0.0.1:{port}", library=library, timeout=1).search("x")
