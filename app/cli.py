@@ -78,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="manage models")
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="the local models")
+    search = msub.add_parser("search", help="search the Hugging Face Hub (GGUF; --mlx for MLX)")
+    search.add_argument("query")
+    search.add_argument("--mlx", action="store_true")
+    search.add_argument("--limit", type=int, default=20)
+    info = msub.add_parser("info", help="a Hub repository's models by quant, with sizes and fit for this machine")
+    info.add_argument("repo")
+    info.add_argument("--n-ctx", type=int, default=4096, help="the context size to check the fit for")
+    pull = msub.add_parser("pull", help="download REPO[:QUANT|FILE] (resumes; checks sha256)")
+    pull.add_argument("spec")
+    pull.add_argument("--name", default=None, help="the local name (default: from the repository and quant)")
     imp = msub.add_parser("import", help="import a GGUF file, an MLX folder, or a folder of GGUF files")
     imp.add_argument("path")
     imp.add_argument("--link", action="store_true", help="point at the file instead of copying it")
@@ -260,8 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from app import doctor
 
+        from app import models_cli
+
         commands = {"chat": run_chat, "generate": run_generate, "bench": run_bench, "doctor": doctor.run_doctor,
-                    "models": doctor.run_models, "serve": run_serve}
+                    "models": models_cli.run_models, "serve": run_serve}
         return commands[args.command](args)
     except LanternError as e:
         print(f"lantern: {e}", file=sys.stderr)

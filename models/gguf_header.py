@@ -41,6 +41,20 @@ def read_gguf_header(path: Path, *, keep_arrays_up_to: int = 64) -> GGUFHeader:
         raise ModelLoadError(f"{path.name} is not a readable GGUF file: {e}") from None
 
 
+class HeaderCut(ValueError):
+    """The bytes end before the header does (a partial read of a remote file: read more)."""
+
+
+def parse_gguf_header(data: bytes, *, total_size: int) -> GGUFHeader:
+    """A header from the first bytes of a GGUF file of `total_size` bytes; HeaderCut when more are needed."""
+    import io
+
+    try:
+        return _Reader(io.BytesIO(data), total_size, 64).header()
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ValueError(f"not a readable GGUF header: {e}") from None
+
+
 class _Reader:
     def __init__(self, f: BinaryIO, size: int, keep: int):
         self.f, self.size, self.keep = f, size, keep
@@ -80,7 +94,7 @@ class _Reader:
         n = struct.calcsize(fmt)
         data = self.f.read(n)
         if len(data) != n:
-            raise ValueError("the file ends inside its header")
+            raise HeaderCut("the data ends inside the header")
         return struct.unpack(fmt, data)[0]
 
     def string(self, *, keep: bool = True) -> str | None:
@@ -90,7 +104,10 @@ class _Reader:
         if not keep:
             self.f.seek(n, 1)
             return None
-        return self.f.read(n).decode("utf-8")
+        data = self.f.read(n)
+        if len(data) != n:
+            raise HeaderCut("the data ends inside the header")
+        return data.decode("utf-8")
 
     def value(self, kind: int):
         if kind in _SCALARS:

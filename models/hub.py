@@ -108,6 +108,45 @@ class HubClient:
             result.append(FileChoice("mlx", tuple(sorted(meta)), sum(m["size"] for m in meta.values())))
         return RepoListing(repo, info.sha, sorted(result, key=lambda c: c.size_bytes), meta)
 
+    def describe(self, listing: RepoListing, choice: FileChoice):
+        """A ModelInfo before any download: a GGUF header read with a ranged request (4 MB, then 32 MB),
+        or an MLX repository's config.json. Needed to size the KV cache for the fit check."""
+        from pathlib import PurePosixPath
+
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        from models.gguf_header import HeaderCut, parse_gguf_header
+        from models.info import ModelInfo, info_from_header
+
+        first = choice.files[0]
+        url = hf_hub_url(listing.repo, "config.json" if choice.label == "mlx" else first, revision=listing.commit,
+                         endpoint=self.endpoint)
+        with _hub_errors(listing.repo):
+            if choice.label == "mlx":
+                r = get_session().get(url, headers=build_hf_headers(token=self.token), timeout=self.timeout)
+                hf_raise_for_status(r)
+                c = {**r.json().get("text_config", {}), **r.json()}
+                heads = int(c.get("num_attention_heads", 1) or 1)
+                head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // heads)
+                layers = int(c.get("num_hidden_layers", 0))
+                return ModelInfo(PurePosixPath(listing.repo), "mlx", choice.size_bytes, layers,
+                                 int(c.get("max_position_embeddings") or 0),
+                                 layers * int(c.get("num_key_value_heads") or heads) * head_dim * 4,
+                                 str(c.get("model_type", "")), "mlx")
+            for limit in (4 << 20, 32 << 20):
+                headers = {**build_hf_headers(token=self.token), "Range": f"bytes=0-{limit - 1}"}
+                r = get_session().get(url, headers=headers, timeout=self.timeout)
+                hf_raise_for_status(r)
+                try:
+                    header = parse_gguf_header(r.content[:limit], total_size=listing.files[first]["size"])
+                except HeaderCut:
+                    continue
+                except ValueError as e:
+                    raise HubError(f"{first} is not a readable GGUF file: {e}") from None
+                return info_from_header(header, path=PurePosixPath(first), size_bytes=choice.size_bytes)
+        raise HubError(f"The GGUF header of {first} is larger than 32 MB; Lantern cannot size it before downloading.")
+
     # -- pulling ----------------------------------------------------------------------------------
 
     def pull(self, spec: str, *, name: str | None = None, on_progress: Callable[[DownloadProgress], None] | None = None,

@@ -38,11 +38,15 @@ def describe_model(path: str | os.PathLike) -> ModelInfo:
 
 
 def _describe_gguf(path: Path) -> ModelInfo:
-    from collections import Counter
-
     from models.gguf_header import read_gguf_header
 
-    header = read_gguf_header(path)
+    return info_from_header(read_gguf_header(path), path=path, size_bytes=path.stat().st_size)
+
+
+def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
+    """A ModelInfo from a GGUF header (read from a local file, or from the first bytes of a remote one)."""
+    from collections import Counter
+
     meta = header.metadata
     arch = str(meta.get("general.architecture", ""))
 
@@ -67,7 +71,7 @@ def _describe_gguf(path: Path) -> ModelInfo:
         except ValueError:
             pass
     return ModelInfo(
-        path=path, format="gguf", size_bytes=path.stat().st_size, n_layers=n_layers,
+        path=path, format="gguf", size_bytes=size_bytes, n_layers=n_layers,
         n_ctx_train=number("context_length"), kv_bytes_per_token=n_layers * n_kv * (k_len + v_len) * 2,
         architecture=arch, quant=quant,
         output_bytes=sum(t.n_bytes for t in header.tensors if not t.name.startswith("blk.")),

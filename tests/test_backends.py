@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backends.engine import Engine, EngineOptions
-from backends.events import GenerationRequest, TextDelta
+from backends.events import GenerationRequest
 from backends.runtime import ContextOverflowError, InvalidRequestError
 from backends.sampling import SamplingParams
 from conftest import assert_same_up_to_near_tie, load, load_mlx, reference_greedy, run

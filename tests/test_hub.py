@@ -141,3 +141,27 @@ def test_missing_gated_and_unreachable_hubs_say_so(hub, library):
         port = s.getsockname()[1]  # closed: connection refused
     with pytest.raises(HubError, match="cannot be reached"):
         HubClient(endpoint=f"http://127.0.0.1:{port}", library=library, timeout=1).search("x")
+
+
+def test_the_command_line_searches_lists_with_fit_and_pulls_with_a_progress_bar(hub, tmp_path):
+    import os
+    import subprocess
+
+    from test_cli import LANTERN
+
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "LANTERN_DATA_DIR": str(tmp_path / "data")}
+
+    def lantern(*args):
+        return subprocess.run([str(LANTERN), *args], capture_output=True, text=True, timeout=120, env=env)
+
+    found = lantern("models", "search", "smol")
+    assert found.returncode == 0 and SMOL_REPO in found.stdout and "gemma" not in found.stdout
+    info = lantern("models", "info", SMOL_REPO, "--n-ctx", "2048")
+    assert info.returncode == 0, info.stderr
+    assert "Q4_1" in info.stdout and "0.10 GB" in info.stdout and "CPU only" in info.stdout
+    pulled = lantern("models", "pull", SMOL_REPO, "--name", "smol-pulled")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "100.0%" in pulled.stderr and "MB/s" in pulled.stderr and "Pulled smol-pulled (Q4_1" in pulled.stdout
+    assert "smol-pulled" in lantern("models", "list").stdout
+    gated = lantern("models", "pull", "meta/locked-GGUF")
+    assert gated.returncode == 2 and "hf auth login" in gated.stderr and "Traceback" not in gated.stderr

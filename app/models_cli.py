@@ -1,0 +1,133 @@
+"""`lantern models`: list, search, info, pull, import, rm, convert."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+from backends.runtime import LanternError
+
+GB = 1e9
+
+
+def run_models(args) -> int:
+    from models.library import ModelLibrary
+
+    library = ModelLibrary()
+    if args.models_command == "list":
+        rows = [(m.name, m.backend, m.quant, f"{m.size_bytes / 1e9:.2f} GB", f"{m.context_length}",
+                 m.architecture, "yes" if m.chat_template else "no", m.source + (" (link)" if m.linked else ""))
+                for m in library.list()]
+        _print_table(("name", "backend", "quant", "size", "context", "architecture", "template", "source"), rows)
+        return 0
+    if args.models_command == "import":
+        for m in library.import_path(args.path, link=args.link, name=args.name):
+            print(f"Imported {m.name} ({m.quant}, {m.size_bytes / 1e9:.2f} GB{', linked' if m.linked else ''})")
+        return 0
+    if args.models_command == "search":
+        return _search(args)
+    if args.models_command == "info":
+        return _info(args)
+    if args.models_command == "pull":
+        return _pull(args)
+    if args.models_command == "rm":
+        freed = library.remove(args.name)
+        print(f"Removed {args.name}; {freed / 1e9:.2f} GB freed")
+        return 0
+    if args.models_command == "convert":
+        from models.convert import convert_gguf_to_mlx
+        from models.registry import resolve_model
+
+        src = resolve_model(args.path)
+        out = Path(args.out) if args.out else src.with_name(src.stem + "-mlx")
+        convert_gguf_to_mlx(src, out, overwrite=args.force)
+        print(f"Wrote the MLX model to {out}", file=sys.stderr)
+        print(out)
+        return 0
+    raise AssertionError(args.models_command)
+
+
+def _hub():
+    from models.hub import HubClient
+
+    return HubClient()
+
+
+def _search(args) -> int:
+    found = _hub().search(args.query, format="mlx" if args.mlx else "gguf", limit=args.limit)
+    if not found:
+        print("Nothing found.")
+        return 0
+    _print_table(("repository", "downloads", "likes", "gated"),
+                 [(m.repo, str(m.downloads), str(m.likes), "yes" if m.gated else "") for m in found])
+    return 0
+
+
+def _info(args) -> int:
+    from backends.hardware import detect
+    from models.fit import check_fit
+
+    hub, hw = _hub(), detect()
+    listing = hub.listing(args.repo)
+    rows = []
+    for choice in listing.choices:
+        try:
+            fit = check_fit(hw, hub.describe(listing, choice), n_ctx=args.n_ctx)
+            verdict = f"{fit.badge} ({fit.summary})"
+        except LanternError as e:
+            verdict = f"unknown: {e}"
+        parts = f"{len(choice.files)} files" if len(choice.files) > 1 else choice.files[0]
+        rows.append((choice.label, f"{choice.size_bytes / GB:.2f} GB", verdict, parts))
+    print(f"{args.repo} (commit {str(listing.commit)[:12]}), fit for a {args.n_ctx}-token context on this machine:")
+    _print_table(("quant", "size", "fit", "files"), rows)
+    return 0
+
+
+def _pull(args) -> int:
+    from models.hub import DownloadCancelled
+
+    cancel = threading.Event()
+    bar = _ProgressBar()
+    try:
+        model = _hub().pull(args.spec, name=args.name, on_progress=bar.show, cancel=cancel)
+    except (KeyboardInterrupt, DownloadCancelled):
+        bar.end()
+        print("Stopped; `lantern models pull` again resumes the download.", file=sys.stderr)
+        return 130
+    bar.end()
+    print(f"Pulled {model.name} ({model.quant}, {model.size_bytes / GB:.2f} GB) into {model.path}")
+    return 0
+
+
+class _ProgressBar:
+    """One line on stderr, redrawn at most ten times a second: percent, size, speed, time left."""
+
+    def __init__(self):
+        self._last = 0.0
+        self._shown = False
+
+    def show(self, p) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1 and p.done_bytes < p.total_bytes:
+            return
+        self._last = now
+        pct = 100 * p.done_bytes / p.total_bytes if p.total_bytes else 100
+        width = 30
+        filled = int(width * pct / 100)
+        eta = f"{p.eta_s:.0f} s left" if p.eta_s is not None else ""
+        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}%  {p.done_bytes / GB:.2f}/"
+                f"{p.total_bytes / GB:.2f} GB  {p.bytes_per_s / 1e6:.1f} MB/s  {eta}")
+        sys.stderr.write(line.ljust(100))
+        sys.stderr.flush()
+        self._shown = True
+
+    def end(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
