@@ -18,7 +18,7 @@ from typing import Callable
 from backends.runtime import LanternError
 from models.library import LocalModel, ModelLibrary, model_name
 
-QUANT = re.compile(r"(?i)(?:^|[-_.])((?:I?Q\d_(?:K_[SMLX]L?|K|[01]|XXS|XS|S|M|NL))|BF16|F16|F32|Q8_0)(?=[-_.])")
+QUANT = re.compile(r"(?i)(?:^|[-_./])((?:I?Q\d_(?:K_[SMLX]L?|K|[01]|XXS|XS|S|M|NL))|BF16|F16|F32|Q8_0)(?=[-_./])")
 SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 PREFERRED = ("Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0")
 
@@ -95,14 +95,16 @@ class HubClient:
         meta = {s.rfilename: {"size": s.size or 0, "sha256": s.lfs.sha256 if s.lfs else None}
                 for s in info.siblings or []}
         ggufs = sorted(f for f in meta if f.endswith(".gguf"))
-        choices: dict[str, list[str]] = {}
+        groups: dict[str, list[str]] = {}  # the parts of a split share one name
         for f in ggufs:
-            m = QUANT.search(Path(f).name)
-            label = m.group(1).upper() if m else Path(f).stem
-            key = label
-            if key in choices and not SPLIT.search(f):
-                key = Path(f).stem  # two files of one quant (different models): tell them apart by name
-            choices.setdefault(key, []).append(f)
+            groups.setdefault(SPLIT.sub(".gguf", f), []).append(f)
+        choices: dict[str, list[str]] = {}
+        for base, files in groups.items():
+            m = QUANT.search("/" + base)  # the quant may be in a folder name (Q8_0/model-00001-of-00002.gguf)
+            label = m.group(1).upper() if m else Path(base).stem
+            if label in choices:  # two models of one quant: tell them apart by name
+                label = Path(base).stem
+            choices[label] = files
         result = [FileChoice(label, tuple(files), sum(meta[f]["size"] for f in files)) for label, files in choices.items()]
         if not ggufs and "config.json" in meta and any(f.endswith(".safetensors") for f in meta):
             result.append(FileChoice("mlx", tuple(sorted(meta)), sum(m["size"] for m in meta.values())))
@@ -162,7 +164,8 @@ class HubClient:
         staging = self.library.root / "downloads" / repo.replace("/", "--")
         staging.mkdir(parents=True, exist_ok=True)
         have = sum(p.stat().st_size for f in choice.files for p in (staging / f, _partial(staging / f)) if p.is_file())
-        need = choice.size_bytes - have
+        split = choice.label != "mlx" and len(choice.files) > 1
+        need = choice.size_bytes - have + (choice.size_bytes if split else 0)  # joining writes it once more
         free = self._disk_free(staging)
         if need > free:
             raise HubError(f"Not enough disk space for {repo} ({choice.label}): it needs {need / 1e9:.2f} GB more, "
@@ -171,12 +174,20 @@ class HubClient:
         for f in choice.files:
             self._download(repo, listing.commit, f, meta[f]["size"], staging, tracker)
             _verify(staging / f, meta[f])
+        model_file = choice.files[0]
+        if split:  # one model, one file
+            from models.gguf_split import PART, join_split_gguf
+
+            model_file = PART.match(Path(choice.files[0]).name)["stem"] + ".gguf"
+            join_split_gguf(staging / choice.files[0], staging / model_file)
+            for f in choice.files:
+                (staging / f).unlink()
         target = self.library.models_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
         staging.replace(target)
-        path = target if choice.label == "mlx" else target / choice.files[0]
+        path = target if choice.label == "mlx" else target / model_file
         try:
             return self.library.add(path, name=name, source="pull", repo=repo)
         except BaseException:

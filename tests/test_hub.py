@@ -165,3 +165,51 @@ def test_the_command_line_searches_lists_with_fit_and_pulls_with_a_progress_bar(
     assert "smol-pulled" in lantern("models", "list").stdout
     gated = lantern("models", "pull", "meta/locked-GGUF")
     assert gated.returncode == 2 and "hf auth login" in gated.stderr and "Traceback" not in gated.stderr
+
+
+def test_a_split_gguf_is_joined_into_one_model_that_loads(hub, library, smollm2_path, tmp_path):
+    import gguf
+
+    parts_dir = tmp_path / "parts"
+    parts_dir.mkdir()
+    reader = gguf.GGUFReader(str(smollm2_path))
+    writer = gguf.GGUFWriter(str(parts_dir / "smol.gguf"), "llama", split_max_tensors=100)
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind,
+                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for t in reader.tensors:
+        writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    parts = sorted(parts_dir.glob("smol-*-of-00003.gguf"))
+    assert len(parts) == 3
+    hub.state.add(HubRepo("someone/smol-split-GGUF", {f"Q4_1/{p.name}": HubFile(p) for p in parts}))
+    c = client(hub, library)
+    (choice,) = c.listing("someone/smol-split-GGUF").choices
+    assert choice.label == "Q4_1" and len(choice.files) == 3  # three parts, one choice
+    model = c.pull("someone/smol-split-GGUF", name="smol-joined")
+    assert model.path.endswith("smol.gguf") and model.size_bytes == smollm2_path.stat().st_size
+    assert not list((library.models_dir / "smol-joined").rglob("*-of-*"))
+    joined, original = load(model.path), load(smollm2_path)
+    try:
+        prompt = original.tokenize("The capital of France is", add_bos=True)
+        assert (joined.forward(prompt, 0) == original.forward(prompt, 0)).all()
+    finally:
+        joined.close()
+        original.close()
+
+
+@pytest.mark.parametrize("name,quant", [
+    ("Llama-3.2-1B-Instruct-Q4_K_M.gguf", "Q4_K_M"), ("qwen2.5-0.5b-instruct-q4_k_m.gguf", "Q4_K_M"),
+    ("model.IQ3_XS.gguf", "IQ3_XS"), ("Q8_0/Model-Q8_0.gguf", "Q8_0"), ("SmolLM2-135M.Q4_1.gguf", "Q4_1"),
+    ("gemma-2-9b-it-f16.gguf", "F16"), ("Model-Q5_K_S.gguf", "Q5_K_S"),
+])
+def test_quant_labels_from_file_names(name, quant):
+    from models.hub import QUANT
+
+    assert QUANT.search("/" + name).group(1).upper() == quant
