@@ -172,8 +172,8 @@ class HubClient:
                            f"{free / 1e9:.2f} GB are free in {staging}.")
         tracker = _Tracker(choice.size_bytes, on_progress, cancel or threading.Event())
         for f in choice.files:
-            self._download(repo, listing.commit, f, meta[f]["size"], staging, tracker)
-            _verify(staging / f, meta[f])
+            digest = self._download(repo, listing.commit, f, meta[f]["size"], staging, tracker)
+            _verify(staging / f, meta[f], digest)
         model_file = choice.files[0]
         if split:  # one model, one file
             from models.gguf_split import PART, join_split_gguf
@@ -195,7 +195,7 @@ class HubClient:
             raise
 
     def _download(self, repo: str, commit: str | None, filename: str, size: int, staging: Path,
-                  tracker: "_Tracker") -> None:
+                  tracker: "_Tracker") -> str | None:
         """huggingface_hub's own downloader into a .partial file that outlives Lantern: the next pull resumes it.
 
         (hf_hub_download itself deletes its partial file when a download fails, so it cannot resume across runs.)
@@ -208,14 +208,19 @@ class HubClient:
         final = staging / filename
         if final.is_file() and final.stat().st_size == size:
             tracker.file_done = size  # finished by an earlier pull; checked below like the rest
-            return
+            return None
         partial = _partial(final)
         partial.parent.mkdir(parents=True, exist_ok=True)
         url = hf_hub_url(repo, filename, revision=commit, endpoint=self.endpoint)
-        with _hub_errors(repo), partial.open("ab") as f:
-            http_get(url, f, resume_size=f.tell(), headers=build_hf_headers(token=self.token), expected_size=size,
-                     tqdm_class=tracker.tqdm_class())
+        with _hub_errors(repo), partial.open("a+b") as f:
+            out = _HashingFile(f)  # the sha256 is computed as the bytes arrive: no second read of the file
+            try:
+                http_get(url, out, resume_size=out.tell(), headers=build_hf_headers(token=self.token),
+                         expected_size=size, tqdm_class=tracker.tqdm_class())
+            finally:
+                digest = out.hexdigest()
         partial.replace(final)
+        return digest
 
 
 class _Tracker:
@@ -286,18 +291,79 @@ def _ambiguous(repo: str, choices: list[FileChoice]) -> FileChoice:
     raise HubError(f"{repo} holds several models; name one: {', '.join(f'{repo}:{c.label}' for c in choices)}.")
 
 
-def _verify(path: Path, meta: dict) -> None:
+class _HashingFile:
+    """A file opened for appending that keeps the sha256 of everything in it (what was there, then each write).
+
+    Hashing runs on a thread of its own (hashlib releases the GIL), beside the download rather than after it.
+    """
+
+    def __init__(self, f):
+        import queue
+
+        self._f = f
+        self._chunks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._rehash(f.seek(0, 2))
+
+    def _rehash(self, upto: int) -> None:
+        self._finish()
+        self._h = hashlib.sha256()
+        self._f.seek(0)
+        left = upto
+        while left > 0 and (block := self._f.read(min(1 << 20, left))):
+            self._h.update(block)
+            left -= len(block)
+        self._f.seek(upto)
+        self._thread = threading.Thread(target=self._hash, name="lantern-sha256", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._h.update(chunk)
+
+    def _finish(self) -> None:
+        if self._thread is not None:
+            self._chunks.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def write(self, data) -> int:
+        self._chunks.put(bytes(data))
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        n = self._f.truncate(size)
+        self._rehash(self._f.tell() if size is None else size)  # the server ignored a Range: start over
+        return n
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def hexdigest(self) -> str:
+        self._finish()
+        return self._h.hexdigest()
+
+
+def _verify(path: Path, meta: dict, digest: str | None = None) -> None:
     expected = meta.get("sha256")
     size = path.stat().st_size
     if meta.get("size") and size != meta["size"]:
         path.unlink(missing_ok=True)
         raise HubError(f"{path.name} is {size} bytes, the Hub says {meta['size']}: it was removed; pull again.")
     if expected:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != expected:
+        if digest is None:
+            h = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            digest = h.hexdigest()
+        if digest != expected:
             path.unlink(missing_ok=True)
             raise HubError(f"{path.name} does not match the sha256 the Hub publishes for it (a damaged download "
                            "or a changed file): it was removed and not registered; pull again.")

@@ -22,6 +22,7 @@ class ModelInfo:
     architecture: str = ""
     quant: str = ""  # the most common tensor type (Q4_1, Q4_K...) or "4-bit" for MLX
     output_bytes: int = 0  # embeddings and output layer: stay beside the layers a GPU holds
+    chat_template: bool = False
 
     def kv_bytes(self, n_ctx: int) -> int:
         return self.kv_bytes_per_token * n_ctx
@@ -75,6 +76,7 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
         n_ctx_train=number("context_length"), kv_bytes_per_token=n_layers * n_kv * (k_len + v_len) * 2,
         architecture=arch, quant=quant,
         output_bytes=sum(t.n_bytes for t in header.tensors if not t.name.startswith("blk.")),
+        chat_template=bool(meta.get("tokenizer.chat_template")),
     )
 
 
@@ -93,5 +95,14 @@ def _describe_mlx(path: Path) -> ModelInfo:
         path=path, format="mlx", size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
         n_layers=n_layers, n_ctx_train=int(c.get("max_position_embeddings") or 0),
         kv_bytes_per_token=n_layers * n_kv * head_dim * 2 * 2, architecture=str(c.get("model_type", "")),
-        quant=f"{q['bits']}-bit" if "bits" in q else "unquantized",
+        quant=f"{q['bits']}-bit" if "bits" in q else "unquantized", chat_template=_mlx_template(path),
     )
+
+
+def _mlx_template(path: Path) -> bool:
+    if (path / "chat_template.jinja").is_file():
+        return True
+    try:
+        return bool(json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -183,25 +183,12 @@ def describe(path: Path, *, name: str, source: str, repo: str = "", linked: bool
     """A LocalModel read from the files themselves."""
     from models.info import describe_model
 
-    info = describe_model(path)
+    info = describe_model(path)  # one read of the header: it also says whether there is a chat template
     return LocalModel(
         name=name, path=str(path), backend="mlx" if info.format == "mlx" else "llamacpp", format=info.format,
         quant=info.quant, size_bytes=_size(path), context_length=info.n_ctx_train, architecture=info.architecture,
-        chat_template=_has_template(path, info.format), source=source, repo=repo, linked=linked,
+        chat_template=info.chat_template, source=source, repo=repo, linked=linked,
     )
-
-
-def _has_template(path: Path, fmt: str) -> bool:
-    if fmt == "mlx":
-        if (path / "chat_template.jinja").is_file():
-            return True
-        try:
-            return bool(json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
-        except (OSError, ValueError):
-            return False
-    from models.gguf_header import read_gguf_header
-
-    return bool(read_gguf_header(path).metadata.get("tokenizer.chat_template"))
 
 
 def model_name(stem: str) -> str:
