@@ -213,3 +213,25 @@ def test_quant_labels_from_file_names(name, quant):
     from models.hub import QUANT
 
     assert QUANT.search("/" + name).group(1).upper() == quant
+
+
+def test_a_download_runs_on_a_worker_and_can_be_cancelled_then_resumed(hub, library):
+    from models.downloads import Download
+
+    c = client(hub, library)
+    seen = threading.Event()
+
+    def on_progress(p):
+        if p.done_bytes > 5_000_000:
+            seen.set()
+
+    first = Download(c, SMOL_REPO, on_progress=on_progress)
+    assert seen.wait(60)
+    first.cancel()
+    with pytest.raises(DownloadCancelled):
+        first.result(60)
+    assert first.done and library.find("smollm2-135m-instruct-gguf-q4_1") is None
+    second = Download(c, SMOL_REPO)
+    model = second.result(120)
+    assert model.name == "smollm2-135m-instruct-gguf-q4_1" and second.latest.done_bytes == model.size_bytes
+    assert hub.state.served[SMOL_FILE][-1][0] > 0  # the second pull resumed
