@@ -1,0 +1,66 @@
+"""The conversation store: newest first, search, edits, and nothing lost to a kill."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from app.conversations import ConversationStore
+
+
+def test_conversations_newest_first_search_rename_delete(tmp_path):
+    store = ConversationStore(tmp_path / "chats.db")
+    a = store.create("Trip to Lisbon")
+    time.sleep(0.01)
+    b = store.create("Python help")
+    store.add(a.id, "user", "Where should I eat in Alfama?")
+    assert [c.id for c in store.conversations()] == [a.id, b.id]  # a message makes a conversation newest
+    assert [c.id for c in store.conversations("alfama")] == [a.id]  # message text
+    assert [c.id for c in store.conversations("python")] == [b.id]  # title
+    assert store.conversations("100%") == [] and store.conversations("_") == []  # matched literally
+    store.rename(b.id, "Rust help")
+    assert store.conversations("rust")[0].title == "Rust help"
+    store.delete(a.id)
+    assert [c.id for c in store.conversations()] == [b.id] and store.messages(a.id) == []
+    store.close()
+
+
+def test_edit_and_resend_replaces_the_later_turns(tmp_path):
+    store = ConversationStore(tmp_path / "chats.db")
+    c = store.create()
+    first = store.add(c.id, "user", "Hi")
+    store.add(c.id, "assistant", "Hello!", stats={"ttft_ms": 40.0})
+    second = store.add(c.id, "user", "Tell me a joke")
+    store.add(c.id, "assistant", "No.")
+    store.delete_from(second.id)
+    msgs = store.messages(c.id)
+    assert [m.content for m in msgs] == ["Hi", "Hello!"] and msgs[1].stats == {"ttft_ms": 40.0}
+    assert msgs[0].id == first.id
+    store.close()
+
+
+def test_a_kill_loses_nothing_shown_and_marks_the_streaming_reply_cut_off(tmp_path):
+    db = tmp_path / "chats.db"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(os.getcwd())!r})
+        from app.conversations import ConversationStore
+        store = ConversationStore(__import__("pathlib").Path({str(db)!r}))
+        c = store.create("Before the crash")
+        store.add(c.id, "user", "Write me a poem")
+        reply = store.add(c.id, "assistant", "", status="streaming")
+        store.update(reply.id, content="Roses are red,")
+        print("shown", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL and "shown" in proc.stdout, proc.stderr
+    store = ConversationStore(db)
+    (c,) = store.conversations()
+    msgs = store.messages(c.id)
+    assert [(m.role, m.content, m.status) for m in msgs] == [
+        ("user", "Write me a poem", "done"), ("assistant", "Roses are red,", "cut_off")]
+    store.close()
