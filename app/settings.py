@@ -1,0 +1,101 @@
+"""One settings model for the window's settings page, the command line and the server (shared/STYLE.md).
+
+Stored as JSON in the user's data folder, with a schema version: a renamed field gets a migration.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backends.engine import EngineOptions
+from backends.runtime import LanternError, LoadOptions
+from backends.sampling import SamplingParams
+from models.registry import STARTER_MODEL
+
+SCHEMA_VERSION = 1
+
+
+class SettingsError(LanternError):
+    pass
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    schema_version: int = SCHEMA_VERSION
+    model: str = STARTER_MODEL
+    backend: Literal["auto", "llamacpp", "mlx", "remote"] = "auto"
+    remote_url: str | None = None
+    n_ctx: int = Field(4096, ge=0, le=1 << 20)
+    n_gpu_layers: int | None = Field(None, ge=-1)  # None: as many as fit
+    system_prompt: str = ""
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(40, ge=0)
+    min_p: float = Field(0.05, ge=0, lt=1)
+    repeat_penalty: float = Field(1.0, gt=0, le=10)
+    max_tokens: int = Field(512, ge=1)
+    prompt_lookup: bool = True
+    draft_max: int = Field(16, ge=1, le=64)
+    theme: Literal["system", "light", "dark"] = "system"
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(8000, ge=0, le=65535)
+    server_api_key: str | None = None
+
+    def sampling(self, seed: int | None = None) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
+                              repeat_penalty=self.repeat_penalty, seed=seed)
+
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers)
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(prompt_lookup=self.prompt_lookup, draft_max=self.draft_max)
+
+
+# Old field names -> new ones, by the version that renamed them.
+_RENAMES: dict[int, dict[str, str]] = {}
+
+
+def migrate(data: dict) -> dict:
+    version = int(data.get("schema_version", 1))
+    if version > SCHEMA_VERSION:
+        raise SettingsError(f"These settings were written by a newer Lantern (schema {version}); "
+                            f"this one reads up to {SCHEMA_VERSION}.")
+    for v in range(version + 1, SCHEMA_VERSION + 1):
+        for old, new in _RENAMES.get(v, {}).items():
+            if old in data:
+                data[new] = data.pop(old)
+    data["schema_version"] = SCHEMA_VERSION
+    return data
+
+
+def load_settings(path: Path) -> Settings:
+    """The saved settings, or the defaults when there are none. A broken file is an error, never silently reset."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, ValueError) as e:
+        raise SettingsError(f"The settings file {path} cannot be read: {e}") from None
+    if not isinstance(raw, dict):
+        raise SettingsError(f"The settings file {path} does not hold an object.")
+    try:
+        return Settings(**migrate(raw))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise SettingsError(f"The settings file {path} has a bad value for {where}: {first.get('msg')}.") from None
+
+
+def save_settings(path: Path, settings: Settings) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings.", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(settings.model_dump_json(indent=2))
+    os.replace(tmp, path)  # the old settings or the new ones, never half of either
