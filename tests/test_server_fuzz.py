@@ -1,6 +1,6 @@
 """Fuzzing the endpoint from its own OpenAPI schema (schemathesis strategies, hypothesis): never a 5xx.
 
-The model gets a 256-token context, so no fuzzed request can keep the engine busy for long.
+The model gets a 128-token context (llama.cpp makes it 256), so no fuzzed request keeps the engine busy long.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ REFUSED = ("audio", "function_call", "functions", "logprobs", "metadata", "modal
 @pytest.fixture(scope="module")
 def fuzz_schema():
     service = ModelService(MODEL, models=lambda: [MODEL], max_queue=4,
-                           open_worker=default_opener(options=LoadOptions(n_ctx=256)))
+                           open_worker=default_opener(options=LoadOptions(n_ctx=128)))
     deadline = time.monotonic() + 120
     while service.status == "loading" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -46,7 +46,7 @@ def test_no_fuzzed_request_makes_a_server_error(fuzz_schema, path):
             case.body["model"] = MODEL
             for name in REFUSED:
                 case.body.pop(name, None)
-        response = case.call()
+        response = case.call(timeout=120)  # a valid request may generate up to the context (slow CI machines)
         seen.append(response.status_code)
         assert response.status_code < 500, (case.body, response.status_code, response.text[:500])
 
