@@ -1,0 +1,87 @@
+"""Replies for the window: requests go to the engine thread, text comes back batched on a timer.
+
+The engine thread only appends events to a buffer (no Qt call from it); a QTimer on the GUI thread
+drains it at most ~30 times a second, so a fast reply never floods the event loop with repaints.
+"""
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from backends.events import Finished, GenerationRequest, TextDelta
+from backends.worker import EngineWorker, Generation
+
+FLUSH_MS = 33  # ~30 updates a second
+
+
+class _BufferedGeneration(Generation):
+    """A Generation whose events wait in a list for the GUI thread's timer."""
+
+    def __init__(self, request: GenerationRequest):
+        super().__init__(request)
+        self.lock = threading.Lock()
+        self.pending: list = []
+
+    def put(self, item) -> None:  # on the engine thread
+        with self.lock:
+            self.pending.append(item)
+
+    def take(self) -> list:
+        with self.lock:
+            items, self.pending = self.pending, []
+        return items
+
+
+class ChatSession(QObject):
+    """One reply at a time through an EngineWorker; signals carry plain values."""
+
+    sig_text_received = Signal(str)  # new text since the last signal (batched)
+    sig_reply_finished = Signal(object)  # backends.events.Finished
+    sig_reply_failed = Signal(str)  # a request the engine refused (bad input, context overflow...)
+
+    def __init__(self, worker: EngineWorker, parent: QObject | None = None):
+        super().__init__(parent)
+        self._worker = worker
+        self._generation: _BufferedGeneration | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(FLUSH_MS)
+        self._timer.timeout.connect(self._flush)
+
+    @property
+    def busy(self) -> bool:
+        return self._generation is not None
+
+    def send(self, request: GenerationRequest) -> None:
+        if self._generation is not None:
+            raise RuntimeError("A reply is already being generated; stop it first.")
+        self._generation = _BufferedGeneration(request)
+        self._worker.submit(self._generation)
+        self._timer.start()
+
+    def stop(self) -> None:
+        """The engine stops within one step; the reply ends with reason 'cancelled'."""
+        if self._generation is not None:
+            self._generation.cancel()
+
+    def _flush(self) -> None:
+        gen = self._generation
+        if gen is None:
+            return
+        text, end = [], None
+        for item in gen.take():
+            if isinstance(item, TextDelta):
+                text.append(item.text)
+            elif isinstance(item, Finished):
+                end = item
+            elif isinstance(item, BaseException):
+                end = item
+            elif Generation.is_end(item):
+                self._generation = None
+                self._timer.stop()
+        if text and "".join(text):
+            self.sig_text_received.emit("".join(text))
+        if isinstance(end, Finished):
+            self.sig_reply_finished.emit(end)
+        elif isinstance(end, BaseException):
+            self.sig_reply_failed.emit(str(end))
