@@ -128,3 +128,14 @@ def any_runtime(request, smollm2_path):
         rt = load(smollm2_path)
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def worker():
+    """The starter model on its engine thread, as the window and the server use it."""
+    from app.wiring import start_worker
+
+    w = start_worker("smollm2-135m-instruct", options=LoadOptions(n_ctx=1024))
+    w.wait_ready(60)
+    yield w
+    w.close()

@@ -7,9 +7,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from app.wiring import start_worker  # noqa: E402
 from backends.events import GenerationRequest  # noqa: E402
-from backends.runtime import LoadOptions  # noqa: E402
 from backends.sampling import SamplingParams  # noqa: E402
 from ui.chat_session import FLUSH_MS, ChatSession  # noqa: E402
 
@@ -20,14 +18,6 @@ def cold():
     def forget(w):
         w.call(lambda e: (e.forget_cache(), e.states.clear())).result(30)
     return forget
-
-
-@pytest.fixture
-def worker():
-    w = start_worker("smollm2-135m-instruct", options=LoadOptions(n_ctx=2048))
-    w.wait_ready(60)
-    yield w
-    w.close()
 
 
 def test_a_reply_streams_in_batches_and_the_event_loop_stays_responsive(qtbot, worker):

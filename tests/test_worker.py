@@ -5,18 +5,10 @@ import pytest
 
 from app.wiring import start_worker
 from backends.events import GenerationRequest, TextDelta
-from backends.runtime import InvalidRequestError, LoadOptions, ModelLoadError
+from backends.runtime import InvalidRequestError, ModelLoadError
 from backends.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
-
-
-@pytest.fixture
-def worker():
-    w = start_worker("smollm2-135m-instruct", options=LoadOptions(n_ctx=1024))
-    w.wait_ready(60)
-    yield w
-    w.close()
 
 
 def test_cancel_stops_the_stream_within_a_step(worker):
