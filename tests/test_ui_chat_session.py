@@ -49,8 +49,8 @@ def test_a_reply_streams_in_batches_and_the_event_loop_stays_responsive(qtbot, w
     probe.stop()
     assert "".join(chunks) == expected and finished.args[0].reason in ("stop", "length")
     assert finished.args[0].stats.completion_tokens > 50
-    # batched: at most one update per flush interval (plus the last), not one per token
-    assert len(chunks) <= elapsed * 1000 / FLUSH_MS + 2 < finished.args[0].stats.completion_tokens
+    # batched: at most one update per flush interval (coarse timers may fire up to 5% early), whatever the speed
+    assert len(chunks) <= elapsed * 1000 / (FLUSH_MS * 0.95) + 2
     print(f"\nlongest event-loop gap during a {finished.args[0].stats.completion_tokens}-token reply: "
           f"{max(gaps) * 1000:.1f} ms (target < 50 ms), {len(chunks)} text updates in {elapsed:.2f} s")
     assert not session.busy
