@@ -44,7 +44,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser, *, temperature: float) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lantern", description="Local LLM chat with latency as its edge.")
+    parser = argparse.ArgumentParser(prog="lantern", description="Local LLM chat with latency as its edge. "
+                                     "With no command, the window opens.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command")
     chat = sub.add_parser("chat", help="chat in the terminal")
     _add_model_flags(chat)
@@ -100,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out", nargs="?", help="the MLX folder to write (default: beside the file)")
     convert.add_argument("--force", action="store_true", help="replace the folder if it exists")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lantern")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def _options(args) -> LoadOptions:
@@ -265,8 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out = extra[0]  # `models convert PATH --to mlx OUT`: argparse stops at OUT after an option
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command is None:  # until the window exists, `lantern` alone chats on the starter model
-        args = parser.parse_args(["chat", *(argv or [])])
+    if args.command is None:
+        from ui.app import run_window
+
+        return run_window()
     try:
         from app import doctor
 

@@ -99,3 +99,24 @@ def save_settings(path: Path, settings: Settings) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(settings.model_dump_json(indent=2))
     os.replace(tmp, path)  # the old settings or the new ones, never half of either
+
+
+def settings_path() -> Path:
+    from models.library import data_dir
+
+    return data_dir() / "settings.json"
+
+
+class SettingsFile:
+    """The settings in use and the file they are saved to: every change is validated, then saved at once."""
+
+    def __init__(self, path: Path, settings: Settings | None = None):
+        self.path = path
+        self.current = settings if settings is not None else load_settings(path)
+
+    def update(self, **changes) -> Settings:
+        """Raises pydantic's ValidationError for a bad value (nothing saved) or OSError when saving fails."""
+        new = Settings.model_validate({**self.current.model_dump(), **changes})
+        save_settings(self.path, new)
+        self.current = new
+        return new

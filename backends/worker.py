@@ -75,6 +75,10 @@ class EngineWorker:
         """Block until the model is loaded; re-raises a load error."""
         return self._ready.result(timeout)
 
+    def when_ready(self, callback: Callable[[Future], None]) -> None:
+        """`callback(future)` once the model has loaded or failed (on the engine thread, or now if done)."""
+        self._ready.add_done_callback(callback)
+
     def submit(self, request: GenerationRequest | Generation) -> Generation:
         """Queue a request (or a Generation of your own kind, such as the server's async one)."""
         gen = request if isinstance(request, Generation) else Generation(request)

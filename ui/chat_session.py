@@ -40,10 +40,11 @@ class ChatSession(QObject):
     sig_reply_finished = Signal(object)  # backends.events.Finished
     sig_reply_failed = Signal(str)  # a request the engine refused (bad input, context overflow...)
 
-    def __init__(self, worker: EngineWorker, parent: QObject | None = None):
+    def __init__(self, worker: EngineWorker | None = None, parent: QObject | None = None):
         super().__init__(parent)
-        self._worker = worker
+        self.worker = worker  # the window sets the loaded model's worker here
         self._generation: _BufferedGeneration | None = None
+        self._end = None  # the reply's last event, held until the engine is done with the request
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_MS)
         self._timer.timeout.connect(self._flush)
@@ -55,8 +56,10 @@ class ChatSession(QObject):
     def send(self, request: GenerationRequest) -> None:
         if self._generation is not None:
             raise RuntimeError("A reply is already being generated; stop it first.")
+        if self.worker is None:
+            raise RuntimeError("No model is loaded.")
         self._generation = _BufferedGeneration(request)
-        self._worker.submit(self._generation)
+        self.worker.submit(self._generation)
         self._timer.start()
 
     def stop(self) -> None:
@@ -68,20 +71,20 @@ class ChatSession(QObject):
         gen = self._generation
         if gen is None:
             return
-        text, end = [], None
+        text, done = [], False
         for item in gen.take():
             if isinstance(item, TextDelta):
                 text.append(item.text)
-            elif isinstance(item, Finished):
-                end = item
-            elif isinstance(item, BaseException):
-                end = item
             elif Generation.is_end(item):
-                self._generation = None
-                self._timer.stop()
+                done = True
+            else:  # Finished, or the exception the engine raised
+                self._end = item
         if text and "".join(text):
             self.sig_text_received.emit("".join(text))
-        if isinstance(end, Finished):
-            self.sig_reply_finished.emit(end)
-        elif isinstance(end, BaseException):
-            self.sig_reply_failed.emit(str(end))
+        if done:  # not busy any more by the time listeners hear the end
+            self._generation, end, self._end = None, self._end, None
+            self._timer.stop()
+            if isinstance(end, Finished):
+                self.sig_reply_finished.emit(end)
+            elif isinstance(end, BaseException):
+                self.sig_reply_failed.emit(str(end))

@@ -70,11 +70,13 @@ class ModelService:
     """
 
     def __init__(self, model: str, *, models: Callable[[], list[str]], max_queue: int = 16,
-                 open_worker: Callable[[str], EngineWorker] | None = None):
+                 open_worker: Callable[[str], EngineWorker] | None = None, owns_workers: bool = True):
         self._models = models
         self._open = open_worker or default_opener()
+        # False when the window's ModelHost owns the workers: the service follows it (adopt) and closes none.
+        self._owns = owns_workers
         self.max_queue = max_queue
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RLock: opening a model through the host calls adopt() back
         self._in_flight = 0
         self.model = model
         self._worker: EngineWorker | None = None
@@ -93,11 +95,23 @@ class ModelService:
 
     def _switch(self, name: str) -> None:
         """Start loading `name`; the old worker finishes what it has queued, then frees its model."""
+        with self._lock:
+            self._adopt(name, self._open(name))
+
+    def adopt(self, name: str | None, worker: EngineWorker | None) -> None:
+        """Serve `worker` (loaded or loading) from now on: the window switched models (None: unloaded)."""
+        with self._lock:
+            self._adopt(name, worker)
+
+    def _adopt(self, name: str | None, worker: EngineWorker | None) -> None:
+        if worker is self._worker and worker is not None:
+            return
         old = self._worker
-        self.model, self._status, self._error = name, "loading", ""
-        worker = self._worker = self._open(name)
-        threading.Thread(target=self._watch_load, args=(worker,), name="lantern-load-watch", daemon=True).start()
-        if old is not None:
+        self.model, self._worker, self._error = name, worker, ""
+        self._status = "loading" if worker is not None else "unloaded"
+        if worker is not None:
+            threading.Thread(target=self._watch_load, args=(worker,), name="lantern-load-watch", daemon=True).start()
+        if old is not None and self._owns:
             threading.Thread(target=old.close, name="lantern-unload", daemon=True).start()
 
     def _watch_load(self, worker: EngineWorker) -> None:
@@ -134,7 +148,7 @@ class ModelService:
                 switched = True
             if self._status == "loading":
                 raise ModelLoading(f"{self.model} is still loading. Retry shortly.", switched=switched)
-            if self._status == "failed":
+            if self._status == "failed" or self._worker is None:
                 raise ModelFailed(f"{self.model} failed to load: {self._error}")
             if self._in_flight >= self.max_queue:
                 raise QueueFull(f"{self._in_flight} requests are already waiting; retry later.")
@@ -156,9 +170,9 @@ class ModelService:
         return self._worker.call(fn)
 
     def close(self) -> None:
-        if self._worker is not None:
+        if self._worker is not None and self._owns:
             self._worker.close()
-            self._worker = None
+        self._worker = None
 
 
 def default_opener(*, backend: str = "auto", options: LoadOptions = LoadOptions(),

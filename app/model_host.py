@@ -1,0 +1,72 @@
+"""The one loaded model that the window and its endpoint share (Qt-free).
+
+One EngineWorker at a time: asking for another model starts its load on a new engine thread and lets
+the old one finish what it has queued, then free its model. Listeners hear of every change.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from backends.worker import EngineWorker
+
+Listener = Callable[[str | None, EngineWorker | None], None]
+
+
+class ModelHost:
+    def __init__(self, open_worker: Callable[[str], EngineWorker]):
+        self._open = open_worker
+        self._lock = threading.Lock()
+        self.name: str | None = None
+        self.worker: EngineWorker | None = None
+        self._listeners: list[Listener] = []
+        self._closing: list[threading.Thread] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        """`listener(name, worker)` runs on the caller's thread after each load or unload."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def use(self, name: str) -> EngineWorker:
+        """The worker for `name`, loading it (off this thread) when another model or none is loaded."""
+        with self._lock:
+            if name == self.name and self.worker is not None:
+                return self.worker
+            old, self.worker, self.name = self.worker, self._open(name), name
+            worker = self.worker
+        self._retire(old)
+        self._tell(name, worker)
+        return worker
+
+    def reload(self) -> EngineWorker | None:
+        """Load the same model again (new load options)."""
+        with self._lock:
+            name, old = self.name, self.worker
+            self.worker = self.name = None
+        self._retire(old)
+        return self.use(name) if name else None
+
+    def unload(self) -> None:
+        with self._lock:
+            old, self.worker, self.name = self.worker, None, None
+        self._retire(old)
+        self._tell(None, None)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Unload and wait for every engine thread to end (at exit)."""
+        self.unload()
+        for t in self._closing:
+            t.join(timeout)
+
+    def _retire(self, old: EngineWorker | None) -> None:
+        if old is not None:  # queued replies finish first; nothing here waits for them
+            t = threading.Thread(target=old.close, name="lantern-unload", daemon=True)
+            t.start()
+            self._closing = [c for c in self._closing if c.is_alive()] + [t]
+
+    def _tell(self, name: str | None, worker: EngineWorker | None) -> None:
+        for listener in list(self._listeners):
+            listener(name, worker)

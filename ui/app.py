@@ -1,0 +1,78 @@
+"""Starting the window: `lantern` with no arguments.
+
+Only Qt and Lantern's light modules are imported before the window shows; llama.cpp, MLX and
+huggingface_hub load later, off the GUI thread, when a model or the Hub is first needed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+STARTED = time.perf_counter()
+
+
+def display_problem() -> str:
+    """Why no window can open here, in one line ("" when one can)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return ""
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        return ("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are not set): use `lantern chat` "
+                "in this terminal, or `lantern serve`.")
+    if not os.environ.get("WAYLAND_DISPLAY"):
+        import ctypes.util
+
+        if ctypes.util.find_library("xcb-cursor") is None:  # Qt 6.5+ aborts on X11 without it
+            return ("the window needs libxcb-cursor0 on X11 (Debian/Ubuntu: sudo apt install libxcb-cursor0); "
+                    "meanwhile `lantern chat` works in this terminal.")
+    return ""
+
+
+def build_window():
+    from app.conversations import ConversationStore
+    from app.settings import Settings, SettingsError, SettingsFile, settings_path
+    from models.library import ModelLibrary, data_dir
+    from ui.main_window import MainWindow
+    from ui.theme import apply_theme
+
+    path = settings_path()
+    first_start, problem = not path.exists(), ""
+    try:
+        settings = SettingsFile(path)
+    except SettingsError as e:  # shown in the window; the file is left alone until a setting changes
+        settings, problem = SettingsFile(path, Settings()), str(e)
+    library = ModelLibrary()
+    store = ConversationStore(data_dir() / "conversations.sqlite3")
+    apply_theme(settings.current.theme)
+
+    def make_hub_client():
+        from models.hub import HubClient
+
+        return HubClient(library=library, token=os.environ.get("HF_TOKEN"))  # HF_ENDPOINT is read by huggingface_hub
+
+    return MainWindow(settings=settings, library=library, store=store, make_hub_client=make_hub_client,
+                      first_start=first_start, settings_problem=problem)
+
+
+def run_window() -> int:
+    problem = display_problem()
+    if problem:
+        print(f"lantern: {problem}", file=sys.stderr)
+        return 2
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("Lantern")
+    app.setDesktopFileName("lantern")
+    window = build_window()
+    window.show()
+    if os.environ.get("LANTERN_REPORT_STARTUP"):  # benchmarks and the packaging test
+        QTimer.singleShot(0, lambda: print(f"window shown at {time.time():.3f} "
+                                           f"({(time.perf_counter() - STARTED) * 1000:.0f} ms after ui.app loaded)",
+                                           flush=True))
+    if quit_after := os.environ.get("LANTERN_QUIT_AFTER_S"):
+        QTimer.singleShot(int(float(quit_after) * 1000), window.close)
+    code = app.exec()
+    window.store.close()
+    return code

@@ -1,0 +1,301 @@
+"""The chat: the sidebar of conversations, the messages, and the box to write in."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea, QSplitter, QVBoxLayout,
+                               QWidget)
+
+from app.conversations import ConversationStore
+from app.settings import Settings
+from backends.events import Finished, GenerationRequest
+from ui.chat_session import ChatSession
+from ui.conversation_list import ConversationList
+from ui.message_view import MessageView
+from ui.model_controller import ModelController
+
+SAVE_EVERY_S = 0.5  # a streaming reply is saved this often, so a crash loses at most this much of it
+STATUS_BY_REASON = {"stop": "done", "length": "done", "cancelled": "stopped", "error": "error"}
+
+
+class MessageInput(QPlainTextEdit):
+    """Enter sends; Shift+Enter makes a new line."""
+
+    sig_send_requested = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and \
+                not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.sig_send_requested.emit()
+            return
+        super().keyPressEvent(event)
+
+
+@dataclass
+class _Reply:
+    conversation: int
+    message_id: int
+    text: str = ""
+    saved_at: float = 0.0
+
+
+class ChatPage(QWidget):
+    sig_reply_done = Signal(str)  # the reply's final status: done, stopped, error
+
+    def __init__(self, store: ConversationStore, models: ModelController, settings: Callable[[], Settings],
+                 parent=None):
+        super().__init__(parent)
+        self.store, self.models, self.settings = store, models, settings
+        self.conversation_id: int | None = None
+        self.editing: int | None = None  # the user message being edited
+        self._reply: _Reply | None = None
+        self.session = ChatSession(parent=self)
+        self.session.sig_text_received.connect(self._on_text)
+        self.session.sig_reply_finished.connect(self._on_finished)
+        self.session.sig_reply_failed.connect(self._on_failed)
+
+        self.sidebar = ConversationList(store, self)
+        self.sidebar.sig_conversation_chosen.connect(self.open_conversation)
+        self.sidebar.sig_new_chat_requested.connect(self.new_chat)
+        self.sidebar.sig_conversation_deleted.connect(self._deleted)
+        self.banner = QVBoxLayout()
+        self.messages = QVBoxLayout()
+        self.messages.addStretch(1)
+        holder = QWidget()
+        holder.setLayout(self.messages)
+        self.scroll = QScrollArea(self)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(holder)
+        self.scroll.setAccessibleName("Messages")
+        self.notice = QLabel(wordWrap=True)
+        self.notice.setAccessibleName("Notice")
+        self.notice.hide()
+        self.input = MessageInput(self)
+        self.input.setPlaceholderText("Write a message (Enter sends, Shift+Enter for a new line)")
+        self.input.setAccessibleName("Message")
+        self.input.setMaximumHeight(120)
+        self.input.sig_send_requested.connect(self.send)
+        self.send_button = QPushButton("Send", self)
+        self.send_button.setAccessibleName("Send")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = QPushButton("Stop", self)
+        self.stop_button.setAccessibleName("Stop the reply")
+        self.stop_button.clicked.connect(self.stop)
+        self.stop_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.input, 1)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        row.addLayout(buttons)
+        right = QWidget(self)
+        col = QVBoxLayout(right)
+        col.addLayout(self.banner)
+        col.addWidget(self.scroll, 1)
+        col.addWidget(self.notice)
+        col.addLayout(row)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(self.sidebar)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([220, 780])
+        QVBoxLayout(self).addWidget(self.splitter)
+        self.sidebar.refresh()
+
+    # -- what is on screen ------------------------------------------------------------------------
+
+    def views(self) -> list[MessageView]:
+        return [self.messages.itemAt(i).widget() for i in range(self.messages.count() - 1)]
+
+    def show_notice(self, text: str) -> None:
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
+
+    @property
+    def busy(self) -> bool:
+        return self.session.busy
+
+    def open_conversation(self, conversation: int) -> None:
+        if conversation == self.conversation_id:
+            return
+        self.cancel_edit()
+        self.conversation_id = conversation
+        self._rebuild()
+        self.sidebar.refresh(conversation)
+
+    def new_chat(self) -> None:
+        self.cancel_edit()
+        self.conversation_id = None
+        self.sidebar.list.setCurrentItem(None)
+        self._rebuild()
+        self.input.setFocus()
+
+    def _deleted(self, conversation: int) -> None:
+        if conversation == self.conversation_id:
+            self.new_chat()
+
+    def _rebuild(self) -> None:
+        for view in self.views():
+            view.setParent(None)
+            view.deleteLater()
+        if self.conversation_id is None:
+            return
+        reply = self._reply if self._reply and self._reply.conversation == self.conversation_id else None
+        for m in self.store.messages(self.conversation_id):
+            text = reply.text if reply and m.id == reply.message_id else m.content
+            self._add_view(m.role, text, m.id, m.status, m.stats)
+        self._update_actions()
+        QTimer.singleShot(0, self._scroll_to_end)
+
+    def _add_view(self, role: str, text: str, message_id: int, status: str = "done",
+                  stats: dict | None = None) -> MessageView:
+        view = MessageView(role, text, message_id=message_id, status=status, stats=stats)
+        view.sig_edit_requested.connect(self.edit)
+        view.sig_regenerate_requested.connect(self.regenerate)
+        self.messages.insertWidget(self.messages.count() - 1, view)
+        return view
+
+    def _view_of(self, message_id: int) -> MessageView | None:
+        return next((v for v in self.views() if v.message_id == message_id), None)
+
+    def _scroll_to_end(self) -> None:
+        bar = self.scroll.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _update_actions(self) -> None:
+        busy = self.busy
+        self.stop_button.setEnabled(busy)
+        views = self.views()
+        last_reply = next((v for v in reversed(views) if v.role == "assistant"), None)
+        for v in views:
+            v.set_actions_enabled(not busy and (v.role == "user" or v is last_reply))
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def send(self) -> None:
+        text = self.input.toPlainText()
+        if not text.strip():
+            self.show_notice("Type a message first.")
+            return
+        if self.busy:
+            self.show_notice("A reply is still being written: stop it first.")
+            return
+        if self.editing is not None:  # the edited message and every later turn are replaced
+            self.store.delete_from(self.editing)
+            self.editing = None
+            self._rebuild()
+        if self.conversation_id is None:
+            self.conversation_id = self.store.create(_title(text)).id
+        message = self.store.add(self.conversation_id, "user", text)
+        self._add_view("user", text, message.id)
+        self.input.clear()
+        self.sidebar.refresh(self.conversation_id)
+        self._start_reply()
+
+    def regenerate(self, message_id: int) -> None:
+        if self.busy:
+            return
+        self.store.delete_from(message_id)
+        self._rebuild()
+        self._start_reply()
+
+    def edit(self, message_id: int) -> None:
+        if self.busy:
+            return
+        message = next((m for m in self.store.messages(self.conversation_id) if m.id == message_id), None)
+        if message is None:
+            return
+        self.editing = message_id
+        self.input.setPlainText(message.content)
+        self.input.setFocus()
+        self.show_notice("Editing a message: Send replaces it and everything after it. Esc cancels.")
+
+    def cancel_edit(self) -> None:
+        if self.editing is not None:
+            self.editing = None
+            self.input.clear()
+            self.show_notice("")
+
+    def stop(self) -> None:
+        self.session.stop()
+
+    def shutdown(self) -> None:
+        """At exit: a reply still being written is kept as stopped, with the text shown so far."""
+        self.session.stop()
+        if self._reply is not None:
+            self._end_reply("stopped", None, None)
+
+    def _history(self) -> list[dict]:
+        system = self.settings().system_prompt.strip()
+        history = [{"role": "system", "content": system}] if system else []
+        for m in self.store.messages(self.conversation_id):
+            if m.status != "error" and m.content:
+                history.append({"role": m.role, "content": m.content})
+        return history
+
+    def _start_reply(self) -> None:
+        settings = self.settings()
+        worker = self.models.worker or self.models.load(settings.model)
+        request = GenerationRequest(messages=self._history(), sampling=settings.sampling(),
+                                    max_tokens=settings.max_tokens, drop_oldest_turns=True,
+                                    prompt_lookup=settings.prompt_lookup)
+        reply = self.store.add(self.conversation_id, "assistant", "", status="streaming")
+        self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic())
+        self._add_view("assistant", "", reply.id, "streaming")
+        self.show_notice("" if self.models.state == "ready" else "Loading the model…")
+        self.session.worker = worker
+        self.session.send(request)
+        self._update_actions()
+        QTimer.singleShot(0, self._scroll_to_end)
+
+    # -- the reply coming in ----------------------------------------------------------------------
+
+    def _on_text(self, text: str) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        if not reply.text and self.notice.text() == "Loading the model…":
+            self.show_notice("")
+        reply.text += text
+        if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
+            bar = self.scroll.verticalScrollBar()
+            at_end = bar.value() >= bar.maximum() - 4
+            view.append(text)
+            if at_end:
+                QTimer.singleShot(0, self._scroll_to_end)
+        if time.monotonic() - reply.saved_at >= SAVE_EVERY_S:
+            self.store.update(reply.message_id, content=reply.text)
+            reply.saved_at = time.monotonic()
+
+    def _on_finished(self, finished: Finished) -> None:
+        status = STATUS_BY_REASON[finished.reason]
+        stats = asdict(finished.stats)
+        self._end_reply(status, stats, finished.error)
+        if finished.stats.dropped_messages:
+            self.show_notice(f"The {finished.stats.dropped_messages} oldest messages did not fit the context "
+                             "window and were left out of this reply.")
+
+    def _on_failed(self, message: str) -> None:
+        if self.models.state == "failed" and self.models.error not in message:
+            message = f"{message} {self.models.error}"
+        self._end_reply("error", None, message)
+        self.show_notice(message)
+
+    def _end_reply(self, status: str, stats: dict | None, error: str | None) -> None:
+        reply, self._reply = self._reply, None
+        if reply is None:
+            return
+        self.store.update(reply.message_id, content=reply.text, status=status, stats=stats)
+        if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
+            view.finish(status, stats, error)
+        self._update_actions()
+        self.sig_reply_done.emit(status)
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 48 else line[:47].rstrip() + "…"

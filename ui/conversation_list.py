@@ -1,0 +1,93 @@
+"""The sidebar: conversations newest first, with new, rename (F2 or double-click), delete and search."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
+                               QWidget)
+
+from app.conversations import ConversationStore
+from ui import dialogs
+
+
+class ConversationList(QWidget):
+    sig_conversation_chosen = Signal(int)
+    sig_new_chat_requested = Signal()
+    sig_conversation_deleted = Signal(int)
+
+    def __init__(self, store: ConversationStore, parent=None):
+        super().__init__(parent)
+        self.store = store
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.new_button = QPushButton("New chat", self)
+        self.new_button.setAccessibleName("New chat")
+        self.new_button.clicked.connect(self.sig_new_chat_requested)
+        self.search = QLineEdit(self, placeholderText="Search chats", clearButtonEnabled=True)
+        self.search.setAccessibleName("Search chats")
+        self._search_delay = QTimer(self, singleShot=True, interval=150)
+        self._search_delay.timeout.connect(lambda: self.refresh(self.current_id()))
+        self.search.textChanged.connect(lambda _: self._search_delay.start())
+        self.list = QListWidget(self)
+        self.list.setAccessibleName("Chats")
+        self.list.setEditTriggers(QListWidget.EditTrigger.DoubleClicked | QListWidget.EditTrigger.EditKeyPressed)
+        self.list.currentItemChanged.connect(self._chosen)
+        self.list.itemChanged.connect(self._renamed)
+        buttons = QHBoxLayout()
+        self.rename_button = QPushButton("Rename", self)
+        self.rename_button.setAccessibleName("Rename chat")
+        self.rename_button.clicked.connect(lambda: self.list.currentItem() and self.list.editItem(self.list.currentItem()))
+        self.delete_button = QPushButton("Delete", self)
+        self.delete_button.setAccessibleName("Delete chat")
+        self.delete_button.clicked.connect(self._delete_clicked)
+        buttons.addWidget(self.rename_button)
+        buttons.addWidget(self.delete_button)
+        layout.addWidget(self.new_button)
+        layout.addWidget(self.search)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(buttons)
+        self._filling = False
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item else None
+
+    def ids(self) -> list[int]:
+        return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
+
+    def refresh(self, select: int | None = None) -> None:
+        """Reload from the store (newest first, filtered by the search text) and select `select` if listed."""
+        self._filling = True
+        try:
+            self.list.clear()
+            for c in self.store.conversations(self.search.text().strip()):
+                item = QListWidgetItem(c.title)
+                item.setData(Qt.ItemDataRole.UserRole, c.id)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                self.list.addItem(item)
+                if c.id == select:
+                    self.list.setCurrentItem(item)
+        finally:
+            self._filling = False
+
+    def _chosen(self, item: QListWidgetItem | None, _previous) -> None:
+        if item is not None and not self._filling:
+            self.sig_conversation_chosen.emit(item.data(Qt.ItemDataRole.UserRole))
+
+    def _renamed(self, item: QListWidgetItem) -> None:
+        if self._filling:
+            return
+        title = item.text().strip()
+        if title:
+            self.store.rename(item.data(Qt.ItemDataRole.UserRole), title)
+        else:  # an empty title is not a title: put the old one back
+            self.refresh(self.current_id())
+
+    def _delete_clicked(self) -> None:
+        item = self.list.currentItem()
+        if item is not None and dialogs.confirm(self, "Delete chat", f"Delete “{item.text()}” and all its messages?"):
+            self.delete(item.data(Qt.ItemDataRole.UserRole))
+
+    def delete(self, conversation: int) -> None:
+        self.store.delete(conversation)
+        self.refresh()
+        self.sig_conversation_deleted.emit(conversation)

@@ -1,0 +1,218 @@
+"""The window: a toolbar to pick the model, and the chat, models, settings and server pages."""
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QProgressBar, QPushButton, QTabWidget, QToolBar)
+
+from app.conversations import ConversationStore
+from app.model_host import ModelHost
+from app.settings import SettingsFile
+from models.library import ModelLibrary
+from ui.chat_page import ChatPage
+from ui.model_controller import ModelController
+from ui.models_page import ModelsPage
+from ui.server_page import ServerPage
+from ui.settings_page import SettingsPage
+from ui.theme import apply_theme
+from ui.welcome import Welcome
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, *, settings: SettingsFile, library: ModelLibrary, store: ConversationStore,
+                 make_hub_client, first_start: bool = False, settings_problem: str = ""):
+        super().__init__()
+        self.setWindowTitle("Lantern")
+        self.settings, self.library, self.store = settings, library, store
+        self.host = ModelHost(self._open_worker)
+        self.models = ModelController(self.host, self)
+        self.chat = ChatPage(store, self.models, lambda: self.settings.current, self)
+        self.models_page = ModelsPage(library, make_hub_client, lambda: self.settings.current, self)
+        self.settings_page = SettingsPage(settings, self)
+        self.server_page = ServerPage(self.host, settings, library.names, self)
+        self.pages = QTabWidget(self)
+        self.pages.setAccessibleName("Pages")
+        for page, title in ((self.chat, "Chat"), (self.models_page, "Models"), (self.settings_page, "Settings"),
+                            (self.server_page, "Server")):
+            self.pages.addTab(page, title)
+        self.setCentralWidget(self.pages)
+        self._build_toolbar()
+        self._connect()
+        self._shortcuts()
+        self._restore_geometry()
+        self.refresh_models()
+        if settings_problem:
+            self.statusBar().showMessage(f"{settings_problem} Using the defaults until you change a setting.")
+        self.welcome = None
+        if first_start:
+            self.welcome = Welcome(self.models_page, self)
+            self.welcome.sig_use_model.connect(self.load_model)
+            self.welcome.sig_download.connect(self._download_from_welcome)
+            self.chat.banner.addWidget(self.welcome)
+
+    # -- the toolbar ------------------------------------------------------------------------------
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Model", self)
+        bar.setObjectName("model-toolbar")
+        bar.setMovable(False)
+        self.addToolBar(bar)
+        self.picker = QComboBox(self)
+        self.picker.setMinimumWidth(240)
+        self.picker.setAccessibleName("Model")
+        self.load_button = QPushButton("Load", self)
+        self.load_button.setAccessibleName("Load the model")
+        self.unload_button = QPushButton("Unload", self)
+        self.unload_button.setAccessibleName("Unload the model")
+        self.loading = QProgressBar(self)
+        self.loading.setRange(0, 0)  # llama.cpp does not say how far it is: a busy bar with the time so far
+        self.loading.setMaximumWidth(120)
+        self.loading.setAccessibleName("Loading")
+        self.loading.hide()
+        self.model_status = QLabel("No model loaded.")
+        self.model_status.setAccessibleName("Model status")
+        for w in (QLabel(" Model "), self.picker, self.load_button, self.unload_button, self.loading,
+                  self.model_status):
+            bar.addWidget(w)
+        self._load_clock = QTimer(self, interval=200)
+        self._load_clock.timeout.connect(self._show_loading_time)
+
+    def refresh_models(self) -> None:
+        names = self.library.names()
+        current = self.host.name or self.settings.current.model
+        self.picker.blockSignals(True)
+        self.picker.clear()
+        self.picker.addItems(names)
+        if current in names:
+            self.picker.setCurrentText(current)
+        self.picker.blockSignals(False)
+
+    def load_model(self, name: str) -> None:
+        if name not in self.library.names():
+            self.statusBar().showMessage(f"There is no model named {name}.")
+            return
+        self.picker.setCurrentText(name)
+        try:
+            self.settings.update(model=name)  # remembered for the next start
+        except OSError as e:
+            self.statusBar().showMessage(f"The choice of model could not be saved: {e}")
+        self.models.load(name)
+
+    def _open_worker(self, name: str):
+        from app.wiring import start_worker
+
+        s = self.settings.current
+        return start_worker(name, backend=s.backend, options=s.load_options(), engine_options=s.engine_options(),
+                            remote_url=s.remote_url if s.backend == "remote" else None)
+
+    def _loading(self, name: str) -> None:
+        self.loading.show()
+        self._load_clock.start()
+        self._show_loading_time()
+        self.unload_button.setEnabled(True)
+
+    def _show_loading_time(self) -> None:
+        self.model_status.setText(f"Loading {self.models.name}… {time.monotonic() - self.models.loading_since:.1f} s")
+
+    def _loaded(self, name: str, backend: str, reason: str) -> None:
+        self._load_done()
+        self.picker.setCurrentText(name)
+        self.model_status.setText(f"{name} on {backend}")
+        self.model_status.setToolTip(reason)
+        self.statusBar().showMessage(f"{name} loaded on {backend}: {reason}", 15000)
+
+    def _failed(self, name: str, error: str) -> None:
+        self._load_done()
+        self.model_status.setText(f"{name} failed to load")
+        self.model_status.setToolTip(error)
+        self.statusBar().showMessage(f"{name} failed to load: {error}")
+
+    def _unloaded(self) -> None:
+        self._load_done()
+        self.model_status.setText("No model loaded.")
+        self.model_status.setToolTip("")
+        self.unload_button.setEnabled(False)
+
+    def _load_done(self) -> None:
+        self._load_clock.stop()
+        self.loading.hide()
+
+    # -- wiring -----------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self.load_button.clicked.connect(lambda: self.load_model(self.picker.currentText()))
+        self.unload_button.clicked.connect(self.models.unload)
+        self.models.sig_model_loading.connect(self._loading)
+        self.models.sig_model_loaded.connect(self._loaded)
+        self.models.sig_model_failed.connect(self._failed)
+        self.models.sig_model_unloaded.connect(self._unloaded)
+        self.models_page.sig_library_changed.connect(self.refresh_models)
+        self.models_page.sig_use_model.connect(lambda name: (self.load_model(name), self.pages.setCurrentWidget(self.chat)))
+        self.settings_page.sig_settings_changed.connect(lambda s: apply_theme(s.theme))
+        self.settings_page.sig_reload_requested.connect(self._reload)
+
+    def _reload(self) -> None:
+        self.settings_page.reload_button.hide()
+        if self.host.name:
+            self.models.reload()
+
+    def _download_from_welcome(self, entry) -> None:
+        self.pages.setCurrentWidget(self.models_page)
+        self.models_page.download_entry(entry)
+
+    def _shortcuts(self) -> None:
+        def shortcut(keys, slot, name):
+            action = QAction(name, self)
+            action.setShortcut(QKeySequence(keys))
+            action.triggered.connect(slot)
+            self.addAction(action)
+            return action
+
+        self.new_chat_action = shortcut(QKeySequence.StandardKey.New, self._new_chat, "New chat")
+        self.search_action = shortcut(QKeySequence.StandardKey.Find, self._search, "Search chats")
+        self.settings_action = shortcut("Ctrl+,", lambda: self.pages.setCurrentWidget(self.settings_page), "Settings")
+        self.quit_action = shortcut(QKeySequence.StandardKey.Quit, self.close, "Quit")
+        self.stop_shortcut = QShortcut(QKeySequence("Escape"), self, self._escape)
+
+    def _new_chat(self) -> None:
+        self.pages.setCurrentWidget(self.chat)
+        self.chat.new_chat()
+
+    def _search(self) -> None:
+        self.pages.setCurrentWidget(self.chat)
+        self.chat.sidebar.search.setFocus()
+        self.chat.sidebar.search.selectAll()
+
+    def _escape(self) -> None:
+        if self.chat.busy:
+            self.chat.stop()
+        else:
+            self.chat.cancel_edit()
+
+    # -- size and place ---------------------------------------------------------------------------
+
+    def _window_state(self) -> QSettings:
+        return QSettings(str(self.library.root / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_geometry(self) -> None:
+        state = self._window_state()
+        if state.value("geometry") is None or not self.restoreGeometry(state.value("geometry")):
+            self.resize(1100, 720)
+        if state.value("chat_splitter") is not None:
+            self.chat.splitter.restoreState(state.value("chat_splitter"))
+
+    def save_geometry(self) -> None:
+        state = self._window_state()
+        state.setValue("geometry", self.saveGeometry())
+        state.setValue("chat_splitter", self.chat.splitter.saveState())
+        state.sync()
+
+    def closeEvent(self, event) -> None:
+        self.save_geometry()
+        self.chat.shutdown()
+        self.server_page.stop_and_wait()
+        self.models_page.downloads.cancel_all()
+        self.host.close()
+        super().closeEvent(event)

@@ -1,0 +1,149 @@
+"""One message in the chat: its text (Markdown for replies), its figures, and what can be done with it."""
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTextBrowser, QVBoxLayout
+
+from ui.markdown import render_markdown
+from ui.theme import is_dark
+
+STATUS_NOTES = {"stopped": "Stopped.", "cut_off": "Cut off: Lantern stopped while this reply was being written.",
+                "error": "Failed."}
+
+
+def figures_text(stats: dict | None) -> str:
+    """A reply's figures in one line: what the user asked to see under each reply."""
+    if not stats:
+        return ""
+    parts = [f"{stats.get('ttft_ms', 0):.0f} ms to first token",
+             f"{stats.get('decode_tokens_per_s', 0):.1f} tok/s",
+             f"{stats.get('completion_tokens', 0)} tokens",
+             f"{stats.get('cached_tokens', 0)} of {stats.get('prompt_tokens', 0)} prompt tokens reused"]
+    if stats.get("drafted_tokens"):
+        parts.append(f"{stats.get('accepted_tokens', 0)} of {stats['drafted_tokens']} drafted tokens accepted")
+    if stats.get("backend"):
+        parts.append(stats["backend"])
+    return " · ".join(parts)
+
+
+class MessageBody(QTextBrowser):
+    """A QTextBrowser as tall as its text, so the chat scrolls as one page."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setOpenLinks(False)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.viewport().setAutoFillBackground(False)
+        self.document().contentsChanged.connect(self._fit)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        self.document().setTextWidth(self.viewport().width())
+        height = int(self.document().size().height()) + 4
+        if self.height() != height:
+            self.setFixedHeight(height)
+
+
+class MessageView(QFrame):
+    sig_edit_requested = Signal(int)  # the user message's id
+    sig_regenerate_requested = Signal(int)  # the reply's id
+
+    def __init__(self, role: str, text: str, *, message_id: int, status: str = "done", stats: dict | None = None,
+                 parent=None):
+        super().__init__(parent)
+        self.role, self.message_id, self.status = role, message_id, status
+        self._text, self._code_blocks = text, []
+        self.setObjectName(f"message-{role}")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 6)
+        who = QLabel("<b>You</b>" if role == "user" else "<b>Lantern</b>")
+        layout.addWidget(who)
+        self.body = MessageBody(self)
+        self.body.setAccessibleName("Your message" if role == "user" else "Reply")
+        self.body.anchorClicked.connect(self._link)
+        layout.addWidget(self.body)
+        self.note = QLabel(wordWrap=True)
+        self.note.setStyleSheet("color: #b0302a")
+        self.figures = QLabel(wordWrap=True)
+        self.figures.setStyleSheet("color: gray; font-size: 11px")
+        self.figures.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.figures.setAccessibleName("Reply figures")
+        layout.addWidget(self.note)
+        layout.addWidget(self.figures)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.copy_button = self._button(row, "Copy", "Copy this message", self.copy)
+        if role == "user":
+            self.edit_button = self._button(row, "Edit", "Edit this message and send it again",
+                                            lambda: self.sig_edit_requested.emit(self.message_id))
+        else:
+            self.regenerate_button = self._button(row, "Regenerate", "Write this reply again",
+                                                  lambda: self.sig_regenerate_requested.emit(self.message_id))
+        layout.addLayout(row)
+        self._render()
+        self.finish(status, stats)
+
+    def _button(self, row, label: str, accessible: str, slot) -> QPushButton:
+        b = QPushButton(label, self)
+        b.setAccessibleName(accessible)
+        b.setToolTip(accessible)
+        b.setFlat(True)
+        b.clicked.connect(slot)
+        row.addWidget(b)
+        return b
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def code_blocks(self) -> list[str]:
+        return list(self._code_blocks)
+
+    def append(self, text: str) -> None:
+        self._text += text
+        self._render()
+
+    def set_message_id(self, message_id: int) -> None:
+        self.message_id = message_id
+
+    def finish(self, status: str, stats: dict | None = None, error: str | None = None) -> None:
+        self.status = status
+        note = error or STATUS_NOTES.get(status, "")
+        self.note.setText(note)
+        self.note.setVisible(bool(note))
+        self.figures.setText(figures_text(stats))
+        self.figures.setVisible(bool(stats))
+
+    def set_actions_enabled(self, enabled: bool) -> None:
+        for name in ("edit_button", "regenerate_button"):
+            if hasattr(self, name):
+                getattr(self, name).setEnabled(enabled)
+
+    def copy(self) -> None:
+        QGuiApplication.clipboard().setText(self._text)
+
+    def _render(self) -> None:
+        if self.role == "user":  # the user's own words, exactly as typed
+            self.body.setHtml(f'<p style="white-space: pre-wrap">{html.escape(self._text)}</p>')
+            return
+        markup, self._code_blocks = render_markdown(self._text, theme="dark" if is_dark() else "light")
+        self.body.setHtml(markup)
+
+    def _link(self, url: QUrl) -> None:
+        if url.scheme() == "copy-code":
+            index = int(url.path() or url.toString().split(":", 1)[1])
+            if 0 <= index < len(self._code_blocks):
+                QGuiApplication.clipboard().setText(self._code_blocks[index])
+        elif url.scheme() in ("http", "https"):
+            QDesktopServices.openUrl(url)

@@ -1,0 +1,74 @@
+"""The window's side of the shared model: load and unload without blocking, and hear how it went."""
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QObject, Signal
+
+from app.model_host import ModelHost
+from backends.worker import EngineWorker
+
+
+class ModelController(QObject):
+    sig_model_loading = Signal(str)  # name
+    sig_model_loaded = Signal(str, str, str)  # name, backend ("llamacpp (CPU)"), why it was chosen (and notes)
+    sig_model_failed = Signal(str, str)  # name, what went wrong
+    sig_model_unloaded = Signal()
+    _sig_ready = Signal(object, str, object)  # worker, name, future: from the engine thread to this one
+
+    def __init__(self, host: ModelHost, parent=None):
+        super().__init__(parent)
+        self.host = host
+        self.state = "none"  # none, loading, ready, failed
+        self.loading_since = 0.0
+        self.backend, self.reason, self.error = "", "", ""
+        self._sig_ready.connect(self._on_ready)
+        host.subscribe(self._on_change)  # the endpoint may switch models too (from its own thread)
+
+    @property
+    def name(self) -> str | None:
+        return self.host.name
+
+    @property
+    def worker(self) -> EngineWorker | None:
+        return self.host.worker
+
+    def load(self, name: str) -> EngineWorker:
+        """Start loading `name` (returns at once; replies sent meanwhile wait for the load)."""
+        return self.host.use(name)
+
+    def reload(self) -> None:
+        self.host.reload()
+
+    def unload(self) -> None:
+        self.host.unload()
+
+    def _on_change(self, name: str | None, worker: EngineWorker | None) -> None:  # any thread
+        if worker is None:
+            self._sig_ready.emit(None, "", None)
+            return
+        self._sig_ready.emit(worker, name, None)  # "loading"
+        worker.when_ready(lambda future: self._sig_ready.emit(worker, name, future))
+
+    def _on_ready(self, worker, name: str, future) -> None:  # GUI thread
+        if worker is None:
+            self.state = "none"
+            self.sig_model_unloaded.emit()
+            return
+        if worker is not self.host.worker:
+            return  # an older load that was replaced
+        if future is None:
+            self.state, self.loading_since = "loading", time.monotonic()
+            self.sig_model_loading.emit(name)
+            return
+        error = future.exception()
+        if error is not None:
+            self.state, self.error = "failed", str(error)
+            self.sig_model_failed.emit(name, str(error))
+            return
+        engine = future.result()
+        self.state = "ready"
+        self.backend = getattr(engine, "backend", "") or "remote"
+        notes = list(getattr(engine, "notes", []))
+        self.reason = " ".join([getattr(engine, "backend_reason", "") or "", *notes]).strip()
+        self.sig_model_loaded.emit(name, self.backend, self.reason)

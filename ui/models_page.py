@@ -1,0 +1,259 @@
+"""Models: the catalog with fit badges for this machine, Hub search, downloads, and the local models."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+
+from app.settings import Settings
+from models.catalog import CatalogEntry, load_catalog
+from models.hub import HubClient
+from models.library import LocalModel, ModelLibrary
+from ui import dialogs
+from ui.downloads_panel import DownloadsPanel
+from ui.tasks import run_task
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def catalog_spec(entry: CatalogEntry) -> str:
+    """What `HubClient.pull` is given for a catalog entry: a GGUF file, or the whole MLX repository."""
+    return f"{entry.repo}:{entry.files[0]}" if entry.files else entry.repo
+
+
+def _table(headers: list[str], name: str) -> QTableWidget:
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    t.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+    t.verticalHeader().hide()
+    t.horizontalHeader().setSectionResizeMode(0, t.horizontalHeader().ResizeMode.Stretch)
+    t.setAccessibleName(name)
+    return t
+
+
+def _button(label: str, accessible: str, slot) -> QPushButton:
+    b = QPushButton(label)
+    b.setAccessibleName(accessible)
+    b.clicked.connect(slot)
+    return b
+
+
+class ModelsPage(QWidget):
+    sig_library_changed = Signal()
+    sig_use_model = Signal(str)  # the user chose a local model to chat with
+    sig_fits_ready = Signal()  # the catalog's fit for this machine is known (self.fits)
+
+    def __init__(self, library: ModelLibrary, make_client: Callable[[], HubClient], settings: Callable[[], Settings],
+                 parent=None):
+        super().__init__(parent)
+        self.library, self.make_client, self.settings = library, make_client, settings
+        self.hardware = None  # detected off the GUI thread
+        self.catalog = load_catalog()
+        self.listing = None
+        self.fits: dict[str, object] = {}  # catalog name -> models.fit.Fit
+        self.tabs = QTabWidget(self)
+        self.status = QLabel(wordWrap=True)
+        self.status.setAccessibleName("Models status")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.status)
+        self.downloads = DownloadsPanel(make_client, self)
+        self.downloads.sig_model_downloaded.connect(self._downloaded)
+        self.tabs.addTab(self._catalog_tab(), "Catalog")
+        self.tabs.addTab(self._hub_tab(), "Hugging Face Hub")
+        self.tabs.addTab(self.downloads, "Downloads")
+        self.tabs.addTab(self._local_tab(), "On this computer")
+        self.refresh_local()
+        run_task(_detect_hardware, self._hardware_found, lambda e: self.show_status(f"Hardware detection failed: {e}"))
+
+    def show_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    # -- catalog ----------------------------------------------------------------------------------
+
+    def _catalog_tab(self) -> QWidget:
+        self.catalog_table = _table(["Model", "Size", "Backend", "Quant", "Context", "Fit on this machine", ""],
+                                    "Catalog")
+        self.catalog_table.setRowCount(len(self.catalog))
+        for row, e in enumerate(self.catalog):
+            for col, text in enumerate([e.title, _mb(e.size_bytes), e.backend, e.quant, f"{e.context_length:,}",
+                                        "checking…"]):
+                self.catalog_table.setItem(row, col, QTableWidgetItem(text))
+            self.catalog_table.setCellWidget(row, 6, _button("Download", f"Download {e.title}",
+                                                             lambda _=False, e=e: self.download_entry(e)))
+        self.catalog_table.resizeColumnsToContents()
+        return self.catalog_table
+
+    def _hardware_found(self, hardware) -> None:
+        from models.fit import check_fit
+
+        self.hardware = hardware
+        n_ctx = self.settings().n_ctx or 4096
+        for row, e in enumerate(self.catalog):
+            fit = self.fits[e.name] = check_fit(hardware, e.model_info(), n_ctx=n_ctx)
+            item = QTableWidgetItem(fit.badge)
+            item.setToolTip(fit.summary)
+            self.catalog_table.setItem(row, 5, item)
+        self.sig_fits_ready.emit()
+
+    def fit_badges(self) -> list[str]:
+        return [self.catalog_table.item(r, 5).text() for r in range(self.catalog_table.rowCount())]
+
+    def download_entry(self, entry: CatalogEntry):
+        self.tabs.setCurrentWidget(self.downloads)
+        return self.downloads.start(catalog_spec(entry), title=entry.title, name=entry.name)
+
+    # -- the Hub ----------------------------------------------------------------------------------
+
+    def _hub_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        row = QHBoxLayout()
+        self.hub_query = QLineEdit(placeholderText="Search the Hub, such as: qwen 0.5b")
+        self.hub_query.setAccessibleName("Hub search")
+        self.hub_query.returnPressed.connect(self.search_hub)
+        self.hub_format = QComboBox()
+        self.hub_format.addItems(["gguf", "mlx"])
+        self.hub_format.setAccessibleName("Model format")
+        row.addWidget(self.hub_query, 1)
+        row.addWidget(self.hub_format)
+        row.addWidget(_button("Search", "Search the Hub", self.search_hub))
+        self.hub_results = QListWidget()
+        self.hub_results.setAccessibleName("Hub results")
+        self.hub_results.currentItemChanged.connect(lambda item, _: item and self.open_repo(
+            item.data(Qt.ItemDataRole.UserRole)))
+        self.hub_files = _table(["File", "Size", "Fit on this machine", ""], "Repository files")
+        layout.addLayout(row)
+        layout.addWidget(self.hub_results, 1)
+        layout.addWidget(self.hub_files, 1)
+        return tab
+
+    def search_hub(self) -> None:
+        query, fmt = self.hub_query.text().strip(), self.hub_format.currentText()
+        self.show_status(f"Searching the Hub for “{query}”…")
+        run_task(lambda: self.make_client().search(query, format=fmt), self._found, self._hub_failed)
+
+    def _found(self, models) -> None:
+        self.hub_results.clear()
+        for m in models:
+            item = QListWidgetItem(f"{m.repo}   ↓{m.downloads:,}" + ("   (gated)" if m.gated else ""))
+            item.setData(Qt.ItemDataRole.UserRole, m.repo)
+            self.hub_results.addItem(item)
+        self.show_status(f"{len(models)} repositories found." if models else "Nothing found.")
+
+    def _hub_failed(self, error: BaseException) -> None:
+        self.show_status(f"The Hub could not be reached: {error}")
+
+    def open_repo(self, repo: str) -> None:
+        self.show_status(f"Reading {repo}…")
+        hardware, n_ctx = self.hardware, self.settings().n_ctx or 4096
+        run_task(lambda: _listing_with_fit(self.make_client(), repo, hardware, n_ctx), self._listed, self._hub_failed)
+
+    def _listed(self, result) -> None:
+        listing, fits = result
+        self.listing = listing
+        self.hub_files.setRowCount(len(listing.choices))
+        for row, (choice, fit) in enumerate(zip(listing.choices, fits)):
+            self.hub_files.setItem(row, 0, QTableWidgetItem(choice.label))
+            self.hub_files.setItem(row, 1, QTableWidgetItem(_mb(choice.size_bytes)))
+            self.hub_files.setItem(row, 2, QTableWidgetItem(fit))
+            spec = f"{listing.repo}:{choice.label}" if choice.label != "mlx" else listing.repo
+            self.hub_files.setCellWidget(row, 3, _button(
+                "Download", f"Download {listing.repo} {choice.label}",
+                lambda _=False, s=spec, t=f"{listing.repo} ({choice.label})": self.download_spec(s, t)))
+        self.show_status(f"{listing.repo}: {len(listing.choices)} models." if listing.choices
+                         else f"{listing.repo} holds no GGUF or MLX model.")
+
+    def download_spec(self, spec: str, title: str):
+        self.tabs.setCurrentWidget(self.downloads)
+        return self.downloads.start(spec, title=title)
+
+    # -- local models -----------------------------------------------------------------------------
+
+    def _local_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        self.local_table = _table(["Name", "Backend", "Quant", "Size on disk", "Source", "", ""], "Local models")
+        row = QHBoxLayout()
+        row.addWidget(_button("Import a GGUF file…", "Import a GGUF file", self._import_clicked))
+        row.addStretch(1)
+        layout.addWidget(self.local_table, 1)
+        layout.addLayout(row)
+        return tab
+
+    def refresh_local(self) -> None:
+        models = self.library.list()
+        self.local_table.setRowCount(len(models))
+        for row, m in enumerate(models):
+            size = "0 (links to your file)" if m.linked else _mb(m.size_bytes)
+            for col, text in enumerate([m.name, m.backend, m.quant, size, m.source + (f": {m.repo}" if m.repo else "")]):
+                self.local_table.setItem(row, col, QTableWidgetItem(text))
+            self.local_table.setCellWidget(row, 5, _button("Chat", f"Chat with {m.name}",
+                                                           lambda _=False, n=m.name: self.sig_use_model.emit(n)))
+            delete = _button("Delete", f"Delete {m.name}", lambda _=False, m=m: self._delete_clicked(m))
+            delete.setEnabled(m.source != "builtin")
+            self.local_table.setCellWidget(row, 6, delete)
+        self.local_table.resizeColumnsToContents()
+
+    def local_names(self) -> list[str]:
+        return [self.local_table.item(r, 0).text() for r in range(self.local_table.rowCount())]
+
+    def _delete_clicked(self, model: LocalModel) -> None:
+        if dialogs.confirm(self, "Delete model", f"Delete {model.name} ({_mb(model.size_bytes)})?"):
+            self.delete_model(model.name)
+
+    def delete_model(self, name: str) -> None:
+        run_task(lambda: self.library.remove(name), lambda freed: self._deleted(name, freed),
+                 lambda e: self.show_status(f"{name} could not be deleted: {e}"))
+
+    def _deleted(self, name: str, freed: int) -> None:
+        self.show_status(f"Deleted {name}: {_mb(freed)} freed.")
+        self.refresh_local()
+        self.sig_library_changed.emit()
+
+    def _import_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF file", "", "GGUF models (*.gguf)")
+        if path:
+            self.import_file(path)
+
+    def import_file(self, path: str, *, link: bool = False) -> None:
+        """Copy (or link) a GGUF file into the library, off the GUI thread."""
+        self.show_status(f"Importing {path}…")
+        run_task(lambda: self.library.import_path(path, link=link), self._imported,
+                 lambda e: self.show_status(f"Import failed: {e}"))
+
+    def _imported(self, models: list[LocalModel]) -> None:
+        self.show_status("Imported " + ", ".join(m.name for m in models) + ".")
+        self.refresh_local()
+        self.sig_library_changed.emit()
+
+    def _downloaded(self, model: LocalModel) -> None:
+        self.show_status(f"Downloaded {model.name}.")
+        self.refresh_local()
+        self.sig_library_changed.emit()
+
+
+def _detect_hardware():
+    from backends.hardware import detect
+
+    return detect()
+
+
+def _listing_with_fit(client: HubClient, repo: str, hardware, n_ctx: int):
+    """A repository's models, each with its fit for this machine (a header read per model, on a pool thread)."""
+    from models.fit import check_fit
+
+    listing = client.listing(repo)
+    fits = []
+    for choice in listing.choices:
+        try:
+            info = client.describe(listing, choice)
+            fits.append(check_fit(hardware, info, n_ctx=n_ctx).badge if hardware and info else "unknown")
+        except Exception:  # the header could not be read: the size alone is still worth showing
+            fits.append("unknown")
+    return listing, fits

@@ -1,0 +1,142 @@
+"""The endpoint: start and stop it, where it listens, its key, and a live log of its requests."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
+                               QVBoxLayout, QWidget)
+
+from app.model_host import ModelHost
+from app.settings import SettingsFile
+from ui.tasks import run_task
+
+
+def log_line(entry: dict) -> str:
+    """One request in the log: which model, how it ended, and its figures."""
+    s = entry["stats"]
+    line = (f"{entry['model']}  {entry['finish_reason']}  {s.prompt_tokens} prompt tokens "
+            f"({s.cached_tokens} cached)  {s.completion_tokens} tokens  TTFT {s.ttft_ms:.0f} ms  "
+            f"{s.decode_tokens_per_s:.1f} tok/s")
+    if s.drafted_tokens:
+        line += f"  {s.accepted_tokens}/{s.drafted_tokens} drafted accepted"
+    return line + (f"  error: {entry['error']}" if entry.get("error") else "")
+
+
+class ServerPage(QWidget):
+    sig_request_logged = Signal(str)
+    sig_state_changed = Signal(str)  # stopped, starting, running, failed
+    _sig_finished = Signal(object)  # from the server's thread
+
+    def __init__(self, host: ModelHost, settings: SettingsFile, model_names: Callable[[], list[str]], parent=None):
+        super().__init__(parent)
+        self.host, self.settings, self.model_names = host, settings, model_names
+        self.server = None
+        self.state = "stopped"
+        s = settings.current
+        self.address = QLineEdit(s.server_host)
+        self.address.setAccessibleName("Server address")
+        self.port = QSpinBox()
+        self.port.setRange(0, 65535)
+        self.port.setValue(s.server_port)
+        self.port.setAccessibleName("Server port")
+        self.port.setSpecialValueText("any free port")
+        self.key = QLineEdit(s.server_api_key or "")
+        self.key.setEchoMode(QLineEdit.EchoMode.PasswordEchoOnEdit)
+        self.key.setPlaceholderText("none (needed beyond this computer)")
+        self.key.setAccessibleName("API key")
+        form = QFormLayout()
+        form.addRow("Address", self.address)
+        form.addRow("Port", self.port)
+        form.addRow("API key", self.key)
+        self.toggle = QPushButton("Start the server")
+        self.toggle.setAccessibleName("Start or stop the server")
+        self.toggle.clicked.connect(lambda: self.stop() if self.state == "running" else self.start())
+        self.url = QLabel("Not running.")
+        self.url.setAccessibleName("Server base URL")
+        self.copy_url = QPushButton("Copy URL")
+        self.copy_url.setAccessibleName("Copy the base URL")
+        self.copy_url.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.base_url or ""))
+        self.copy_url.setEnabled(False)
+        url_row = QHBoxLayout()
+        url_row.addWidget(self.url, 1)
+        url_row.addWidget(self.copy_url)
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setAccessibleName("Request log")
+        self.log.setMaximumBlockCount(2000)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("An OpenAI-compatible endpoint for your other apps, on the model loaded here."))
+        layout.addLayout(form)
+        layout.addWidget(self.toggle)
+        layout.addLayout(url_row)
+        layout.addWidget(QLabel("Requests"))
+        layout.addWidget(self.log, 1)
+        self._sig_finished.connect(self._logged)
+
+    @property
+    def base_url(self) -> str | None:
+        return self.server.base_url if self.server is not None and self.state == "running" else None
+
+    def start(self) -> None:
+        if self.state in ("starting", "running"):
+            return
+        host, port, key = self.address.text().strip(), self.port.value(), self.key.text().strip() or None
+        try:
+            self.settings.update(server_host=host, server_port=port, server_api_key=key)
+        except Exception as e:  # a bad address or port: say so, start nothing
+            return self._set_state("failed", f"Not started: {e}")
+        self._set_state("starting", "Starting…")
+        model = self.host.name or self.settings.current.model
+        run_task(lambda: self._start(model, host, port, key), self._started,
+                 lambda e: self._set_state("failed", f"Not started: {e}"))
+
+    def _start(self, model: str, host: str, port: int, key: str | None):  # on a pool thread
+        from app.server.api import ServerSettings
+        from app.server.run import LanternServer
+        from app.server.service import ModelService
+
+        service = ModelService(model, models=self.model_names, open_worker=self.host.use, owns_workers=False)
+        self.host.subscribe(service.adopt)  # the window switched models: the endpoint follows
+        try:
+            return LanternServer(service, ServerSettings(host=host, port=port, api_key=key,
+                                                         on_finished=self._sig_finished.emit)).start()
+        except BaseException:
+            self.host.unsubscribe(service.adopt)
+            raise
+
+    def _started(self, server) -> None:
+        self.server = server
+        self._set_state("running", server.base_url)
+        self.log.appendPlainText(f"Listening on {server.base_url}")
+
+    def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        self._set_state("stopping", "Stopping…")
+        self.host.unsubscribe(server.service.adopt)
+        run_task(server.stop, lambda _: self._set_state("stopped", "Not running."),
+                 lambda e: self._set_state("stopped", f"Stopped with an error: {e}"))
+
+    def stop_and_wait(self) -> None:
+        """At exit: stop on this thread."""
+        if self.server is not None:
+            self.host.unsubscribe(self.server.service.adopt)
+            self.server.stop()
+            self.server = None
+
+    def _set_state(self, state: str, text: str) -> None:
+        self.state = state
+        self.url.setText(text)
+        self.copy_url.setEnabled(state == "running")
+        self.toggle.setText("Stop the server" if state == "running" else "Start the server")
+        self.toggle.setEnabled(state in ("running", "stopped", "failed"))
+        for w in (self.address, self.port, self.key):
+            w.setEnabled(state in ("stopped", "failed"))
+        self.sig_state_changed.emit(state)
+
+    def _logged(self, entry: dict) -> None:
+        line = log_line(entry)
+        self.log.appendPlainText(line)
+        self.sig_request_logged.emit(line)

@@ -1,0 +1,133 @@
+"""Settings: one form over app.settings.Settings, saved as soon as a value changes."""
+from __future__ import annotations
+
+from pydantic import ValidationError
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPlainTextEdit,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from app.settings import SettingsFile
+
+AUTO_LAYERS = -2  # the spin box's "as many as fit" (None in the settings)
+LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "backend", "remote_url", "prompt_lookup", "draft_max")
+
+
+class SettingsPage(QWidget):
+    sig_settings_changed = Signal(object)  # the new Settings
+    sig_reload_requested = Signal()
+
+    def __init__(self, file: SettingsFile, parent=None):
+        super().__init__(parent)
+        self.file = file
+        settings = file.current
+        form = QFormLayout()
+        self.system_prompt = QPlainTextEdit(settings.system_prompt)
+        self.system_prompt.setMaximumHeight(90)
+        self.widgets: dict[str, QWidget] = {
+            "system_prompt": self.system_prompt,
+            "temperature": _double(0, 2, 0.05, settings.temperature),
+            "top_p": _double(0.01, 1, 0.01, settings.top_p),
+            "top_k": _int(0, 1000, settings.top_k),
+            "min_p": _double(0, 0.99, 0.01, settings.min_p),
+            "repeat_penalty": _double(0.5, 10, 0.05, settings.repeat_penalty),
+            "max_tokens": _int(1, 1 << 20, settings.max_tokens),
+            "n_ctx": _int(0, 1 << 20, settings.n_ctx, special="the model's own (up to 8192)"),
+            "n_gpu_layers": _int(AUTO_LAYERS, 1000, AUTO_LAYERS if settings.n_gpu_layers is None
+                                 else settings.n_gpu_layers, special="as many as fit"),
+            "prompt_lookup": QCheckBox("draft from the conversation, verified in one pass"),
+            "draft_max": _int(1, 64, settings.draft_max),
+            "backend": _combo(["auto", "llamacpp", "mlx", "remote"], settings.backend),
+            "theme": _combo(["system", "light", "dark"], settings.theme),
+        }
+        self.widgets["prompt_lookup"].setChecked(settings.prompt_lookup)
+        labels = {"system_prompt": "System prompt", "temperature": "Temperature", "top_p": "Top p",
+                  "top_k": "Top k", "min_p": "Min p", "repeat_penalty": "Repetition penalty",
+                  "max_tokens": "Max tokens per reply", "n_ctx": "Context size (tokens)",
+                  "n_gpu_layers": "GPU layers (-1: all)", "prompt_lookup": "Prompt lookup",
+                  "draft_max": "Longest draft", "backend": "Backend", "theme": "Theme"}
+        for key, widget in self.widgets.items():
+            widget.setAccessibleName(labels[key])
+            form.addRow(labels[key], widget)
+            _on_change(widget, self._changed)
+        self.message = QLabel(wordWrap=True)
+        self.message.setAccessibleName("Settings message")
+        self.reload_button = QPushButton("Reload the model with these settings")
+        self.reload_button.setAccessibleName("Reload the model")
+        self.reload_button.clicked.connect(self.sig_reload_requested)
+        self.reload_button.hide()
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.message)
+        layout.addWidget(self.reload_button)
+        layout.addStretch(1)
+        self._save_soon = QTimer(self, singleShot=True, interval=300)
+        self._save_soon.timeout.connect(self.save)
+
+    def values(self) -> dict:
+        v = {}
+        for key, w in self.widgets.items():
+            if isinstance(w, QPlainTextEdit):
+                v[key] = w.toPlainText()
+            elif isinstance(w, QCheckBox):
+                v[key] = w.isChecked()
+            elif isinstance(w, QComboBox):
+                v[key] = w.currentText()
+            else:
+                v[key] = w.value()
+        v["n_gpu_layers"] = None if v["n_gpu_layers"] == AUTO_LAYERS else v["n_gpu_layers"]
+        return v
+
+    def _changed(self, *_) -> None:
+        self._save_soon.start()
+
+    def save(self) -> bool:
+        """Validate and save now; a bad value is reported and nothing is saved."""
+        self._save_soon.stop()
+        old = self.file.current
+        try:
+            new = self.file.update(**self.values())
+        except ValidationError as e:
+            first = e.errors()[0]
+            self.message.setText(f"Not saved: {'.'.join(map(str, first['loc']))}: {first['msg']}.")
+            return False
+        except OSError as e:
+            self.message.setText(f"Not saved: {e}")
+            return False
+        reload = any(getattr(new, f) != getattr(old, f) for f in LOAD_FIELDS)
+        self.message.setText("Saved.")
+        if reload:
+            self.reload_button.show()
+        self.sig_settings_changed.emit(new)
+        return True
+
+
+def _double(lo: float, hi: float, step: float, value: float) -> QDoubleSpinBox:
+    w = QDoubleSpinBox()
+    w.setRange(lo, hi)
+    w.setSingleStep(step)
+    w.setDecimals(2)
+    w.setValue(value)
+    return w
+
+
+def _int(lo: int, hi: int, value: int, *, special: str = "") -> QSpinBox:
+    w = QSpinBox()
+    w.setRange(lo, hi)
+    w.setValue(value)
+    if special:
+        w.setSpecialValueText(special)  # shown at the minimum
+    return w
+
+
+def _combo(items: list[str], value: str) -> QComboBox:
+    w = QComboBox()
+    w.addItems(items)
+    w.setCurrentText(value)
+    return w
+
+
+def _on_change(widget: QWidget, slot) -> None:
+    for signal in ("textChanged", "valueChanged", "toggled", "currentTextChanged"):
+        if hasattr(widget, signal):
+            getattr(widget, signal).connect(slot)
+            return
