@@ -101,7 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", required=True, choices=["mlx"])
     convert.add_argument("out", nargs="?", help="the MLX folder to write (default: beside the file)")
     convert.add_argument("--force", action="store_true", help="replace the folder if it exists")
+    _apply_saved_settings(parser, {"chat": chat, "generate": gen, "serve": serve, "doctor": doctor})
     return parser
+
+
+def _apply_saved_settings(parser: argparse.ArgumentParser, subs: dict) -> None:
+    """The window's saved settings are the command line's defaults; flags still override them."""
+    from app.settings import SettingsError, load_settings, settings_path
+
+    try:
+        s = load_settings(settings_path())
+    except SettingsError as e:
+        print(f"lantern: {e} Using the built-in defaults.", file=sys.stderr)
+        return
+    model = dict(saved_model=s.model, backend=s.backend, remote_url=s.remote_url, n_ctx=s.n_ctx,
+                 n_gpu_layers=s.n_gpu_layers, prompt_lookup=s.prompt_lookup, draft_max=s.draft_max)
+    sampling = dict(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, repeat_penalty=s.repeat_penalty,
+                    max_tokens=s.max_tokens)
+    subs["chat"].set_defaults(**model, **sampling, temperature=s.temperature, system=s.system_prompt or None)
+    subs["generate"].set_defaults(**model)  # a raw completion stays greedy unless asked
+    subs["serve"].set_defaults(**model, host=s.server_host, port=s.server_port, api_key=s.server_api_key)
+    subs["doctor"].set_defaults(n_ctx=s.n_ctx)
 
 
 def _version() -> str:
@@ -111,6 +131,13 @@ def _version() -> str:
         return version("lantern")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown"
+
+
+def _model(args) -> str | None:
+    """--model, else the model chosen in the window (a remote server picks its own)."""
+    if args.model or args.backend == "remote":
+        return args.model
+    return getattr(args, "saved_model", None)
 
 
 def _options(args) -> LoadOptions:
@@ -164,7 +191,7 @@ def run_generate(args) -> int:
 
     request = GenerationRequest(prompt=args.prompt, sampling=_sampling(args), max_tokens=args.max_tokens,
                                 stop=args.stop)
-    worker = start_worker(args.model, backend=args.backend, options=_options(args),
+    worker = start_worker(_model(args), backend=args.backend, options=_options(args),
                           engine_options=_engine_options(args), **_remote(args))
     try:
         worker.wait_ready()
@@ -178,12 +205,12 @@ def run_generate(args) -> int:
 def run_chat(args) -> int:
     from app.wiring import start_worker
 
-    worker = start_worker(args.model, backend=args.backend, options=_options(args),
+    worker = start_worker(_model(args), backend=args.backend, options=_options(args),
                           engine_options=_engine_options(args), **_remote(args))
     try:
         worker.wait_ready()
         backend, reason, notes = worker.call(lambda e: (e.backend, e.backend_reason, e.notes)).result()
-        name = args.model or (STARTER_MODEL if args.backend != "remote" else "the server's model")
+        name = _model(args) or (STARTER_MODEL if args.backend != "remote" else "the server's model")
         print(f"Lantern chat on {name}, {backend}: {reason}.", file=sys.stderr)
         for note in notes:
             print(note, file=sys.stderr)
@@ -222,7 +249,7 @@ def run_serve(args) -> int:
     from models.library import ModelLibrary
 
     library = ModelLibrary()
-    model = args.model or STARTER_MODEL
+    model = _model(args) or STARTER_MODEL
     if model not in library.names():
         raise LanternError(f"The server loads models by name ({', '.join(library.names())}), not {model!r}; "
                            "import a file first with `lantern models import PATH`.")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +49,7 @@ class HubState:
     repos: dict[str, HubRepo] = field(default_factory=dict)
     drop_after: int | None = None  # close the connection after this many body bytes (once per set)
     corrupt: set[str] = field(default_factory=set)  # file names served with a flipped byte
+    bytes_per_s: float | None = None  # throttle file bodies (a download slow enough to cancel by hand)
     served: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> [(start, bytes sent)]
     lock: threading.Lock = field(default_factory=threading.Lock)
     connections: set = field(default_factory=set)  # open keep-alive connections, closed at shutdown
@@ -147,6 +149,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not body:
             return
+        try:
+            self._send_body(f, name, start)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (a cancelled download)
+            self.close_connection = True
+
+    def _send_body(self, f: HubFile, name: str, start: int) -> None:
         sent = 0
         with self.state.lock:
             drop = self.state.drop_after
@@ -166,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
                     block = bytes([block[0] ^ 0xFF]) + block[1:]
                 self.wfile.write(block)
                 sent += len(block)
+                if self.state.bytes_per_s:
+                    time.sleep(len(block) / self.state.bytes_per_s)
         self._record(name, start, sent)
 
     def _record(self, name: str, start: int, sent: int) -> None:

@@ -45,6 +45,10 @@ class MainWindow(QMainWindow):
         self.refresh_models()
         if settings_problem:
             self.statusBar().showMessage(f"{settings_problem} Using the defaults until you change a setting.")
+        from ui.markdown import warm_up
+        from ui.tasks import run_task
+
+        run_task(warm_up)
         self.welcome = None
         if first_start:
             self.welcome = Welcome(self.models_page, self)
