@@ -405,3 +405,31 @@ def test_lantern_alone_opens_the_window_or_says_in_one_line_why_it_cannot(tmp_pa
     shown = float(out.stdout.split("window shown at ")[1].split()[0])
     print(f"\nwindow shown {1000 * (shown - t0):.0f} ms after `lantern` was started (target < 2000 ms)")
     assert (tmp_path / "window.ini").exists()
+
+
+def test_a_missing_x11_library_is_named_instead_of_a_qt_abort(monkeypatch):
+    import ctypes
+
+    from ui.app import display_problem
+
+    def refuse(path, *a, **k):
+        raise OSError(f"{path}: libxcb-icccm.so.4: cannot open shared object file: No such file or directory")
+
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(ctypes, "CDLL", refuse)
+    problem = display_problem()
+    assert "libxcb-icccm.so.4" in problem and "apt install" in problem and "\n" not in problem
+
+
+def test_a_reply_cut_off_by_a_crash_is_shown_as_cut_off(qtbot, make_window, tmp_path):
+    store = ConversationStore(tmp_path / "data" / "conversations.sqlite3")
+    chat = store.create("Interrupted")
+    store.add(chat.id, "user", "Tell me a story.")
+    store.add(chat.id, "assistant", "Once upon a", status="streaming")  # Lantern was killed here
+    store.close()
+    w = make_window()
+    w.chat.sidebar.list.setCurrentRow(0)
+    reply = w.chat.views()[-1]
+    assert reply.text == "Once upon a" and reply.status == "cut_off" and "Cut off" in reply.note.text()

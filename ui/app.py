@@ -20,11 +20,30 @@ def display_problem() -> str:
         return ("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are not set): use `lantern chat` "
                 "in this terminal, or `lantern serve`.")
     if not os.environ.get("WAYLAND_DISPLAY"):
-        import ctypes.util
+        return _x11_problem()
+    return ""
 
-        if ctypes.util.find_library("xcb-cursor") is None:  # Qt 6.5+ aborts on X11 without it
-            return ("the window needs libxcb-cursor0 on X11 (Debian/Ubuntu: sudo apt install libxcb-cursor0); "
-                    "meanwhile `lantern chat` works in this terminal.")
+
+def _x11_problem() -> str:
+    """Qt aborts the process when its X11 plugin cannot load: find out first, and name what is missing."""
+    import ctypes
+    import ctypes.util
+    import re
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    hint = ("(Debian/Ubuntu: sudo apt install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 "
+            "libxcb-render-util0 libxkbcommon-x11-0); meanwhile `lantern chat` works in this terminal.")
+    spec = find_spec("PySide6")
+    plugin = Path(spec.origin).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so" if spec and spec.origin else None
+    if plugin is not None and plugin.exists():
+        try:
+            ctypes.CDLL(str(plugin))
+        except OSError as e:
+            missing = re.search(r"(lib[\w.+-]+\.so[.\d]*): cannot open", str(e))
+            return f"the window needs {missing.group(1) if missing else 'more X11 libraries'} on X11 {hint}"
+    if ctypes.util.find_library("xcb-cursor") is None:  # Qt 6.5+ checks for it at start and aborts without it
+        return f"the window needs libxcb-cursor0 on X11 {hint}"
     return ""
 
 

@@ -77,7 +77,7 @@ class ChatPage(QWidget):
         self.input = MessageInput(self)
         self.input.setPlaceholderText("Write a message (Enter sends, Shift+Enter for a new line)")
         self.input.setAccessibleName("Message")
-        self.input.setMaximumHeight(120)
+        self.input.setFixedHeight(self.input.fontMetrics().lineSpacing() * 4 + 12)
         self.input.sig_send_requested.connect(self.send)
         self.send_button = QPushButton("Send", self)
         self.send_button.setAccessibleName("Send")
@@ -291,7 +291,11 @@ class ChatPage(QWidget):
             return
         self.store.update(reply.message_id, content=reply.text, status=status, stats=stats)
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
+            bar = self.scroll.verticalScrollBar()
+            at_end = bar.value() >= bar.maximum() - 4
             view.finish(status, stats, error)
+            if at_end:  # keep the figures that just appeared in sight
+                QTimer.singleShot(0, self._scroll_to_end)
         self._update_actions()
         self.sig_reply_done.emit(status)
 

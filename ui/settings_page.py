@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPlainTextEdit,
-                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit,
+                               QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from app.settings import SettingsFile
 
@@ -21,8 +21,12 @@ class SettingsPage(QWidget):
         self.file = file
         settings = file.current
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.system_prompt = QPlainTextEdit(settings.system_prompt)
         self.system_prompt.setMaximumHeight(90)
+        self.system_prompt.setMinimumWidth(480)
+        self.remote_url = QLineEdit(settings.remote_url or "", placeholderText="http://gpu-box:8000/v1")
+        self.remote_url.setMinimumWidth(320)
         self.widgets: dict[str, QWidget] = {
             "system_prompt": self.system_prompt,
             "temperature": _double(0, 2, 0.05, settings.temperature),
@@ -37,6 +41,7 @@ class SettingsPage(QWidget):
             "prompt_lookup": QCheckBox("draft from the conversation, verified in one pass"),
             "draft_max": _int(1, 64, settings.draft_max),
             "backend": _combo(["auto", "llamacpp", "mlx", "remote"], settings.backend),
+            "remote_url": self.remote_url,
             "theme": _combo(["system", "light", "dark"], settings.theme),
         }
         self.widgets["prompt_lookup"].setChecked(settings.prompt_lookup)
@@ -44,7 +49,8 @@ class SettingsPage(QWidget):
                   "top_k": "Top k", "min_p": "Min p", "repeat_penalty": "Repetition penalty",
                   "max_tokens": "Max tokens per reply", "n_ctx": "Context size (tokens)",
                   "n_gpu_layers": "GPU layers (-1: all)", "prompt_lookup": "Prompt lookup",
-                  "draft_max": "Longest draft", "backend": "Backend", "theme": "Theme"}
+                  "draft_max": "Longest draft", "backend": "Backend",
+                  "remote_url": "Remote server (backend remote)", "theme": "Theme"}
         for key, widget in self.widgets.items():
             widget.setAccessibleName(labels[key])
             form.addRow(labels[key], widget)
@@ -72,6 +78,8 @@ class SettingsPage(QWidget):
                 v[key] = w.isChecked()
             elif isinstance(w, QComboBox):
                 v[key] = w.currentText()
+            elif isinstance(w, QLineEdit):
+                v[key] = w.text().strip() or None
             else:
                 v[key] = w.value()
         v["n_gpu_layers"] = None if v["n_gpu_layers"] == AUTO_LAYERS else v["n_gpu_layers"]

@@ -1,0 +1,65 @@
+"""Screenshots for the README: a chat with a streamed reply, the models page and the settings page.
+
+    scripts/screenshots          (runs this under Xvfb: xvfb-run, from Debian's xvfb package)
+
+A fresh data folder, the real starter model, a real reply (greedy, so it is the same every time).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["LANTERN_DATA_DIR"] = tempfile.mkdtemp(prefix="lantern-shots-")
+
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+PROMPTS = ["Write a Python function that reverses a string.", "Now make it reverse the words instead."]
+
+
+def main(out: Path) -> int:
+    from app.settings import Settings, SettingsFile, settings_path
+    from app.conversations import ConversationStore
+    from models.library import ModelLibrary, data_dir
+    from ui.main_window import MainWindow
+
+    app = QApplication([])
+    app.setApplicationName("Lantern")
+    settings = SettingsFile(settings_path(), Settings(temperature=0, max_tokens=200))
+    library = ModelLibrary()
+    w = MainWindow(settings=settings, library=library, store=ConversationStore(data_dir() / "chats.sqlite3"),
+                   make_hub_client=None)
+    w.resize(1200, 780)
+    w.show()
+    out.mkdir(parents=True, exist_ok=True)
+    pending = list(PROMPTS)
+
+    def shoot(name: str) -> None:
+        app.processEvents()
+        w.grab().save(str(out / f"{name}.png"))
+        print(f"wrote {out / name}.png")
+
+    def next_prompt(_status=None) -> None:
+        if pending:
+            w.chat.input.setPlainText(pending.pop(0))
+            w.chat.send()
+            return
+        QTimer.singleShot(300, finish)
+
+    def finish() -> None:
+        shoot("chat")
+        w.pages.setCurrentWidget(w.models_page)
+        QTimer.singleShot(1500, lambda: (shoot("models"), w.pages.setCurrentWidget(w.settings_page),
+                                         QTimer.singleShot(300, lambda: (shoot("settings"), w.close(), app.quit()))))
+
+    w.chat.sig_reply_done.connect(next_prompt)
+    next_prompt()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots"))
