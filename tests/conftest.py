@@ -146,3 +146,11 @@ def worker():
     w.wait_ready(60)
     yield w
     w.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Collect what is left while Qt's application object still exists (a Qt wrapper freed during interpreter
+    shutdown, after it, can end an all-green run with a segfault)."""
+    import gc
+
+    gc.collect()

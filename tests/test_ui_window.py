@@ -59,6 +59,21 @@ def make_window(qtbot, tmp_path):
         close(w)
     qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
     wait_for_tasks()
+    delete_now(made)
+
+
+def delete_now(widgets) -> None:
+    """Delete the windows while the QApplication lives: a widget collected at interpreter exit, after the
+    application is gone, can crash the process after every test has passed."""
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    for w in widgets:
+        w.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    widgets.clear()
+    gc.collect()
 
 
 def close(w) -> None:
@@ -242,7 +257,8 @@ def test_a_download_from_the_hub_with_progress_cancel_and_resume(qtbot, make_win
     assert row.state == "done" and row.fraction == 1.0
     assert hub.state.served[SMOL_FILE][-1][0] > 0  # resumed where it stopped
     name = done.args[0].name
-    assert name in page.local_names() and w.picker.findText(name) >= 0
+    qtbot.waitUntil(lambda: name in page.local_names(), timeout=30_000)
+    assert w.picker.findText(name) >= 0
     assert page.fit_badges() and "checking…" not in page.fit_badges()
 
 

@@ -94,4 +94,9 @@ def run_window() -> int:
         QTimer.singleShot(int(float(quit_after) * 1000), window.close)
     code = app.exec()
     window.store.close()
+    # Deleted now, while the application exists: freeing Qt objects at interpreter exit can crash.
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     return code

@@ -55,6 +55,7 @@ class ModelsPage(QWidget):
         self.hardware = None  # detected off the GUI thread
         self.catalog = load_catalog()
         self.listing = None
+        self.local_models: list[LocalModel] = []
         self.fits: dict[str, object] = {}  # catalog name -> models.fit.Fit
         self.tabs = QTabWidget(self)
         self.status = QLabel(wordWrap=True)
@@ -187,7 +188,11 @@ class ModelsPage(QWidget):
         return tab
 
     def refresh_local(self) -> None:
-        models = self.library.list()
+        """Read the local models (each file's header: file work, so off the GUI thread)."""
+        run_task(self.library.list, self._show_local, lambda e: self.show_status(f"Local models: {e}"))
+
+    def _show_local(self, models: list[LocalModel]) -> None:
+        self.local_models = models
         self.local_table.setRowCount(len(models))
         for row, m in enumerate(models):
             size = "0 (links to your file)" if m.linked else _mb(m.size_bytes)

