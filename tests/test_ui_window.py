@@ -138,7 +138,7 @@ def test_stop_regenerate_and_edit_and_resend(qtbot, make_window):
         w.chat.send_button.click()
         qtbot.waitSignal(w.chat.session.sig_text_received, timeout=REPLY_TIMEOUT).wait()
         assert w.chat.stop_button.isEnabled()
-        w.chat.stop_button.click()
+        qtbot.keyClick(w.chat.input, Qt.Key.Key_Escape)  # the Stop shortcut (the button calls the same stop)
     assert done.args == ["stopped"]
     (_, (role, stopped_text, status)) = stored(w)
     assert role == "assistant" and status == "stopped" and stopped_text
@@ -260,6 +260,18 @@ def test_a_download_from_the_hub_with_progress_cancel_and_resume(qtbot, make_win
     qtbot.waitUntil(lambda: name in page.local_names(), timeout=30_000)
     assert w.picker.findText(name) >= 0
     assert page.fit_badges() and "checking…" not in page.fit_badges()
+    from ui import dialogs
+
+    asked = []
+    original, dialogs.confirm = dialogs.confirm, lambda *a: asked.append(a) or True
+    try:
+        row = page.local_names().index(name)
+        page.local_table.cellWidget(row, 6).click()
+    finally:
+        dialogs.confirm = original
+    qtbot.waitUntil(lambda: name not in page.local_names(), timeout=30_000)
+    assert asked and "freed" in page.status.text() and w.picker.findText(name) == -1
+    assert not (w.library.models_dir / name).exists()
 
 
 def test_a_full_disk_and_an_unreachable_hub_are_clear_messages(qtbot, make_window, hub):
@@ -278,6 +290,11 @@ def test_the_server_panel_serves_the_windows_model_to_the_openai_client(qtbot, m
 
     w = make_window()
     page = w.server_page
+    page.address.setText("0.0.0.0")  # the whole network, with no key: refused, and no model is loaded for it
+    page.toggle.click()
+    qtbot.waitUntil(lambda: page.state == "failed", timeout=30_000)
+    assert "API key" in page.url.text() and w.host.worker is None
+    page.address.setText("127.0.0.1")
     page.toggle.click()
     qtbot.waitUntil(lambda: page.state == "running", timeout=60_000)
     assert page.base_url.startswith("http://127.0.0.1:") and page.copy_url.isEnabled()

@@ -93,14 +93,15 @@ class ServerPage(QWidget):
 
     def _start(self, model: str, host: str, port: int, key: str | None):  # on a pool thread
         from app.server.api import ServerSettings
-        from app.server.run import LanternServer
+        from app.server.run import LanternServer, check_bind
         from app.server.service import ModelService
 
+        settings = ServerSettings(host=host, port=port, api_key=key, on_finished=self._sig_finished.emit)
+        check_bind(settings)  # beyond this computer only with a key; before any model loads
         service = ModelService(model, models=self.model_names, open_worker=self.host.use, owns_workers=False)
         self.host.subscribe(service.adopt)  # the window switched models: the endpoint follows
         try:
-            return LanternServer(service, ServerSettings(host=host, port=port, api_key=key,
-                                                         on_finished=self._sig_finished.emit)).start()
+            return LanternServer(service, settings).start()
         except BaseException:
             self.host.unsubscribe(service.adopt)
             raise
