@@ -11,7 +11,7 @@ import os
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -106,15 +106,36 @@ class LlamaCppRuntime:
         # ggml's AMX matmul in llama-cpp-python 0.3.36 segfaults on multi-token batches (seen on Xeons
         # with AMX, Llama() included); the extra buffer types are what route weights to it.
         mparams.use_extra_bufts = not cpu_has_amx()
+        cancelled = self._watch_progress(mparams, options.on_progress)
         _recent_log.clear()
         self._model = C.llama_model_load_from_file(str(self.model_path).encode(), mparams)
+        self._progress_cb = None
         if not self._model:
+            if cancelled():
+                raise ModelLoadError(f"Loading {self.model_path.name} was cancelled.")
             raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {_last_error()}")
         try:
             self._setup_context(options)
         except BaseException:
             self.close()
             raise
+
+    def _watch_progress(self, mparams, on_progress) -> Callable[[], bool]:
+        """Hand llama.cpp's load progress to `on_progress`; returns whether the listener cancelled."""
+        stopped = [False]
+        if on_progress is None:
+            return lambda: False
+
+        def report(progress, _user_data) -> bool:
+            try:  # an exception here would reach ctypes, which would return False and abort the load
+                stopped[0] = on_progress(float(progress)) is False
+            except Exception:
+                stopped[0] = False
+            return not stopped[0]
+
+        self._progress_cb = self._C.llama_progress_callback(report)  # kept alive for the whole load
+        mparams.progress_callback = self._progress_cb
+        return lambda: stopped[0]
 
     def _setup_context(self, options: LoadOptions) -> None:
         C = self._C

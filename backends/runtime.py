@@ -1,9 +1,9 @@
 """The small interface every runtime implements, and that only the engine uses."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class LoadOptions:
     n_batch: int = 512
     flash_attn: bool | None = None  # None: off on the CPU, llama.cpp's choice with GPU layers
     allow_context_beyond_training: bool = False
+    # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
+    on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> None:
         if self.n_ctx < 0:

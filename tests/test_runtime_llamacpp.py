@@ -148,3 +148,17 @@ def test_batched_rows_match_single_token_logits(model, smollm2_path, gemma_path)
         assert abs((a[top1] - a[top2]) - (b[top1] - b[top2])) < NEAR_TIE
         assert np.abs(a - b).max() < 3.0  # a row from another position would differ by far more
     rt.close()
+
+
+def test_load_progress_is_reported_and_a_listener_can_cancel_the_load(smollm2_path):
+    seen = []
+    rt = LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=256, on_progress=seen.append))
+    rt.close()
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+
+    def broken(progress):
+        raise RuntimeError("a listener bug")  # must not abort the load
+
+    LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=256, on_progress=broken)).close()
+    with pytest.raises(ModelLoadError, match="cancelled"):
+        LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=256, on_progress=lambda progress: False))

@@ -125,6 +125,7 @@ def test_a_message_streams_in_as_markdown_with_its_figures(qtbot, make_window):
     assert "ms to first token" in figures and "tok/s" in figures and "llamacpp (CPU)" in figures
     assert [w.chat.sidebar.list.item(0).text()] == ["Hello"]
     assert w.model_status.text() == "smollm2-135m-instruct on llamacpp (CPU)"
+    assert w.load_progress.fraction == 1.0 and w.loading.isHidden()  # llama.cpp's load progress reached the bar
     reply.copy()
     from PySide6.QtGui import QGuiApplication
 

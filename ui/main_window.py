@@ -20,12 +20,25 @@ from ui.theme import apply_theme
 from ui.welcome import Welcome
 
 
+class LoadProgress:
+    """How far the current load is (written by the engine thread, read by the toolbar's timer)."""
+
+    def __init__(self):
+        self.fraction = 0.0
+        self.cancelled = False
+
+    def update(self, fraction: float) -> bool:
+        self.fraction = fraction
+        return not self.cancelled
+
+
 class MainWindow(QMainWindow):
     def __init__(self, *, settings: SettingsFile, library: ModelLibrary, store: ConversationStore,
                  make_hub_client, first_start: bool = False, settings_problem: str = ""):
         super().__init__()
         self.setWindowTitle("Lantern")
         self.settings, self.library, self.store = settings, library, store
+        self.load_progress = LoadProgress()
         self.host = ModelHost(self._open_worker)
         self.models = ModelController(self.host, self)
         self.chat = ChatPage(store, self.models, lambda: self.settings.current, self)
@@ -104,20 +117,29 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"The choice of model could not be saved: {e}")
         self.models.load(name)
 
-    def _open_worker(self, name: str):
+    def _open_worker(self, name: str):  # any thread: the endpoint may ask for a model too
+        from dataclasses import replace
+
         from app.wiring import start_worker
 
         s = self.settings.current
-        return start_worker(name, backend=s.backend, options=s.load_options(), engine_options=s.engine_options(),
-                            remote_url=s.remote_url if s.backend == "remote" else None)
+        self.load_progress.cancelled = True  # a load still running for a replaced model stops early
+        progress = self.load_progress = LoadProgress()
+        return start_worker(name, backend=s.backend, options=replace(s.load_options(), on_progress=progress.update),
+                            engine_options=s.engine_options(), remote_url=s.remote_url if s.backend == "remote" else None)
 
     def _loading(self, name: str) -> None:
+        self.loading.setRange(0, 0)
         self.loading.show()
         self._load_clock.start()
         self._show_loading_time()
         self.unload_button.setEnabled(True)
 
     def _show_loading_time(self) -> None:
+        fraction = self.load_progress.fraction
+        if fraction > 0:  # llama.cpp reports how far it is; MLX and planning do not (a busy bar until then)
+            self.loading.setRange(0, 100)
+            self.loading.setValue(int(fraction * 100))
         self.model_status.setText(f"Loading {self.models.name}… {time.monotonic() - self.models.loading_since:.1f} s")
 
     def _loaded(self, name: str, backend: str, reason: str) -> None:
@@ -134,6 +156,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{name} failed to load: {error}")
 
     def _unloaded(self) -> None:
+        self.load_progress.cancelled = True  # unloading while loading stops the load
         self._load_done()
         self.model_status.setText("No model loaded.")
         self.model_status.setToolTip("")
