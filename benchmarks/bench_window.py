@@ -27,11 +27,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from app.benchdoc import machine, write_section  # noqa: E402
 
 
-def startup_ms(exe: str, env: dict | None = None) -> float:
-    env = {**os.environ, **(env or {}), "LANTERN_DATA_DIR": tempfile.mkdtemp(prefix="lantern-bench-"),
-           "LANTERN_REPORT_STARTUP": "1", "LANTERN_QUIT_AFTER_S": "0.5"}
+def startup_ms(exe: str | Path, base_env: dict | None = None) -> float:
+    """Milliseconds from starting `exe` to its window showing, from `base_env` (default: this environment)."""
+    env = {**(os.environ if base_env is None else base_env), "LANTERN_REPORT_STARTUP": "1",
+           "LANTERN_QUIT_AFTER_S": "0.5", "LANTERN_DATA_DIR": tempfile.mkdtemp(prefix="lantern-bench-")}
     t0 = time.time()
-    out = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=120)
     if out.returncode != 0 or "window shown at" not in out.stdout:
         raise SystemExit(f"lantern failed: {out.stderr}")
     return (float(out.stdout.split("window shown at ")[1].split()[0]) - t0) * 1000

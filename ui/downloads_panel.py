@@ -129,9 +129,6 @@ class DownloadsPanel(QWidget):
         self.empty.hide()
         return row
 
-    def active(self) -> int:
-        return sum(r.state == "downloading" for r in self.rows)
-
     def cancel_all(self, timeout: float = 30.0) -> None:
         """At exit: stop every pull (partial files stay for the next start) and wait for the threads."""
         for r in self.rows:

@@ -114,9 +114,6 @@ class MessageView(QFrame):
         self._text += text
         self._render()
 
-    def set_message_id(self, message_id: int) -> None:
-        self.message_id = message_id
-
     def finish(self, status: str, stats: dict | None = None, error: str | None = None) -> None:
         self.status = status
         note = error or STATUS_NOTES.get(status, "")

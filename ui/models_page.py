@@ -54,8 +54,6 @@ class ModelsPage(QWidget):
         self.library, self.make_client, self.settings = library, make_client, settings
         self.hardware = None  # detected off the GUI thread
         self.catalog = load_catalog()
-        self.listing = None
-        self.local_models: list[LocalModel] = []
         self.fits: dict[str, object] = {}  # catalog name -> models.fit.Fit
         self.tabs = QTabWidget(self)
         self.status = QLabel(wordWrap=True)
@@ -157,7 +155,6 @@ class ModelsPage(QWidget):
 
     def _listed(self, result) -> None:
         listing, fits = result
-        self.listing = listing
         self.hub_files.setRowCount(len(listing.choices))
         for row, (choice, fit) in enumerate(zip(listing.choices, fits)):
             self.hub_files.setItem(row, 0, QTableWidgetItem(choice.label))
@@ -192,7 +189,6 @@ class ModelsPage(QWidget):
         run_task(self.library.list, self._show_local, lambda e: self.show_status(f"Local models: {e}"))
 
     def _show_local(self, models: list[LocalModel]) -> None:
-        self.local_models = models
         self.local_table.setRowCount(len(models))
         for row, m in enumerate(models):
             size = "0 (links to your file)" if m.linked else _mb(m.size_bytes)

@@ -25,8 +25,6 @@ def log_line(entry: dict) -> str:
 
 
 class ServerPage(QWidget):
-    sig_request_logged = Signal(str)
-    sig_state_changed = Signal(str)  # stopped, starting, running, failed
     _sig_finished = Signal(object)  # from the server's thread
 
     def __init__(self, host: ModelHost, settings: SettingsFile, model_names: Callable[[], list[str]], parent=None):
@@ -135,9 +133,6 @@ class ServerPage(QWidget):
         self.toggle.setEnabled(state in ("running", "stopped", "failed"))
         for w in (self.address, self.port, self.key):
             w.setEnabled(state in ("stopped", "failed"))
-        self.sig_state_changed.emit(state)
 
     def _logged(self, entry: dict) -> None:
-        line = log_line(entry)
-        self.log.appendPlainText(line)
-        self.sig_request_logged.emit(line)
+        self.log.appendPlainText(log_line(entry))
