@@ -296,6 +296,14 @@ def run_bench(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["_load-probe"] and len(argv) == 2:  # the installed app's test load (backends/load_probe.py)
+        from backends.load_probe import child_main
+
+        return child_main(argv[1])
+    from models import owned_files
+
+    owned_files.on_notice = lambda message: print(f"lantern: {message}", file=sys.stderr)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "models_command", None) == "convert" and args.out is None and len(extra) == 1 \

@@ -6,14 +6,18 @@ marked as cut off.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from models.owned_files import disk_full_error, move_aside
+
+SCHEMA_VERSION = 2  # 2: messages.writer, the process writing a streaming reply
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
@@ -23,6 +27,7 @@ CREATE TABLE IF NOT EXISTS messages (
     stats TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
 """
+_COLUMNS = "id, conversation, role, content, status, stats, created"
 STATUSES = ("done", "streaming", "stopped", "cut_off", "error")
 
 
@@ -51,20 +56,57 @@ class ConversationStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._writer = _this_process()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as e:  # not a database, or one of another shape: kept aside, never deleted
+            if _is_full(e):
+                raise disk_full_error(path.parent) from None
+            move_aside(path, str(e))
+            self._db = self._open()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # in WAL: a killed process loses no committed row
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            # Replies that were streaming when Lantern last stopped were cut off by a crash or a kill.
-            self._db.execute("UPDATE messages SET status='cut_off' WHERE status='streaming'")
+            self._mark_cut_off()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # in WAL: a killed process loses no committed row
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+            if "writer" not in {row[1] for row in db.execute("PRAGMA table_info(messages)")}:
+                db.execute("ALTER TABLE messages ADD COLUMN writer TEXT")  # schema 1 -> 2
+            db.execute(f"SELECT {_COLUMNS}, writer FROM messages LIMIT 1").fetchall()  # the shape we read
+            db.execute("SELECT id, title, created, updated FROM conversations LIMIT 1").fetchall()
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _mark_cut_off(self) -> None:
+        """A reply left streaming by a process that is gone was cut off by a crash or a kill; one whose writer
+        still runs (a second window, the CLI) is left alone."""
+        rows = self._db.execute("SELECT id, writer FROM messages WHERE status='streaming'").fetchall()
+        gone = [(mid,) for mid, writer in rows if not _alive(writer)]
+        if gone:
+            self._db.executemany("UPDATE messages SET status='cut_off' WHERE id=?", gone)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextlib.contextmanager
+    def _full_disk(self):
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if _is_full(e):
+                raise disk_full_error(self.path.parent) from None
+            raise
 
     # -- conversations ----------------------------------------------------------------------------
 
@@ -104,11 +146,12 @@ class ConversationStore:
         if status not in STATUSES:
             raise ValueError(f"unknown message status {status!r}")
         now = time.time()
-        with self._lock:
+        with self._lock, self._full_disk():
             self._db.execute("BEGIN")
             cur = self._db.execute(
-                "INSERT INTO messages(conversation, role, content, status, stats, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation, role, content, status, json.dumps(stats) if stats else None, now))
+                "INSERT INTO messages(conversation, role, content, status, stats, created, writer) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation, role, content, status, json.dumps(stats) if stats else None, now, self._writer))
             self._db.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation))
             self._db.execute("COMMIT")
         return StoredMessage(cur.lastrowid, conversation, role, content, status, stats, now)
@@ -117,16 +160,16 @@ class ConversationStore:
         """Save a streaming reply's text so far, or its end (status done / stopped / error, with its figures)."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown message status {status!r}")
-        with self._lock:
+        with self._lock, self._full_disk():
             self._db.execute(
                 "UPDATE messages SET content=?, status=COALESCE(?, status), stats=COALESCE(?, stats) WHERE id=?",
                 (content, status, json.dumps(stats) if stats else None, message))
 
     def messages(self, conversation: int) -> list[StoredMessage]:
         with self._lock:
-            rows = self._db.execute("SELECT id, conversation, role, content, status, stats, created FROM messages "
-                                    "WHERE conversation=? ORDER BY id", (conversation,)).fetchall()
-        return [StoredMessage(*r[:5], json.loads(r[5]) if r[5] else None, r[6]) for r in rows]
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE conversation=? ORDER BY id",
+                                    (conversation,)).fetchall()
+        return [StoredMessage(*r[:5], _stats(r[5]), r[6]) for r in rows]
 
     def delete_from(self, message: int) -> None:
         """Drop a message and everything after it in its conversation (edit and resend, regenerate)."""
@@ -134,3 +177,32 @@ class ConversationStore:
             row = self._db.execute("SELECT conversation FROM messages WHERE id=?", (message,)).fetchone()
             if row is not None:
                 self._db.execute("DELETE FROM messages WHERE conversation=? AND id>=?", (row[0], message))
+
+
+def _stats(raw) -> dict | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except (ValueError, TypeError, RecursionError):
+        return None  # a damaged figure line costs the figures, never the message
+    return value if isinstance(value, dict) else None
+
+
+def _this_process() -> str:
+    import psutil
+
+    return f"{os.getpid()}:{psutil.Process().create_time():.3f}"
+
+
+def _alive(writer: str | None) -> bool:
+    """Whether the process that wrote `writer` (pid and start time: pids are reused) still runs."""
+    import psutil
+
+    try:
+        pid, started = str(writer).split(":")
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except (ValueError, psutil.Error):
+        return False
+
+
+def _is_full(e: sqlite3.Error) -> bool:
+    return getattr(e, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(e)

@@ -81,6 +81,8 @@ def _info(args) -> int:
         rows.append((choice.label, f"{choice.size_bytes / GB:.2f} GB", verdict, parts))
     print(f"{args.repo} (commit {str(listing.commit)[:12]}), fit for a {args.n_ctx}-token context on this machine:")
     _print_table(("quant", "size", "fit", "files"), rows)
+    for name in listing.refused:
+        print(f"Refused: the file name {ascii(name)} may not become a path here; it is not offered.", file=sys.stderr)
     return 0
 
 
@@ -89,14 +91,17 @@ def _pull(args) -> int:
 
     cancel = threading.Event()
     bar = _ProgressBar()
+    hub = _hub()
     try:
-        model = _hub().pull(args.spec, name=args.name, on_progress=bar.show, cancel=cancel)
+        model = hub.pull(args.spec, name=args.name, on_progress=bar.show, cancel=cancel)
     except (KeyboardInterrupt, DownloadCancelled):
         bar.end()
         print("Stopped; `lantern models pull` again resumes the download.", file=sys.stderr)
         return 130
     bar.end()
     print(f"Pulled {model.name} ({model.quant}, {model.size_bytes / GB:.2f} GB) into {model.path}")
+    for f in hub.unchecked:
+        print(f"Note: the Hub publishes no hash for {f}; its content was not checked.", file=sys.stderr)
     return 0
 
 

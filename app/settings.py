@@ -5,8 +5,6 @@ Stored as JSON in the user's data folder, with a schema version: a renamed field
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backends.engine import EngineOptions
 from backends.runtime import LanternError, LoadOptions
 from backends.sampling import SamplingParams
+from models.owned_files import atomic_write, move_aside
 from models.registry import STARTER_MODEL
 
 SCHEMA_VERSION = 1
@@ -63,7 +62,9 @@ _RENAMES: dict[int, dict[str, str]] = {}
 
 
 def migrate(data: dict) -> dict:
-    version = int(data.get("schema_version", 1))
+    version = data.get("schema_version", 1)
+    if type(version) is not int or version < 1:
+        raise SettingsError(f"schema_version is {str(version)[:40]!r}, not a version number")
     if version > SCHEMA_VERSION:
         raise SettingsError(f"These settings were written by a newer Lantern (schema {version}); "
                             f"this one reads up to {SCHEMA_VERSION}.")
@@ -76,29 +77,40 @@ def migrate(data: dict) -> dict:
 
 
 def load_settings(path: Path) -> Settings:
-    """The saved settings, or the defaults when there are none. A broken file is an error, never silently reset."""
+    """The saved settings, or the defaults when there are none. A damaged file is moved aside (kept, never
+    deleted), the user is told once, and the defaults are used; an unreadable one (permissions) is an error."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         return Settings()
-    except (OSError, ValueError) as e:
-        raise SettingsError(f"The settings file {path} cannot be read: {e}") from None
+    except OSError as e:
+        raise SettingsError(f"The settings file {path} cannot be read: {e.strerror or e}") from None
+    try:
+        return parse_settings(data)
+    except SettingsError as e:
+        move_aside(path, str(e))
+        return Settings()
+
+
+def parse_settings(data: bytes) -> Settings:
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise SettingsError(f"not JSON: {str(e)[:100]}") from None
     if not isinstance(raw, dict):
-        raise SettingsError(f"The settings file {path} does not hold an object.")
+        raise SettingsError("not a JSON object")
     try:
         return Settings(**migrate(raw))
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise SettingsError(f"The settings file {path} has a bad value for {where}: {first.get('msg')}.") from None
+    except (ValidationError, TypeError, ValueError, RecursionError) as e:
+        if isinstance(e, ValidationError) and e.errors():
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise SettingsError(f"a bad value for {where}: {first.get('msg')}") from None
+        raise SettingsError(str(e)[:200]) from None
 
 
 def save_settings(path: Path, settings: Settings) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(settings.model_dump_json(indent=2))
-    os.replace(tmp, path)  # the old settings or the new ones, never half of either
+    atomic_write(path, settings.model_dump_json(indent=2))  # the old settings or the new ones, never half
 
 
 def settings_path() -> Path:

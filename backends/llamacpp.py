@@ -81,6 +81,9 @@ def check_gguf_file(path: Path) -> None:
         raise ModelLoadError(f"Cannot read {path}: {e.strerror}") from None
     if magic != b"GGUF":
         raise ModelLoadError(f"{path} is not a GGUF model file (it does not start with the GGUF signature).")
+    from models.gguf_check import read_checked_header
+
+    read_checked_header(path)  # every value llama.cpp would assert on, checked first
 
 
 class LlamaCppRuntime:
@@ -89,13 +92,18 @@ class LlamaCppRuntime:
     name = "llamacpp"
     can_truncate = True
 
-    def __init__(self, path: str | Path, options: LoadOptions = LoadOptions()):
+    def __init__(self, path: str | Path, options: LoadOptions = LoadOptions(), *, verify: bool = True):
+        """`verify`: a file not loaded before is first loaded in a child process (backends/load_probe.py)."""
         import llama_cpp as C
 
         self._C = C
         self.model_path = Path(path)
         options.validate()
         check_gguf_file(self.model_path)
+        if verify:
+            from backends.load_probe import verify_in_child
+
+            verify_in_child(self.model_path, options)
         _init_backend()
         self._model = self._ctx = self._batch = None
         self._n_past = 0

@@ -25,12 +25,17 @@ class TensorEntry:
     name: str
     type_name: str  # "Q4_K", "F32"...
     n_bytes: int
+    dims: tuple[int, ...] = ()
+    offset: int = 0  # from the start of the data section
+    block: int = 1  # elements a block of this type holds (ne[0] must be a multiple)
 
 
 @dataclass(frozen=True)
 class GGUFHeader:
     metadata: dict  # scalars and strings; arrays as their length only, except short ones
     tensors: tuple[TensorEntry, ...]
+    data_offset: int = 0  # where tensor data starts (the header's end, aligned)
+    types: dict | None = None  # key -> GGUF value type (arrays: (9, item type))
 
 
 def read_gguf_header(path: Path, *, keep_arrays_up_to: int = 64) -> GGUFHeader:
@@ -59,6 +64,7 @@ def parse_gguf_header(data: bytes, *, total_size: int) -> GGUFHeader:
 class _Reader:
     def __init__(self, f: BinaryIO, size: int, keep: int):
         self.f, self.size, self.keep = f, size, keep
+        self._last_item = 0
 
     def header(self) -> GGUFHeader:
         if self.f.read(4) != b"GGUF":
@@ -69,10 +75,14 @@ class _Reader:
         n_tensors, n_keys = self.scalar("<Q"), self.scalar("<Q")
         if n_keys > MAX_KEYS or n_tensors > MAX_TENSORS:
             raise ValueError("implausible header counts")
-        metadata = {}
+        metadata, types = {}, {}
         for _ in range(n_keys):
             key = self.string()
-            metadata[key] = self.value(self.scalar("<I"))
+            kind = self.scalar("<I")
+            if key in metadata:
+                raise ValueError(f"the key {key!r} appears twice")
+            metadata[key] = self.value(kind)
+            types[key] = (kind, self._last_item) if kind == _ARRAY else kind
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
         tensors = []
@@ -82,14 +92,21 @@ class _Reader:
             if n_dims > 8:
                 raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
             dims = [self.scalar("<Q") for _ in range(n_dims)]
-            kind = GGMLQuantizationType(self.scalar("<I"))
-            self.scalar("<Q")  # offset
+            raw_kind = self.scalar("<I")
+            try:
+                kind = GGMLQuantizationType(raw_kind)
+                block, type_size = GGML_QUANT_SIZES[kind]
+            except (ValueError, KeyError):
+                raise ValueError(f"tensor {name!r} has an unknown type {raw_kind}") from None
+            offset = self.scalar("<Q")
             count = 1
             for d in dims:
                 count *= d
-            block, type_size = GGML_QUANT_SIZES[kind]
-            tensors.append(TensorEntry(name, kind.name, count // block * type_size))
-        return GGUFHeader(metadata, tuple(tensors))
+            tensors.append(TensorEntry(name, kind.name, count // block * type_size, tuple(dims), offset, block))
+        align = metadata.get("general.alignment", 32)
+        end = self.f.tell()
+        data_offset = end + (-end % align) if isinstance(align, int) and align > 0 else end
+        return GGUFHeader(metadata, tuple(tensors), data_offset, types)
 
     def scalar(self, fmt: str):
         n = struct.calcsize(fmt)
@@ -135,10 +152,12 @@ class _Reader:
         if kind != _ARRAY:
             raise ValueError(f"unknown metadata type {kind}")
         item, n = self.scalar("<I"), self.scalar("<Q")
+        self._last_item = item
         if n > self.size:
             raise ValueError("an array is longer than the file")
         keep = n <= self.keep
         if item in _SCALARS:
+            keep = n <= max(self.keep, 1024)  # per-layer hyperparameters are checked value by value
             width = struct.calcsize(_SCALARS[item])
             if not keep:
                 self.f.seek(width * n, 1)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from backends.runtime import LanternError
-from models.library import LocalModel, ModelLibrary, model_name
+from models.library import LibraryError, LocalModel, ModelLibrary, check_model_name, model_name
+from models.owned_files import disk_full_error, is_disk_full
+from models.safe_paths import UnsafeName, check_name, check_relative, inside
 
 QUANT = re.compile(r"(?i)(?:^|[-_./])((?:I?Q\d_(?:K_[SMLX]L?|K|[01]|XXS|XS|S|M|NL))|BF16|F16|F32|Q8_0)(?=[-_./])")
 SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
@@ -54,7 +56,8 @@ class RepoListing:
     repo: str
     commit: str | None
     choices: list[FileChoice]
-    files: dict[str, dict]  # name -> {"size", "sha256" (None for small git files)}
+    files: dict[str, dict]  # name -> {"size", "sha256" (None for small git files), "blob_id" (git's sha1)}
+    refused: tuple[str, ...] = ()  # file names that may not become paths here (shown, never downloaded)
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,14 @@ class HubClient:
     def listing(self, repo: str) -> RepoListing:
         """The models in `repo` (GGUF files by quant, split parts as one; or the whole MLX repository),
         and each file's size and published sha256."""
+        check_repo_id(repo)
         with _hub_errors(repo):
-            info = self.api.model_info(repo, files_metadata=True, timeout=self.timeout)
-        meta = {s.rfilename: {"size": s.size or 0, "sha256": s.lfs.sha256 if s.lfs else None}
-                for s in info.siblings or []}
+            try:
+                info = self.api.model_info(repo, files_metadata=True, timeout=self.timeout)
+            except (ValueError, TypeError, KeyError, AttributeError) as e:  # not JSON, or JSON of another shape
+                raise HubError(f"The Hub's listing of {repo} is malformed ({type(e).__name__}); "
+                               "Lantern cannot use it.") from None
+        meta, refused = _checked_files(repo, info)
         ggufs = sorted(f for f in meta if f.endswith(".gguf"))
         groups: dict[str, list[str]] = {}  # the parts of a split share one name
         for f in ggufs:
@@ -108,7 +115,8 @@ class HubClient:
         result = [FileChoice(label, tuple(files), sum(meta[f]["size"] for f in files)) for label, files in choices.items()]
         if not ggufs and "config.json" in meta and any(f.endswith(".safetensors") for f in meta):
             result.append(FileChoice("mlx", tuple(sorted(meta)), sum(m["size"] for m in meta.values())))
-        return RepoListing(repo, info.sha, sorted(result, key=lambda c: c.size_bytes), meta)
+        commit = info.sha if isinstance(info.sha, str) and re.fullmatch(r"[0-9a-f]{40}", info.sha) else None
+        return RepoListing(repo, commit, sorted(result, key=lambda c: c.size_bytes), meta, tuple(refused))
 
     def describe(self, listing: RepoListing, choice: FileChoice):
         """A ModelInfo before any download: a GGUF header read with a ranged request (4 MB, then 32 MB),
@@ -155,14 +163,24 @@ class HubClient:
              cancel: threading.Event | None = None) -> LocalModel:
         """Download `REPO[:QUANT|FILE]`, check it, and register it."""
         repo, _, selector = spec.partition(":")
+        if name is not None:  # checked before anything is listed, downloaded or moved
+            check_model_name(name)
         listing = self.listing(repo)
         meta = listing.files
         choice = _pick(repo, listing.choices, selector)
         name = name or model_name(repo.split("/")[-1] + ("" if choice.label == "mlx" else f"-{choice.label}"))
-        if self.library.get(name) is not None:
-            raise HubError(f"A model named {name!r} already exists; remove it or pull with another --name.")
-        staging = self.library.root / "downloads" / repo.replace("/", "--")
-        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            self.library.check_free_name(name)
+        except LibraryError as e:
+            raise HubError(f"{e} (pull with another --name)") from None
+        target = self.library.model_folder(name)
+        if target.exists():
+            raise HubError(f"{target} already exists and is not a registered model; move it away first.")
+        downloads = self.library.root / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        staging = downloads / check_name(repo.replace("/", "--"), what="repository id")
+        inside(downloads, staging, what="download folder")
+        staging.mkdir(exist_ok=True)
         have = sum(p.stat().st_size for f in choice.files for p in (staging / f, _partial(staging / f)) if p.is_file())
         split = choice.label != "mlx" and len(choice.files) > 1
         need = choice.size_bytes - have + (choice.size_bytes if split else 0)  # joining writes it once more
@@ -171,9 +189,12 @@ class HubClient:
             raise HubError(f"Not enough disk space for {repo} ({choice.label}): it needs {need / 1e9:.2f} GB more, "
                            f"{free / 1e9:.2f} GB are free in {staging}.")
         tracker = _Tracker(choice.size_bytes, on_progress, cancel or threading.Event())
+        self.unchecked = []  # files the Hub publishes no hash for (said so by the CLI and the window)
         for f in choice.files:
+            inside(staging, staging / f, what="file")
             digest = self._download(repo, listing.commit, f, meta[f]["size"], staging, tracker)
-            _verify(staging / f, meta[f], digest)
+            if not _verify(staging / f, meta[f], digest):
+                self.unchecked.append(f)
         model_file = choice.files[0]
         if split:  # one model, one file
             from models.gguf_split import PART, join_split_gguf
@@ -182,10 +203,6 @@ class HubClient:
             join_split_gguf(staging / choice.files[0], staging / model_file)
             for f in choice.files:
                 (staging / f).unlink()
-        target = self.library.models_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
         staging.replace(target)
         path = target if choice.label == "mlx" else target / model_file
         try:
@@ -212,13 +229,25 @@ class HubClient:
         partial = _partial(final)
         partial.parent.mkdir(parents=True, exist_ok=True)
         url = hf_hub_url(repo, filename, revision=commit, endpoint=self.endpoint)
-        with _hub_errors(repo), partial.open("a+b") as f:
-            out = _HashingFile(f)  # the sha256 is computed as the bytes arrive: no second read of the file
-            try:
-                http_get(url, out, resume_size=out.tell(), headers=build_hf_headers(token=self.token),
-                         expected_size=size, tqdm_class=tracker.tqdm_class())
-            finally:
-                digest = out.hexdigest()
+        if partial.is_file() and partial.stat().st_size > size:
+            partial.unlink()  # longer than the file can be: not a start to resume from
+        try:
+            with _hub_errors(repo), partial.open("a+b") as f:
+                out = _HashingFile(f, limit=size)  # the sha256 is computed as the bytes arrive
+                try:  # huggingface_hub's own size check raises a bare OSError: Lantern checks it below instead
+                    http_get(url, out, resume_size=out.tell(), headers=build_hf_headers(token=self.token),
+                             expected_size=None, tqdm_class=tracker.tqdm_class())
+                finally:
+                    digest = out.hexdigest()
+        except _TooLong:
+            partial.unlink(missing_ok=True)
+            raise HubError(f"{filename} is larger than the {size} bytes the Hub announced: the download was "
+                           "stopped and removed.") from None
+        got = partial.stat().st_size
+        if got != size:
+            partial.unlink(missing_ok=True)
+            raise HubError(f"{filename} arrived with {got} bytes, the Hub announced {size}: the partial file was "
+                           "removed; pull again.")
         partial.replace(final)
         return digest
 
@@ -297,10 +326,11 @@ class _HashingFile:
     Hashing runs on a thread of its own (hashlib releases the GIL), beside the download rather than after it.
     """
 
-    def __init__(self, f):
+    def __init__(self, f, *, limit: int):
         import queue
 
         self._f = f
+        self._limit = limit
         self._chunks: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._rehash(f.seek(0, 2))
@@ -328,6 +358,8 @@ class _HashingFile:
             self._thread = None
 
     def write(self, data) -> int:
+        if self._f.tell() + len(data) > self._limit:
+            raise _TooLong()
         self._chunks.put(bytes(data))
         return self._f.write(data)
 
@@ -350,7 +382,12 @@ class _HashingFile:
         return self._h.hexdigest()
 
 
-def _verify(path: Path, meta: dict, digest: str | None = None) -> None:
+class _TooLong(Exception):
+    """The server sent more bytes than the listing announced."""
+
+
+def _verify(path: Path, meta: dict, digest: str | None = None) -> bool:
+    """Check a downloaded file against its published sha256, else its git blob id. False: nothing to check."""
     expected = meta.get("sha256")
     size = path.stat().st_size
     if meta.get("size") and size != meta["size"]:
@@ -367,6 +404,52 @@ def _verify(path: Path, meta: dict, digest: str | None = None) -> None:
             path.unlink(missing_ok=True)
             raise HubError(f"{path.name} does not match the sha256 the Hub publishes for it (a damaged download "
                            "or a changed file): it was removed and not registered; pull again.")
+        return True
+    if meta.get("blob_id"):  # a small file kept in git: its blob id is the sha1 of a header and the bytes
+        h = hashlib.sha1(f"blob {size}\0".encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != meta["blob_id"]:
+            path.unlink(missing_ok=True)
+            raise HubError(f"{path.name} does not match the git blob id the Hub publishes for it: it was removed "
+                           "and not registered; pull again.")
+        return True
+    return False
+
+
+def check_repo_id(repo: object) -> str:
+    """`owner/name` (or `name`) as the Hub spells repository ids; anything else is refused before any request."""
+    if not isinstance(repo, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", repo) \
+            or ".." in repo or "--" in repo or repo.endswith("."):
+        raise HubError(f"{ascii(repo)[:100]} is not a Hub repository id (owner/name: letters, digits, '-', '_', '.').")
+    return repo
+
+
+def _checked_files(repo: str, info) -> tuple[dict[str, dict], list[str]]:
+    """The listing's files with every field type-checked; names that may not become paths are refused."""
+    siblings = info.siblings or []
+    if not isinstance(siblings, list):
+        raise HubError(f"The Hub's listing of {repo} is malformed (siblings is not a list).")
+    meta, refused = {}, []
+    for s in siblings:
+        name, size = getattr(s, "rfilename", None), getattr(s, "size", None)
+        lfs = getattr(s, "lfs", None)
+        sha = getattr(lfs, "sha256", None) if lfs is not None else None
+        blob = getattr(s, "blob_id", None)
+        if not isinstance(name, str) or (size is not None and (type(size) is not int or size < 0)) \
+                or (sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha))) \
+                or (blob is not None and not (isinstance(blob, str) and re.fullmatch(r"[0-9a-f]{40}", blob))):
+            raise HubError(f"The Hub's listing of {repo} is malformed (a file entry has fields of the wrong type).")
+        try:
+            check_relative(name)
+        except UnsafeName:
+            refused.append(name)
+            continue
+        if name in meta:
+            raise HubError(f"The Hub's listing of {repo} names {ascii(name)} twice.")
+        meta[name] = {"size": size or 0, "sha256": sha, "blob_id": blob}
+    return meta, refused
 
 
 class _hub_errors:
@@ -397,8 +480,9 @@ class _hub_errors:
                            "models it has; try the download again when online.") from None
         if isinstance(e, HfHubHTTPError):
             raise HubError(f"The Hub refused the request for {self.what}: {e}") from None
-        if isinstance(e, OSError) and e.errno == 28:
-            raise HubError("The disk is full: free some space and pull again (the download resumes).") from None
+        if is_disk_full(e):
+            full = disk_full_error(Path(getattr(e, "filename", None) or "."))
+            raise HubError(f"{full} The download resumes when you pull again.") from None
         return False
 
 

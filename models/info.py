@@ -48,6 +48,9 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
     """A ModelInfo from a GGUF header (read from a local file, or from the first bytes of a remote one)."""
     from collections import Counter
 
+    from models.gguf_check import check_header
+
+    check_header(header, file_size=size_bytes, name=path.name)  # also a remote header: nothing unchecked is used
     meta = header.metadata
     arch = str(meta.get("general.architecture", ""))
 

@@ -5,19 +5,18 @@ always appear. Everything about a model is read from its files (GGUF header, con
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
-import tempfile
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from backends.runtime import LanternError, ModelLoadError
+from models.owned_files import atomic_write, disk_full_error, file_lock, is_disk_full, move_aside
 from models.registry import BUILTIN_MODELS
-
-_lock = threading.Lock()  # the window and the server may both touch the index
+from models.safe_paths import UnsafeName, check_name, inside, same_ignoring_case
 
 
 class LibraryError(LanternError):
@@ -84,29 +83,37 @@ class ModelLibrary:
         return found
 
     def _read(self) -> dict[str, LocalModel]:
+        """The index; a damaged or wrong-shaped one is moved aside and read as empty (models.json is ours,
+        but a crash, a disk error or a hand edit may have damaged it)."""
         try:
-            data = json.loads(self.index.read_text(encoding="utf-8"))
+            data = self.index.read_bytes()
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as e:
-            raise LibraryError(f"The model index {self.index} cannot be read: {e}") from None
-        return {m["name"]: LocalModel(**m) for m in data.get("models", [])}
+        except OSError as e:
+            raise LibraryError(f"The model index {self.index} cannot be read: {e.strerror or e}") from None
+        try:
+            return _parse_index(data)
+        except (ValueError, TypeError, RecursionError) as e:
+            move_aside(self.index, str(e)[:200])
+            return {}
 
     def _write(self, models: dict[str, LocalModel]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".models.", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "models": [asdict(m) for m in models.values()]}, f, indent=1)
-        os.replace(tmp, self.index)  # readers see the old index or the new one, never half of one
+        body = json.dumps({"version": 1, "models": [asdict(m) for m in models.values()]}, indent=1)
+        atomic_write(self.index, body)  # readers see the old index or the new one, never half of one
+
+    def _locked(self):
+        """Held around every read-modify-write of the index, across processes (two windows, a CLI import)."""
+        return file_lock(self.root / ".models.lock")
 
     # -- changing ---------------------------------------------------------------------------------
 
     def add(self, path: Path, *, name: str, source: str, repo: str = "", linked: bool = False) -> LocalModel:
         """Register a complete, checked model file or folder."""
+        check_model_name(name)
         model = describe(path, name=name, source=source, repo=repo, linked=linked)
-        with _lock:
+        with self._locked():
             models = self._read()
-            if name in models or name in BUILTIN_MODELS:
+            if any(same_ignoring_case(name, n) for n in [*models, *BUILTIN_MODELS]):
                 raise LibraryError(f"A model named {name!r} already exists; remove it first or choose another name.")
             models[name] = model
             self._write(models)
@@ -127,19 +134,40 @@ class ModelLibrary:
         return [self._import_one(src, link=link, name=name)]
 
     def _import_one(self, src: Path, *, link: bool, name: str | None) -> LocalModel:
-        name = name or model_name(src.stem if src.is_file() else src.name)
+        name = check_model_name(name) if name is not None else model_name(src.stem if src.is_file() else src.name)
         describe(src, name=name, source="import")  # refuse what is not a model before copying anything
-        if self.get(name) is not None:
-            raise LibraryError(f"A model named {name!r} already exists; remove it first or choose another name.")
+        if src.is_file():  # and what llama.cpp would refuse or abort on: a test load in a child process
+            from backends.load_probe import verify_in_child
+            from backends.runtime import LoadOptions
+
+            verify_in_child(src, LoadOptions())
+        self.check_free_name(name)
         if link:
             return self.add(src, name=name, source="import", linked=True)
-        target = self.models_dir / name / src.name
+        folder = self.model_folder(name)
+        if folder.exists():
+            raise LibraryError(f"{folder} already exists and is not a registered model; move it away first.")
+        target = folder / check_name(src.name, what="file name")
         self._copy(src, target)
         try:
             return self.add(target, name=name, source="import")
         except BaseException:
-            shutil.rmtree(target.parent, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
             raise
+
+    def check_free_name(self, name: str) -> None:
+        if any(same_ignoring_case(name, n) for n in self.names()):
+            raise LibraryError(f"A model named {name!r} already exists; remove it first or choose another name.")
+
+    def model_folder(self, name: str) -> Path:
+        """The folder Lantern keeps a copied or pulled model in: data/models/NAME, checked to lie inside."""
+        check_model_name(name)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        folder = self.models_dir / name
+        if folder.is_symlink():
+            raise LibraryError(f"{folder} is a link; Lantern does not write through it.")
+        inside(self.models_dir, folder, what="model folder")
+        return folder
 
     def _copy(self, src: Path, target: Path) -> None:
         need = _size(src)
@@ -158,25 +186,37 @@ class ModelLibrary:
             partial.replace(target)
         except OSError as e:
             shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise disk_full_error(target.parent) from None
             raise LibraryError(f"Could not copy {src.name}: {e.strerror or e}") from None
 
     def remove(self, name: str) -> int:
         """Delete a model; returns the bytes freed (0 for a linked import, whose file stays)."""
         if name in BUILTIN_MODELS:
             raise LibraryError(f"{name} is built into Lantern and cannot be removed.")
-        with _lock:
+        with self._locked():
             models = self._read()
             model = models.pop(name, None)
             if model is None:
                 raise LibraryError(f"No local model named {name!r}.")
             self._write(models)
-        if model.linked:
-            return 0
-        folder = Path(model.path) if Path(model.path).is_dir() else Path(model.path).parent
+        folder = self._owned_folder(model)
+        if folder is None:
+            return 0  # a linked import (the user's own file), or an entry that points elsewhere: never touched
         freed = _size(folder)
-        if folder.parent == self.models_dir or self.models_dir in folder.parents:
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         return freed
+
+    def _owned_folder(self, model: LocalModel) -> Path | None:
+        """data/models/NAME when Lantern made it for this model and it holds the model's files; else None."""
+        if model.linked or model.source not in ("import", "pull"):
+            return None
+        try:
+            folder = self.model_folder(model.name)
+            inside(folder, Path(model.path))
+        except (UnsafeName, LibraryError):
+            return None
+        return folder if folder.is_dir() else None
 
 
 def describe(path: Path, *, name: str, source: str, repo: str = "", linked: bool = False) -> LocalModel:
@@ -193,10 +233,46 @@ def describe(path: Path, *, name: str, source: str, repo: str = "", linked: bool
 
 def model_name(stem: str) -> str:
     """A file or repository name as a model name: lowercase, no spaces or slashes."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-.")
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-.")[:100].strip("-.")
     if not name:
         raise ModelLoadError(f"Cannot make a model name from {stem!r}.")
-    return name
+    return check_model_name(name)
+
+
+def check_model_name(name: object) -> str:
+    """A model name given by a user, a client or a file: it becomes a folder name, so it must be a safe one."""
+    try:
+        return check_name(name, what="model name")
+    except UnsafeName as e:
+        raise LibraryError(str(e)) from None
+
+
+_FIELDS = {f.name: f.type for f in dataclasses.fields(LocalModel)}
+_TYPES = {"str": str, "int": int, "bool": bool}
+
+
+def _parse_index(data: bytes) -> dict[str, LocalModel]:
+    """models.json as LocalModels, every field type-checked; ValueError or TypeError when it is not one."""
+    index = json.loads(data.decode("utf-8"))
+    if not isinstance(index, dict) or not isinstance(index.get("models", []), list):
+        raise ValueError("not an object with a list of models")
+    models = {}
+    for entry in index.get("models", []):
+        if not isinstance(entry, dict) or set(entry) - set(_FIELDS):
+            raise ValueError("an entry is not a model")
+        for key, value in entry.items():
+            kind = _TYPES[_FIELDS[key]]
+            if type(value) is not kind:
+                raise TypeError(f"{key} of a model is {type(value).__name__}, not {kind.__name__}")
+        model = LocalModel(**entry)  # a missing field is a TypeError
+        try:
+            check_model_name(model.name)
+        except LibraryError as e:
+            raise ValueError(str(e)) from None
+        if model.name in models:
+            raise ValueError(f"{model.name!r} is listed twice")
+        models[model.name] = model
+    return models
 
 
 def _size(path: Path) -> int:

@@ -1,0 +1,131 @@
+"""A model file Lantern has not loaded before is first loaded in a child process.
+
+The header checks (models/gguf_check.py) refuse what they know llama.cpp aborts on; an abort that slips
+past them (a GGML_ASSERT, a segfault in a tensor llama.cpp reads) kills only the child here and becomes a
+clear message. Files that loaded are remembered by path, size, modification time and load options.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from backends.runtime import LoadOptions, ModelLoadError
+
+PROBE_ARG = "_load-probe"  # the hidden command the child runs (app/cli.py and `python -m backends.load_probe`)
+CLEAN_FAILURE = 3
+TIMEOUT_S = 600.0
+
+
+def verify_in_child(path: Path, options: LoadOptions) -> None:
+    """Load `path` with `options` once in a child process unless it loaded before; ModelLoadError if it fails."""
+    key = _key(path, options)
+    cache = _cache_file()
+    if key in _read(cache):
+        return
+    spec = json.dumps({"path": str(path), "n_ctx": options.n_ctx, "n_gpu_layers": options.n_gpu_layers,
+                       "n_batch": options.n_batch, "flash_attn": options.flash_attn,
+                       "allow_context_beyond_training": options.allow_context_beyond_training})
+    cmd = [sys.executable, PROBE_ARG, spec] if getattr(sys, "frozen", False) else \
+        [sys.executable, "-m", "backends.load_probe", spec]
+    env = {**os.environ, "LANTERN_IN_LOAD_PROBE": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=str(Path(__file__).resolve().parent.parent) if not getattr(sys, "frozen", False)
+                            else None)
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while proc.poll() is None:
+            if options.on_progress is not None and options.on_progress(0.0) is False:
+                raise ModelLoadError(f"Loading {path.name} was cancelled.")
+            if time.monotonic() > deadline:
+                raise ModelLoadError(f"llama.cpp took over {TIMEOUT_S:.0f} s to load {path.name}; Lantern refused it.")
+            try:
+                proc.wait(0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    message = out.decode("utf-8", "replace").strip().splitlines()
+    if proc.returncode == 0:
+        _remember(cache, key)
+        return
+    if proc.returncode == CLEAN_FAILURE and message:
+        raise ModelLoadError(message[-1])
+    raise ModelLoadError(f"{path.name} made llama.cpp {_how(proc.returncode)} while loading it in a test process, "
+                         f"so Lantern will not load it{_reason(err)}. The file is damaged or not a model "
+                         "llama.cpp can run.")
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"crash ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"crash (signal {-code})"
+    return f"exit with code {code}"
+
+
+def _reason(err: bytes) -> str:
+    lines = [line for line in err.decode("utf-8", "replace").splitlines() if "GGML_ASSERT" in line or "error" in line]
+    return f" ({lines[-1].strip()[:200]})" if lines else ""
+
+
+def _key(path: Path, options: LoadOptions) -> str:
+    st = path.stat()
+    return json.dumps([os.path.realpath(path), st.st_size, st.st_mtime_ns, options.n_ctx, options.n_gpu_layers,
+                       options.n_batch, options.flash_attn, options.allow_context_beyond_training])
+
+
+def _cache_file() -> Path:
+    from models.registry import cache_dir
+
+    return cache_dir() / "loaded-models.json"
+
+
+def _read(cache: Path) -> set[str]:
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        return {k for k in data if isinstance(k, str)} if isinstance(data, list) else set()
+    except (OSError, ValueError, RecursionError):
+        return set()  # a lost or damaged cache only costs one more test load
+
+
+def _remember(cache: Path, key: str) -> None:
+    from models.owned_files import atomic_write, file_lock
+
+    try:
+        with file_lock(cache.with_name(".loaded-models.lock")):
+            keys = sorted(_read(cache) | {key})[-1000:]
+            atomic_write(cache, json.dumps(keys))
+    except Exception:  # noqa: BLE001 (a full disk here must not stop a load that worked)
+        pass
+
+
+def child_main(spec_json: str) -> int:
+    """In the child: load, make a context, run one token. Exit 0, or CLEAN_FAILURE with one line on stdout."""
+    from backends.llamacpp import LlamaCppRuntime
+    from backends.runtime import LanternError
+
+    try:
+        spec = json.loads(spec_json)
+        rt = LlamaCppRuntime(spec.pop("path"), LoadOptions(**spec), verify=False)
+        try:
+            first = rt.special.bos if rt.special.bos is not None else 0
+            rt.forward([first], 0)
+        finally:
+            rt.close()
+    except LanternError as e:
+        print(str(e).replace("\n", " "), flush=True)
+        return CLEAN_FAILURE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1]))

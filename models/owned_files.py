@@ -1,0 +1,143 @@
+"""Files Lantern owns in its data folder: written whole or not at all, locked across processes, and
+moved aside (never deleted) when they are found damaged, so Lantern starts anyway and nothing is lost.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from backends.runtime import LanternError
+
+_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_notices: list[str] = []
+_notice_lock = threading.Lock()
+# Where a notice goes as it happens: the command line prints it; by default the window collects them.
+on_notice: Callable[[str], None] | None = None
+
+
+class DiskFull(LanternError):
+    pass
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _FULL
+
+
+def disk_full_error(where: Path) -> DiskFull:
+    """"The disk is full (N MB free at PATH)": the one message every write that runs out of space gives."""
+    folder = next((p for p in [where, *where.parents] if p.exists()), where)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = 0
+    return DiskFull(f"The disk is full ({free / 1e6:.0f} MB free at {folder}); free some space and try again.")
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Replace `path` with `data`: readers see the old file or the new one; a failure leaves no temporary file."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if is_disk_full(e):
+            raise disk_full_error(path.parent) from None
+        raise
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """Keep a damaged file as NAME.damaged-DATE beside it and tell the user once. Returns the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return target  # another process moved it first
+    for extra in ("-wal", "-shm"):  # SQLite's companions go with their database
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            try:
+                os.replace(side, target.with_name(target.name + extra))
+            except OSError:
+                pass
+    notice(f"{path.name} was damaged ({reason}); it was kept as {target.name} and Lantern started with a fresh one.")
+    return target
+
+
+def notice(message: str) -> None:
+    with _notice_lock:
+        if message in _notices:
+            return
+        _notices.append(message)
+    if on_notice is not None:
+        on_notice(message)
+
+
+def take_notices() -> list[str]:
+    """The notices not yet shown (the window shows them once)."""
+    with _notice_lock:
+        out = list(_notices)
+        _notices.clear()
+    return out
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (and threads), held while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _thread_lock(path), open(path, "a+b") as f:
+        if sys.platform == "win32":
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_thread_locks: dict[str, threading.RLock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.RLock:
+    # flock is per open file: two threads of one process each opening the file would not exclude each other
+    # on every platform, so threads take a process-local lock first.
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(str(path), threading.RLock())
