@@ -97,7 +97,7 @@ class HubClient:
         with _hub_errors(repo):
             try:
                 info = self.api.model_info(repo, files_metadata=True, timeout=self.timeout)
-            except (ValueError, TypeError, KeyError, AttributeError) as e:  # not JSON, or JSON of another shape
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:  # not JSON, or another shape
                 raise HubError(f"The Hub's listing of {repo} is malformed ({type(e).__name__}); "
                                "Lantern cannot use it.") from None
         meta, refused = _checked_files(repo, info)
@@ -136,13 +136,17 @@ class HubClient:
             if choice.label == "mlx":
                 r = get_session().get(url, headers=build_hf_headers(token=self.token), timeout=self.timeout)
                 hf_raise_for_status(r)
-                c = {**r.json().get("text_config", {}), **r.json()}
-                heads = int(c.get("num_attention_heads", 1) or 1)
-                head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // heads)
-                layers = int(c.get("num_hidden_layers", 0))
+                try:
+                    c = {**r.json().get("text_config", {}), **r.json()}
+                    heads = int(c.get("num_attention_heads", 1) or 1)
+                    head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // heads)
+                    layers = int(c.get("num_hidden_layers", 0))
+                    kv_heads = int(c.get("num_key_value_heads") or heads)
+                    n_ctx = int(c.get("max_position_embeddings") or 0)
+                except (ValueError, TypeError, AttributeError, ZeroDivisionError, OverflowError, RecursionError):
+                    raise HubError(f"The config.json of {listing.repo} is malformed.") from None
                 return ModelInfo(PurePosixPath(listing.repo), "mlx", choice.size_bytes, layers,
-                                 int(c.get("max_position_embeddings") or 0),
-                                 layers * int(c.get("num_key_value_heads") or heads) * head_dim * 4,
+                                 n_ctx, layers * kv_heads * head_dim * 4,
                                  str(c.get("model_type", "")), "mlx")
             for limit in (4 << 20, 32 << 20):
                 headers = {**build_hf_headers(token=self.token), "Range": f"bytes=0-{limit - 1}"}

@@ -25,14 +25,15 @@ class HubFile:
     path: Path
     sha256: str = ""
     lfs: bool = True
+    announce_size: int | None = None  # a listing that lies about the size
+    blob_id: str = ""  # git's sha1 of "blob SIZE\0" + the bytes (the Hub's blobId)
 
     def __post_init__(self):
+        data = self.path.read_bytes() if self.path.stat().st_size < 1 << 30 else b""
         if not self.sha256:
-            h = hashlib.sha256()
-            with self.path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self.sha256 = h.hexdigest()
+            self.sha256 = hashlib.sha256(data).hexdigest()
+        if not self.blob_id:
+            self.blob_id = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
 
 
 @dataclass
@@ -51,6 +52,7 @@ class HubState:
     corrupt: set[str] = field(default_factory=set)  # file names served with a flipped byte
     bytes_per_s: float | None = None  # throttle file bodies (a download slow enough to cancel by hand)
     served: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> [(start, bytes sent)]
+    raw_info: dict[str, bytes] = field(default_factory=dict)  # repo id -> a listing body served as it is
     lock: threading.Lock = field(default_factory=threading.Lock)
     connections: set = field(default_factory=set)  # open keep-alive connections, closed at shutdown
 
@@ -87,6 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if parts[:2] == ["api", "models"] and len(parts) == 2:
             return self._json(self._search(query))
+        if parts[:2] == ["api", "models"] and len(parts) >= 4 and "/".join(parts[2:4]) in self.state.raw_info:
+            return self._raw(self.state.raw_info["/".join(parts[2:4])])
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             repo = self._repo("/".join(parts[2:4]))
             if repo is not None:
@@ -112,8 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _info(self, repo: HubRepo) -> dict:
         siblings = []
         for name, f in repo.files.items():
-            size = f.path.stat().st_size
-            entry = {"rfilename": name, "size": size, "blobId": hashlib.sha1(name.encode()).hexdigest()}
+            size = f.path.stat().st_size if f.announce_size is None else f.announce_size
+            entry = {"rfilename": name, "size": size, "blobId": f.blob_id}
             if f.lfs:
                 entry["lfs"] = {"size": size, "sha256": f.sha256, "pointerSize": 134}
             siblings.append(entry)
@@ -140,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rng and rng.startswith("bytes="):
             start = int(rng[6:].split("-")[0])
         self.send_response(206 if start else 200)
-        self.send_header("ETag", f'"{f.sha256}"' if f.lfs else f'"{hashlib.sha1(name.encode()).hexdigest()}"')
+        self.send_header("ETag", f'"{f.sha256}"' if f.lfs else f'"{f.blob_id}"')
         self.send_header("X-Repo-Commit", COMMIT)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(size - start))
@@ -183,7 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.served.setdefault(name, []).append((start, sent))
 
     def _json(self, data) -> None:
-        raw = json.dumps(data).encode()
+        self._raw(json.dumps(data).encode())
+
+    def _raw(self, raw: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
