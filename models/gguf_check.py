@@ -128,7 +128,7 @@ class _Check:
             self.fail("it has no vocabulary (tokenizer.ggml.tokens)")
         if tokens_t != (9, 8):
             self.fail(f"tokenizer.ggml.tokens is {self.type_of('tokenizer.ggml.tokens')}, not an array of strings")
-        n_vocab = int(self.meta["tokenizer.ggml.tokens"])
+        n_vocab = _length(self.meta["tokenizer.ggml.tokens"])
         if not 1 <= n_vocab <= 1 << 24:
             self.fail(f"the vocabulary holds {n_vocab} tokens")
         if self.types.get("tokenizer.ggml.model", 8) != 8:
@@ -140,8 +140,8 @@ class _Check:
                 continue
             if not (isinstance(t, tuple) and t[1] in item):
                 self.fail(f"{full} is {self.type_of(full)}")
-            if int(self.meta[full]) != n_vocab:
-                self.fail(f"{full} has {int(self.meta[full])} entries for {n_vocab} tokens")
+            if _length(self.meta[full]) != n_vocab:
+                self.fail(f"{full} has {_length(self.meta[full])} entries for {n_vocab} tokens")
         if "tokenizer.ggml.merges" in self.types and self.types["tokenizer.ggml.merges"] != (9, 8):
             self.fail("tokenizer.ggml.merges is not an array of strings")
         for key, t in self.types.items():
@@ -180,3 +180,8 @@ class _Check:
                 self.fail(f"the tensor {t.name!r} is not aligned to {align} bytes")
             if self.header.data_offset + t.offset + t.n_bytes > self.size:
                 self.fail(f"the tensor {t.name!r} runs past the end of the file (a cut-off download?)")
+
+
+def _length(array) -> int:
+    """An array's length: short arrays are read as lists, long ones as their length only."""
+    return len(array) if isinstance(array, list) else int(array)
