@@ -9,9 +9,9 @@ from typing import Any, Mapping, Sequence
 
 import jinja2
 from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from backends.runtime import InvalidRequestError, LanternError
+from backends.template_budget import BudgetedSandbox, OverBudget, TemplateLimits
 
 ROLES = ("system", "user", "assistant")
 
@@ -69,25 +69,29 @@ def _text_content(content: Any, i: int) -> str:
 class ChatTemplate:
     """A model's Jinja chat template, compiled once in an immutable sandbox."""
 
-    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = ""):
+    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "",
+                 limits: TemplateLimits = TemplateLimits()):
         self.is_fallback = not source
         self.source = source or PLAIN_TEMPLATE
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
+        env = BudgetedSandbox(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined, limits=limits)
+        self._env = env
         env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
         env.globals.update(raise_exception=_raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
         try:
             self._template = env.from_string(self.source)
-        except TemplateError as e:
+        except (TemplateError, OverBudget, RecursionError, MemoryError) as e:
             raise ChatTemplateError(f"The model's chat template does not compile: {e}") from None
         self._bos, self._eos = bos_token, eos_token
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
         data = [{"role": m.role, "content": m.content} for m in messages]
         try:
-            return self._template.render(
-                messages=data, add_generation_prompt=add_generation_prompt,
+            return self._env.run(
+                self._template, messages=data, add_generation_prompt=add_generation_prompt,
                 bos_token=self._bos, eos_token=self._eos,
             )
+        except OverBudget as e:
+            raise ChatTemplateError(f"The model's chat template went over its budget ({e}) and was stopped.") from None
         except SecurityError as e:
             raise ChatTemplateError(f"The model's chat template tried an unsafe operation and was stopped: {e}") from None
         except _TemplateRaised as e:

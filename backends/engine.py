@@ -18,6 +18,7 @@ from backends.events import Event, Finished, GenerationRequest, GenerationStats,
 from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError, Runtime
 from backends.sampling import make_sampler
 from backends.state_cache import StateCache, common_prefix_len
+from backends.template_budget import TemplateLimits
 from backends.text import TextStream
 
 # Discarding at least this many cached tokens first saves them, so the conversation can come back.
@@ -65,7 +66,10 @@ class Engine:
             self._lookup()  # measures this device's forward-pass costs now, while the model loads
         self.states = state_cache if state_cache is not None else StateCache()
         sp = runtime.special
-        self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text)
+        # The prompt may be a few times the context in bytes; a template that writes more is stopped.
+        limits = TemplateLimits(max_chars=max(1 << 20, 16 * runtime.n_ctx))
+        self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text,
+                                     limits=limits)
         self._tokens: list[int] = []  # exactly the ids in the KV cache
         self._pending: list[int] = []  # generated ids after them, not fed yet (the last sampled one)
 

@@ -24,8 +24,10 @@ EVIL = (
 def write_gguf_with_template(src: Path, dst: Path, template: str) -> Path:
     """Copy `src` with its chat template replaced, using the gguf package's own copier."""
     import gguf
+    import tqdm
     from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
 
+    tqdm.tqdm.monitor_interval = 0  # the writer's progress bar starts no monitor thread
     reader = gguf.GGUFReader(src, "r")
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
     writer = gguf.GGUFWriter(dst, arch=arch, endianess=reader.endianess)
