@@ -135,9 +135,14 @@ class Engine:
         encoded = [(p.encode("utf-8"), literal) for p, literal in parts]
         data = b"".join(p for p, _ in encoded)
         lead = [self.runtime.special.bos] if add_bos and self.runtime.special.bos is not None else []
+        content, start = [], 0  # byte ranges of message content: no control token may be matched inside one
+        for piece, literal in encoded:
+            if literal:
+                content.append((start, start + len(piece)))
+            start += len(piece)
         best_k, best_off, best = len(lead), 0, lead
         for known in [self._tokens + self._pending, *self.states.token_lists()]:
-            k, off = self._text_prefix(known, lead, data)
+            k, off = self._text_prefix(known, lead, data, content)
             if k > best_k:
                 best_k, best_off, best = k, off, known
         tokens = list(best[:best_k])
@@ -150,15 +155,22 @@ class Engine:
             start = end
         return tokens
 
-    def _text_prefix(self, known: Sequence[int], lead: list[int], data: bytes) -> tuple[int, int]:
-        """How many of `known` tokens spell a prefix of `data` (ending on a character boundary)."""
+    def _text_prefix(self, known: Sequence[int], lead: list[int], data: bytes,
+                     content: Sequence[tuple[int, int]] = ()) -> tuple[int, int]:
+        """How many of `known` tokens spell a prefix of `data` (ending on a character boundary).
+
+        A control token (<|im_end|>) never matches inside message content: typed, those characters are text.
+        """
         if list(known[: len(lead)]) != lead:
             return 0, 0
         k, off, piece = len(lead), 0, self.runtime.token_bytes
+        control = self.runtime.special.control
         offsets = []
         for t in known[len(lead):]:
             p = piece(t)
             if not data.startswith(p, off):
+                break
+            if t in control and any(lo < off + len(p) and off < hi for lo, hi in content):
                 break
             offsets.append(off)
             off += len(p)

@@ -189,6 +189,8 @@ class LlamaCppRuntime:
         bos, eos, eot = (int(f(v)) for f in (C.llama_vocab_bos, C.llama_vocab_eos, C.llama_vocab_eot))
         valid = lambda t: 0 <= t < self.n_vocab  # noqa: E731
         ends = frozenset(t for t in range(self.n_vocab) if C.llama_vocab_is_eog(v, t))
+        unparsed = C.LLAMA_TOKEN_ATTR_CONTROL | C.LLAMA_TOKEN_ATTR_UNKNOWN  # never made from text without parse_special
+        control = frozenset(t for t in range(self.n_vocab) if C.llama_vocab_get_attr(v, t) & unparsed)
         return SpecialTokens(
             bos=bos if valid(bos) else None,
             eos=eos if valid(eos) else None,
@@ -196,6 +198,7 @@ class LlamaCppRuntime:
             add_bos=bool(C.llama_vocab_get_add_bos(v)),
             bos_text=self.token_bytes(bos).decode("utf-8", "replace") if valid(bos) else "",
             eos_text=self.token_bytes(eos).decode("utf-8", "replace") if valid(eos) else "",
+            control=control,
         )
 
     # -- tokens -------------------------------------------------------------------------------

@@ -294,6 +294,7 @@ class _Tokens:
             bos=bos, eos=eos, end_of_turn=frozenset(ends), add_bos=bool(add_bos),
             bos_text=self._added.get(bos, "") if bos is not None else "",
             eos_text=self._added.get(eos, "") if eos is not None else "",
+            control=frozenset(i for i, t in hf.added_tokens_decoder.items() if getattr(t, "special", False)),
         )
 
     def chat_template(self, wrapper) -> str | None:

@@ -61,6 +61,9 @@ class SpecialTokens:
     add_bos: bool
     bos_text: str = ""
     eos_text: str = ""
+    # Tokens that plain text never becomes (llama.cpp's CONTROL tokens, a tokenizer's special added tokens):
+    # the same characters typed by a user must stay text.
+    control: frozenset[int] = frozenset()
 
 
 def check_forward(runtime, tokens: Sequence[int], start: int, rows: Sequence[int] | None) -> list[int]:
