@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
     serve.add_argument("--max-queue", type=int, default=16, help="requests waiting at most (then 429)")
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without an API key")
+    serve.add_argument("--allow-host", action="append", default=[],
+                       help="a Host name to answer besides the bound address and localhost (repeatable)")
     doctor = sub.add_parser("doctor", help="this machine, its backends, and where each model would run")
     doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
     models = sub.add_parser("models", help="manage models")
@@ -242,7 +244,8 @@ def run_serve(args) -> int:
     from app.server.service import ModelService, default_opener
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LANTERN_API_KEY"),
-                              cors_origins=tuple(args.cors_origin), max_queue=args.max_queue, insecure=args.insecure)
+                              cors_origins=tuple(args.cors_origin), max_queue=args.max_queue, insecure=args.insecure,
+                              allowed_hosts=tuple(args.allow_host))
     check_bind(settings)  # before any model loads
     if not 1 <= args.max_queue <= 1024:
         raise LanternError(f"--max-queue must be between 1 and 1024, got {args.max_queue}.")

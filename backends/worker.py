@@ -123,6 +123,8 @@ class EngineWorker:
         try:
             if engine is None:
                 raise ModelLoadError("No model is loaded: it failed to load.")
+            if gen.cancelled:  # its client left while it waited in the queue: the model never sees it
+                return
             for event in engine.generate(gen.request, cancel=gen._cancel):
                 gen.put(event)
         except Exception as e:

@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from app.server.schemas import ChatCompletionRequest, CompletionRequest, UnsupportedField
+from app.server.guard import BodyDeadline, HostCheck, OnceLog, allowed_hosts
+from app.server.schemas import ChatCompletionRequest, CompletionRequest, InvalidText, UnsupportedField
 from app.server.service import ModelFailed, ModelLoading, ModelNotFound, ModelService, QueueFull
 from backends.events import Finished, TextDelta
 from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError
@@ -29,6 +30,10 @@ class ServerSettings:
     max_body_bytes: int = 4 << 20
     max_queue: int = 16
     insecure: bool = False  # bind beyond loopback without a key (warned about)
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the bound address and loopback's names
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this
+    body_timeout_s: float = 60.0  # and its body within this after them
+    max_connections: int = 256  # open at once (lowered to what the file-descriptor limit allows)
     # Called with each finished request's figures (the window's request log, benchmarks).
     on_finished: Callable[[dict], None] | None = field(default=None, compare=False)
 
@@ -51,7 +56,11 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     if settings.cors_origins:  # off unless asked for; then only those origins, never a reflected one
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    once = OnceLog()
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s, once=once)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HostCheck, allowed=allowed_hosts(settings.host, settings.allowed_hosts), once=once)
+    app.state.once_log = once
     _add_error_handlers(app)
     auth = _auth(settings.api_key)
 
@@ -102,12 +111,14 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
             "model": body.model}
     events = gen.events()
     try:
-        first = await anext(events)  # errors found before any text (bad template, context overflow) are a 4xx
+        first = await _first_event(events, request, gen)  # errors before any text (bad template...) are a 4xx
     except StopAsyncIteration:
         first = None
     except BaseException:
         gen.cancel()
         raise
+    if first is None and gen.cancelled:
+        raise APIError(499, "The client closed the connection.", code="client_closed")
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream(gen, first, events, meta, kind, chat, usage, report),
@@ -134,6 +145,24 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
                "finish_reason": _finish(final)} if chat else
               {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(final)})
     return {**meta, "object": kind, "choices": [choice], "usage": _usage(final), "system_fingerprint": "lantern"}
+
+
+async def _first_event(events, request: Request, gen):
+    """The first event; while the request waits in the queue its client is watched, and one that left is
+    dropped before the model ever sees it (its prompt would be prefilled for nobody)."""
+    import asyncio
+
+    first = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({first}, timeout=0.25)
+            if done:
+                return first.result()
+            if await request.is_disconnected():
+                gen.cancel()
+    finally:
+        if not first.done():
+            first.cancel()
 
 
 def _submit(service: ModelService, model: str, engine_request):
@@ -252,6 +281,9 @@ def _validation_body(e: RequestValidationError) -> dict:
     err = e.errors()[0] if e.errors() else {}
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidText):
+        return error_body(str(cause), "invalid_request_error", cause.param, "invalid_unicode")
     if err.get("type") == "extra_forbidden":
         message = f"Unrecognized request argument supplied: {param}"
     elif err.get("type") == "json_invalid":

@@ -7,6 +7,7 @@ import sys
 import threading
 
 from app.server.api import ServerSettings, create_app
+from app.server.guard import connection_bound, guarded_protocol
 from app.server.service import ModelService
 from backends.runtime import LanternError
 
@@ -45,7 +46,10 @@ class LanternServer:
 
         check_bind(settings)
         self.service, self.settings = service, settings
-        config = uvicorn.Config(create_app(service, settings), host=settings.host, port=settings.port,
+        app = create_app(service, settings)
+        protocol = guarded_protocol(header_seconds=settings.header_timeout_s, once=app.state.once_log,
+                                    max_connections=connection_bound(settings.max_connections))
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, http=protocol,
                                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backends.events import GenerationRequest
 from backends.runtime import InvalidRequestError
@@ -18,6 +18,42 @@ MAX_STOP = 4  # OpenAI's limit
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def find_invalid_text(value: Any, path: str = "") -> str | None:
+    """The path of the first string holding a lone surrogate (JSON's "\ud800": not Unicode), or None."""
+    stack = [(value, path)]
+    while stack:
+        v, where = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "body"
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if find_invalid_text(k) is not None:
+                    return f"{where}.{k!r}".lstrip(".")
+                stack.append((item, f"{where}.{k}".lstrip(".")))
+        elif isinstance(v, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(v))
+    return None
+
+
+class _Request(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = find_invalid_text(data)
+        if where is not None:
+            raise InvalidText(where)
+        return data
+
+
+class InvalidText(ValueError):
+    def __init__(self, param: str):
+        super().__init__(f"{param} is not valid Unicode (a lone surrogate such as \\ud800).")
+        self.param = param
 
 
 class StreamOptions(_Strict):
@@ -34,7 +70,7 @@ class ChatMessage(_Strict):
     content: str | list[TextPart | dict[str, Any]]  # other parts (images, audio) are refused by name
 
 
-class _Sampling(_Strict):
+class _Sampling(_Request):
     """The sampling fields both endpoints share; top_k, min_p and repeat_penalty are Lantern's additions."""
 
     model: str
