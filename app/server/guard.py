@@ -122,8 +122,8 @@ class BodyDeadline:
                 await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTimeout(Exception):
-    pass
+class _BodyTimeout(BaseException):
+    """BaseException: FastAPI turns any Exception while reading a body into a vague 400."""
 
 
 def guarded_protocol(*, header_seconds: float, max_connections: int, once: OnceLog):
@@ -132,9 +132,13 @@ def guarded_protocol(*, header_seconds: float, max_connections: int, once: OnceL
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     open_connections = set()
+    quieted = []
 
     class GuardedProtocol(H11Protocol):
         def connection_made(self, transport):
+            if not quieted:  # the server's own loop, known from its first connection
+                quiet_accept_errors(once)
+                quieted.append(True)
             super().connection_made(transport)
             if len(open_connections) >= max_connections:
                 once.warn("flood", f"Refused connections beyond {max_connections} open at once")
@@ -197,4 +201,24 @@ def connection_bound(wanted: int) -> int:
         return wanted
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(4, min(wanted, soft - 64 if soft > 128 else soft // 2))
+    return max(4, min(wanted, soft - 128 if soft > 512 else soft // 4))
+
+
+def quiet_accept_errors(once: OnceLog) -> None:
+    """Out of file descriptors, asyncio logs a traceback for every failed accept(); one line a minute says it."""
+    import errno
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop, context):
+        e = context.get("exception")
+        if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            once.warn("fds", f"Out of file descriptors ({e.strerror}): new connections wait until others close")
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
