@@ -28,7 +28,8 @@ def fuzz_schema():
     while service.status == "loading" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert service.status == "ready"
-    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, ServerSettings(max_body_bytes=64 << 10)))
+    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, ServerSettings(
+        max_body_bytes=64 << 10, allowed_hosts=("testserver",))))  # the ASGI test client's Host
     service.close()
 
 
