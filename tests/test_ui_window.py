@@ -467,3 +467,28 @@ def test_a_reply_cut_off_by_a_crash_is_shown_as_cut_off(qtbot, make_window, tmp_
     w.chat.sidebar.list.setCurrentRow(0)
     reply = w.chat.views()[-1]
     assert reply.text == "Once upon a" and reply.status == "cut_off" and "Cut off" in reply.note.text()
+
+
+def test_damaged_files_are_moved_aside_and_the_window_says_so_once(qtbot, tmp_path, monkeypatch):
+    from ui.app import build_window
+
+    data = tmp_path / "damaged"
+    data.mkdir()
+    (data / "settings.json").write_bytes(b'{"schema_version": 1e400}')
+    (data / "models.json").write_bytes(b'{"models": {"x": 1}}')
+    (data / "conversations.sqlite3").write_bytes(b"not a database at all")
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(data))
+    w = build_window()
+    w.show()
+    qtbot.waitUntil(lambda: w.problem_box.isVisible(), timeout=5000)
+    text = w.problem_box.text()
+    for name in ("settings.json", "models.json", "conversations.sqlite3"):
+        assert name in text and len(list(data.glob(f"{name}.damaged-*"))) == 1
+    assert "smollm2-135m-instruct" in [m.name for m in w.library.list()]
+    assert w.store.conversations() == []
+    w.problem_box.close()
+    close(w)
+    qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
+    wait_for_tasks()
+    w.store.close()
+    delete_now([w])

@@ -59,9 +59,13 @@ def build_window():
     try:
         settings = SettingsFile(path)
     except SettingsError as e:  # shown in the window; the file is left alone until a setting changes
-        settings, problem = SettingsFile(path, Settings()), str(e)
+        settings, problem = SettingsFile(path, Settings()), f"{e} Using the defaults until you change a setting."
     library = ModelLibrary()
+    library.list()  # a damaged model index is found (and moved aside) now, so the window can say so
     store = ConversationStore(data_dir() / "conversations.sqlite3")
+    from models.owned_files import take_notices
+
+    problem = " ".join([problem, *take_notices()]).strip()  # damaged files moved aside: said once
     apply_theme(settings.current.theme)
 
     def make_hub_client():

@@ -57,7 +57,13 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
         self.refresh_models()
         if settings_problem:
-            self.statusBar().showMessage(f"{settings_problem} Using the defaults until you change a setting.")
+            self.statusBar().showMessage(settings_problem)
+            from PySide6.QtWidgets import QMessageBox
+
+            box = QMessageBox(QMessageBox.Icon.Warning, "Lantern", settings_problem, QMessageBox.StandardButton.Ok, self)
+            box.setModal(False)
+            QTimer.singleShot(0, box.show)  # not modal: the window is usable at once
+            self.problem_box = box
         from ui.markdown import warm_up
         from ui.tasks import run_task
 
