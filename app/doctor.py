@@ -9,7 +9,6 @@ GiB = 1 << 30
 def run_doctor(args) -> int:
     from app.wiring import plan_load
     from backends.hardware import detect
-    from models.registry import BUILTIN_MODELS
 
     hw = detect()
     print("Machine")
@@ -33,7 +32,9 @@ def run_doctor(args) -> int:
     print(f"  MLX: {hw.mlx_version or 'not installed'}")
     print(f"Models (planned for a {args.n_ctx}-token context)")
     options = LoadOptions(n_ctx=args.n_ctx)
-    for name in BUILTIN_MODELS:
+    from models.library import ModelLibrary
+
+    for name in ModelLibrary().names():  # the built-in models, then the imported and pulled ones
         try:
             plan = plan_load(name, options=options, hardware=hw)
             line = f"{plan.label}: {plan.reason}" + (f" ({plan.advice})" if plan.advice else "")

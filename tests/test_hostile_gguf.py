@@ -136,14 +136,28 @@ KEPT = ["block_count=0", "block_count=2^31", "block_count=string", "context_leng
 
 
 @pytest.mark.parametrize("case", KEPT)
-def test_generate_and_doctor_say_why_in_one_line_and_exit_cleanly(case, broken_files):
-    env = {**os.environ, "LANTERN_DATA_DIR": os.environ["LANTERN_DATA_DIR"]}
-    for cmd in (["generate", "--model", str(broken_files[case]), "--max-tokens", "2", "Hi"],):
-        out = subprocess.run([sys.executable, "-m", "app.cli", *cmd], capture_output=True, text=True, cwd=ROOT,
-                             env=env, timeout=300)
+def test_generate_and_doctor_say_why_in_one_line_and_exit_cleanly(case, broken_files, tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from models.library import LocalModel
+
+    # A model registered before these checks existed (import would refuse it now).
+    entry = LocalModel("broken", str(broken_files[case]), "llamacpp", "gguf", "Q4_1", 1, 1, "llama", True, "import",
+                       linked=True)
+    (tmp_path / "models.json").write_text(json.dumps({"version": 1, "models": [asdict(entry)]}))
+    env = {**os.environ, "LANTERN_DATA_DIR": str(tmp_path)}
+    for model in (str(broken_files[case]), "broken"):
+        out = subprocess.run([sys.executable, "-m", "app.cli", "generate", "--model", model, "--max-tokens", "2", "Hi"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
         assert out.returncode == 2, (case, out.returncode, out.stderr[-2000:])
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("lantern: ") and "Traceback" not in out.stderr, out.stderr
+    out = subprocess.run([sys.executable, "-m", "app.cli", "doctor"], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=300)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    (line,) = [line for line in out.stdout.splitlines() if line.strip().startswith("broken:")]
+    assert "cannot run:" in line, line
 
 
 def test_an_abort_that_slips_past_the_checks_kills_only_the_test_load(broken_files, monkeypatch, tmp_path):
