@@ -23,8 +23,8 @@ _notice_lock = threading.Lock()
 on_notice: Callable[[str], None] | None = None
 
 
-class DiskFull(LanternError):
-    pass
+class DiskFull(LanternError, OSError):
+    """Also an OSError: code that handles a failed write handles this one (with a better message)."""
 
 
 def is_disk_full(e: BaseException) -> bool:
