@@ -147,7 +147,7 @@ class ModelLibrary:
         folder = self.model_folder(name)
         if folder.exists():
             raise LibraryError(f"{folder} already exists and is not a registered model; move it away first.")
-        target = folder / check_name(src.name, what="file name")
+        target = folder / _own_file_name(src)
         self._copy(src, target)
         try:
             return self.add(target, name=name, source="import")
@@ -237,6 +237,14 @@ def model_name(stem: str) -> str:
     if not name:
         raise ModelLoadError(f"Cannot make a model name from {stem!r}.")
     return check_model_name(name)
+
+
+def _own_file_name(src: Path) -> str:
+    """The copy's name inside Lantern's folder: the user's file name when it is a safe one, else a plain one."""
+    try:
+        return check_name(src.name, what="file name")
+    except UnsafeName:
+        return "model.gguf" if src.suffix.lower() == ".gguf" else "model"
 
 
 def check_model_name(name: object) -> str:

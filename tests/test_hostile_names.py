@@ -167,3 +167,12 @@ def test_the_name_rules_themselves(tmp_path):
         with pytest.raises(UnsafeName):
             inside(tmp_path / "in", bad)
     assert check_repo_id("google/gemma-3-270m-GGUF")
+
+
+def test_a_users_file_with_an_awkward_name_imports_under_a_safe_one(world, tmp_path):
+    library, outside, model = world
+    odd = tmp_path / "my:model?v2 .gguf"
+    shutil.copy(model, odd)
+    (m,) = library.import_path(odd)
+    assert m.name == "my-model-v2" and Path(m.path) == library.models_dir / "my-model-v2" / "model.gguf"
+    assert odd.is_file()  # the user's file stays where it was
