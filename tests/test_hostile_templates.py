@@ -100,3 +100,37 @@ def test_the_engine_comes_back_from_a_hostile_template_and_keeps_working(smollm2
         assert events[-1].reason == "length"
     finally:
         engine.runtime.close()
+
+
+def test_the_server_keeps_serving_after_a_hostile_template(smollm2_path, tmp_path):
+    import httpx
+    import openai
+
+    from app.server.api import ServerSettings
+    from app.server.run import LanternServer
+    from app.server.service import ModelService
+    from app.wiring import start_worker
+    from backends.runtime import LoadOptions
+    from test_untrusted_gguf import write_gguf_with_template
+
+    evil = write_gguf_with_template(smollm2_path, tmp_path / "evil.gguf", HOSTILE["nested ranges"])
+    paths = {"evil": str(evil), "good": str(smollm2_path)}
+    service = ModelService("evil", models=lambda: list(paths),
+                           open_worker=lambda name: start_worker(paths[name], options=LoadOptions(n_ctx=1024)))
+    server = LanternServer(service, ServerSettings(port=0)).start()
+    base = server.base_url.removesuffix("/v1")
+    try:
+        deadline = time.monotonic() + 120
+        while httpx.get(base + "/health").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(model="evil", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert "budget" in e.value.message
+        assert httpx.get(base + "/health").json() == {"status": "ready", "model": "evil"}  # and it is: see next
+        r = client.completions.create(model="evil", prompt="Hello", max_tokens=2, temperature=0)
+        assert r.choices[0].text is not None
+        r = client.chat.completions.create(model="good", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert r.choices[0].message.content is not None  # another model loads and answers
+    finally:
+        server.stop()  # the engine thread came back, so it stops (the autouse fixture fails on a thread left running)

@@ -83,8 +83,8 @@ def test_a_corrupt_saved_state_is_refused(smollm2):
     (lambda tmp, src: tmp / "nope.gguf", "not found"),
     (lambda tmp, src: tmp, "folder"),
     (lambda tmp, src: _write(tmp / "text.gguf", b"hello world, not a model"), "not a GGUF"),
-    (lambda tmp, src: _write(tmp / "half.gguf", src.read_bytes()[: src.stat().st_size // 2]), "incomplete"),
-    (lambda tmp, src: _write(tmp / "head.gguf", src.read_bytes()[:4096]), "could not load"),
+    (lambda tmp, src: _write(tmp / "half.gguf", src.read_bytes()[: src.stat().st_size // 2]), "cut-off"),
+    (lambda tmp, src: _write(tmp / "head.gguf", src.read_bytes()[:4096]), "not a readable GGUF"),
     (lambda tmp, src: _write(tmp / "empty.gguf", b""), "not a GGUF"),
 ])
 def test_bad_model_files_are_clear_errors(tmp_path, smollm2_path, make, match):

@@ -458,11 +458,16 @@ def test_a_missing_x11_library_is_named_instead_of_a_qt_abort(monkeypatch):
 
 
 def test_a_reply_cut_off_by_a_crash_is_shown_as_cut_off(qtbot, make_window, tmp_path):
-    store = ConversationStore(tmp_path / "data" / "conversations.sqlite3")
-    chat = store.create("Interrupted")
-    store.add(chat.id, "user", "Tell me a story.")
-    store.add(chat.id, "assistant", "Once upon a", status="streaming")  # Lantern was killed here
-    store.close()
+    # Another Lantern process writes a reply and is killed in the middle of it.
+    code = ("import os, signal, sys; from pathlib import Path; from app.conversations import ConversationStore\n"
+            "store = ConversationStore(Path(sys.argv[1])); chat = store.create('Interrupted')\n"
+            "store.add(chat.id, 'user', 'Tell me a story.')\n"
+            "store.add(chat.id, 'assistant', 'Once upon a', status='streaming')\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "data" / "conversations.sqlite3")],
+                            cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert killed.returncode == -9
     w = make_window()
     w.chat.sidebar.list.setCurrentRow(0)
     reply = w.chat.views()[-1]
