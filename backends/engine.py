@@ -251,7 +251,7 @@ class Engine:
 
         stream = TextStream(request.stop)
         max_tokens = request.max_tokens if request.max_tokens is not None else rt.n_ctx
-        ends = rt.special.end_of_turn
+        ends = frozenset() if request.ignore_eos else rt.special.end_of_turn
         use_lookup = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
         use_lookup = use_lookup and rt.can_truncate
         tokens = produce_tokens(rt, self._tokens, logits, sampler, list(prompt), counters, max_new=max_tokens,

@@ -26,6 +26,7 @@ class GenerationRequest:
     stop: Sequence[str] = ()
     drop_oldest_turns: bool = False
     prompt_lookup: bool | None = None  # None: the engine's setting
+    ignore_eos: bool = False  # go on past end-of-turn tokens (benchmarks and tests that need a long reply)
 
 
 @dataclass(frozen=True)

@@ -211,3 +211,17 @@ def test_a_user_cannot_forge_turns_with_special_token_text(engine):
     # one <|im_start|> for the default system turn, one for the user, one for the assistant: none forged
     assert prompt.count(im_start[0]) == 3
     assert forged in engine.runtime.detokenize(prompt)
+
+
+def test_ignore_eos_generates_to_max_tokens(engine):
+    from backends.events import GenerationRequest
+    from backends.sampling import SamplingParams
+
+    request = GenerationRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=60,
+                                sampling=SamplingParams(temperature=0), ignore_eos=True)
+    _, tokens, final = run(engine, request)
+    assert final.reason == "length" and len(tokens) == 60
+    normal = GenerationRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=60,
+                               sampling=SamplingParams(temperature=0))
+    _, short, final = run(engine, normal)
+    assert final.reason == "stop" and len(short) < 60  # the premise: without it the reply ends early

@@ -53,6 +53,7 @@ class ChatPage(QWidget):
         self.conversation_id: int | None = None
         self.editing: int | None = None  # the user message being edited
         self._reply: _Reply | None = None
+        self.request_options: dict = {}  # more GenerationRequest fields (tests force a long reply with ignore_eos)
         self.session = ChatSession(parent=self)
         self.session.sig_text_received.connect(self._on_text)
         self.session.sig_reply_finished.connect(self._on_finished)
@@ -242,7 +243,7 @@ class ChatPage(QWidget):
         worker = self.models.worker or self.models.load(settings.model)
         request = GenerationRequest(messages=self._history(), sampling=settings.sampling(),
                                     max_tokens=settings.max_tokens, drop_oldest_turns=True,
-                                    prompt_lookup=settings.prompt_lookup)
+                                    prompt_lookup=settings.prompt_lookup, **self.request_options)
         reply = self.store.add(self.conversation_id, "assistant", "", status="streaming")
         self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic())
         self._add_view("assistant", "", reply.id, "streaming")

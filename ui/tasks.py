@@ -30,9 +30,16 @@ class Task(QRunnable):
         try:
             result = self.fn()
         except BaseException as e:
-            self.signals.sig_failed.emit(e)
+            self._emit(self.signals.sig_failed, e)
         else:
-            self.signals.sig_done.emit(result)
+            self._emit(self.signals.sig_done, result)
+
+    @staticmethod
+    def _emit(signal, value) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the application quit while this ran: nobody is left to tell
+            pass
 
 
 def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,

@@ -89,6 +89,7 @@ class _Sampling(_Request):
     top_k: int | None = Field(None, ge=0, le=1000)
     min_p: float | None = Field(None, ge=0, lt=1)
     repeat_penalty: float | None = Field(None, gt=0, le=10)
+    ignore_eos: bool = False  # as llama.cpp's server: generate to max_tokens (benchmarks)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
@@ -169,7 +170,8 @@ class ChatCompletionRequest(_Sampling):
                 content = [{"type": "text", "text": p.text} for p in content]
             messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
         return GenerationRequest(messages=messages, sampling=self.sampling(),
-                                 max_tokens=self.max_completion_tokens or self.max_tokens, stop=self.stops())
+                                 max_tokens=self.max_completion_tokens or self.max_tokens, stop=self.stops(),
+                                 ignore_eos=self.ignore_eos)
 
 
 class CompletionRequest(_Sampling):
@@ -198,7 +200,7 @@ class CompletionRequest(_Sampling):
             raise UnsupportedField("prompt", "the prompt is empty")
         # OpenAI's legacy completions default to 16 tokens
         return GenerationRequest(prompt=prompt, sampling=self.sampling(), max_tokens=self.max_tokens or 16,
-                                 stop=self.stops())
+                                 stop=self.stops(), ignore_eos=self.ignore_eos)
 
 
 class UnsupportedField(InvalidRequestError):
