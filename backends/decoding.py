@@ -6,6 +6,7 @@ the first sample that differs is emitted and the step ends.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -67,14 +68,19 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
         k = lookup.choose(n_match, len(draft)) if draft else 0
         counters.forwards += 1
         if k == 0:
+            t0 = time.perf_counter()
             logits = runtime.forward([token], runtime.n_past)[0]
             fed.append(token)
             token = sampler(logits, context)
+            if lookup is not None:  # timed like a verification step: the pass and its sampling
+                lookup.policy.observe_cost(1, time.perf_counter() - t0)
             push(token)
             yield token
             continue
         draft = draft[:k]
+        t0 = time.perf_counter()
         out = _verify(runtime, fed, token, draft, sampler, context, ends)
+        lookup.policy.observe_cost(k + 1, time.perf_counter() - t0)
         accepted = sum(1 for a, b in zip(out, draft) if a == b)
         counters.drafted += len(draft)
         counters.accepted += accepted

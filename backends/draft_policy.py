@@ -1,6 +1,8 @@
 """How many tokens to draft: the length that gives the most tokens per second on this device.
 
-A step's cost is a forward pass of k + 1 tokens, measured when the model loads. Its expected tokens
+A step's cost is a forward pass of k + 1 tokens: measured when the model loads, then corrected by every
+pass actually run (a running ratio per pass size), so a busy moment at load, a deeper context or a change
+of load later is learnt within a few dozen steps, with no extra passes. Its expected tokens
 come from two running rates per matched n-gram length: a0, that the first drafted token is right,
 and a1, that the next one is right when the one before was (copied text runs on in bursts, so a1 is
 usually far above a0): E(k) = 1 + a0 * (1 - a1^k) / (1 - a1).
@@ -46,9 +48,14 @@ class DraftLengthPolicy:
     """Chooses a draft length per step; 0 means plain decoding, with a short probe now and then."""
 
     def __init__(self, costs: dict[int, float], *, draft_max: int = 16, probe_every: int = 48,
-                 decay: float = 0.9, margin: float = 1.0):
+                 decay: float = 0.9, margin: float = 1.0, learn_costs: bool = True):
+        """`learn_costs=False` keeps `costs` as given (tests, and seeded requests, whose draft lengths must
+        depend on the text alone)."""
         interpolate = _interpolate(costs)
-        self._costs = [0.0] + [interpolate(n) for n in range(1, draft_max + 2)]  # looked up every step
+        self._base = [0.0] + [interpolate(n) for n in range(1, draft_max + 2)]
+        self._costs = list(self._base)  # looked up every step
+        self._ratio: dict[int, float] = {}  # pass size -> running (observed / base) cost
+        self.learn_costs = learn_costs
         self.draft_max = draft_max
         self.probe_every = probe_every
         self.decay = decay
@@ -86,6 +93,30 @@ class DraftLengthPolicy:
                 self._since_probe = 0
                 return 1
         return best_k
+
+    def observe_cost(self, n_tokens: int, seconds: float, *, weight: float = 0.2) -> None:
+        """A forward pass of `n_tokens` took `seconds`: move that size's cost estimate towards it."""
+        if not self.learn_costs or not 1 <= n_tokens < len(self._base) or seconds <= 0:
+            return
+        ratio = seconds / self._base[n_tokens]
+        old = self._ratio.get(n_tokens)
+        self._ratio[n_tokens] = ratio if old is None else old + weight * (ratio - old)
+        seen = sorted(self._ratio)
+        est = {m: self._base[m] * self._ratio[m] for m in seen}
+        lo, hi = seen[0], seen[-1]
+        slope = max(0.0, (est[hi] - est[seen[-2]]) / (hi - seen[-2])) if len(seen) > 1 else None
+        for n in range(1, len(self._base)):
+            if n <= lo:
+                self._costs[n] = self._base[n] * self._ratio[lo]
+            elif n <= hi:
+                self._costs[n] = float(np.interp(n, seen, [est[m] for m in seen]))
+            else:  # beyond what was seen: the measured shape, or the seen trend when that is cheaper. Optimism
+                # here costs one pass of a longer draft, which is then seen and corrected.
+                scaled = self._base[n] * self._ratio[hi]
+                self._costs[n] = scaled if slope is None else min(scaled, est[hi] + slope * (n - hi))
+
+    def cost(self, n_tokens: int) -> float:
+        return self._costs[n_tokens]
 
     def update(self, n_match: int, drafted: int, accepted: int) -> None:
         if drafted <= 0:

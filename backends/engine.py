@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
+
+import numpy as np
 
 from backends.chat_template import ChatTemplate, Message, parse_messages
 from backends.decoding import DecodeCounters, Lookup, produce_tokens
@@ -25,6 +28,11 @@ from backends.text import TextStream
 SAVE_WHEN_DISCARDING = 64
 # Restoring a saved state must win at least this many tokens over the live cache.
 RESTORE_WHEN_GAINING = 16
+# A typical CPU curve (seconds of a pass of n tokens, relative): seeded requests draft by it, never by timing.
+NOMINAL_COSTS = {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5}
+# The last-position logits of this many recent prompts are kept, so a fully cached prompt reuses them
+# instead of recomputing its last token in a batch of another size (which can change a near tie).
+PROMPT_LOGITS_KEPT = 16
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,9 @@ class EngineOptions:
     draft_max: int = 16
     ngram_max: int = 4  # longer n-grams find the right place in code that repeats itself
     adaptive_draft: bool = True  # False: always draft up to draft_max (benchmarks, tests)
+    # Forward-pass seconds by pass size, given instead of measured at load and then learnt (tests that drive the
+    # adaptive policy must not depend on this machine's speed or load).
+    forward_costs: dict[int, float] | None = None
 
     def validate(self) -> None:
         if not 1 <= self.draft_max <= 64:
@@ -70,6 +81,7 @@ class Engine:
         limits = TemplateLimits(max_chars=max(1 << 20, 16 * runtime.n_ctx))
         self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text,
                                      limits=limits)
+        self._prompt_logits: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()  # prompt -> its last logits
         self._tokens: list[int] = []  # exactly the ids in the KV cache
         self._pending: list[int] = []  # generated ids after them, not fed yet (the last sampled one)
 
@@ -205,12 +217,25 @@ class Engine:
                 self._tokens = []  # the cache was reset; compute from scratch
                 n_common = 0
         self._pending = []
-        n_keep = min(n_common, len(prompt) - 1)  # at least one token is fed, for fresh logits
+        n_keep = min(n_common, len(prompt) - 1)  # at least one token is fed, for fresh logits...
+        if n_common >= len(prompt) and tuple(prompt) in self._prompt_logits:
+            n_keep = len(prompt)  # ...unless this very prompt's logits were kept
         if not rt.truncate(n_keep):
             rt.reset()
             n_keep = 0
         del self._tokens[n_keep:]
         return n_keep, min(restored, n_keep)
+
+    def _prompt_logits_for(self, prompt: tuple[int, ...], computed: np.ndarray | None) -> np.ndarray:
+        """The prompt's last-position logits: the ones just computed (kept for next time), or the kept ones."""
+        if computed is None:
+            self._prompt_logits.move_to_end(prompt)
+            return self._prompt_logits[prompt]
+        self._prompt_logits[prompt] = computed
+        self._prompt_logits.move_to_end(prompt)
+        while len(self._prompt_logits) > PROMPT_LOGITS_KEPT:
+            self._prompt_logits.popitem(last=False)
+        return computed
 
     def _save_current(self) -> None:
         if len(self._tokens) >= SAVE_WHEN_DISCARDING:
@@ -247,6 +272,7 @@ class Engine:
             chunk = todo[lo: lo + rt.n_batch]
             logits = rt.forward(chunk, rt.n_past)[0]
             self._tokens.extend(chunk)
+        logits = self._prompt_logits_for(tuple(prompt), logits)
         t_prefill = time.perf_counter()
 
         stream = TextStream(request.stop)
@@ -255,7 +281,8 @@ class Engine:
         use_lookup = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
         use_lookup = use_lookup and rt.can_truncate
         tokens = produce_tokens(rt, self._tokens, logits, sampler, list(prompt), counters, max_new=max_tokens,
-                                ends=ends, lookup=self._lookup() if use_lookup else None)
+                                ends=ends,
+                                lookup=self._lookup(seeded=request.sampling.seed is not None) if use_lookup else None)
         generated: list[int] = []
         t_first = None
         reason = "length"
@@ -288,14 +315,20 @@ class Engine:
             yield TextDelta(tail, ())
         yield Finished(reason, _stats(base, counters, t0, t_prefill, t_first, len(generated)))
 
-    def _lookup(self) -> Lookup:
-        if self._policy is None:
-            costs = None
-            if self.runtime.n_past == 0:
-                costs = measure_forward_costs(self.runtime)
-            self._policy = DraftLengthPolicy(costs or {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5},
-                                             draft_max=self.options.draft_max)
+    def _lookup(self, *, seeded: bool = False) -> Lookup:
         self._drafter = self._drafter or PromptLookupDrafter(ngram_max=self.options.ngram_max)
+        if seeded:
+            # A seeded reply must come out the same every time: its draft lengths (which decide how the
+            # forward passes are batched) follow from its own text alone, never from timing or earlier requests.
+            policy = DraftLengthPolicy(NOMINAL_COSTS, draft_max=self.options.draft_max, learn_costs=False)
+            return Lookup(self._drafter, policy, adaptive=self.options.adaptive_draft)
+        if self._policy is None:
+            given = self.options.forward_costs
+            costs = given
+            if costs is None and self.runtime.n_past == 0:
+                costs = measure_forward_costs(self.runtime)
+            self._policy = DraftLengthPolicy(costs or NOMINAL_COSTS, draft_max=self.options.draft_max,
+                                             learn_costs=given is None)
         return Lookup(self._drafter, self._policy, adaptive=self.options.adaptive_draft)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -51,7 +52,8 @@ def make_sampler(params: SamplingParams) -> Sampler:
     """Build the sampler for `params`.
 
     Order: penalties (over the last `penalty_last_n` context tokens, as llama.cpp does),
-    then temperature, top_k, top_p, min_p, and a draw from a generator seeded by `seed`.
+    then temperature, top_k, top_p, min_p, and a draw for the token's position (len(context)) from a
+    generator keyed by `seed` and that position.
     """
     params.validate()
     penalize = _make_penalties(params)
@@ -60,12 +62,15 @@ def make_sampler(params: SamplingParams) -> Sampler:
             return lambda logits, context: int(np.argmax(logits))
         return lambda logits, context: int(np.argmax(penalize(logits, context)))
 
-    rng = np.random.default_rng(params.seed)
+    # One draw per position, from a generator keyed by the seed and the position: how many draws drafting
+    # consumed before (verified rows, rejected drafts) never shifts the numbers a later token is drawn with.
+    key = (params.seed if params.seed is not None else secrets.randbits(64)) % (1 << 64)
 
     def sample(logits: np.ndarray, context: Sequence[int]) -> int:
         x = penalize(logits, context) if penalize is not None else logits
         ids, probs = _filtered_probs(x, params)
-        return int(ids[min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum())), len(ids) - 1)])
+        u = np.random.default_rng([key, len(context)]).random()
+        return int(ids[min(int(np.searchsorted(np.cumsum(probs), u * probs.sum())), len(ids) - 1)])
 
     return sample
 

@@ -154,3 +154,16 @@ def pytest_sessionfinish(session, exitstatus):
     import gc
 
     gc.collect()
+
+
+@pytest.fixture
+def cpu_hog():
+    """Two busy processes beside the test (a user's laptop, a shared CI runner): outcomes must not change."""
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield hogs
+    for h in hogs:
+        h.kill()
+        h.wait()

@@ -59,11 +59,15 @@ def test_second_turn_prefills_only_new_tokens_and_equals_a_cold_run(engine, smol
     assert_same_up_to_near_tie(ref, gaps, ids2, engine.runtime.special.end_of_turn)
 
 
-def test_the_same_prompt_again_feeds_one_token(engine):
+def test_the_same_prompt_again_feeds_nothing_and_reuses_its_logits(engine):
     req = GenerationRequest(prompt="Once upon a time", sampling=GREEDY, max_tokens=5)
-    run(engine, GenerationRequest(prompt="Once upon a time", sampling=GREEDY, max_tokens=1))
-    _, _, fin = run(engine, req)
-    assert fin.stats.prefill_tokens == 1 and fin.stats.cached_tokens == fin.stats.prompt_tokens - 1
+    _, first, _ = run(engine, req)
+    _, again, fin = run(engine, req)
+    assert fin.stats.prefill_tokens == 0 and fin.stats.cached_tokens == fin.stats.prompt_tokens
+    assert again == first
+    engine.forget_cache()  # a cold cache computes the prompt again
+    _, cold, fin = run(engine, req)
+    assert fin.stats.prefill_tokens == fin.stats.prompt_tokens and cold == first
 
 
 def test_switching_back_restores_the_conversation_without_prefill(engine):
@@ -170,7 +174,7 @@ def test_switching_works_when_the_saved_states_barely_fit(smollm2_path):
     run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))
     run(engine, GenerationRequest(messages=b, sampling=GREEDY, max_tokens=4))  # saves a
     _, _, fin = run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))  # saves b, restores a
-    assert fin.stats.restored_tokens > 100 and fin.stats.prefill_tokens == 1
+    assert fin.stats.restored_tokens > 100 and fin.stats.prefill_tokens == 0  # its last logits were kept
 
 
 def test_saved_states_spilled_to_disk_come_back(smollm2_path, tmp_path):
@@ -184,7 +188,7 @@ def test_saved_states_spilled_to_disk_come_back(smollm2_path, tmp_path):
                                   sampling=GREEDY, max_tokens=4))
     assert list(tmp_path.glob("*.kv"))
     _, _, fin = run(engine, GenerationRequest(messages=a, sampling=GREEDY, max_tokens=4))
-    assert fin.stats.restored_tokens > 100 and fin.stats.prefill_tokens == 1
+    assert fin.stats.restored_tokens > 100 and fin.stats.prefill_tokens == 0  # its last logits were kept
 
 
 def test_a_cancel_during_prefill_stops_before_decoding(engine):

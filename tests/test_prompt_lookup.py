@@ -80,10 +80,43 @@ def test_policy_drafts_long_on_a_flat_cost_curve_and_not_at_all_when_it_does_not
     assert choices.count(0) == 27 and choices.count(1) == 3  # only the probes draft
 
 
+def test_a_busy_measurement_at_load_is_corrected_by_the_passes_actually_run():
+    """Costs measured while the CPU was busy made every draft look many times dearer than it is: the policy
+    declines, probes, learns the real costs from the probe and plain passes, and drafts long again."""
+    true_costs = {1: 1.0, 2: 1.05, 4: 1.15, 8: 1.35, 16: 1.8}
+    busy = {1: 1.0, 2: 6.0, 4: 12.0, 8: 24.0, 16: 48.0}
+    policy = DraftLengthPolicy(busy, draft_max=16, probe_every=8)
+    for _ in range(10):
+        policy.update(4, 8, 8)  # copied text: every draft is accepted
+    true = DraftLengthPolicy(true_costs, draft_max=16)
+    steps, choices = 0, []
+    while steps < 48:
+        k = policy.choose(4, 16)
+        choices.append(k)
+        policy.observe_cost(k + 1, true.cost(k + 1))  # what the pass really took
+        if k:
+            policy.update(4, k, k)
+        steps += 1
+    assert choices[0] == 0  # the busy measurement, believed at first
+    assert choices[-1] >= 8  # learnt within a few dozen steps, with no extra passes
+    assert policy.cost(2) == pytest.approx(true.cost(2), rel=0.05)
+
+
+def test_given_costs_are_not_learnt():
+    policy = DraftLengthPolicy({1: 1.0, 2: 1.3}, draft_max=4, learn_costs=False)
+    before = [policy.cost(n) for n in range(1, 6)]
+    policy.observe_cost(2, 100.0)
+    assert [policy.cost(n) for n in range(1, 6)] == before
+
+
 # -- the engine -----------------------------------------------------------------------------------
 
+# A CPU-like curve on which copying pays: given, so the adaptive policy's choices never depend on this machine.
+ADAPTIVE = EngineOptions(forward_costs={1: 1.0, 2: 1.15, 4: 1.4, 8: 1.9, 16: 3.0})
+
+
 @pytest.mark.parametrize("model", ["smollm2", "gemma"])
-@pytest.mark.parametrize("options", [FORCED, EngineOptions()], ids=["forced", "adaptive"])
+@pytest.mark.parametrize("options", [FORCED, ADAPTIVE], ids=["forced", "adaptive"])
 def test_greedy_with_lookup_equals_plain_greedy(model, options, smollm2_path, gemma_path):
     rt = load(smollm2_path if model == "smollm2" else gemma_path)
     engine = Engine(rt, options=options)

@@ -34,16 +34,30 @@ def test_top_k_one_is_greedy_and_top_k_limits_choices():
 def test_min_p_and_top_p_cut_the_tail():
     x = np.array([5.0, 4.9, 0.0, -1.0], dtype=np.float32)
     s = make_sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.5, seed=0))
-    assert {s(x, []) for _ in range(200)} == {0, 1}
+    assert {s(x, range(i)) for i in range(200)} == {0, 1}  # one draw per position
     s = make_sampler(SamplingParams(temperature=1.0, top_k=0, top_p=0.5, min_p=0.0, seed=0))
-    assert {s(x, []) for _ in range(200)} == {0}
+    assert {s(x, range(i)) for i in range(200)} == {0}
 
 
 def test_sampling_follows_the_softmax():
     x = np.log(np.array([0.5, 0.3, 0.2], dtype=np.float32))
     s = make_sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7))
-    counts = np.bincount([s(x, []) for _ in range(6000)], minlength=3) / 6000
+    counts = np.bincount([s(x, range(i)) for i in range(6000)], minlength=3) / 6000
     assert np.allclose(counts, [0.5, 0.3, 0.2], atol=0.03)
+
+
+def test_a_draw_depends_on_the_seed_and_the_position_only():
+    x = np.log(np.full(50, 1 / 50, dtype=np.float32))
+    a = make_sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=42))
+    b = make_sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=42))
+    first = [a(x, range(i)) for i in range(100)]
+    for i in range(0, 100, 7):  # b draws at other positions in between (as drafting would): no shift
+        b(x, range(1000 + i))
+    assert [b(x, range(i)) for i in range(100)] == first
+    c = make_sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=43))
+    assert [c(x, range(i)) for i in range(100)] != first
+    unseeded = [make_sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)) for _ in range(2)]
+    assert [unseeded[0](x, range(i)) for i in range(100)] != [unseeded[1](x, range(i)) for i in range(100)]
 
 
 def test_repetition_and_presence_penalties_push_seen_tokens_down():
