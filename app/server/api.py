@@ -111,7 +111,7 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
             "model": body.model}
     events = gen.events()
     try:
-        first = await _first_event(events, request, gen)  # errors before any text (bad template...) are a 4xx
+        first = await _first_event(events, request, gen, service)  # errors before any text (bad template...) are a 4xx
     except StopAsyncIteration:
         first = None
     except BaseException:
@@ -147,7 +147,7 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
     return {**meta, "object": kind, "choices": [choice], "usage": _usage(final), "system_fingerprint": "lantern"}
 
 
-async def _first_event(events, request: Request, gen):
+async def _first_event(events, request: Request, gen, service: ModelService):
     """The first event; while the request waits in the queue its client is watched, and one that left is
     dropped before the model ever sees it (its prompt would be prefilled for nobody)."""
     import asyncio
@@ -158,8 +158,9 @@ async def _first_event(events, request: Request, gen):
             done, _ = await asyncio.wait({first}, timeout=0.25)
             if done:
                 return first.result()
-            if await request.is_disconnected():
+            if not gen.cancelled and await request.is_disconnected():
                 gen.cancel()
+                service.dropped += 1
     finally:
         if not first.done():
             first.cancel()

@@ -78,6 +78,7 @@ class ModelService:
         self.max_queue = max_queue
         self._lock = threading.RLock()  # RLock: opening a model through the host calls adopt() back
         self._in_flight = 0
+        self.dropped = 0  # requests whose client left while they were queued (never run)
         self.model = model
         self._worker: EngineWorker | None = None
         self._status = "loading"
