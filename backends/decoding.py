@@ -59,6 +59,7 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
     yield token
     if lookup is not None:  # indexing the new prompt tokens waits until the first token is out
         lookup.drafter.sync(context)
+    shadow = _Shadow()
     while True:
         if token in ends:
             return
@@ -74,9 +75,11 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
             token = sampler(logits, context)
             if lookup is not None:  # timed like a verification step: the pass and its sampling
                 lookup.policy.observe_cost(1, time.perf_counter() - t0)
+                shadow.follow(lookup.policy, n_match, draft, token)
             push(token)
             yield token
             continue
+        shadow.reset()
         draft = draft[:k]
         t0 = time.perf_counter()
         out = _verify(runtime, fed, token, draft, sampler, context, ends)
@@ -117,3 +120,30 @@ def _verify(runtime: Runtime, fed: list[int], token: int, draft: list[int], samp
             raise RuntimeError("the runtime could not drop rejected draft tokens")
         fed.extend(batch[:keep])
     return out
+
+
+class _Shadow:
+    """While plain decoding, check the draft that was not sent against the tokens that came: free evidence of
+    how often drafts would be accepted, so the policy starts drafting as soon as the text turns to copying
+    (without it, the only evidence is a probe now and then, and one unlucky probe costs dozens of tokens)."""
+
+    SPAN = 8  # tokens of a shadow draft checked at most
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.draft: list[int] = []
+        self.n_match = self.checked = self.matched = 0
+
+    def follow(self, policy, n_match: int, draft: list[int], token: int) -> None:
+        if not self.draft:
+            if not draft or not n_match:
+                return
+            self.draft, self.n_match = draft[: self.SPAN], n_match
+        self.checked += 1
+        hit = token == self.draft[self.checked - 1]
+        self.matched += hit
+        if not hit or self.checked == len(self.draft):
+            policy.update(self.n_match, self.checked, self.matched)
+            self.reset()

@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 
 MEASURED_SIZES = (1, 2, 4, 8, 16)
+PROBE_DRAFT = 4  # a probe's draft length while costs are being learnt
+FIRST_PROBE_AFTER = 8  # steps without drafting before the first probe (then every `probe_every`)
 _measured: dict[tuple, dict[int, float]] = {}
 
 
@@ -61,12 +63,14 @@ class DraftLengthPolicy:
         self.decay = decay
         self.margin = margin
         self._acc: dict[int, list[float]] = {}  # matched n-gram length -> [accepted, rejected] (decayed)
-        self._since_probe = 0
+        self._since_probe = max(0, probe_every - FIRST_PROBE_AFTER)  # the first probe comes early
+        self._since_explore = 0
+        self.explore_every = 8
 
     def forget(self) -> None:
         """Drop what was learnt about acceptance (the measured costs stay)."""
         self._acc.clear()
-        self._since_probe = 0
+        self._since_probe = max(0, self.probe_every - FIRST_PROBE_AFTER)
 
     def rates(self, n_match: int) -> tuple[float, float]:
         fa, fr, ca, cr = self._acc.get(n_match) or _prior(n_match)
@@ -91,7 +95,15 @@ class DraftLengthPolicy:
             self._since_probe += 1
             if self._since_probe >= self.probe_every:  # the text may have turned to copying: look again
                 self._since_probe = 0
-                return 1
+                # Learning costs, the probe also looks at a pass of several tokens: on a CPU a pass of 2 can cost
+                # twice a pass of 1 while one of 5 costs little more than one of 2.
+                return min(limit, PROBE_DRAFT) if self.learn_costs else 1
+            return 0
+        if self.learn_costs and self._ratio and best_k + 1 >= max(self._ratio) and best_k < limit:
+            self._since_explore += 1
+            if self._since_explore >= self.explore_every:  # the best is the longest pass seen: try a longer one
+                self._since_explore = 0
+                return min(limit, 2 * best_k)
         return best_k
 
     def observe_cost(self, n_tokens: int, seconds: float, *, weight: float = 0.2) -> None:

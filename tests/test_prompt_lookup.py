@@ -77,7 +77,7 @@ def test_policy_drafts_long_on_a_flat_cost_curve_and_not_at_all_when_it_does_not
     for _ in range(20):
         linear.update(1, 4, 0)
     choices = [linear.choose(1, 16) for _ in range(30)]
-    assert choices.count(0) == 27 and choices.count(1) == 3  # only the probes draft
+    assert choices.count(0) == 27 and [i for i, c in enumerate(choices) if c] == [7, 17, 27]  # only the probes
 
 
 def test_a_busy_measurement_at_load_is_corrected_by_the_passes_actually_run():
@@ -231,3 +231,22 @@ def test_an_exception_during_verification_leaves_the_cache_in_step(smollm2):
     assert smollm2.n_past == len(fed) == len(prompt) + 1
     # the cache goes on correctly from there
     assert smollm2.forward([fed[-1]], smollm2.n_past).shape == (1, smollm2.n_vocab)
+
+
+def test_plain_steps_check_the_draft_that_was_not_sent():
+    """Free evidence: while decoding plainly, the proposal is compared with the tokens that come."""
+    from backends.decoding import _Shadow
+
+    seen = []
+
+    class Policy:
+        def update(self, n_match, drafted, accepted):
+            seen.append((n_match, drafted, accepted))
+
+    shadow, policy = _Shadow(), Policy()
+    for token in [5, 6, 9]:  # two right, then a miss: one update, checked 3, accepted 2
+        shadow.follow(policy, 3, [5, 6, 7, 8], token)
+    for token in [1, 2]:  # a whole (short) draft right
+        shadow.follow(policy, 2, [1, 2], token)
+    shadow.follow(policy, 0, [], 4)  # no proposal: nothing learnt
+    assert seen == [(3, 3, 2), (2, 2, 2)]
