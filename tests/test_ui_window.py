@@ -436,14 +436,20 @@ def test_lantern_alone_opens_the_window_or_says_in_one_line_why_it_cannot(tmp_pa
     env.update(QT_QPA_PLATFORM="offscreen", LANTERN_REPORT_STARTUP="1", LANTERN_QUIT_AFTER_S="1")
     t0 = time.time()
     out = _lantern(env)
-    assert out.returncode == 0 and not out.stderr.strip(), out.stderr  # quitting prints nothing at all
+    assert out.returncode == 0 and not printed(out.stderr), out.stderr  # quitting prints nothing at all
     shown = float(out.stdout.split("window shown at ")[1].split()[0])
     print(f"\nwindow shown {1000 * (shown - t0):.0f} ms after `lantern` was started (target < 2000 ms)")
     assert (tmp_path / "window.ini").exists()
     env.update(LANTERN_QUIT_AFTER_S="0")  # quit at once, while the start's background tasks still run
     for _ in range(3):
         out = _lantern(env)
-        assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+        assert out.returncode == 0 and not printed(out.stderr), out.stderr
+
+
+def printed(stderr: str) -> list[str]:
+    """What the app printed, less the offscreen platform's own notice (the test display, not Lantern)."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and line.strip() != "This plugin does not support propagateSizeHints()"]
 
 
 def test_a_missing_x11_library_is_named_instead_of_a_qt_abort(monkeypatch):
