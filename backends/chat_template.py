@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension
 from jinja2.exceptions import SecurityError, TemplateError
 
 from backends.runtime import InvalidRequestError, LanternError
@@ -73,9 +75,11 @@ class ChatTemplate:
                  limits: TemplateLimits = TemplateLimits()):
         self.is_fallback = not source
         self.source = source or PLAIN_TEMPLATE
-        env = BudgetedSandbox(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined, limits=limits)
+        # As transformers renders templates: loop controls ({% break %}), the {% generation %} tag, tojson's options.
+        env = BudgetedSandbox(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined, limits=limits,
+                              extensions=["jinja2.ext.loopcontrols", _GenerationTag])
         self._env = env
-        env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
+        env.filters["tojson"] = env.budgeted(_tojson)
         env.globals.update(raise_exception=_raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
         try:
             self._template = env.from_string(self.source)
@@ -132,6 +136,24 @@ _MARK_INDEX = re.compile("\ue000([0-9]+)\ue001")
 
 class _TemplateRaised(Exception):
     pass
+
+
+def _tojson(value, ensure_ascii: bool = False, indent=None, separators=None, sort_keys: bool = False) -> str:
+    """transformers' tojson: JSON without HTML escaping, with json.dumps' options."""
+    if separators is not None:
+        separators = tuple(separators)
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+class _GenerationTag(Extension):
+    """{% generation %}...{% endgeneration %} marks the assistant's part for training; rendering keeps the body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
 
 
 def _raise_exception(message: str) -> None:

@@ -159,6 +159,10 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             raise OverBudget("lipsum() asked for too much text")
         return generate_lorem_ipsum(n, html, min, max)
 
+    def budgeted(self, f):
+        """`f` as a filter that counts against the budget (for filters added after construction)."""
+        return self._budgeted_filter(f)
+
     def _budgeted_filter(self, f):
         env = self
 
