@@ -60,7 +60,7 @@ def test_second_turn_prefills_only_new_tokens_and_equals_a_cold_run(engine, smol
 
 
 def test_the_same_prompt_again_feeds_nothing_and_reuses_its_logits(engine):
-    req = GenerationRequest(prompt="Once upon a time", sampling=GREEDY, max_tokens=5)
+    req = GenerationRequest(prompt="Once upon a time", sampling=SamplingParams(temperature=0, seed=1), max_tokens=5)
     _, first, _ = run(engine, req)
     _, again, fin = run(engine, req)
     assert fin.stats.prefill_tokens == 0 and fin.stats.cached_tokens == fin.stats.prompt_tokens
