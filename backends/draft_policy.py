@@ -113,19 +113,24 @@ class DraftLengthPolicy:
         ratio = seconds / self._base[n_tokens]
         old = self._ratio.get(n_tokens)
         self._ratio[n_tokens] = ratio if old is None else old + weight * (ratio - old)
-        seen = sorted(self._ratio)
-        est = {m: self._base[m] * self._ratio[m] for m in seen}
+        # Once per step, so one vectorised pass over the table: sizes between those seen are interpolated; below
+        # them the measured shape is scaled; beyond them the scaled shape, or the seen trend when that is cheaper
+        # (optimism here costs one pass of a longer draft, which is then seen and corrected).
+        base = np.asarray(self._base)
+        seen = np.array(sorted(self._ratio))
+        est = base[seen] * np.array([self._ratio[m] for m in seen])
+        ns = np.arange(len(base))
+        costs = np.interp(ns, seen, est)
         lo, hi = seen[0], seen[-1]
-        slope = max(0.0, (est[hi] - est[seen[-2]]) / (hi - seen[-2])) if len(seen) > 1 else None
-        for n in range(1, len(self._base)):
-            if n <= lo:
-                self._costs[n] = self._base[n] * self._ratio[lo]
-            elif n <= hi:
-                self._costs[n] = float(np.interp(n, seen, [est[m] for m in seen]))
-            else:  # beyond what was seen: the measured shape, or the seen trend when that is cheaper. Optimism
-                # here costs one pass of a longer draft, which is then seen and corrected.
-                scaled = self._base[n] * self._ratio[hi]
-                self._costs[n] = scaled if slope is None else min(scaled, est[hi] + slope * (n - hi))
+        costs[ns < lo] = base[ns < lo] * self._ratio[lo]
+        above = ns > hi
+        scaled = base[above] * self._ratio[hi]
+        if len(seen) > 1:
+            slope = max(0.0, (est[-1] - est[-2]) / (hi - seen[-2]))
+            scaled = np.minimum(scaled, est[-1] + slope * (ns[above] - hi))
+        costs[above] = scaled
+        costs[0] = 0.0
+        self._costs = costs.tolist()
 
     def cost(self, n_tokens: int) -> float:
         return self._costs[n_tokens]

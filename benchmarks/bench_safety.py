@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 os.environ["LANTERN_CACHE_DIR"] = tempfile.mkdtemp(prefix="lantern-bench-safety-")  # nothing remembered yet
 
-from app.benchdoc import machine, write_section  # noqa: E402
+from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
 
 
 def model_costs(name: str, repeats: int) -> tuple[str, str, str, str]:
@@ -72,11 +72,8 @@ def main() -> int:
     args = ap.parse_args()
     rows = [model_costs(name, args.repeats) for name in ("smollm2-135m-instruct", "gemma3-270m")]
     template = template_costs(args.repeats)
-    lines = ["| model | header checks | first test load (child process) | remembered file |", "|---|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in rows]
-    lines += ["", "| render | plain sandbox | with the budget (hooks and watchdog) |", "|---|---|---|",
-              f"| {' | '.join(template)} |"]
-    table = "\n".join(lines)
+    table = (markdown_table(("model", "header checks", "first test load (child process)", "remembered file"), rows)
+             + "\n\n" + markdown_table(("render", "plain sandbox", "with the budget (hooks and watchdog)"), [template]))
     print(table)
     if not args.no_write:
         body = (f"## Safety checks\n\nMachine: {machine()}  \nModels: the built-in SmolLM2 135M (Q4_1) and Gemma 3 270M "

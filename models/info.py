@@ -34,7 +34,7 @@ def describe_model(path: str | os.PathLike) -> ModelInfo:
         return _describe_mlx(p)
     from backends.llamacpp import check_gguf_file
 
-    check_gguf_file(p)
+    check_gguf_file(p, check_header=False)  # the header is read and checked once, below
     return _describe_gguf(p)
 
 
