@@ -1,4 +1,9 @@
-"""Chat templates rendered safely: a GGUF file is untrusted input (CVE-2024-34359)."""
+"""Chat templates rendered safely: a GGUF file is untrusted input (CVE-2024-34359).
+
+Messages go to a template as transformers passes them (tool calls with their arguments as a mapping that prints
+as its JSON, tool results, past reasoning, typed content parts where the template iterates parts). What a
+template cannot take is rewritten first (backends/template_caps.py), as llama.cpp's minja polyfills do.
+"""
 from __future__ import annotations
 
 import json
@@ -15,17 +20,21 @@ from jinja2.exceptions import SecurityError, TemplateError
 from backends.runtime import InvalidRequestError, LanternError
 from backends.template_budget import BudgetedSandbox, OverBudget, TemplateLimits
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 # For models with no template of their own (base models such as Gemma 3 270M).
 PLAIN_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m.role == 'system' %}{{ m.content }}\n\n"
     "{% elif m.role == 'user' %}User: {{ m.content }}\n"
+    "{% elif m.role == 'tool' %}Tool result: {{ m.content }}\n"
     "{% else %}Assistant: {{ m.content }}\n{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
+# Names a template reads that a client may not set through chat_template_kwargs.
+RESERVED = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token", "raise_exception",
+                      "strftime_now", "range", "lipsum", "namespace", "dict", "cycler", "joiner"})
 
 
 class ChatTemplateError(LanternError):
@@ -33,9 +42,31 @@ class ChatTemplateError(LanternError):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object's text, as the model wrote it
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
-    content: str
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    name: str | None = None  # a tool message: the function's name
+    reasoning: str | None = None  # an assistant's thinking, for templates that keep it
+
+
+class Arguments(dict):
+    """A call's arguments: a mapping for templates that iterate them, its JSON text for those that print it."""
+
+    def __init__(self, text: str):
+        super().__init__(json.loads(text))
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def parse_messages(messages: Sequence[Mapping[str, Any] | Message]) -> list[Message]:
@@ -45,14 +76,38 @@ def parse_messages(messages: Sequence[Mapping[str, Any] | Message]) -> list[Mess
     parsed = []
     for i, m in enumerate(messages):
         if isinstance(m, Message):
-            m = {"role": m.role, "content": m.content}
+            parsed.append(m)
+            continue
         if not isinstance(m, Mapping):
             raise InvalidRequestError(f"messages[{i}] must be an object with 'role' and 'content'.")
         role = m.get("role")
         if role not in ROLES:
             raise InvalidRequestError(f"messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}.")
-        parsed.append(Message(role, _text_content(m.get("content"), i)))
+        calls = tuple(_tool_call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(m.get("tool_calls") or ()))
+        content = m.get("content")
+        if content is None and not (role == "assistant" and calls):
+            raise InvalidRequestError(f"messages[{i}].content is missing.")
+        reasoning = m.get("reasoning_content")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise InvalidRequestError(f"messages[{i}].reasoning_content must be a string.")
+        parsed.append(Message(role, None if content is None else _text_content(content, i), calls,
+                              m.get("tool_call_id"), m.get("name"), reasoning))
     return parsed
+
+
+def _tool_call(call: Any, where: str) -> ToolCall:
+    if isinstance(call, ToolCall):
+        return call
+    f = call.get("function") if isinstance(call, Mapping) else None
+    if not isinstance(f, Mapping) or not isinstance(f.get("name"), str) or not isinstance(f.get("arguments"), str):
+        raise InvalidRequestError(f"{where} must have function.name and function.arguments (a JSON string).")
+    try:
+        args = json.loads(f["arguments"])
+    except ValueError:
+        raise InvalidRequestError(f"{where}.function.arguments is not valid JSON.") from None
+    if not isinstance(args, dict):
+        raise InvalidRequestError(f"{where}.function.arguments must be a JSON object.")
+    return ToolCall(str(call.get("id") or ""), f["name"], f["arguments"])
 
 
 def _text_content(content: Any, i: int) -> str:
@@ -73,6 +128,8 @@ class ChatTemplate:
 
     def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "",
                  limits: TemplateLimits = TemplateLimits()):
+        from backends.template_caps import probe
+
         self.is_fallback = not source
         self.source = source or PLAIN_TEMPLATE
         # As transformers renders templates: loop controls ({% break %}), the {% generation %} tag, tojson's options.
@@ -86,13 +143,26 @@ class ChatTemplate:
         except (TemplateError, OverBudget, RecursionError, MemoryError) as e:
             raise ChatTemplateError(f"The model's chat template does not compile: {e}") from None
         self._bos, self._eos = bos_token, eos_token
+        self.caps = probe(self)  # what this template takes, learnt by rendering probes
 
-    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        data = [{"role": m.role, "content": m.content} for m in messages]
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+               tools: Sequence[Mapping] | None = None, options: Mapping[str, Any] | None = None) -> str:
+        """The prompt text. `tools` are OpenAI tool definitions; `options` extra template variables."""
+        from backends.template_caps import adapt, tools_for
+
+        return self.render_raw(adapt(messages, self.caps), add_generation_prompt=add_generation_prompt,
+                               tools=tools_for(tools, self.caps), options=options)
+
+    def render_raw(self, data: list[dict], *, add_generation_prompt: bool = True, tools=None, options=None) -> str:
+        """Render template-ready message dicts as they are (capability probes use this)."""
+        extra = {k: v for k, v in (options or {}).items() if k not in RESERVED}
+        # firefunction's names for the tools and the date
+        extra.setdefault("functions", _tojson(list(tools), indent=2) if tools else "")
+        extra.setdefault("datetime", datetime.now().strftime("%b %d %Y %H:%M:%S GMT"))
         try:
             return self._env.run(
-                self._template, messages=data, add_generation_prompt=add_generation_prompt,
-                bos_token=self._bos, eos_token=self._eos,
+                self._template, **extra, messages=data, add_generation_prompt=add_generation_prompt,
+                bos_token=self._bos, eos_token=self._eos, tools=None if tools is None else list(tools),
             )
         except OverBudget as e:
             raise ChatTemplateError(f"The model's chat template went over its budget ({e}) and was stopped.") from None
@@ -103,26 +173,37 @@ class ChatTemplate:
         except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as e:
             raise ChatTemplateError(f"The model's chat template failed: {type(e).__name__}: {e}") from None
 
-
-    def render_parts(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[tuple[str, bool]]:
+    def render_parts(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                     tools: Sequence[Mapping] | None = None,
+                     options: Mapping[str, Any] | None = None) -> list[tuple[str, bool]]:
         """The rendered prompt as (text, is_message_content) parts, in order.
 
         Message content must be tokenized as plain text: a user who types `<|im_end|>` must not end
-        their turn. The template is rendered once more with a marker in place of each content; when
-        putting the contents back gives exactly the real rendering, the parts are known. A template
-        that changes content (trims it, tests it) cannot be split safely: then the whole text is one part.
+        their turn. The template is rendered once more with a marker in place of each text (content,
+        reasoning); when putting the texts back gives exactly the real rendering, the parts are known. A template
+        that changes text (trims it, tests it) cannot be split safely: then the whole text is one part.
         """
-        text = self.render(messages, add_generation_prompt=add_generation_prompt)
-        marked_messages = [Message(m.role, f"\ue000{i}\ue001") for i, m in enumerate(messages)]
+        kw = dict(add_generation_prompt=add_generation_prompt, tools=tools, options=options)
+        text = self.render(messages, **kw)
+        texts: list[str] = []
+
+        def mark(s: str | None) -> str | None:
+            if not s:
+                return s
+            texts.append(s)
+            return f"\ue000{len(texts) - 1}\ue001"
+
+        marked_messages = [Message(m.role, mark(m.content), m.tool_calls, m.tool_call_id, m.name, mark(m.reasoning))
+                           for m in messages]
         try:
-            marked = self.render(marked_messages, add_generation_prompt=add_generation_prompt)
+            marked = self.render(marked_messages, **kw)
         except LanternError:
             return [(text, False)]
         parts = []
         for piece in _MARK.split(marked):
             index = _MARK_INDEX.fullmatch(piece)
             if index:
-                parts.append((messages[int(index.group(1))].content, True))
+                parts.append((texts[int(index.group(1))], True))
             elif piece:
                 parts.append((piece, False))
         if "".join(p for p, _ in parts) != text:
@@ -142,7 +223,16 @@ def _tojson(value, ensure_ascii: bool = False, indent=None, separators=None, sor
     """transformers' tojson: JSON without HTML escaping, with json.dumps' options."""
     if separators is not None:
         separators = tuple(separators)
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys,
+                      default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, jinja2.Undefined):
+        return None
+    if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):  # map()/select() give generators
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 class _GenerationTag(Extension):

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from backends.draft_policy import DraftLengthPolicy
-from backends.drafting import PromptLookupDrafter
+from backends.drafting import PREDICTED, PromptLookupDrafter
 from backends.runtime import Runtime
 from backends.sampling import Sampler
 
@@ -23,6 +23,7 @@ class DecodeCounters:
     drafted: int = 0
     accepted: int = 0
     forwards: int = 0  # forward passes after the prefill
+    accepted_predicted: int = 0  # accepted tokens drafted from a client's predicted output
 
 
 @dataclass
@@ -87,6 +88,8 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
         accepted = sum(1 for a, b in zip(out, draft) if a == b)
         counters.drafted += len(draft)
         counters.accepted += accepted
+        if n_match >= PREDICTED:
+            counters.accepted_predicted += accepted
         lookup.policy.update(n_match, len(draft), accepted)
         for t in out[:-1]:
             push(t)

@@ -56,3 +56,56 @@ class PromptLookupDrafter:
             if pos is not None:
                 return toks[pos:pos + limit], n
         return [], 0
+
+
+# Matches in a client's predicted output are counted apart (their acceptance is learnt apart too).
+PREDICTED = 64
+
+
+class PredictionDrafter:
+    """Drafts from a predicted output (OpenAI's `prediction`) first, else from the conversation.
+
+    The prediction is followed in order: the context's tail is looked up at or after where the last match was,
+    so an edit of a file whose lines repeat still drafts the right line.
+    """
+
+    def __init__(self, context: PromptLookupDrafter, prediction: Sequence[int]):
+        self.inner = context
+        self.ngram_max = context.ngram_max
+        self.prediction = list(prediction)
+        self._at: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(self.ngram_max + 1)]
+        p = self.prediction
+        for i in range(1, len(p)):
+            for n in range(1, min(self.ngram_max, i) + 1):
+                self._at[n].setdefault(tuple(p[i - n:i]), []).append(i)
+        self._cursor = 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def sync(self, tokens: Sequence[int]) -> None:
+        self.inner.sync(tokens)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        self.inner.extend(tokens)
+
+    def append(self, token: int) -> None:
+        self.inner.append(token)
+
+    def propose(self, limit: int) -> tuple[list[int], int]:
+        """As PromptLookupDrafter.propose; a match in the prediction reports PREDICTED + its n-gram length."""
+        import bisect
+
+        toks = self.inner._tokens
+        if limit > 0:
+            for n in range(min(self.ngram_max, len(toks)), 0, -1):
+                positions = self._at[n].get(tuple(toks[-n:]))
+                if not positions:
+                    continue
+                k = bisect.bisect_left(positions, self._cursor)
+                pos = positions[k] if k < len(positions) else positions[-1]
+                draft = self.prediction[pos:pos + limit]
+                if draft:
+                    self._cursor = pos
+                    return draft, PREDICTED + n
+        return self.inner.propose(limit)

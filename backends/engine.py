@@ -16,13 +16,16 @@ import numpy as np
 from backends.chat_template import ChatTemplate, Message, parse_messages
 from backends.decoding import DecodeCounters, Lookup, produce_tokens
 from backends.draft_policy import DraftLengthPolicy, measure_forward_costs
-from backends.drafting import PromptLookupDrafter
+from backends.drafting import PredictionDrafter, PromptLookupDrafter
 from backends.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
+from backends.reply import think_tags
+from backends.reply_plan import ModelStyle, ReplyPlan, plan_reply
 from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError, Runtime
 from backends.sampling import make_sampler
 from backends.state_cache import StateCache, common_prefix_len
 from backends.template_budget import TemplateLimits
 from backends.text import TextStream
+from backends.tool_formats import detect
 
 # Discarding at least this many cached tokens first saves them, so the conversation can come back.
 SAVE_WHEN_DISCARDING = 64
@@ -81,6 +84,10 @@ class Engine:
         limits = TemplateLimits(max_chars=max(1 << 20, 16 * runtime.n_ctx))
         self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text,
                                      limits=limits)
+        source = self.template.source
+        self.style = ModelStyle(detect(source, template_takes_tools=self.template.caps.tools), think_tags(source),
+                                harmony="<|channel|>" in source and "<|message|>" in source)
+        self._grammar_tokenizer = None  # built on the first constrained request
         self._prompt_logits: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()  # prompt -> its last logits
         self._tokens: list[int] = []  # exactly the ids in the KV cache
         self._pending: list[int] = []  # generated ids after them, not fed yet (the last sampled one)
@@ -94,31 +101,47 @@ class Engine:
         t0 = time.perf_counter()
         _check_request(request)
         sampler = make_sampler(request.sampling)
-        prompt, dropped = self._prompt_tokens(request)
-        return self._run(request, prompt, dropped, sampler, cancel or threading.Event(), t0)
+        prompt, dropped, plan = self._prompt_tokens(request)
+        if plan is not None and plan.constraint is not None:
+            sampler = plan.constraint.wrap(sampler)
+        return self._run(request, prompt, dropped, sampler, cancel or threading.Event(), t0, plan)
+
+    def grammar_tokenizer(self):
+        """This model's vocabulary for llguidance (built once, on first use)."""
+        if self._grammar_tokenizer is None:
+            from backends.constraint import GrammarTokenizer
+
+            self._grammar_tokenizer = GrammarTokenizer(self.runtime)
+        return self._grammar_tokenizer
 
     # -- the prompt ---------------------------------------------------------------------------
 
-    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], int]:
+    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], int, ReplyPlan | None]:
         n_ctx = self.runtime.n_ctx
         if request.prompt is not None:
+            if request.tools or request.json_schema is not None:
+                raise InvalidRequestError("Tools and JSON replies need chat messages, not a raw prompt.")
             tokens = self.tokenize_reusing(request.prompt, add_bos=self.runtime.special.add_bos)
-            return self._check_fits(tokens, n_ctx), 0
+            return self._check_fits(tokens, n_ctx), 0, None
         messages = parse_messages(request.messages or [])
         dropped = 0
         while True:
-            parts, add_bos = self._render(messages)
+            plan = plan_reply(request, messages, self.style)
+            parts, add_bos = self._render(plan.messages, tools=plan.tools, options=plan.options)
             tokens = self.tokenize_reusing(parts, add_bos=add_bos)
             if len(tokens) < n_ctx or not request.drop_oldest_turns:
-                return self._check_fits(tokens, n_ctx), dropped
+                break
             messages, n = _drop_oldest_turn(messages)
             if n == 0:
-                return self._check_fits(tokens, n_ctx), dropped
+                break
             dropped += n
+        constrained = plan.setup is not None or plan.json_schema is not None
+        plan.finish("".join(p for p, _ in parts), self.grammar_tokenizer() if constrained else None)
+        return self._check_fits(tokens, n_ctx), dropped, plan
 
-    def _render(self, messages: list[Message]) -> tuple[list[tuple[str, bool]], bool]:
+    def _render(self, messages: list[Message], *, tools=None, options=None) -> tuple[list[tuple[str, bool]], bool]:
         """The prompt as (text, is_content) parts, and whether to start with a BOS token."""
-        parts = self.template.render_parts(messages)
+        parts = self.template.render_parts(messages, tools=tools, options=options)
         sp = self.runtime.special
         if parts and not parts[0][1] and sp.bos is not None and sp.bos_text and parts[0][0].startswith(sp.bos_text):
             parts[0] = (parts[0][0][len(sp.bos_text):], False)  # the template wrote BOS: one BOS token, never two
@@ -256,7 +279,7 @@ class Engine:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def _run(self, request, prompt, dropped, sampler, cancel, t0) -> Iterator[Event]:
+    def _run(self, request, prompt, dropped, sampler, cancel, t0, plan: ReplyPlan | None) -> Iterator[Event]:
         rt = self.runtime
         reused, restored = self._reuse_cache(prompt)
         todo = prompt[reused:]
@@ -264,10 +287,11 @@ class Engine:
                     prefill_tokens=len(todo), dropped_messages=dropped, backend=self.backend,
                     backend_reason=self.backend_reason)
         counters = DecodeCounters()
+        reply = _ReplyTimes(plan)
         logits = None
         for lo in range(0, len(todo), rt.n_batch):
             if cancel.is_set():
-                yield Finished("cancelled", _stats(base, counters, t0, None, None, 0))
+                yield Finished("cancelled", _stats(base, counters, t0, None, None, 0, reply))
                 return
             chunk = todo[lo: lo + rt.n_batch]
             logits = rt.forward(chunk, rt.n_past)[0]
@@ -278,11 +302,11 @@ class Engine:
         stream = TextStream(request.stop)
         max_tokens = request.max_tokens if request.max_tokens is not None else rt.n_ctx
         ends = frozenset() if request.ignore_eos else rt.special.end_of_turn
-        use_lookup = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
-        use_lookup = use_lookup and rt.can_truncate
+        if plan is not None and plan.constraint is not None:
+            ends = ends | frozenset(plan.constraint.tokenizer.ends[:1])  # how a finished grammar ends the reply
+        lookup = self._request_lookup(request, reply)
         tokens = produce_tokens(rt, self._tokens, logits, sampler, list(prompt), counters, max_new=max_tokens,
-                                ends=ends,
-                                lookup=self._lookup(seeded=request.sampling.seed is not None) if use_lookup else None)
+                                ends=ends, lookup=lookup)
         generated: list[int] = []
         t_first = None
         reason = "length"
@@ -294,7 +318,7 @@ class Engine:
                     reason = "stop"
                     break
                 generated.append(token)
-                yield TextDelta(stream.push(rt.token_bytes(token)), (token,))
+                yield reply.delta(stream.push(rt.token_bytes(token)), (token,), t0)
                 if stream.stopped:
                     reason = "stop"
                     break
@@ -304,16 +328,36 @@ class Engine:
                     reason = "cancelled"
                     break
         except LanternError as e:
-            yield Finished("error", _stats(base, counters, t0, t_prefill, t_first, len(generated)), error=str(e))
+            yield Finished("error", _stats(base, counters, t0, t_prefill, t_first, len(generated), reply),
+                           error=str(e))
             return
         finally:
             tokens.close()
             fed_reply = len(self._tokens) - len(prompt)  # reply tokens already in the KV cache
             self._pending = generated[fed_reply:] if 0 <= fed_reply < len(generated) else []
-        tail = stream.finish()
-        if tail:
-            yield TextDelta(tail, ())
-        yield Finished(reason, _stats(base, counters, t0, t_prefill, t_first, len(generated)))
+        tail = reply.delta(stream.finish(), (), t0)
+        if tail.text or tail.reasoning or tail.calls:
+            yield tail
+        last, calls = reply.finish(t0)
+        if last.text or last.reasoning or last.calls:
+            yield last
+        if calls and reason == "stop":
+            reason = "tool_calls"
+        yield Finished(reason, _stats(base, counters, t0, t_prefill, t_first, len(generated), reply),
+                       tool_calls=tuple(calls or ()))
+
+    def _request_lookup(self, request: GenerationRequest, reply: _ReplyTimes) -> Lookup | None:
+        """Prompt lookup for this request, drafting from its predicted output too when it gives one."""
+        use = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
+        use = (use or bool(request.prediction)) and self.runtime.can_truncate
+        if not use:
+            return None
+        lookup = self._lookup(seeded=request.sampling.seed is not None)
+        if request.prediction:
+            predicted = self.runtime.tokenize(request.prediction, add_bos=False, parse_special=False)
+            reply.predicted_tokens = len(predicted)
+            lookup = replace(lookup, drafter=PredictionDrafter(lookup.drafter, predicted))
+        return lookup
 
     def _lookup(self, *, seeded: bool = False) -> Lookup:
         self._drafter = self._drafter or PromptLookupDrafter(ngram_max=self.options.ngram_max)
@@ -332,9 +376,42 @@ class Engine:
         return Lookup(self._drafter, self._policy, adaptive=self.options.adaptive_draft)
 
 
+class _ReplyTimes:
+    """Splits a chat reply as it streams (ReplyPlan's parser) and times its reasoning."""
+
+    def __init__(self, plan: ReplyPlan | None):
+        self.parser = plan.parser if plan is not None else None
+        self.constraint = plan.constraint if plan is not None else None
+        self.reasoning_end: float | None = None
+        self.predicted_tokens = 0
+
+    def delta(self, text: str, tokens: tuple[int, ...], t0: float) -> TextDelta:
+        if self.parser is None:
+            return TextDelta(text, tokens)
+        d = self.parser.push(text) if text else None
+        if d is None:
+            return TextDelta("", tokens)
+        if d.reasoning:
+            self.reasoning_end = time.perf_counter()
+        return TextDelta(d.content, tokens, d.reasoning, d.calls)
+
+    def finish(self, t0: float):
+        if self.parser is None:
+            return TextDelta("", ()), None
+        d, calls = self.parser.finish()
+        if d.reasoning:
+            self.reasoning_end = time.perf_counter()
+        return TextDelta(d.content, (), d.reasoning, d.calls), calls
+
+
 def _stats(base: dict, counters: DecodeCounters, t0: float, t_prefill: float | None, t_first: float | None,
-           n: int) -> GenerationStats:
+           n: int, reply: _ReplyTimes | None = None) -> GenerationStats:
     now = time.perf_counter()
+    extra = {}
+    if reply is not None:
+        extra = dict(predicted_tokens=reply.predicted_tokens, accepted_prediction_tokens=counters.accepted_predicted,
+                     reasoning_ms=(reply.reasoning_end - t0) * 1000 if reply.reasoning_end else 0.0,
+                     mask_ms=reply.constraint.mask_seconds * 1000 if reply.constraint is not None else 0.0)
     decode_s = now - t_first if t_first is not None else 0.0
     return GenerationStats(
         **base,
@@ -346,6 +423,7 @@ def _stats(base: dict, counters: DecodeCounters, t0: float, t_prefill: float | N
         drafted_tokens=counters.drafted,
         accepted_tokens=counters.accepted,
         tokens_per_forward=n / (counters.forwards + 1) if n else 0.0,
+        **extra,
     )
 
 

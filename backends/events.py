@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-from backends.chat_template import Message
+from backends.chat_template import Message, ToolCall
+from backends.reply import CallDelta
 from backends.sampling import SamplingParams
+from backends.tool_formats import Tool
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,26 @@ class GenerationRequest:
     drop_oldest_turns: bool = False
     prompt_lookup: bool | None = None  # None: the engine's setting
     ignore_eos: bool = False  # go on past end-of-turn tokens (benchmarks and tests that need a long reply)
+    tools: Sequence[Tool] = ()
+    tool_choice: Literal["auto", "none", "required"] = "auto"
+    tool_name: str | None = None  # a call to this tool is required
+    parallel_tool_calls: bool = True
+    json_schema: Mapping[str, Any] | None = None  # the reply is JSON valid against this schema
+    template_options: Mapping[str, Any] = field(default_factory=dict)  # enable_thinking, reasoning_effort...
+    prediction: str | None = None  # text the reply is expected to resemble: a source of drafts
 
 
 @dataclass(frozen=True)
 class TextDelta:
-    """New text to show, and the token ids that produced it (ids may arrive before their text)."""
+    """New text to show, and the token ids that produced it (ids may arrive before their text).
+
+    In a chat reply `text` is the answer only: thinking comes as `reasoning`, tool calls as `calls`.
+    """
 
     text: str
     tokens: tuple[int, ...]
+    reasoning: str = ""
+    calls: tuple[CallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,10 @@ class GenerationStats:
     tokens_per_forward: float = 0.0  # reply tokens per forward pass of the model
     backend: str = ""  # "llamacpp" or "mlx", and where: "llamacpp (CPU)"
     backend_reason: str = ""  # why Lantern chose it (models/choice.py)
+    predicted_tokens: int = 0  # the prediction's length in tokens
+    accepted_prediction_tokens: int = 0  # drafted from the prediction and accepted
+    mask_ms: float = 0.0  # constrained decoding: time spent on token masks
+    reasoning_ms: float = 0.0  # from the start until the reasoning block closed
 
     @property
     def acceptance_rate(self) -> float:
@@ -65,6 +83,7 @@ class Finished:
     reason: FinishReason
     stats: GenerationStats
     error: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 Event = TextDelta | Finished

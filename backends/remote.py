@@ -51,6 +51,10 @@ class RemoteEngine:
         t0 = time.perf_counter()
         if (request.messages is None) == (request.prompt is None):
             raise InvalidRequestError("Give either chat messages or a raw prompt, not both or neither.")
+        for field, given in (("tools", request.tools), ("response_format", request.json_schema is not None),
+                             ("prediction", request.prediction), ("chat_template_kwargs", request.template_options)):
+            if given:
+                raise InvalidRequestError(f"A remote model does not take {field} yet.", param=field)
         s = request.sampling
         s.validate()
         args = dict(model=self.model, stream=True, stream_options={"include_usage": True}, temperature=s.temperature,

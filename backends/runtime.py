@@ -17,7 +17,11 @@ class ModelLoadError(LanternError):
 
 
 class InvalidRequestError(LanternError):
-    """A request the engine cannot run (bad messages, bad sampling values...)."""
+    """A request the engine cannot run (bad messages, bad sampling values...); `param` names the field."""
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class ContextOverflowError(InvalidRequestError):

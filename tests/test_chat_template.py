@@ -90,12 +90,12 @@ def test_template_features_transformers_offers():
     """Loop controls, the {% generation %} tag and tojson's options, as real templates use them."""
     from backends.chat_template import ChatTemplate, Message
 
-    source = ("{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}"
+    source = ("{% for m in messages %}{% if m.content == 'skip' %}{% continue %}{% endif %}"
               "{% if loop.index > 3 %}{% break %}{% endif %}"
               "{% if m.role == 'assistant' %}{% generation %}<{{ m.content }}>{% endgeneration %}"
               "{% else %}{{ m.content }}{% endif %}{% endfor %}"
               "{{ {'b': 1, 'a': ['é']}|tojson(separators=(',', ':'), sort_keys=True, ensure_ascii=True) }}"
               "{{ {'k': 'v'}|tojson(indent=2) }}")
-    messages = [Message("system", "s"), Message("user", "u1"), Message("assistant", "a1"), Message("user", "u2"),
+    messages = [Message("user", "skip"), Message("user", "u1"), Message("assistant", "a1"), Message("user", "u2"),
                 Message("assistant", "late")]
     assert ChatTemplate(source).render(messages) == 'u1<a1>{"a":["\\u00e9"],"b":1}{\n  "k": "v"\n}'

@@ -121,14 +121,15 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
         raise APIError(499, "The client closed the connection.", code="client_closed")
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(gen, first, events, meta, kind, chat, usage, report),
+        return StreamingResponse(_stream(gen, first, events, meta, kind, chat, usage, report, body),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    parts, final = [], None
+    parts, thoughts, final = [], [], None
     try:
         item = first
         while item is not None:
             if isinstance(item, TextDelta):
                 parts.append(item.text)
+                thoughts.append(item.reasoning)
             else:
                 final = item
             if await request.is_disconnected():
@@ -141,10 +142,21 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
         raise APIError(500, f"The model failed while generating: {final.error if final else 'no result'}",
                        type="server_error")
     text = "".join(parts)
-    choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-               "finish_reason": _finish(final)} if chat else
-              {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(final)})
-    return {**meta, "object": kind, "choices": [choice], "usage": _usage(final), "system_fingerprint": "lantern"}
+    if chat:
+        message = {"role": "assistant", "content": text}
+        reasoning = "".join(thoughts)
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        if final.tool_calls:
+            message["content"] = text if text.strip() else None
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in final.tool_calls]
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(final)}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(final)}
+    return {**meta, "object": kind, "choices": [choice], "usage": _usage(final, body),
+            "system_fingerprint": "lantern"}
 
 
 async def _first_event(events, request: Request, gen, service: ModelService):
@@ -191,7 +203,7 @@ def _report(report, meta: dict, final: Finished | None) -> None:
 
 
 async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: bool,
-                  report=None) -> AsyncIterator[bytes]:
+                  report=None, body=None) -> AsyncIterator[bytes]:
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(delta: dict | str, finish: str | None) -> bytes:
@@ -208,8 +220,15 @@ async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: 
         item = first
         while item is not None:
             if isinstance(item, TextDelta):
-                if item.text:
-                    yield chunk({"content": item.text} if chat else item.text, None)
+                if chat:
+                    if item.reasoning:
+                        yield chunk({"reasoning_content": item.reasoning}, None)
+                    if item.text:
+                        yield chunk({"content": item.text}, None)
+                    if item.calls:
+                        yield chunk({"tool_calls": [_call_delta(c) for c in item.calls]}, None)
+                elif item.text:
+                    yield chunk(item.text, None)
             elif item.reason == "error":
                 _report(report, meta, item)
                 yield _sse(error_body(f"The model failed while generating: {item.error}", "server_error"))
@@ -217,7 +236,7 @@ async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: 
                 _report(report, meta, item)
                 yield chunk({} if chat else "", _finish(item))
                 if usage:
-                    yield _sse({**meta, "object": chunk_kind, "choices": [], "usage": _usage(item),
+                    yield _sse({**meta, "object": chunk_kind, "choices": [], "usage": _usage(item, body),
                                 "system_fingerprint": "lantern"})
             item = await anext(events, None)
         yield b"data: [DONE]\n\n"
@@ -232,15 +251,31 @@ def _sse(body: dict) -> bytes:
     return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
 
 
+def _call_delta(c) -> dict:
+    d: dict = {"index": c.index}
+    if c.name is not None:
+        d.update(id=c.id, type="function", function={"name": c.name, "arguments": c.arguments})
+    else:
+        d["function"] = {"arguments": c.arguments}
+    return d
+
+
 def _finish(final: Finished) -> str:
+    if final.reason == "tool_calls":
+        return "tool_calls"
     return "stop" if final.reason in ("stop", "cancelled") else "length"
 
 
-def _usage(final: Finished) -> dict:
+def _usage(final: Finished, body=None) -> dict:
     s = final.stats
-    return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-            "total_tokens": s.prompt_tokens + s.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": s.cached_tokens}}
+    usage = {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+             "total_tokens": s.prompt_tokens + s.completion_tokens,
+             "prompt_tokens_details": {"cached_tokens": s.cached_tokens}}
+    if getattr(body, "prediction", None) is not None:
+        accepted = s.accepted_prediction_tokens
+        usage["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
+                                              "rejected_prediction_tokens": max(0, s.predicted_tokens - accepted)}
+    return usage
 
 
 # -- errors in OpenAI's shape ----------------------------------------------------------------------
@@ -266,7 +301,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidRequestError)
     async def bad_request(request: Request, e: InvalidRequestError):
-        return JSONResponse(error_body(str(e), "invalid_request_error"), status_code=400)
+        return JSONResponse(error_body(str(e), "invalid_request_error", e.param), status_code=400)
 
     @app.exception_handler(LanternError)
     async def lantern_error(request: Request, e: LanternError):

@@ -65,9 +65,45 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str  # a JSON object's text
+
+
+class ToolCallIn(_Strict):
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart | dict[str, Any]]  # other parts (images, audio) are refused by name
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart | dict[str, Any]] | None = None  # other parts (images, audio) are refused by name
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # assistant
+    tool_call_id: str | None = None  # tool
+    reasoning_content: str | None = None  # assistant: its thinking, as llama.cpp's server and LM Studio name it
+    refusal: str | None = None
+
+
+class FunctionDef(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class Prediction(_Strict):
+    type: Literal["content"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class _Sampling(_Request):
@@ -130,20 +166,20 @@ class ChatCompletionRequest(_Sampling):
     metadata: Any = None
     modalities: list[str] | None = None
     parallel_tool_calls: bool | None = None
-    prediction: Any = None
-    reasoning_effort: Any = None
+    prediction: Prediction | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     response_format: dict[str, Any] | None = None
     service_tier: str | None = None
     store: bool | None = None
-    tool_choice: Any = None
-    tools: Any = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=128)
     top_logprobs: int | None = None
     web_search_options: Any = None
+    chat_template_kwargs: dict[str, Any] | None = None  # as vLLM and llama.cpp's server: {"enable_thinking": false}
 
     def to_engine(self) -> GenerationRequest:
         self.check_common()
-        for name in ("audio", "function_call", "functions", "metadata", "prediction", "reasoning_effort", "tools",
-                     "tool_choice", "top_logprobs", "web_search_options"):
+        for name in ("audio", "function_call", "functions", "metadata", "top_logprobs", "web_search_options"):
             if getattr(self, name) is not None:
                 raise UnsupportedField(name, f"{name} is not supported yet")
         if self.logprobs:
@@ -152,26 +188,31 @@ class ChatCompletionRequest(_Sampling):
             raise UnsupportedField("store", "Lantern does not store completions")
         if self.modalities not in (None, ["text"]):
             raise UnsupportedField("modalities", "only text output is supported")
-        if self.response_format not in (None, {"type": "text"}):
-            raise UnsupportedField("response_format", "only text responses are supported yet (no JSON mode)")
+        json_schema = _response_schema(self.response_format)
         if self.service_tier not in (None, "auto", "default"):
             raise UnsupportedField("service_tier", "Lantern has one service tier")
         if self.max_tokens is not None and self.max_completion_tokens is not None \
                 and self.max_tokens != self.max_completion_tokens:
             raise UnsupportedField("max_completion_tokens", "max_tokens and max_completion_tokens disagree")
-        messages = []
-        for i, m in enumerate(self.messages):
-            content = m.content
-            if isinstance(content, list):
-                for part in content:
-                    if not isinstance(part, TextPart):
-                        raise UnsupportedField(f"messages[{i}].content",
-                                               f"{part.get('type')!r} parts are not supported: only text")
-                content = [{"type": "text", "text": p.text} for p in content]
-            messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+        from app.server.tool_checks import check_messages, check_tools, tool_choice
+
+        tools = check_tools(self.tools or [])
+        choice, name = tool_choice(self.tool_choice, tools)
+        messages = check_messages(self.messages)
+        options = dict(self.chat_template_kwargs or {})
+        bad = [k for k in options if not (isinstance(k, str) and k.isidentifier())]
+        if bad:
+            raise UnsupportedField("chat_template_kwargs", f"{bad[0]!r} is not a template variable name")
+        if self.reasoning_effort is not None:
+            options["reasoning_effort"] = self.reasoning_effort
+            if self.reasoning_effort == "none":
+                options.setdefault("enable_thinking", False)
         return GenerationRequest(messages=messages, sampling=self.sampling(),
                                  max_tokens=self.max_completion_tokens or self.max_tokens, stop=self.stops(),
-                                 ignore_eos=self.ignore_eos)
+                                 ignore_eos=self.ignore_eos, tools=tuple(tools), tool_choice=choice, tool_name=name,
+                                 parallel_tool_calls=self.parallel_tool_calls is not False, json_schema=json_schema,
+                                 template_options=options,
+                                 prediction=self.prediction.text() if self.prediction else None)
 
 
 class CompletionRequest(_Sampling):
@@ -203,9 +244,38 @@ class CompletionRequest(_Sampling):
                                  stop=self.stops(), ignore_eos=self.ignore_eos)
 
 
+def _response_schema(response_format: dict | None) -> dict | None:
+    """The JSON schema a reply must follow (None for free text); features llguidance cannot enforce are a 400."""
+    from backends.constraint import check_grammar
+    from backends.tool_formats import json_rule
+
+    if response_format is None or response_format == {"type": "text"}:
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        if set(response_format) != {"type"}:
+            raise UnsupportedField("response_format", "json_object takes no other fields")
+        return {"type": "object"}
+    if kind != "json_schema":
+        raise UnsupportedField("response_format.type", f"{kind!r} is not one of 'text', 'json_object', 'json_schema'")
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise UnsupportedField("response_format.json_schema", "json_schema needs a name and a schema")
+    extra = set(spec) - {"name", "schema", "strict", "description"}
+    if extra:
+        raise UnsupportedField("response_format.json_schema", f"unknown field {sorted(extra)[0]!r}")
+    schema = spec.get("schema", {})
+    if not isinstance(schema, dict):
+        raise UnsupportedField("response_format.json_schema.schema", "the schema must be a JSON object")
+    try:
+        check_grammar("start: " + json_rule(schema), param="response_format.json_schema.schema")
+    except InvalidRequestError as e:
+        raise UnsupportedField("response_format.json_schema.schema", str(e)) from None
+    return schema
+
+
 class UnsupportedField(InvalidRequestError):
     """A request field with a value Lantern cannot honour; `param` names it."""
 
     def __init__(self, param: str, message: str):
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, param=param)

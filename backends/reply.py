@@ -1,0 +1,255 @@
+"""A reply's text split as it streams: reasoning, the answer, and tool calls (name first, then arguments
+in pieces). Nothing is held back longer than a marker that may still be forming (`<tool_ca`)."""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from backends.chat_template import ToolCall
+from backends.tool_formats import Generic, PartialCall, ToolFormat
+
+# Tags that open and close a reasoning block, by family (the template shows which a model uses).
+THINK_TAGS = (("<think>", "</think>"), ("<seed:think>", "</seed:think>"),
+              ("<|START_THINKING|>", "<|END_THINKING|>"), ("[THINK]", "[/THINK]"))
+
+
+def think_tags(template_source: str) -> tuple[str, str] | None:
+    for open_tag, close_tag in THINK_TAGS:
+        if open_tag in template_source and close_tag in template_source:
+            return open_tag, close_tag
+    return None
+
+
+def starts_thinking(prompt: str, tags: tuple[str, str] | None) -> bool:
+    """Whether the generation prompt leaves the model inside a reasoning block (it ends with the open tag)."""
+    return tags is not None and prompt.rstrip().endswith(tags[0])
+
+
+def new_call_id() -> str:
+    # Nine letters and digits: the only ids Mistral's templates accept, and unique enough for one conversation.
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(9))
+
+
+@dataclass(frozen=True)
+class CallDelta:
+    index: int
+    id: str | None = None  # with the name, in a call's first delta
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ReplyDelta:
+    content: str = ""
+    reasoning: str = ""
+    calls: tuple[CallDelta, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.content or self.reasoning or self.calls)
+
+
+@dataclass
+class ToolSetup:
+    format: ToolFormat
+    schemas: Mapping[str, dict]  # tool name -> its parameters schema
+    stream_calls: bool = True  # calls are constrained, so what streams is final
+
+
+class ReplyParser:
+    """Feed it the reply's text as it comes (`push`), then `finish()` for the rest and the tool calls."""
+
+    def __init__(self, *, think: tuple[str, str] | None = None, thinking: bool = False,
+                 tools: ToolSetup | None = None, harmony: bool = False):
+        self._think = think
+        self._in_think = thinking and think is not None
+        self._held = ""  # text that may be the start of a tag
+        self._tools = tools
+        self._call_text: str | None = None  # from the trigger on
+        self._content_seen = ""  # content so far (the at-start trigger and the generic format look at it)
+        self._ids: list[str] = []
+        self._sent: list[tuple[bool, int]] = []  # per call: name sent, argument characters sent
+        self._generic = tools is not None and isinstance(tools.format, Generic)
+        self._generic_sent = 0
+        self._harmony = "" if harmony else None  # gpt-oss: the whole reply so far
+        self._harmony_sent = (0, 0)
+        self._final_calls = None
+
+    # -- reasoning -------------------------------------------------------------------------------
+
+    def push(self, text: str) -> ReplyDelta:
+        if self._harmony is not None:
+            return self._harmony_delta(text, final=False)
+        reasoning, content = self._split_think(self._held + text)
+        return self._with_calls(reasoning, content, final=False)
+
+    def finish(self) -> tuple[ReplyDelta, list[ToolCall] | None]:
+        """The rest of the text, and the calls (None when the reply made none, or made them wrong)."""
+        if self._harmony is not None:
+            return self._harmony_delta("", final=True), self._final_calls
+        held, self._held = self._held, ""
+        reasoning, content = ("", held) if not self._in_think else (held, "")
+        delta = self._with_calls(reasoning, content, final=True)
+        return delta, self._final_calls
+
+    def _split_think(self, text: str) -> tuple[str, str]:
+        self._held = ""
+        if self._think is None:
+            return "", text
+        open_tag, close_tag = self._think
+        reasoning, content = [], []
+        while text:
+            tag = close_tag if self._in_think else open_tag
+            i = text.find(tag)
+            if i == -1:
+                keep = _partial_suffix(text, tag)
+                (reasoning if self._in_think else content).append(text[: len(text) - keep])
+                self._held = text[len(text) - keep:]
+                break
+            # an open tag counts only at the reply's start (after whitespace); elsewhere it is text
+            if not self._in_think and (self._content_seen + "".join(content) + text[:i]).strip():
+                content.append(text[: i + len(tag)])
+                text = text[i + len(tag):]
+                continue
+            (reasoning if self._in_think else content).append(text[:i])
+            text = text[i + len(tag):]
+            self._in_think = not self._in_think
+            if not self._in_think:
+                text = text.lstrip("\n") if not "".join(content) else text
+        return "".join(reasoning), "".join(content)
+
+    # -- tool calls ------------------------------------------------------------------------------
+
+    def _with_calls(self, reasoning: str, content: str, *, final: bool) -> ReplyDelta:
+        self._final_calls = None
+        setup = self._tools
+        if setup is None:
+            self._content_seen += content
+            return ReplyDelta(content, reasoning)
+        if self._generic:
+            return self._generic_delta(reasoning, content, final)
+        out_content = ""
+        if self._call_text is None:
+            text = content
+            start = self._trigger_at(text)
+            if start is None:
+                keep = 0 if final else _partial_suffix(text, setup.format.trigger or "")
+                if setup.format.at_start and (self._content_seen + text).strip() == "":
+                    keep = len(text) if not final else 0
+                out_content = text[: len(text) - keep]
+                self._content_seen += out_content
+                self._held = text[len(text) - keep:] + self._held
+                return ReplyDelta(out_content, reasoning)
+            out_content = "" if setup.format.at_start else text[:start]  # at the start: only whitespace before
+            self._content_seen += out_content
+            self._call_text = text[start:]
+        else:
+            self._call_text += content
+        calls, ok = setup.format.calls(self._call_text, setup.schemas)
+        deltas = self._call_deltas(calls) if setup.stream_calls or final else ()
+        if final:
+            out_content += self._settle(calls, ok)
+        return ReplyDelta(out_content, reasoning, deltas)
+
+    def _trigger_at(self, text: str) -> int | None:
+        fmt = self._tools.format
+        if fmt.at_start:
+            lead = len(text) - len(text.lstrip())
+            seen = self._content_seen
+            if seen.strip() == "" and text.lstrip().startswith(fmt.trigger):
+                return lead
+            return None
+        i = text.find(fmt.trigger)
+        return None if i == -1 else i
+
+    def _call_deltas(self, calls: list[PartialCall]) -> tuple[CallDelta, ...]:
+        out = []
+        for i, c in enumerate(calls):
+            if c.name is None:
+                break
+            if c.name not in self._tools.schemas:
+                break  # an unknown function: it comes back as text at the end
+            if i == len(self._sent):
+                self._ids.append(new_call_id())
+                self._sent.append((True, 0))
+                out.append(CallDelta(i, self._ids[i], c.name, ""))
+            sent = self._sent[i][1]
+            if len(c.arguments) > sent:
+                out.append(CallDelta(i, arguments=c.arguments[sent:]))
+                self._sent[i] = (True, len(c.arguments))
+        return tuple(out)
+
+    def _settle(self, calls: list[PartialCall], ok: bool) -> str:
+        """At the end: the calls if they are well formed, else their text as content."""
+        valid = ok and calls and all(c.name in self._tools.schemas and _is_object(c.arguments) for c in calls)
+        if valid:
+            self._final_calls = [ToolCall(self._ids[i] if i < len(self._ids) else new_call_id(), c.name, c.arguments)
+                                 for i, c in enumerate(calls)]
+            return ""
+        if self._sent:  # cut short (max_tokens) after the calls began to stream: they stay calls
+            self._final_calls = [ToolCall(self._ids[i], c.name, c.arguments)
+                                 for i, c in enumerate(calls[: len(self._sent)])]
+            return ""
+        text, self._call_text = self._call_text or "", None
+        self._content_seen += text
+        return text
+
+    def _generic_delta(self, reasoning: str, content: str, final: bool) -> ReplyDelta:
+        """The generic format: the reply is `{"response": "..."}` or `{"tool_calls": [...]}`."""
+        self._call_text = (self._call_text or "") + content
+        text = self._call_text
+        response = Generic.response(text)
+        if response is not None:
+            answer, done = response
+            piece = answer[self._generic_sent:]
+            self._generic_sent = len(answer)
+            if final and not done:
+                pass  # cut short: what came is the answer
+            return ReplyDelta(piece, reasoning)
+        calls, ok = self._tools.format.calls(text, self._tools.schemas)
+        deltas = self._call_deltas(calls) if self._tools.stream_calls or final else ()
+        out = ""
+        if final:
+            out = self._settle(calls, ok)
+        return ReplyDelta(out, reasoning, deltas)
+
+
+    def _harmony_delta(self, text: str, final: bool) -> ReplyDelta:
+        from backends.harmony import Harmony
+
+        self._harmony += text
+        reasoning, content, calls, _ = Harmony.split(self._harmony)
+        sent_r, sent_c = self._harmony_sent
+        self._harmony_sent = (len(reasoning), len(content))
+        deltas: tuple[CallDelta, ...] = ()
+        if self._tools is not None and calls and (self._tools.stream_calls or final):
+            deltas = self._call_deltas(calls)
+        if final and calls:
+            if self._tools is not None and all(c.done and c.name in self._tools.schemas and _is_object(c.arguments)
+                                               for c in calls):
+                self._final_calls = [ToolCall(self._ids[i] if i < len(self._ids) else new_call_id(), c.name,
+                                              c.arguments) for i, c in enumerate(calls)]
+            elif self._sent:
+                self._final_calls = [ToolCall(self._ids[i], c.name, c.arguments)
+                                     for i, c in enumerate(calls[: len(self._sent)])]
+            else:
+                content += "".join(c.arguments for c in calls)  # a call to no known tool: its text
+        return ReplyDelta(content[sent_c:], reasoning[sent_r:], deltas)
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """The length of the longest end of `text` that is a proper start of `tag`."""
+    for k in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:k]):
+            return k
+    return 0
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
