@@ -66,6 +66,7 @@ class ReplyParser:
                  tools: ToolSetup | None = None, harmony: bool = False):
         self._think = think
         self._in_think = thinking and think is not None
+        self._trim = self._in_think
         self._held = ""  # text that may be the start of a tag
         self._tools = tools
         self._call_text: str | None = None  # from the trigger on
@@ -106,20 +107,25 @@ class ReplyParser:
             i = text.find(tag)
             if i == -1:
                 keep = _partial_suffix(text, tag)
-                (reasoning if self._in_think else content).append(text[: len(text) - keep])
+                self._emit(text[: len(text) - keep], reasoning, content)
                 self._held = text[len(text) - keep:]
                 break
             # an open tag counts only at the reply's start (after whitespace); elsewhere it is text
             if not self._in_think and (self._content_seen + "".join(content) + text[:i]).strip():
-                content.append(text[: i + len(tag)])
+                self._emit(text[: i + len(tag)], reasoning, content)
                 text = text[i + len(tag):]
                 continue
-            (reasoning if self._in_think else content).append(text[:i])
+            self._emit(text[:i], reasoning, content)
             text = text[i + len(tag):]
             self._in_think = not self._in_think
-            if not self._in_think:
-                text = text.lstrip("\n") if not "".join(content) else text
+            self._trim = True  # the newlines after a tag are the template's, not the text's
         return "".join(reasoning), "".join(content)
+
+    def _emit(self, piece: str, reasoning: list[str], content: list[str]) -> None:
+        if self._trim:
+            piece = piece.lstrip()
+            self._trim = not piece
+        (reasoning if self._in_think else content).append(piece)
 
     # -- tool calls ------------------------------------------------------------------------------
 
@@ -149,10 +155,10 @@ class ReplyParser:
         else:
             self._call_text += content
         calls, ok = setup.format.calls(self._call_text, setup.schemas)
-        deltas = self._call_deltas(calls) if setup.stream_calls or final else ()
-        if final:
-            out_content += self._settle(calls, ok)
-        return ReplyDelta(out_content, reasoning, deltas)
+        if not final:
+            return ReplyDelta(out_content, reasoning, self._call_deltas(calls) if setup.stream_calls else ())
+        text, deltas = self._settle(calls, ok)
+        return ReplyDelta(out_content + text, reasoning, deltas)
 
     def _trigger_at(self, text: str) -> int | None:
         fmt = self._tools.format
@@ -182,20 +188,19 @@ class ReplyParser:
                 self._sent[i] = (True, len(c.arguments))
         return tuple(out)
 
-    def _settle(self, calls: list[PartialCall], ok: bool) -> str:
-        """At the end: the calls if they are well formed, else their text as content."""
-        valid = ok and calls and all(c.name in self._tools.schemas and _is_object(c.arguments) for c in calls)
-        if valid:
-            self._final_calls = [ToolCall(self._ids[i] if i < len(self._ids) else new_call_id(), c.name, c.arguments)
-                                 for i, c in enumerate(calls)]
-            return ""
-        if self._sent:  # cut short (max_tokens) after the calls began to stream: they stay calls
-            self._final_calls = [ToolCall(self._ids[i], c.name, c.arguments)
-                                 for i, c in enumerate(calls[: len(self._sent)])]
-            return ""
-        text, self._call_text = self._call_text or "", None
-        self._content_seen += text
-        return text
+    def _settle(self, calls: list[PartialCall], ok: bool) -> tuple[str, tuple[CallDelta, ...]]:
+        """At the end: the calls if well formed (and what of them has not streamed yet), else their text."""
+        valid = ok and calls and all(c.done and c.name in self._tools.schemas and _is_object(c.arguments)
+                                     for c in calls)
+        if not valid and self._sent:  # cut short (max_tokens) after the calls began to stream: they stay calls
+            calls = calls[: len(self._sent)]
+        elif not valid:
+            text, self._call_text = self._call_text or "", None
+            self._content_seen += text
+            return text, ()
+        deltas = self._call_deltas(calls)
+        self._final_calls = [ToolCall(self._ids[i], c.name, c.arguments) for i, c in enumerate(calls)]
+        return "", deltas
 
     def _generic_delta(self, reasoning: str, content: str, final: bool) -> ReplyDelta:
         """The generic format: the reply is `{"response": "..."}` or `{"tool_calls": [...]}`."""
@@ -210,10 +215,9 @@ class ReplyParser:
                 pass  # cut short: what came is the answer
             return ReplyDelta(piece, reasoning)
         calls, ok = self._tools.format.calls(text, self._tools.schemas)
-        deltas = self._call_deltas(calls) if self._tools.stream_calls or final else ()
-        out = ""
-        if final:
-            out = self._settle(calls, ok)
+        if not final:
+            return ReplyDelta("", reasoning, self._call_deltas(calls) if self._tools.stream_calls else ())
+        out, deltas = self._settle(calls, ok)
         return ReplyDelta(out, reasoning, deltas)
 
 
@@ -225,18 +229,14 @@ class ReplyParser:
         sent_r, sent_c = self._harmony_sent
         self._harmony_sent = (len(reasoning), len(content))
         deltas: tuple[CallDelta, ...] = ()
-        if self._tools is not None and calls and (self._tools.stream_calls or final):
+        if self._tools is not None and calls and self._tools.stream_calls and not final:
             deltas = self._call_deltas(calls)
         if final and calls:
-            if self._tools is not None and all(c.done and c.name in self._tools.schemas and _is_object(c.arguments)
-                                               for c in calls):
-                self._final_calls = [ToolCall(self._ids[i] if i < len(self._ids) else new_call_id(), c.name,
-                                              c.arguments) for i, c in enumerate(calls)]
-            elif self._sent:
-                self._final_calls = [ToolCall(self._ids[i], c.name, c.arguments)
-                                     for i, c in enumerate(calls[: len(self._sent)])]
+            if self._tools is not None:
+                text, deltas = self._settle(calls, all(c.done for c in calls))
+                content += text and "".join(c.arguments for c in calls)
             else:
-                content += "".join(c.arguments for c in calls)  # a call to no known tool: its text
+                content += "".join(c.arguments for c in calls)  # a call with no tools offered: its text
         return ReplyDelta(content[sent_c:], reasoning[sent_r:], deltas)
 
 

@@ -118,8 +118,7 @@ def adapt(messages: Sequence[Message], caps: Caps) -> list[dict]:
             if caps.tool_calls:
                 d["tool_calls"] = [_call_dict(c, Arguments(c.arguments)) for c in m.tool_calls]
             else:  # the generic format's own shape, which the model wrote when it made the call
-                calls = ", ".join(f'{{"name": {_json(c.name)}, "arguments": {c.arguments}, "id": {_json(c.id)}}}'
-                                  for c in m.tool_calls)
+                calls = ", ".join(f'{{"name": {_json(c.name)}, "arguments": {c.arguments}}}' for c in m.tool_calls)
                 d["content"] = (m.content + "\n" if m.content else "") + f'{{"tool_calls": [{calls}]}}'
         if m.role == "tool":
             if caps.tool_responses:
