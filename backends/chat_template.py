@@ -156,6 +156,7 @@ class ChatTemplate:
     def render_raw(self, data: list[dict], *, add_generation_prompt: bool = True, tools=None, options=None) -> str:
         """Render template-ready message dicts as they are (capability probes use this)."""
         extra = {k: v for k, v in (options or {}).items() if k not in RESERVED}
+        extra.setdefault("enable_thinking", True)  # as llama.cpp's server: thinking models think unless told not to
         # firefunction's names for the tools and the date
         extra.setdefault("functions", _tojson(list(tools), indent=2) if tools else "")
         extra.setdefault("datetime", datetime.now().strftime("%b %d %Y %H:%M:%S GMT"))

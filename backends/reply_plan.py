@@ -57,7 +57,7 @@ def plan_reply(request, messages: list[Message], style: ModelStyle) -> ReplyPlan
     use_tools = bool(tools) and choice != "none"
     fmt = style.tool_format
     template_tools = None
-    if use_tools:
+    if tools:  # shown even with tool_choice "none": the prompt stays the same across an agent's rounds
         if fmt.native:
             template_tools = [_openai_tool(t) for t in request.tools]  # every tool is shown, even if one is forced
         else:

@@ -36,7 +36,28 @@ def lit(s: str) -> str:
 
 
 def json_rule(schema: Mapping) -> str:
-    return "%json " + json.dumps({**schema, "x-guidance": JSON_STYLE}, ensure_ascii=False)
+    return "%json " + json.dumps({**_safe_integers(schema), "x-guidance": JSON_STYLE}, ensure_ascii=False)
+
+
+SAFE_INTEGER = 2 ** 53 - 1  # beyond it JSON parsers lose digits; llama.cpp's grammars stop at 16 digits too
+_LITERALS = frozenset({"const", "enum", "default", "examples"})
+
+
+def _safe_integers(node):
+    """The schema with integers bounded to ±(2^53 - 1) where it sets no bound: a small model left unbounded
+    writes digits until max_tokens."""
+    if isinstance(node, list):
+        return [_safe_integers(x) for x in node]
+    if not isinstance(node, Mapping):
+        return node
+    out = {k: (v if k in _LITERALS else _safe_integers(v)) for k, v in node.items()}
+    kind = out.get("type")
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -SAFE_INTEGER
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = SAFE_INTEGER
+    return out
 
 
 class ToolFormat:

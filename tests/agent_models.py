@@ -41,6 +41,7 @@ def family_models(starter: Path, folder: Path, names=FAMILIES) -> dict[str, Path
 
 
 def start_server(paths: dict[str, Path], *, n_ctx: int = 4096, **engine) -> LanternServer:
+    """A server for these models (one loaded at a time; a request for another switches)."""
     from app.wiring import start_worker
 
     def open_worker(name: str):
