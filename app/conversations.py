@@ -17,7 +17,7 @@ from pathlib import Path
 
 from models.owned_files import disk_full_error, move_aside
 
-SCHEMA_VERSION = 2  # 2: messages.writer, the process writing a streaming reply
+SCHEMA_VERSION = 3  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS messages (
     stats TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
 """
-_COLUMNS = "id, conversation, role, content, status, stats, created"
+_COLUMNS = "id, conversation, role, content, status, stats, created, reasoning"
 STATUSES = ("done", "streaming", "stopped", "cut_off", "error")
 
 
@@ -48,6 +48,7 @@ class StoredMessage:
     status: str  # done, streaming, stopped (the user pressed Stop), cut_off (Lantern died), error
     stats: dict | None
     created: float
+    reasoning: str = ""  # a reply's thinking, shown folded above it; never sent back as answer text
 
 
 class ConversationStore:
@@ -75,8 +76,11 @@ class ConversationStore:
             db.execute("PRAGMA synchronous=NORMAL")  # in WAL: a killed process loses no committed row
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(_SCHEMA)
-            if "writer" not in {row[1] for row in db.execute("PRAGMA table_info(messages)")}:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            if "writer" not in columns:
                 db.execute("ALTER TABLE messages ADD COLUMN writer TEXT")  # schema 1 -> 2
+            if "reasoning" not in columns:
+                db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT")  # schema 2 -> 3
             db.execute(f"SELECT {_COLUMNS}, writer FROM messages LIMIT 1").fetchall()  # the shape we read
             db.execute("SELECT id, title, created, updated FROM conversations LIMIT 1").fetchall()
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -156,20 +160,22 @@ class ConversationStore:
             self._db.execute("COMMIT")
         return StoredMessage(cur.lastrowid, conversation, role, content, status, stats, now)
 
-    def update(self, message: int, *, content: str, status: str | None = None, stats: dict | None = None) -> None:
+    def update(self, message: int, *, content: str, status: str | None = None, stats: dict | None = None,
+               reasoning: str | None = None) -> None:
         """Save a streaming reply's text so far, or its end (status done / stopped / error, with its figures)."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown message status {status!r}")
         with self._lock, self._full_disk():
             self._db.execute(
-                "UPDATE messages SET content=?, status=COALESCE(?, status), stats=COALESCE(?, stats) WHERE id=?",
-                (content, status, json.dumps(stats) if stats else None, message))
+                "UPDATE messages SET content=?, status=COALESCE(?, status), stats=COALESCE(?, stats), "
+                "reasoning=COALESCE(?, reasoning) WHERE id=?",
+                (content, status, json.dumps(stats) if stats else None, reasoning, message))
 
     def messages(self, conversation: int) -> list[StoredMessage]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE conversation=? ORDER BY id",
                                     (conversation,)).fetchall()
-        return [StoredMessage(*r[:5], _stats(r[5]), r[6]) for r in rows]
+        return [StoredMessage(*r[:5], _stats(r[5]), r[6], r[7] if isinstance(r[7], str) else "") for r in rows]
 
     def delete_from(self, message: int) -> None:
         """Drop a message and everything after it in its conversation (edit and resend, regenerate)."""

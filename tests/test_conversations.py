@@ -64,3 +64,29 @@ def test_a_kill_loses_nothing_shown_and_marks_the_streaming_reply_cut_off(tmp_pa
     assert [(m.role, m.content, m.status) for m in msgs] == [
         ("user", "Write me a poem", "done"), ("assistant", "Roses are red,", "cut_off")]
     store.close()
+
+
+def test_a_reply_keeps_its_reasoning_and_an_older_file_gains_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)  # a schema-2 file, as the previous version wrote it
+    db.executescript("""
+        CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL,
+                                    updated REAL NOT NULL);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation INTEGER NOT NULL, role TEXT NOT NULL,
+                               content TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'done', stats TEXT,
+                               created REAL NOT NULL, writer TEXT);
+        INSERT INTO conversations VALUES (1, 'Old', 0, 0);
+        INSERT INTO messages VALUES (1, 1, 'user', 'Hi', 'done', NULL, 0, NULL);
+        PRAGMA user_version=2;
+    """)
+    db.close()
+    store = ConversationStore(path)
+    [old] = store.messages(1)
+    assert (old.content, old.reasoning) == ("Hi", "")
+    reply = store.add(1, "assistant", "", status="streaming")
+    store.update(reply.id, content="4", reasoning="Two and two.")
+    store.update(reply.id, content="4.", status="done")  # a later save without reasoning keeps it
+    assert [(m.content, m.reasoning) for m in store.messages(1)] == [("Hi", ""), ("4.", "Two and two.")]
+    store.close()

@@ -508,3 +508,34 @@ def test_damaged_files_are_moved_aside_and_the_window_says_so_once(qtbot, tmp_pa
     wait_for_tasks()
     w.store.close()
     delete_now([w])
+
+
+def test_a_thinking_models_reasoning_is_folded_above_the_answer_and_kept(qtbot, make_window, smollm2_path, tmp_path):
+    """DeepSeek-R1's template opens <think> in the prompt: what the starter writes is thinking, shown folded,
+    stored with the message, and not sent back as answer text."""
+    from agent_models import family_models
+
+    paths = family_models(smollm2_path, tmp_path, ["smol-r1"])
+    w = make_window(max_tokens=12)
+    w.models_page.import_file(str(paths["smol-r1"]), link=True)
+    qtbot.waitUntil(lambda: "smol-r1" in w.models_page.local_names(), timeout=30_000)
+    failed = []
+    w.models.sig_model_failed.connect(lambda *a: failed.append(a))
+    w.load_model("smol-r1")
+    qtbot.waitUntil(lambda: w.models.state in ("ready", "failed"), timeout=60_000)
+    assert w.models.state == "ready", failed
+    assert send(qtbot, w, "What is 2+2?") in ("done", "stopped")
+    reply = w.chat.views()[-1]
+    assert reply.reasoning and reply.text == ""  # it never closed its thinking within 12 tokens
+    assert reply.reasoning_toggle.isVisible() and not reply.reasoning_body.isVisible()  # folded
+    assert reply.reasoning_toggle.text().startswith("Thought for")
+    reply.reasoning_toggle.click()
+    assert reply.reasoning_body.isVisible() and reply.reasoning_body.toPlainText() == reply.reasoning
+    message = w.store.messages(w.chat.conversation_id)[-1]
+    assert message.reasoning == reply.reasoning and message.content == ""
+    # after a restart the thinking is still there, folded
+    close(w)
+    w2 = make_window()
+    w2.chat.open_conversation(w2.store.conversations()[0].id)
+    again = w2.chat.views()[-1]
+    assert again.reasoning == reply.reasoning and again.reasoning_toggle.text().startswith("Thought for")

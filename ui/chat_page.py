@@ -41,6 +41,7 @@ class _Reply:
     message_id: int
     text: str = ""
     saved_at: float = 0.0
+    reasoning: str = ""
 
 
 class ChatPage(QWidget):
@@ -56,6 +57,7 @@ class ChatPage(QWidget):
         self.request_options: dict = {}  # more GenerationRequest fields (tests force a long reply with ignore_eos)
         self.session = ChatSession(parent=self)
         self.session.sig_text_received.connect(self._on_text)
+        self.session.sig_reasoning_received.connect(self._on_reasoning)
         self.session.sig_reply_finished.connect(self._on_finished)
         self.session.sig_reply_failed.connect(self._on_failed)
 
@@ -147,8 +149,9 @@ class ChatPage(QWidget):
             return
         reply = self._reply if self._reply and self._reply.conversation == self.conversation_id else None
         for m in self.store.messages(self.conversation_id):
-            text = reply.text if reply and m.id == reply.message_id else m.content
-            self._add_view(m.role, text, m.id, m.status, m.stats)
+            live = reply and m.id == reply.message_id
+            view = self._add_view(m.role, reply.text if live else m.content, m.id, m.status, m.stats)
+            view.set_reasoning(reply.reasoning if live else m.reasoning)
         self._update_actions()
         QTimer.singleShot(0, self._scroll_to_end)
 
@@ -235,7 +238,10 @@ class ChatPage(QWidget):
         history = [{"role": "system", "content": system}] if system else []
         for m in self.store.messages(self.conversation_id):
             if m.status != "error" and m.content:
-                history.append({"role": m.role, "content": m.content})
+                message = {"role": m.role, "content": m.content}
+                if m.reasoning:  # for templates that keep it; the others drop it
+                    message["reasoning_content"] = m.reasoning
+                history.append(message)
         return history
 
     def _start_reply(self) -> None:
@@ -269,7 +275,18 @@ class ChatPage(QWidget):
             if at_end:
                 QTimer.singleShot(0, self._scroll_to_end)
         if time.monotonic() - reply.saved_at >= SAVE_EVERY_S:
-            self.store.update(reply.message_id, content=reply.text)
+            self.store.update(reply.message_id, content=reply.text, reasoning=reply.reasoning or None)
+            reply.saved_at = time.monotonic()
+
+    def _on_reasoning(self, text: str) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        reply.reasoning += text
+        if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
+            view.append_reasoning(text)
+        if time.monotonic() - reply.saved_at >= SAVE_EVERY_S:
+            self.store.update(reply.message_id, content=reply.text, reasoning=reply.reasoning)
             reply.saved_at = time.monotonic()
 
     def _on_finished(self, finished: Finished) -> None:
@@ -290,7 +307,8 @@ class ChatPage(QWidget):
         reply, self._reply = self._reply, None
         if reply is None:
             return
-        self.store.update(reply.message_id, content=reply.text, status=status, stats=stats)
+        self.store.update(reply.message_id, content=reply.text, status=status, stats=stats,
+                          reasoning=reply.reasoning or None)
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
             bar = self.scroll.verticalScrollBar()
             at_end = bar.value() >= bar.maximum() - 4

@@ -37,6 +37,7 @@ class ChatSession(QObject):
     """One reply at a time through an EngineWorker; signals carry plain values."""
 
     sig_text_received = Signal(str)  # new text since the last signal (batched)
+    sig_reasoning_received = Signal(str)  # new thinking since the last signal (batched)
     sig_reply_finished = Signal(object)  # backends.events.Finished
     sig_reply_failed = Signal(str)  # a request the engine refused (bad input, context overflow...)
 
@@ -71,14 +72,17 @@ class ChatSession(QObject):
         gen = self._generation
         if gen is None:
             return
-        text, done = [], False
+        text, thought, done = [], [], False
         for item in gen.take():
             if isinstance(item, TextDelta):
                 text.append(item.text)
+                thought.append(item.reasoning)
             elif Generation.is_end(item):
                 done = True
             else:  # Finished, or the exception the engine raised
                 self._end = item
+        if "".join(thought):
+            self.sig_reasoning_received.emit("".join(thought))
         if text and "".join(text):
             self.sig_text_received.emit("".join(text))
         if done:  # not busy any more by the time listeners hear the end

@@ -127,11 +127,14 @@ class MainWindow(QMainWindow):
         from dataclasses import replace
 
         from app.wiring import start_worker
+        from models.registry import BUILTIN_MODELS as BUILTIN_NAMES
 
         s = self.settings.current
         self.load_progress.cancelled = True  # a load still running for a replaced model stops early
         progress = self.load_progress = LoadProgress()
-        return start_worker(name, backend=s.backend, options=replace(s.load_options(), on_progress=progress.update),
+        local = self.library.find(name)  # this window's library (the default one in the app; a test's own)
+        model = local.path if local is not None and name not in BUILTIN_NAMES else name
+        return start_worker(model, backend=s.backend, options=replace(s.load_options(), on_progress=progress.update),
                             engine_options=s.engine_options(), remote_url=s.remote_url if s.backend == "remote" else None)
 
     def _loading(self, name: str) -> None:

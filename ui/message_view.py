@@ -5,7 +5,8 @@ import html
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTextBrowser, QVBoxLayout
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTextBrowser, QToolButton,
+                               QVBoxLayout)
 
 from ui.markdown import render_markdown
 from ui.theme import is_dark
@@ -68,6 +69,21 @@ class MessageView(QFrame):
         layout.setContentsMargins(10, 6, 10, 6)
         who = QLabel("<b>You</b>" if role == "user" else "<b>Lantern</b>")
         layout.addWidget(who)
+        # The model's thinking, folded above the answer: "Thought for 12 s", a click away.
+        self._reasoning, self._stats = "", stats
+        self.reasoning_toggle = QToolButton(self, checkable=True)
+        self.reasoning_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.reasoning_toggle.setAutoRaise(True)
+        self.reasoning_toggle.setAccessibleName("Show the model's thinking")
+        self.reasoning_toggle.toggled.connect(self._fold)
+        self.reasoning_body = MessageBody(self)
+        self.reasoning_body.setAccessibleName("The model's thinking")
+        self.reasoning_body.setStyleSheet("color: gray")
+        layout.addWidget(self.reasoning_toggle)
+        layout.addWidget(self.reasoning_body)
+        self.reasoning_toggle.hide()
+        self.reasoning_body.hide()
         self.body = MessageBody(self)
         self.body.setAccessibleName("Your message" if role == "user" else "Reply")
         self.body.anchorClicked.connect(self._link)
@@ -114,8 +130,41 @@ class MessageView(QFrame):
         self._text += text
         self._render()
 
+    @property
+    def reasoning(self) -> str:
+        return self._reasoning
+
+    def set_reasoning(self, text: str) -> None:
+        self._reasoning = ""
+        self.append_reasoning(text)
+
+    def append_reasoning(self, text: str) -> None:
+        self._reasoning += text
+        if not self._reasoning:
+            return
+        self.reasoning_toggle.show()
+        self.reasoning_body.setPlainText(self._reasoning)
+        self._label_reasoning()
+
+    def _label_reasoning(self) -> None:
+        ms = (self._stats or {}).get("reasoning_ms") or 0
+        if self.status == "streaming" and not self._text:
+            label = "Thinking…"
+        elif ms:
+            label = f"Thought for {ms / 1000:.0f} s" if ms >= 1000 else f"Thought for {ms / 1000:.1f} s"
+        else:
+            label = "Thoughts"
+        self.reasoning_toggle.setText(label)
+
+    def _fold(self, open_: bool) -> None:
+        self.reasoning_toggle.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+        self.reasoning_body.setVisible(open_)
+
     def finish(self, status: str, stats: dict | None = None, error: str | None = None) -> None:
         self.status = status
+        self._stats = stats
+        if self._reasoning:
+            self._label_reasoning()
         note = error or STATUS_NOTES.get(status, "")
         self.note.setText(note)
         self.note.setVisible(bool(note))
