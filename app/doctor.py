@@ -38,7 +38,19 @@ def run_doctor(args) -> int:
         try:
             plan = plan_load(name, options=options, hardware=hw)
             line = f"{plan.label}: {plan.reason}" + (f" ({plan.advice})" if plan.advice else "")
+            line += _style(plan.path)
         except LanternError as e:
             line = f"cannot run: {e}"
         print(f"  {name}: {line}")
     return 0
+
+
+def _style(path) -> str:
+    """'; tool calls: hermes; reasoning: <think></think>' for a model file ('' for one that cannot be read)."""
+    from models.info import describe_model
+
+    try:
+        info = describe_model(path)
+    except LanternError:
+        return ""
+    return f"; tool calls: {info.tool_format}" + (f"; reasoning: {info.reasoning}" if info.reasoning else "")

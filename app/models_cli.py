@@ -72,15 +72,18 @@ def _info(args) -> int:
     listing = hub.listing(args.repo)
     rows = []
     for choice in listing.choices:
+        tools = "?"
         try:
-            fit = check_fit(hw, hub.describe(listing, choice), n_ctx=args.n_ctx)
+            info = hub.describe(listing, choice)
+            tools = info.tool_format + (" + reasoning" if info.reasoning else "")
+            fit = check_fit(hw, info, n_ctx=args.n_ctx)
             verdict = f"{fit.badge} ({fit.summary})"
         except LanternError as e:
             verdict = f"unknown: {e}"
         parts = f"{len(choice.files)} files" if len(choice.files) > 1 else choice.files[0]
-        rows.append((choice.label, f"{choice.size_bytes / GB:.2f} GB", verdict, parts))
+        rows.append((choice.label, f"{choice.size_bytes / GB:.2f} GB", verdict, tools, parts))
     print(f"{args.repo} (commit {str(listing.commit)[:12]}), fit for a {args.n_ctx}-token context on this machine:")
-    _print_table(("quant", "size", "fit", "files"), rows)
+    _print_table(("quant", "size", "fit", "tool calls", "files"), rows)
     for name in listing.refused:
         print(f"Refused: the file name {ascii(name)} may not become a path here; it is not offered.", file=sys.stderr)
     return 0

@@ -23,6 +23,8 @@ class ModelInfo:
     quant: str = ""  # the most common tensor type (Q4_1, Q4_K...) or "4-bit" for MLX
     output_bytes: int = 0  # embeddings and output layer: stay beside the layers a GPU holds
     chat_template: bool = False
+    tool_format: str = ""  # how the model writes tool calls: hermes, llama3, mistral, qwen3-coder, harmony, generic
+    reasoning: str = ""  # its reasoning block's tags (<think>...</think>), or "" when its template has none
 
     def kv_bytes(self, n_ctx: int) -> int:
         return self.kv_bytes_per_token * n_ctx
@@ -80,7 +82,25 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
         architecture=arch, quant=quant,
         output_bytes=sum(t.n_bytes for t in header.tensors if not t.name.startswith("blk.")),
         chat_template=bool(meta.get("tokenizer.chat_template")),
+        **chat_style(meta.get("tokenizer.chat_template")),
     )
+
+
+def chat_style(template: object) -> dict:
+    """The tool-call format and reasoning tags a chat template shows (compiled in the sandbox, never trusted)."""
+    from backends.chat_template import ChatTemplate
+    from backends.reply import think_tags
+    from backends.runtime import LanternError
+    from backends.tool_formats import detect
+
+    source = template if isinstance(template, str) else None
+    try:
+        t = ChatTemplate(source)
+    except LanternError:
+        return {"tool_format": "none (the template does not compile)"}
+    tags = think_tags(t.source)
+    return {"tool_format": detect(t.source, template_takes_tools=t.caps.tools).name,
+            "reasoning": "".join(tags) if tags else ""}
 
 
 def _describe_mlx(path: Path) -> ModelInfo:

@@ -159,6 +159,7 @@ def test_the_command_line_searches_lists_with_fit_and_pulls_with_a_progress_bar(
     info = lantern("models", "info", SMOL_REPO, "--n-ctx", "2048")
     assert info.returncode == 0, info.stderr
     assert "Q4_1" in info.stdout and "0.10 GB" in info.stdout and "CPU only" in info.stdout
+    assert "tool calls" in info.stdout and "generic" in info.stdout  # read from the template in the header
     pulled = lantern("models", "pull", SMOL_REPO, "--name", "smol-pulled")
     assert pulled.returncode == 0, pulled.stderr
     assert "100.0%" in pulled.stderr and "MB/s" in pulled.stderr and "Pulled smol-pulled (Q4_1" in pulled.stdout

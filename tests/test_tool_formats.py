@@ -158,6 +158,11 @@ def test_formats_and_tags_are_recognised_from_real_templates():
     assert think_tags(template("Qwen-Qwen3-0.6B")) == ("<think>", "</think>")
     assert think_tags(template("ByteDance-Seed-OSS")) == ("<seed:think>", "</seed:think>")
     assert think_tags(template("Qwen-Qwen2.5-7B-Instruct")) is None
+    from models.info import chat_style  # what `lantern doctor` and `models info` show
+
+    assert chat_style(template("Qwen-Qwen3-0.6B")) == {"tool_format": "hermes", "reasoning": "<think></think>"}
+    assert chat_style(None) == {"tool_format": "generic", "reasoning": ""}
+    assert chat_style("{% if %}")["tool_format"].startswith("none")
 
 
 # -- grammars, on the starter model's real vocabulary ------------------------------------------------
