@@ -209,7 +209,32 @@ class ChatTemplate:
                 parts.append((piece, False))
         if "".join(p for p, _ in parts) != text:
             return [(text, False)]
-        return [p for p in parts if p[0]]
+        return [p for p in _mark_arguments(parts, messages) if p[0]]
+
+
+def _mark_arguments(parts: list[tuple[str, bool]], messages: Sequence[Message]) -> list[tuple[str, bool]]:
+    """Tool-call arguments are text too (a model may write `<|im_end|>` inside a file it edits): where the template
+    printed them as given or as tojson writes them, they become content parts."""
+    needles = set()
+    for m in messages:
+        for c in m.tool_calls:
+            needles.add(c.arguments)
+            needles.add(json.dumps(json.loads(c.arguments), ensure_ascii=False))
+    needles.discard("")
+    if not needles:
+        return parts
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
+    out = []
+    for text, is_content in parts:
+        if is_content:
+            out.append((text, True))
+            continue
+        pos = 0
+        for m in pattern.finditer(text):
+            out += [(text[pos:m.start()], False), (m.group(), True)]
+            pos = m.end()
+        out.append((text[pos:], False))
+    return out
 
 
 _MARK = re.compile("(\ue000[0-9]+\ue001)")
