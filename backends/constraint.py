@@ -80,9 +80,10 @@ class Constraint:
     """Keeps a reply to a grammar; with `trigger`, only from the point the reply writes it."""
 
     def __init__(self, tokenizer: GrammarTokenizer, grammar: str, *, trigger: str | None = None,
-                 at_start: bool = False):
+                 at_start: bool = False, also_starts: tuple[str, ...] = ()):
         self.tokenizer, self.grammar = tokenizer, grammar
         self.trigger, self.at_start = trigger, at_start
+        self._starts = (trigger, *also_starts) if trigger else ()
         self.matcher = None if trigger else self._matcher()
         self.failed = ""  # why the constraint gave up (a model that wrote its trigger in a way the grammar refuses)
         self._text = b""  # the reply so far, while waiting for the trigger
@@ -140,10 +141,11 @@ class Constraint:
             stripped = text.lstrip()
             if not stripped:
                 return
-            if not stripped.startswith(self.trigger[: len(stripped)]):
+            opening = next((t for t in self._starts if t.startswith(stripped) or stripped.startswith(t)), None)
+            if opening is None:
                 self.failed = "no call at the start"
                 return
-            if len(stripped) < len(self.trigger):
+            if len(stripped) < len(opening):
                 return
             start = len(text) - len(stripped)
         else:

@@ -143,8 +143,8 @@ class ReplyParser:
             start = self._trigger_at(text)
             if start is None:
                 keep = 0 if final else _partial_suffix(text, setup.format.trigger or "")
-                if setup.format.at_start and (self._content_seen + text).strip() == "":
-                    keep = len(text) if not final else 0
+                if setup.format.at_start and not final and _may_start(self._content_seen + text, setup.format):
+                    keep = len(text)
                 out_content = text[: len(text) - keep]
                 self._content_seen += out_content
                 self._held = text[len(text) - keep:] + self._held
@@ -165,7 +165,7 @@ class ReplyParser:
         if fmt.at_start:
             lead = len(text) - len(text.lstrip())
             seen = self._content_seen
-            if seen.strip() == "" and text.lstrip().startswith(fmt.trigger):
+            if seen.strip() == "" and text.lstrip().startswith((fmt.trigger, *fmt.also_starts)):
                 return lead
             return None
         i = text.find(fmt.trigger)
@@ -238,6 +238,13 @@ class ReplyParser:
             else:
                 content += "".join(c.arguments for c in calls)  # a call with no tools offered: its text
         return ReplyDelta(content[sent_c:], reasoning[sent_r:], deltas)
+
+
+def _may_start(text: str, fmt: ToolFormat) -> bool:
+    """Whether a reply that is `text` so far may still turn out to begin with a call (only whitespace, or the
+    start of a marker a call opens with)."""
+    head = text.lstrip()
+    return any(t.startswith(head) for t in (fmt.trigger, *fmt.also_starts))
 
 
 def _partial_suffix(text: str, tag: str) -> int:

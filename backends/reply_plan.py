@@ -100,7 +100,7 @@ def _tool_constraint(plan: ReplyPlan, tok: GrammarTokenizer, thinking: bool) -> 
     grammar = fmt.grammar(tools, parallel=plan.parallel, spell=tok.spell)
     if plan.required:
         return _from_start(grammar, plan, tok, thinking)
-    return Constraint(tok, grammar, trigger=fmt.trigger, at_start=fmt.at_start)
+    return Constraint(tok, grammar, trigger=fmt.trigger, at_start=fmt.at_start, also_starts=fmt.also_starts)
 
 
 def _from_start(grammar: str, plan: ReplyPlan, tok: GrammarTokenizer, thinking: bool) -> Constraint:

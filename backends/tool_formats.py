@@ -68,6 +68,7 @@ class ToolFormat:
     native = True  # the template prints the tools itself
     trigger: str | None = None
     at_start = False
+    also_starts: tuple[str, ...] = ()  # other openings of a call at the start (Llama's <|python_tag|>)
     parallel = True  # the template can print several calls in one turn
 
     def grammar(self, tools: list[Tool], *, parallel: bool, spell=lit) -> str:
@@ -80,6 +81,7 @@ class ToolFormat:
         if parallel and self.parallel and not self.separator:
             repeat = "call*"
         opening = spell(self.opening) if self.opening else ""
+        opening = " ".join(f"({spell(t)})?" for t in self.also_starts) + " " + opening
         closing = spell(self.closing) if self.closing else ""
         return f"start: {opening} call {repeat} {closing}\ncall: {calls}\n" + "\n".join(rules)
 
@@ -110,17 +112,22 @@ class Hermes(ToolFormat):
         return _tagged_objects(text, "<tool_call>", "</tool_call>", "name", "arguments")
 
 
+PYTHON_TAG = "<|python_tag|>"
+
+
 class Llama3(ToolFormat):
     """`{"name": "f", "parameters": {...}}` as the whole reply: Llama 3.1 to 3.3 (one call a turn)."""
 
     name, trigger, at_start, parallel = "llama3", "{", True, False
+    also_starts = (PYTHON_TAG,)
 
     def call_rule(self, tool, args, spell):
         head = '{"name": ' + json.dumps(tool.name) + ', "parameters": '
         return f"{spell(head)} {args} {spell('}')}"
 
     def calls(self, text, schemas):
-        name, args, done, end = call_fields(text, 0, "name", "parameters")
+        start = len(PYTHON_TAG) if text.startswith(PYTHON_TAG) else 0  # Llama 3.1's tag before a call
+        name, args, done, end = call_fields(text, start, "name", "parameters")
         ok = end is not None and done and name is not None and not text[end:].strip()
         return ([PartialCall(name, args, done)] if name is not None or args else []), ok
 
