@@ -14,7 +14,11 @@ import numpy as np
 
 from backends.draft_policy import DraftLengthPolicy
 from backends.drafting import PREDICTED, PromptLookupDrafter
-from backends.runtime import Runtime
+from backends.runtime import LanternError, Runtime
+
+
+class DraftRollbackError(LanternError):
+    """A rejected draft could not be taken back out of the cache (the reply ends with this error, never a 500)."""
 from backends.sampling import Sampler
 
 
@@ -120,7 +124,7 @@ def _verify(runtime: Runtime, fed: list[int], token: int, draft: list[int], samp
         keep = 1 + max(0, len(out) - 1)  # `token` and the accepted drafts; the last sample is not fed
         if not runtime.truncate(start + keep):
             runtime.truncate(start)  # cannot happen on llama.cpp; keep the cache honest anyway
-            raise RuntimeError("the runtime could not drop rejected draft tokens")
+            raise DraftRollbackError("The model's cache could not drop rejected draft tokens.")
         fed.extend(batch[:keep])
     return out
 

@@ -221,8 +221,14 @@ class Engine:
         """Bring the KV cache to the longest usable prefix of `prompt`. Returns (reused, restored)."""
         rt = self.runtime
         n_common = common_prefix_len(self._tokens, prompt)
+        if not rt.can_truncate and n_common < len(self._tokens):
+            n_common = 0  # a recurrent state cannot be cut back: the live cache serves only prompts that extend it
         restored = 0
-        match = self.states.best_match(prompt, better_than=n_common + RESTORE_WHEN_GAINING)
+        gain = RESTORE_WHEN_GAINING if rt.can_truncate else 0  # a state that cannot be cut back: any gain counts
+        usable = None
+        if not rt.can_truncate or getattr(rt, "sliding_window", 0):
+            usable = self._whole_state(prompt)  # a saved state is used only where it needs no cutting back
+        match = self.states.best_match(prompt, better_than=n_common + gain, usable=usable)
         saved = None
         if match is not None:
             try:  # read it before saving the current state can push it out of the budget
@@ -249,6 +255,24 @@ class Engine:
         del self._tokens[n_keep:]
         return n_keep, min(restored, n_keep)
 
+    def _whole_state(self, prompt: list[int]):
+        """For caches that cannot be cut back (recurrent layers; a restored sliding window): a saved state serves
+        `prompt` only when it is all a prefix of it, and shorter (or this prompt's last logits are kept)."""
+        key = tuple(prompt)
+
+        def usable(tokens: tuple[int, ...], n_match: int) -> bool:
+            return n_match == len(tokens) and (n_match < len(prompt) or key in self._prompt_logits)
+
+        return usable
+
+    def _checkpoint(self, prompt: list[int]) -> None:
+        """Save the state at the prompt's end when the cache cannot be cut back (recurrent layers), so a regenerate,
+        an edit after this point or a switch back restores it instead of computing everything again."""
+        try:
+            self.states.put(prompt, self.runtime.save_state(), keep_prefixes=True)
+        except LanternError:
+            pass  # a checkpoint is an optimisation: without it the prompt is computed again
+
     def _prompt_logits_for(self, prompt: tuple[int, ...], computed: np.ndarray | None) -> np.ndarray:
         """The prompt's last-position logits: the ones just computed (kept for next time), or the kept ones."""
         if computed is None:
@@ -262,7 +286,7 @@ class Engine:
 
     def _save_current(self) -> None:
         if len(self._tokens) >= SAVE_WHEN_DISCARDING:
-            self.states.put(self._tokens, self.runtime.save_state())
+            self.states.put(self._tokens, self.runtime.save_state(), keep_prefixes=not self.runtime.can_truncate)
 
     def close(self) -> None:
         self.runtime.close()
@@ -297,6 +321,8 @@ class Engine:
             logits = rt.forward(chunk, rt.n_past)[0]
             self._tokens.extend(chunk)
         logits = self._prompt_logits_for(tuple(prompt), logits)
+        if todo and not rt.can_truncate:
+            self._checkpoint(prompt)
         t_prefill = time.perf_counter()
 
         stream = TextStream(request.stop)

@@ -178,6 +178,9 @@ class LlamaCppRuntime:
         self._mem = C.llama_get_memory(self._ctx)
         self._vocab = C.llama_model_get_vocab(self._model)
         self.n_vocab = int(C.llama_vocab_n_tokens(self._vocab))
+        self.sliding_window = int(C.llama_model_n_swa(self._model))  # 0: no sliding-window layers
+        # Recurrent layers (Mamba, Gated DeltaNet, LFM2's convolutions) keep one state: it cannot be cut back.
+        self.can_truncate = not (C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model))
         self._batch = C.llama_batch_init(self.n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
         self.special = self._read_special_tokens()
@@ -271,10 +274,17 @@ class LlamaCppRuntime:
             raise RuntimeFailure(f"llama.cpp failed to process the tokens (code {rc}): {_last_error()}")
 
     def truncate(self, n_keep: int) -> bool:
+        """Drop the cache from `n_keep` on; False (and nothing dropped) where that cannot be done exactly."""
         if n_keep < 0:
             raise InvalidRequestError("truncate() needs n_keep >= 0.")
         if n_keep >= self._n_past:
             return True
+        if self.sliding_window and n_keep > 0:
+            # A restored state holds only the last window of the sliding layers: the token at n_keep must still see
+            # the window before it, or the reply would come from a wrong cache.
+            low = int(self._C.llama_memory_seq_pos_min(self._mem, 0))
+            if low > max(0, n_keep - self.sliding_window):
+                return False
         if not self._C.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
             return False
         self._n_past = n_keep

@@ -41,11 +41,13 @@ class StateCache:
     def disk_used(self) -> int:
         return sum(e.size for e in self._entries.values() if e.data is None)
 
-    def put(self, tokens: Sequence[int], data: bytes) -> None:
+    def put(self, tokens: Sequence[int], data: bytes, *, keep_prefixes: bool = False) -> None:
+        """Keep `data`, the state after `tokens`. `keep_prefixes`: states of prefixes of `tokens` stay (a cache
+        that cannot be cut back needs them: checkpoints)."""
         key = tuple(tokens)
         self._drop(key)
-        # A state that is a prefix of this one is no longer worth its bytes.
-        for other in [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k]:
+        # A state that is a prefix of this one is no longer worth its bytes (the longer one can be cut back).
+        for other in [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k and not keep_prefixes]:
             self._drop(other)
         if len(data) > self.ram_bytes and not self._can_spill(len(data)):
             return
@@ -55,12 +57,14 @@ class StateCache:
     def token_lists(self) -> list[tuple[int, ...]]:
         return list(self._entries)
 
-    def best_match(self, prompt: Sequence[int], *, better_than: int = 0) -> tuple[int, SavedState] | None:
-        """The saved state sharing the longest prefix with `prompt`, if longer than `better_than`."""
+    def best_match(self, prompt: Sequence[int], *, better_than: int = 0,
+                   usable=None) -> tuple[int, SavedState] | None:
+        """The saved state sharing the longest prefix with `prompt`, if longer than `better_than`
+        (and, given `usable(tokens, n_shared)`, one it accepts)."""
         best, best_len = None, better_than
         for key, entry in self._entries.items():
             n = common_prefix_len(key, prompt)
-            if n > best_len:
+            if n > best_len and (usable is None or usable(key, n)):
                 best, best_len = entry, n
         return (best_len, best) if best is not None else None
 

@@ -1,0 +1,93 @@
+"""Recurrent and hybrid models (Mamba-2 here, a tiny random-weight GGUF): their state cannot be cut back, and the
+runtime says so at load, so prompt lookup is off and nothing fails mid-reply; a reply that extends the cached
+conversation still reuses it, and what is recomputed equals a fresh computation."""
+from __future__ import annotations
+
+import pytest
+
+from backends.engine import Engine
+from backends.events import Finished, GenerationRequest
+from backends.sampling import SamplingParams
+from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
+from tiny_models import write_mamba2
+
+GREEDY = SamplingParams(temperature=0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def mamba2_path(smollm2_path, tmp_path_factory):
+    return write_mamba2(smollm2_path, tmp_path_factory.mktemp("tiny") / "mamba2.gguf")
+
+
+def test_a_recurrent_model_says_it_cannot_roll_back_and_lookup_stays_off(mamba2_path):
+    rt = load(mamba2_path)  # the full load path: header checks and the child-process test load
+    try:
+        assert not rt.can_truncate and rt.sliding_window == 0
+        engine = Engine(rt)
+        assert not engine.options.prompt_lookup and engine.notes
+        copy = "Copy this: " + "alpha beta gamma delta " * 20
+        _, _, final = run(engine, GenerationRequest(messages=[{"role": "user", "content": copy}], sampling=GREEDY,
+                                                    max_tokens=24, prompt_lookup=True))
+        assert final.reason in ("stop", "length") and final.stats.drafted_tokens == 0
+    finally:
+        rt.close()
+
+
+def test_turns_that_extend_the_conversation_reuse_it_and_match_a_fresh_run(mamba2_path):
+    rt = load(mamba2_path)
+    try:
+        engine = Engine(rt)
+        chat = [{"role": "user", "content": "Hello there, how are you?"}]
+        text, _, first = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=8))
+        chat += [{"role": "assistant", "content": text}, {"role": "user", "content": "And tomorrow?"}]
+        _, tokens, second = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=8))
+        assert second.stats.cached_tokens >= first.stats.prompt_tokens  # only the new turn was computed
+        prompt = engine.cached_tokens[: second.stats.prompt_tokens]
+        reference, gaps = reference_greedy(rt, prompt, 8)
+        assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
+        # a regenerate would cut back, which the state cannot: the checkpoint at the prompt's end comes back instead
+        _, again, third = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=8))
+        assert third.stats.restored_tokens == third.stats.prompt_tokens == second.stats.prompt_tokens
+        assert third.stats.prefill_tokens == 0 and again == tokens
+        # an edit of the last message goes back to the checkpoint of the turn before it
+        edited = [*chat[:-1], {"role": "user", "content": "And next week?"}]
+        _, _, fourth = run(engine, GenerationRequest(messages=edited, sampling=GREEDY, max_tokens=4))
+        assert fourth.stats.restored_tokens == first.stats.prompt_tokens
+    finally:
+        rt.close()
+
+
+def test_a_rollback_that_fails_ends_the_reply_with_an_error_event(mamba2_path):
+    """Were a runtime to claim a rollback it cannot do, the reply ends with an error the client sees."""
+    rt = load(mamba2_path)
+    try:
+        engine = Engine(rt)
+        rt.can_truncate = True  # a runtime that misreports itself
+        events = list(engine.generate(GenerationRequest(
+            messages=[{"role": "user", "content": "Say: " + "one two three four " * 12}], sampling=GREEDY,
+            max_tokens=40, prompt_lookup=True)))
+        final = events[-1]
+        assert isinstance(final, Finished)
+        if final.stats.drafted_tokens > final.stats.accepted_tokens or final.reason == "error":
+            assert final.reason == "error" and "could not drop rejected draft tokens" in final.error
+    finally:
+        rt.close()
+
+
+def test_the_endpoint_serves_a_recurrent_model_streamed_and_not(mamba2_path):
+    import openai
+
+    from agent_models import start_server
+
+    server = start_server({"tiny-mamba2": mamba2_path})
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        ask = dict(model="tiny-mamba2", messages=[{"role": "user", "content": "Repeat: a b c a b c a b c"}],
+                   max_tokens=16, temperature=0, seed=1)
+        whole = client.chat.completions.create(**ask)
+        assert whole.choices[0].finish_reason in ("stop", "length")
+        chunks = list(client.chat.completions.create(stream=True, **ask))
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
+    finally:
+        server.stop()

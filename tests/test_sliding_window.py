@@ -1,0 +1,59 @@
+"""Sliding-window models (Gemma 3 here, the real 270M): a saved state holds only the last window of the sliding
+layers, so it may not be cut back below what those layers hold; the runtime says so instead of answering from a
+wrong cache, and the engine recomputes."""
+from __future__ import annotations
+
+import numpy as np
+
+from backends.engine import Engine
+from backends.events import GenerationRequest
+from backends.sampling import SamplingParams
+from backends.state_cache import StateCache
+from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
+
+TEXT = " ".join(f"Item {i} is a {['red', 'green', 'blue'][i % 3]} box of {i * 7 % 13} apples." for i in range(90))
+
+
+def feed(rt, tokens):
+    for lo in range(0, len(tokens), rt.n_batch):
+        rt.forward(tokens[lo:lo + rt.n_batch], rt.n_past)
+
+
+def test_a_restored_state_is_cut_back_only_where_the_window_allows(gemma_path):
+    rt = load(gemma_path, n_ctx=2048)
+    try:
+        assert rt.sliding_window > 0
+        tokens = rt.tokenize(TEXT, add_bos=True)[:812]
+        assert len(tokens) == 812 and 812 > rt.sliding_window
+        feed(rt, tokens)
+        state = rt.save_state()
+        assert rt.truncate(200)  # the live cache keeps every position (swa_full): an exact cut
+        cut = rt.forward([tokens[200]], 200)[0]
+        rt.reset()
+        feed(rt, tokens[:200])
+        fresh = rt.forward([tokens[200]], 200)[0]
+        assert np.allclose(cut, fresh, atol=1e-4)
+        rt.restore_state(state, 812)
+        assert not rt.truncate(200)  # the restored sliding layers hold only the last window: no cut below it
+        assert rt.n_past == 812 and rt.truncate(812)
+    finally:
+        rt.close()
+
+
+def test_a_branch_sharing_only_the_start_of_a_saved_state_is_computed_right(gemma_path):
+    rt = load(gemma_path, n_ctx=2048)
+    try:
+        engine = Engine(rt, state_cache=StateCache())
+        greedy = SamplingParams(temperature=0, seed=1)
+        head = TEXT[:900]
+        long_a = head + " " + TEXT[900:2600]
+        run(engine, GenerationRequest(prompt=long_a, sampling=greedy, max_tokens=2))  # conversation A
+        run(engine, GenerationRequest(prompt="Something else entirely. " * 30, sampling=greedy, max_tokens=2))
+        branch = head + " Now count the green boxes:"
+        text, tokens, final = run(engine, GenerationRequest(prompt=branch, sampling=greedy, max_tokens=12))
+        assert final.stats.restored_tokens == 0  # A's state was not cut back to the shared start
+        prompt = engine.cached_tokens[: final.stats.prompt_tokens]
+        reference, gaps = reference_greedy(rt, prompt, 12)
+        assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
+    finally:
+        rt.close()

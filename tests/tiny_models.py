@@ -1,0 +1,70 @@
+"""Tiny random-weight GGUFs of architectures no small PyPI model has (recurrent and hybrid layers), with the
+starter's vocabulary and chat template: they exercise loading, reuse, rollback and lookup exactly, not quality."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _copy_tokenizer(reader, writer) -> None:
+    import gguf
+
+    for field in reader.fields.values():
+        if not field.name.startswith("tokenizer."):
+            continue
+        kind = field.types[0]
+        if kind == gguf.GGUFValueType.ARRAY:
+            sub = field.types[1]
+            values = [field.parts[i].tolist()[0] if sub != gguf.GGUFValueType.STRING else bytes(field.parts[i]).decode()
+                      for i in field.data]
+            writer.add_array(field.name, values)
+        elif kind == gguf.GGUFValueType.STRING:
+            writer.add_string(field.name, bytes(field.parts[field.data[0]]).decode())
+        else:
+            writer.add_key_value(field.name, field.parts[field.data[0]].tolist()[0], kind)
+
+
+def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0) -> Path:
+    """A two-layer Mamba-2 (every layer recurrent: no position of its state can be cut back)."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    reader = gguf.GGUFReader(vocab_source, "r")
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    d_inner, d_state, n_heads, n_group, d_conv = 2 * n_embd, 16, 4, 1, 4
+    conv_dim = d_inner + 2 * n_group * d_state
+    d_in_proj = d_inner + conv_dim + n_heads
+    w = gguf.GGUFWriter(path, arch="mamba2")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(n_heads)
+    w.add_ssm_group_count(n_group)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _copy_tokenizer(reader, w)
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        t(f"blk.{i}.ssm_in.weight", d_in_proj, n_embd)
+        t(f"blk.{i}.ssm_conv1d.weight", conv_dim, d_conv)
+        t(f"blk.{i}.ssm_conv1d.bias", conv_dim)
+        t(f"blk.{i}.ssm_dt.bias", n_heads)
+        w.add_tensor(f"blk.{i}.ssm_a", -np.exp(rng.standard_normal((n_heads, 1))).astype(np.float32))
+        w.add_tensor(f"blk.{i}.ssm_d", np.ones((n_heads, 1), np.float32))
+        w.add_tensor(f"blk.{i}.ssm_norm.weight", np.ones((n_group, d_inner // n_group), np.float32))
+        t(f"blk.{i}.ssm_out.weight", n_embd, d_inner)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
