@@ -259,17 +259,26 @@ class Engine:
         """For caches that cannot be cut back (recurrent layers; a restored sliding window): a saved state serves
         `prompt` only when it is all a prefix of it, and shorter (or this prompt's last logits are kept)."""
         key = tuple(prompt)
+        window = getattr(self.runtime, "sliding_window", 0) if self.runtime.can_truncate else 0
 
         def usable(tokens: tuple[int, ...], n_match: int) -> bool:
+            if window and len(tokens) <= window:
+                return True  # the whole state is inside the window: a restored one can be cut like a live one
             return n_match == len(tokens) and (n_match < len(prompt) or key in self._prompt_logits)
 
         return usable
+
+    def _needs_checkpoints(self, n_tokens: int) -> bool:
+        """Whether a state of n_tokens, once saved, can only be restored whole: recurrent layers, or sliding-window
+        layers whose window it outgrew."""
+        window = getattr(self.runtime, "sliding_window", 0)
+        return not self.runtime.can_truncate or bool(window and n_tokens > window)
 
     def _checkpoint(self, prompt: list[int]) -> None:
         """Save the state at the prompt's end when the cache cannot be cut back (recurrent layers), so a regenerate,
         an edit after this point or a switch back restores it instead of computing everything again."""
         try:
-            self.states.put(prompt, self.runtime.save_state(), keep_prefixes=True)
+            self.states.put(prompt, self.runtime.save_state(), keep_prefixes=True)  # the earlier ones stay useful
         except LanternError:
             pass  # a checkpoint is an optimisation: without it the prompt is computed again
 
@@ -286,7 +295,8 @@ class Engine:
 
     def _save_current(self) -> None:
         if len(self._tokens) >= SAVE_WHEN_DISCARDING:
-            self.states.put(self._tokens, self.runtime.save_state(), keep_prefixes=not self.runtime.can_truncate)
+            self.states.put(self._tokens, self.runtime.save_state(),
+                            keep_prefixes=self._needs_checkpoints(len(self._tokens)))
 
     def close(self) -> None:
         self.runtime.close()
@@ -321,7 +331,7 @@ class Engine:
             logits = rt.forward(chunk, rt.n_past)[0]
             self._tokens.extend(chunk)
         logits = self._prompt_logits_for(tuple(prompt), logits)
-        if todo and not rt.can_truncate:
+        if todo and self._needs_checkpoints(len(prompt)):
             self._checkpoint(prompt)
         t_prefill = time.perf_counter()
 

@@ -57,3 +57,25 @@ def test_a_branch_sharing_only_the_start_of_a_saved_state_is_computed_right(gemm
         assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
     finally:
         rt.close()
+
+
+def test_switching_back_to_a_chat_past_the_window_restores_a_checkpoint_and_answers_right(gemma_path):
+    rt = load(gemma_path, n_ctx=2048)
+    try:
+        engine = Engine(rt, state_cache=StateCache())
+        greedy = SamplingParams(temperature=0, seed=1)
+        chat = [{"role": "system", "content": TEXT[:2600]}, {"role": "user", "content": "How many boxes are red?"}]
+        reply, _, first = run(engine, GenerationRequest(messages=chat, sampling=greedy, max_tokens=8))
+        assert first.stats.prompt_tokens > rt.sliding_window
+        run(engine, GenerationRequest(messages=[{"role": "user", "content": "Hi! " * 60}], sampling=greedy,
+                                      max_tokens=4))  # another chat takes the cache
+        chat += [{"role": "assistant", "content": reply}, {"role": "user", "content": "And blue?"}]
+        _, tokens, back = run(engine, GenerationRequest(messages=chat, sampling=greedy, max_tokens=8))
+        # the checkpoint at the first prompt's end came back whole: only the reply and the new turn were computed
+        assert back.stats.restored_tokens >= first.stats.prompt_tokens
+        assert back.stats.prefill_tokens < back.stats.prompt_tokens - first.stats.prompt_tokens + 8
+        prompt = engine.cached_tokens[: back.stats.prompt_tokens]
+        reference, gaps = reference_greedy(rt, prompt, 8)
+        assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
+    finally:
+        rt.close()
