@@ -6,6 +6,7 @@ so nothing a user sends may ever reach one.
 from __future__ import annotations
 
 import ctypes
+import re
 import logging
 import os
 import threading
@@ -24,6 +25,8 @@ MAX_DEFAULT_CTX = 8192
 _init_lock = threading.Lock()
 _initialized = False
 _recent_log: deque[str] = deque(maxlen=20)  # llama.cpp's last messages, quoted in load errors
+_CACHE_SIZE = re.compile(r"^(llama_kv_cache|llama_memory_recurrent): size = +([0-9.]+) MiB")
+_cache_sizes: list[float] = []  # MiB, as llama.cpp reports each cache it allocates
 _log_callback = None  # kept alive: C holds a pointer to it
 
 
@@ -44,6 +47,9 @@ def _init_backend() -> None:
             message = text.decode("utf-8", errors="replace").rstrip()
             if message:
                 _recent_log.append(message)
+                size = _CACHE_SIZE.match(message)
+                if size:
+                    _cache_sizes.append(float(size.group(2)))
                 log.debug("%s", message)
 
         _log_callback = on_log
@@ -169,7 +175,12 @@ class LlamaCppRuntime:
         if flash is not None:
             cparams.flash_attn_type = int(flash)
         cparams.no_perf = True
+        # The small sliding-window cache (window + a batch), not one as long as the context: every cut back is
+        # checked against the positions it still holds (truncate), and checkpoints cover the rest.
+        cparams.swa_full = False
+        _cache_sizes.clear()
         self._ctx = C.llama_init_from_model(self._model, cparams)
+        self.cache_bytes = int(sum(_cache_sizes) * (1 << 20))  # what llama.cpp allocated for the caches
         if not self._ctx:
             raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens: {_last_error()}")
         self.n_ctx = int(C.llama_n_ctx(self._ctx))

@@ -18,7 +18,7 @@ class ModelInfo:
     size_bytes: int  # weights on disk (and so in memory)
     n_layers: int
     n_ctx_train: int
-    kv_bytes_per_token: int  # K and V over every layer, f16
+    kv_bytes_per_token: int  # K and V of the layers whose cache grows with the context (full attention), f16
     architecture: str = ""
     quant: str = ""  # the most common tensor type (Q4_1, Q4_K...) or "4-bit" for MLX
     output_bytes: int = 0  # embeddings and output layer: stay beside the layers a GPU holds
@@ -26,8 +26,24 @@ class ModelInfo:
     tool_format: str = ""  # how the model writes tool calls: hermes, llama3, mistral, qwen3-coder, harmony, generic
     reasoning: str = ""  # its reasoning block's tags (<think>...</think>), or "" when its template has none
 
-    def kv_bytes(self, n_ctx: int) -> int:
-        return self.kv_bytes_per_token * n_ctx
+    window: int = 0  # sliding-window layers keep this many positions (0: the model has none)
+    window_bytes_per_token: int = 0  # K and V of the sliding-window layers
+    state_bytes: int = 0  # recurrent layers (Mamba, Gated DeltaNet, convolutions) keep a fixed state
+
+    def kv_bytes(self, n_ctx: int, *, n_ubatch: int = 512) -> int:
+        """The cache at `n_ctx`: full-attention layers grow with it, sliding-window layers stop at their window (and
+        one batch: llama.cpp's small SWA cache), recurrent layers keep their fixed state."""
+        window_cells = min(n_ctx, _pad(self.window + n_ubatch)) if self.window else 0
+        return self.kv_bytes_per_token * n_ctx + self.window_bytes_per_token * window_cells + self.state_bytes
+
+
+def _pad(n: int, to: int = 256) -> int:
+    return (n + to - 1) // to * to
+
+
+# Which layers slide, for architectures whose files do not say (as llama.cpp sets them): every Nth layer is global.
+SWA_EVERY = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2, "llama4": 4, "exaone4": 4}
+RECURRENT_ONLY = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
 
 
 def describe_model(path: str | os.PathLike) -> ModelInfo:
@@ -65,6 +81,7 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
     n_kv = number("attention.head_count_kv", n_heads)
     k_len = number("attention.key_length", number("embedding_length") // n_heads)
     v_len = number("attention.value_length", k_len)
+    memory = _memory_by_layer_kind(meta, arch, n_layers, n_heads, k_len + v_len, number)
     by_type = Counter()
     for t in header.tensors:
         by_type[t.type_name] += t.n_bytes
@@ -78,12 +95,57 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
             pass
     return ModelInfo(
         path=path, format="gguf", size_bytes=size_bytes, n_layers=n_layers,
-        n_ctx_train=number("context_length"), kv_bytes_per_token=n_layers * n_kv * (k_len + v_len) * 2,
+        n_ctx_train=number("context_length"), **memory,
         architecture=arch, quant=quant,
         output_bytes=sum(t.n_bytes for t in header.tensors if not t.name.startswith("blk.")),
         chat_template=bool(meta.get("tokenizer.chat_template")),
         **chat_style(meta.get("tokenizer.chat_template")),
     )
+
+
+def _memory_by_layer_kind(meta: dict, arch: str, n_layers: int, n_heads: int, kv_len: int, number) -> dict:
+    """Cache bytes by layer kind, from the file's metadata (as llama.cpp reads it to allocate)."""
+    def per_layer(key: str, default):
+        v = meta.get(f"{arch}.{key}", default)
+        return [int(x) for x in v] if isinstance(v, list) and len(v) == n_layers else [int(v)] * n_layers
+
+    kv_heads = per_layer("attention.head_count_kv", per_layer("attention.head_count", n_heads))
+    recurrent = [arch in RECURRENT_ONLY or h == 0 for h in kv_heads]
+    interval = number("full_attention_interval", 0)
+    if interval > 0:  # Qwen3-Next / Qwen3.5: one attention layer in `interval`, Gated DeltaNet in the others
+        recurrent = [(i + 1) % interval != 0 for i in range(n_layers)]
+    window = number("attention.sliding_window", 0)
+    pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) == n_layers:
+        sliding = [bool(x) for x in pattern]
+    elif window and arch in SWA_EVERY:
+        every = SWA_EVERY[arch]
+        sliding = [(i + 1) % every != 0 for i in range(n_layers)]
+    else:
+        sliding = [False] * n_layers  # a window without a known pattern: counted as full (an overestimate)
+    full = window_b = 0
+    for i in range(n_layers):
+        if recurrent[i]:
+            continue
+        b = kv_heads[i] * kv_len * 2  # f16
+        if sliding[i]:
+            window_b += b
+        else:
+            full += b
+    state = sum(recurrent) * _recurrent_state_bytes(number)
+    return {"kv_bytes_per_token": full, "window": window if window_b else 0, "window_bytes_per_token": window_b,
+            "state_bytes": state}
+
+
+def _recurrent_state_bytes(number) -> int:
+    """One recurrent layer's state, f32: the convolution's last kernel-1 inputs and the SSM state."""
+    d_conv, d_inner = number("ssm.conv_kernel", 0), number("ssm.inner_size", 0)
+    d_state, n_group = number("ssm.state_size", 0), max(1, number("ssm.group_count", 1))
+    if d_conv and d_inner:
+        conv = (d_conv - 1) * (d_inner + 2 * n_group * d_state)
+        return 4 * (conv + d_state * d_inner)
+    l_cache = number("shortconv.l_cache", 0)  # LFM2's short convolutions
+    return 4 * max(0, l_cache - 1) * number("embedding_length", 0) if l_cache else 0
 
 
 def chat_style(template: object) -> dict:
@@ -114,10 +176,18 @@ def _describe_mlx(path: Path) -> ModelInfo:
     head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // n_heads)
     n_kv = int(c.get("num_key_value_heads") or n_heads)
     q = c.get("quantization") or {}
+    per_layer = n_kv * head_dim * 2 * 2
+    memory = {"kv_bytes_per_token": n_layers * per_layer}
+    kinds = c.get("layer_types")
+    if isinstance(kinds, list) and len(kinds) == n_layers:  # Gemma 3, Qwen3.5...: which layers slide or recur
+        sliding = sum(k == "sliding_attention" for k in kinds)
+        memory = {"kv_bytes_per_token": sum(k in ("full_attention", "attention") for k in kinds) * per_layer,
+                  "window": int(c.get("sliding_window") or 0) if sliding else 0,
+                  "window_bytes_per_token": sliding * per_layer}
     return ModelInfo(
         path=path, format="mlx", size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
         n_layers=n_layers, n_ctx_train=int(c.get("max_position_embeddings") or 0),
-        kv_bytes_per_token=n_layers * n_kv * head_dim * 2 * 2, architecture=str(c.get("model_type", "")),
+        **memory, architecture=str(c.get("model_type", "")),
         quant=f"{q['bits']}-bit" if "bits" in q else "unquantized", chat_template=_mlx_template(path),
     )
 

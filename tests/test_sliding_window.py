@@ -79,3 +79,25 @@ def test_switching_back_to_a_chat_past_the_window_restores_a_checkpoint_and_answ
         assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
     finally:
         rt.close()
+
+
+def test_the_small_window_cache_refuses_far_cuts_and_allows_near_ones(gemma_path):
+    """llama.cpp's small sliding-window cache (window + a batch) is used: a cut far back is refused and computed
+    again, a cut near the end (a regenerate, a rejected draft) stays cheap; both answer like a fresh run."""
+    rt = load(gemma_path, n_ctx=4096)
+    try:
+        engine = Engine(rt, state_cache=StateCache())
+        greedy = SamplingParams(temperature=0, seed=1)
+        long_text = (TEXT + " ") * 2
+        _, tokens, first = run(engine, GenerationRequest(prompt=long_text, sampling=greedy, max_tokens=6))
+        assert first.stats.prompt_tokens > 2 * rt.sliding_window + 512  # past what the small cache holds
+        _, again, regen = run(engine, GenerationRequest(prompt=long_text, sampling=greedy, max_tokens=6))
+        assert regen.stats.prefill_tokens <= 1 and again == tokens  # a near cut: nothing computed again
+        far = long_text[:400] + " Which items are blue?"
+        _, tokens, cut = run(engine, GenerationRequest(prompt=far, sampling=greedy, max_tokens=8))
+        assert cut.stats.cached_tokens == 0  # the sliding layers no longer hold those positions: computed again
+        prompt = engine.cached_tokens[: cut.stats.prompt_tokens]
+        reference, gaps = reference_greedy(rt, prompt, 8)
+        assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
+    finally:
+        rt.close()

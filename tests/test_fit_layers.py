@@ -1,0 +1,40 @@
+"""Fit that knows the architecture: full-attention layers grow with the context, sliding-window layers stop at
+their window, recurrent layers keep a fixed state. The figures are checked against what llama.cpp allocates."""
+from __future__ import annotations
+
+import pytest
+
+from backends.llamacpp import LlamaCppRuntime
+from backends.runtime import LoadOptions
+from models.info import describe_model
+from tiny_models import write_mamba2
+
+
+@pytest.fixture(scope="module")
+def models(smollm2_path, gemma_path, tmp_path_factory):
+    return {"plain": smollm2_path, "sliding window": gemma_path,
+            "recurrent": write_mamba2(smollm2_path, tmp_path_factory.mktemp("tiny") / "mamba2.gguf")}
+
+
+@pytest.mark.parametrize("kind", ["plain", "sliding window", "recurrent"])
+def test_the_cache_figure_is_within_ten_percent_of_llama_cpps_allocation(models, kind):
+    info = describe_model(models[kind])
+    rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096))
+    try:
+        allocated = rt.cache_bytes
+    finally:
+        rt.close()
+    assert allocated > 0
+    assert abs(info.kv_bytes(4096) - allocated) <= 0.1 * allocated, (info, allocated)
+
+
+def test_each_layer_kind_is_counted_as_such(models):
+    plain = describe_model(models["plain"])
+    assert plain.window == 0 and plain.state_bytes == 0
+    assert plain.kv_bytes(8192) == 2 * plain.kv_bytes(4096)  # all of it grows with the context
+    gemma = describe_model(models["sliding window"])
+    assert gemma.window == 512 and gemma.window_bytes_per_token == 5 * gemma.kv_bytes_per_token  # 15 of 18 slide
+    assert gemma.kv_bytes(32768) < 0.25 * 18 / 3 * gemma.kv_bytes_per_token * 32768  # far below all-full
+    mamba = describe_model(models["recurrent"])
+    assert mamba.kv_bytes_per_token == 0 and mamba.window == 0 and mamba.state_bytes > 0
+    assert mamba.kv_bytes(4096) == mamba.kv_bytes(64)  # a fixed state, whatever the context
