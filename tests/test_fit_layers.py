@@ -7,16 +7,17 @@ import pytest
 from backends.llamacpp import LlamaCppRuntime
 from backends.runtime import LoadOptions
 from models.info import describe_model
-from tiny_models import write_mamba2
+from tiny_models import write_lfm2, write_mamba2
 
 
 @pytest.fixture(scope="module")
 def models(smollm2_path, gemma_path, tmp_path_factory):
     return {"plain": smollm2_path, "sliding window": gemma_path,
-            "recurrent": write_mamba2(smollm2_path, tmp_path_factory.mktemp("tiny") / "mamba2.gguf")}
+            "recurrent": write_mamba2(smollm2_path, tmp_path_factory.mktemp("tiny") / "mamba2.gguf"),
+            "hybrid": write_lfm2(smollm2_path, tmp_path_factory.mktemp("tiny") / "lfm2.gguf")}
 
 
-@pytest.mark.parametrize("kind", ["plain", "sliding window", "recurrent"])
+@pytest.mark.parametrize("kind", ["plain", "sliding window", "recurrent", "hybrid"])
 def test_the_cache_figure_is_within_ten_percent_of_llama_cpps_allocation(models, kind):
     info = describe_model(models[kind])
     rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096))
@@ -38,3 +39,5 @@ def test_each_layer_kind_is_counted_as_such(models):
     mamba = describe_model(models["recurrent"])
     assert mamba.kv_bytes_per_token == 0 and mamba.window == 0 and mamba.state_bytes > 0
     assert mamba.kv_bytes(4096) == mamba.kv_bytes(64)  # a fixed state, whatever the context
+    lfm2 = describe_model(models["hybrid"])  # two attention layers grow, two convolution layers do not
+    assert lfm2.kv_bytes_per_token == 2 * 2 * 16 * 2 * 2 and lfm2.state_bytes > 0

@@ -1,4 +1,5 @@
-"""Recurrent and hybrid models (Mamba-2 here, a tiny random-weight GGUF): their state cannot be cut back, and the
+"""Recurrent and hybrid models (tiny random-weight GGUFs: Mamba-2, all recurrent; LFM2, convolutions between
+attention layers): their state cannot be cut back, and the
 runtime says so at load, so prompt lookup is off and nothing fails mid-reply; a reply that extends the cached
 conversation still reuses it, and what is recomputed equals a fresh computation."""
 from __future__ import annotations
@@ -9,14 +10,15 @@ from backends.engine import Engine
 from backends.events import Finished, GenerationRequest
 from backends.sampling import SamplingParams
 from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
-from tiny_models import write_mamba2
+from tiny_models import write_lfm2, write_mamba2
 
 GREEDY = SamplingParams(temperature=0, seed=1)
 
 
-@pytest.fixture(scope="module")
-def mamba2_path(smollm2_path, tmp_path_factory):
-    return write_mamba2(smollm2_path, tmp_path_factory.mktemp("tiny") / "mamba2.gguf")
+@pytest.fixture(scope="module", params=["mamba2", "lfm2"])
+def mamba2_path(request, smollm2_path, tmp_path_factory):
+    write = {"mamba2": write_mamba2, "lfm2": write_lfm2}[request.param]
+    return write(smollm2_path, tmp_path_factory.mktemp("tiny") / f"{request.param}.gguf")
 
 
 def test_a_recurrent_model_says_it_cannot_roll_back_and_lookup_stays_off(mamba2_path):

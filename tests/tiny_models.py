@@ -25,6 +25,67 @@ def _copy_tokenizer(reader, writer) -> None:
             writer.add_key_value(field.name, field.parts[field.data[0]].tolist()[0], kind)
 
 
+def _writer(vocab_source: Path, path: Path, arch: str):
+    import gguf
+
+    reader = gguf.GGUFReader(vocab_source, "r")
+    w = gguf.GGUFWriter(path, arch=arch)
+    _copy_tokenizer(reader, w)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    return w, len(reader.fields["tokenizer.ggml.tokens"].data)
+
+
+def _finish(w, path: Path) -> Path:
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_lfm2(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: int = 0) -> Path:
+    """A four-layer LFM2: short convolutions in layers 0 and 2, attention in 1 and 3 (a hybrid: the convolutions'
+    state cannot be cut back; the attention layers' cache can)."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "lfm2")
+    n_head, n_head_kv, n_ff, l_cache = 4, 2, 128, 3
+    kinds = ["conv", "attn", "conv", "attn"]
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(len(kinds))
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv([n_head_kv if k == "attn" else 0 for k in kinds])
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_uint32("lfm2.shortconv.l_cache", l_cache)
+    head = n_embd // n_head
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("token_embd_norm.weight", np.ones(n_embd, np.float32))
+    for i, kind in enumerate(kinds):
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+        if kind == "attn":
+            w.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head, np.float32))
+            w.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head, np.float32))
+            t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+            t(f"blk.{i}.attn_k.weight", n_head_kv * head, n_embd)
+            t(f"blk.{i}.attn_v.weight", n_head_kv * head, n_embd)
+            t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        else:
+            t(f"blk.{i}.shortconv.conv.weight", n_embd, l_cache)
+            t(f"blk.{i}.shortconv.in_proj.weight", 3 * n_embd, n_embd)
+            t(f"blk.{i}.shortconv.out_proj.weight", n_embd, n_embd)
+    return _finish(w, path)
+
+
 def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0) -> Path:
     """A two-layer Mamba-2 (every layer recurrent: no position of its state can be cut back)."""
     import gguf
