@@ -67,7 +67,11 @@ class Engine:
         self.options.validate()
         # What the user should know about this model on this backend (shown by the CLI and the window).
         self.notes: list[str] = list(getattr(runtime, "load_notes", []))
-        if self.options.prompt_lookup and not runtime.can_truncate:
+        rollback = getattr(runtime, "rollback_tokens", 0)
+        if self.options.prompt_lookup and not runtime.can_truncate and rollback >= 2:
+            # Recurrent layers roll back only the last few tokens (llama.cpp's snapshots): drafts stay that short.
+            self.options = replace(self.options, draft_max=min(self.options.draft_max, rollback - 2))
+        elif self.options.prompt_lookup and not runtime.can_truncate:
             # A rejected draft must be rolled back; without that, lookup would fail mid-reply.
             self.options = replace(self.options, prompt_lookup=False)
             if not self.notes:
@@ -91,6 +95,11 @@ class Engine:
         self._prompt_logits: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()  # prompt -> its last logits
         self._tokens: list[int] = []  # exactly the ids in the KV cache
         self._pending: list[int] = []  # generated ids after them, not fed yet (the last sampled one)
+
+    @property
+    def _can_draft(self) -> bool:
+        """Whether a rejected draft can be taken back out of the cache."""
+        return self.runtime.can_truncate or getattr(self.runtime, "rollback_tokens", 0) >= 2
 
     @property
     def cached_tokens(self) -> list[int]:
@@ -385,7 +394,7 @@ class Engine:
     def _request_lookup(self, request: GenerationRequest, reply: _ReplyTimes) -> Lookup | None:
         """Prompt lookup for this request, drafting from its predicted output too when it gives one."""
         use = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
-        use = (use or bool(request.prediction)) and self.runtime.can_truncate
+        use = (use or bool(request.prediction)) and self._can_draft
         if not use:
             return None
         lookup = self._lookup(seeded=request.sampling.seed is not None)

@@ -58,6 +58,9 @@ def _init_backend() -> None:
         _initialized = True
 
 
+RECURRENT_SNAPSHOTS = 18  # a draft of up to 16 tokens and the token before it, rolled back in one cut
+
+
 def default_threads() -> int:
     try:
         import psutil
@@ -178,6 +181,10 @@ class LlamaCppRuntime:
         # The small sliding-window cache (window + a batch), not one as long as the context: every cut back is
         # checked against the positions it still holds (truncate), and checkpoints cover the rest.
         cparams.swa_full = False
+        # Recurrent layers keep snapshots of their last states, so a rejected draft rolls back (LFM2, Qwen3.5,
+        # Nemotron-H: llama.cpp turns this off for architectures that cannot).
+        recurrent = C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model)
+        cparams.n_rs_seq = RECURRENT_SNAPSHOTS if recurrent else 0
         _cache_sizes.clear()
         self._ctx = C.llama_init_from_model(self._model, cparams)
         self.cache_bytes = int(sum(_cache_sizes) * (1 << 20))  # what llama.cpp allocated for the caches
@@ -190,8 +197,10 @@ class LlamaCppRuntime:
         self._vocab = C.llama_model_get_vocab(self._model)
         self.n_vocab = int(C.llama_vocab_n_tokens(self._vocab))
         self.sliding_window = int(C.llama_model_n_swa(self._model))  # 0: no sliding-window layers
-        # Recurrent layers (Mamba, Gated DeltaNet, LFM2's convolutions) keep one state: it cannot be cut back.
-        self.can_truncate = not (C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model))
+        # Recurrent layers (Mamba, Gated DeltaNet, LFM2's convolutions) keep one state: it cannot be cut back
+        # anywhere, only by the last few tokens where llama.cpp keeps snapshots (enough for a rejected draft).
+        self.can_truncate = not recurrent
+        self.rollback_tokens = int(C.llama_n_rs_seq(self._ctx)) if recurrent else 0
         self._batch = C.llama_batch_init(self.n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
         self.special = self._read_special_tokens()
