@@ -7,7 +7,8 @@ unconstrained and only the call is held to its grammar.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+import time
+from typing import Sequence
 
 import numpy as np
 
@@ -115,8 +116,6 @@ class Constraint:
         return constrained
 
     def _sample(self, sampler: Sampler, logits: np.ndarray, context: Sequence[int]) -> int:
-        import time
-
         m = self.matcher
         if m.is_stopped():  # the grammar is complete: the reply ends here
             return self.tokenizer.ends[0]
@@ -163,5 +162,3 @@ class Constraint:
         else:
             self.failed = m.get_error() or "the call's start does not fit its grammar"
 
-
-ConstraintFactory = Callable[[], Constraint]

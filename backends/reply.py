@@ -3,10 +3,9 @@ in pieces). Nothing is held back longer than a marker that may still be forming 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 from backends.chat_template import ToolCall

@@ -9,7 +9,6 @@ from typing import Mapping, Sequence
 from backends.chat_template import Message
 from backends.constraint import Constraint, GrammarTokenizer
 from backends.reply import ReplyParser, ToolSetup, starts_thinking
-from backends.runtime import InvalidRequestError
 from backends.tool_formats import Generic, Tool, ToolFormat, json_rule
 
 

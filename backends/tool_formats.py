@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from backends.json_scan import call_fields, skip_ws
+from backends.json_scan import call_fields, skip_ws, value_end
 
 # Arguments come out as json.dumps writes them, as templates print them back (tojson).
 JSON_STYLE = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
@@ -165,8 +165,6 @@ class MistralArgs(ToolFormat):
         for m in self._CALL.finditer(text):
             if m.start() != pos and text[pos:m.start()].strip():
                 return out, False
-            from backends.json_scan import value_end
-
             end = value_end(text, m.end())
             args = text[m.end():end] if end is not None else text[m.end():].rstrip()
             out.append(PartialCall(m.group(1).strip(), args.strip(), end is not None))
