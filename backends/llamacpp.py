@@ -58,7 +58,12 @@ def _init_backend() -> None:
         _initialized = True
 
 
-RECURRENT_SNAPSHOTS = 18  # a draft of up to 16 tokens and the token before it, rolled back in one cut
+# Snapshots of the recurrent state a hybrid model keeps so a rejected draft rolls back in one cut: drafts of up to 8
+# tokens. Each costs one more copy of the state (Qwen3.5 9B: about 50 MiB), so fit counts them (models/info.py).
+RECURRENT_SNAPSHOTS = 10
+# The architectures llama.cpp keeps those snapshots for (llm_arch_supports_rs_rollback); others get none.
+ROLLBACK_ARCHITECTURES = frozenset({"qwen35", "qwen35moe", "qwen4exp", "nemotron_h", "nemotron_h_moe", "lfm2",
+                                    "lfm2moe", "kimi-k3", "deepseek4", "glm5-next", "bailingmoe3"})
 
 
 def default_threads() -> int:

@@ -1,6 +1,7 @@
 """What each model family computes again per turn: a chat's turns, a regenerate, an edit, a switch to another
 chat and back, and prompt lookup, on a plain transformer (SmolLM2), a sliding-window model (Gemma 3 270M) and a
-recurrent one and a hybrid one (tiny random-weight Mamba-2 and LFM2: their figures are about reuse, not speed).
+recurrent one and three hybrids (tiny random-weight Mamba-2, LFM2, Qwen3.5 and Nemotron-H: their figures are
+about reuse, not speed).
 
     .venv/bin/python benchmarks/bench_families.py [--no-write] [--label after]
 
@@ -75,14 +76,17 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="")
     args = ap.parse_args(argv)
     from models.registry import resolve_model
-    from tiny_models import write_lfm2, write_mamba2
+    from tiny_models import write_lfm2, write_mamba2, write_nemotron_h, write_qwen35
 
     cache = Path.home() / ".cache" / "lantern-bench"
     cache.mkdir(parents=True, exist_ok=True)
     smol = resolve_model("smollm2-135m-instruct")
     models = [("SmolLM2-135M (plain)", smol), ("Gemma 3 270M (sliding window 512)", resolve_model("gemma3-270m")),
               ("tiny Mamba-2 (recurrent)", write_mamba2(smol, cache / "tiny-mamba2.gguf")),
-              ("tiny LFM2 (convolutions and attention)", write_lfm2(smol, cache / "tiny-lfm2.gguf"))]
+              ("tiny LFM2 (convolutions and attention)", write_lfm2(smol, cache / "tiny-lfm2.gguf")),
+              ("tiny Qwen3.5 (Gated DeltaNet and attention)", write_qwen35(smol, cache / "tiny-qwen35.gguf")),
+              ("tiny Nemotron-H (Mamba-2, feed-forward and attention)",
+               write_nemotron_h(smol, cache / "tiny-nemotron-h.gguf"))]
     models.insert(2, ("Gemma 3 270M, a 700-token system prompt (past the window)", resolve_model("gemma3-270m"),
                       SYSTEM * 4))
     rows = []

@@ -111,6 +111,8 @@ def _memory_by_layer_kind(meta: dict, arch: str, n_layers: int, n_heads: int, kv
 
     kv_heads = per_layer("attention.head_count_kv", per_layer("attention.head_count", n_heads))
     recurrent = [arch in RECURRENT_ONLY or h == 0 for h in kv_heads]
+    if arch.startswith("nemotron_h"):  # its feed-forward-only layers have no KV heads either, and no state
+        recurrent = [r and ff == 0 for r, ff in zip(recurrent, per_layer("feed_forward_length", 0))]
     interval = number("full_attention_interval", 0)
     if interval > 0:  # Qwen3-Next / Qwen3.5: one attention layer in `interval`, Gated DeltaNet in the others
         recurrent = [(i + 1) % interval != 0 for i in range(n_layers)]
@@ -132,7 +134,10 @@ def _memory_by_layer_kind(meta: dict, arch: str, n_layers: int, n_heads: int, kv
             window_b += b
         else:
             full += b
-    state = sum(recurrent) * _recurrent_state_bytes(number)
+    from backends.llamacpp import RECURRENT_SNAPSHOTS, ROLLBACK_ARCHITECTURES
+
+    copies = 1 + (RECURRENT_SNAPSHOTS if arch in ROLLBACK_ARCHITECTURES else 0)  # the rollback snapshots
+    state = sum(recurrent) * _recurrent_state_bytes(number) * copies
     return {"kv_bytes_per_token": full, "window": window if window_b else 0, "window_bytes_per_token": window_b,
             "state_bytes": state}
 

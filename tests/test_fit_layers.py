@@ -7,17 +7,19 @@ import pytest
 from backends.llamacpp import LlamaCppRuntime
 from backends.runtime import LoadOptions
 from models.info import describe_model
-from tiny_models import write_lfm2, write_mamba2
+from tiny_models import write_lfm2, write_mamba2, write_nemotron_h, write_qwen35
 
 
 @pytest.fixture(scope="module")
 def models(smollm2_path, gemma_path, tmp_path_factory):
     return {"plain": smollm2_path, "sliding window": gemma_path,
             "recurrent": write_mamba2(smollm2_path, tmp_path_factory.mktemp("tiny") / "mamba2.gguf"),
-            "hybrid": write_lfm2(smollm2_path, tmp_path_factory.mktemp("tiny") / "lfm2.gguf")}
+            "hybrid": write_lfm2(smollm2_path, tmp_path_factory.mktemp("tiny") / "lfm2.gguf"),
+            "gated deltanet": write_qwen35(smollm2_path, tmp_path_factory.mktemp("tiny") / "qwen35.gguf"),
+            "mamba hybrid": write_nemotron_h(smollm2_path, tmp_path_factory.mktemp("tiny") / "nemotron_h.gguf")}
 
 
-@pytest.mark.parametrize("kind", ["plain", "sliding window", "recurrent", "hybrid"])
+@pytest.mark.parametrize("kind", ["plain", "sliding window", "recurrent", "hybrid", "gated deltanet", "mamba hybrid"])
 def test_the_cache_figure_is_within_ten_percent_of_llama_cpps_allocation(models, kind):
     info = describe_model(models[kind])
     rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096))
@@ -41,3 +43,20 @@ def test_each_layer_kind_is_counted_as_such(models):
     assert mamba.kv_bytes(4096) == mamba.kv_bytes(64)  # a fixed state, whatever the context
     lfm2 = describe_model(models["hybrid"])  # two attention layers grow, two convolution layers do not
     assert lfm2.kv_bytes_per_token == 2 * 2 * 16 * 2 * 2 and lfm2.state_bytes > 0
+
+
+def test_hybrid_states_count_their_rollback_snapshots_and_only_recurrent_layers(models):
+    """Qwen3.5 and Nemotron-H keep llama.cpp's snapshots of the recurrent state (one per token a draft may roll
+    back); Nemotron-H's feed-forward-only layers have neither KV nor state."""
+    from backends.llamacpp import RECURRENT_SNAPSHOTS
+
+    qwen = describe_model(models["gated deltanet"])  # 2 attention layers of 8; 6 Gated DeltaNet layers
+    assert qwen.kv_bytes_per_token == 2 * 2 * 16 * 2 * 2
+    conv, delta = 3 * (2 * 32 + 64), 16 * 64  # (kernel - 1) x (2 key dims + value dim); key head x value dim
+    assert qwen.state_bytes == 6 * 4 * (conv + delta) * (1 + RECURRENT_SNAPSHOTS)
+    nemotron = describe_model(models["mamba hybrid"])  # 2 Mamba-2, 2 feed-forward, 2 attention layers
+    conv, ssm = 3 * (128 + 2 * 16), 16 * 128
+    assert nemotron.state_bytes == 2 * 4 * (conv + ssm) * (1 + RECURRENT_SNAPSHOTS)
+    assert nemotron.kv_bytes_per_token == 2 * 2 * 16 * 2 * 2
+    mamba = describe_model(models["recurrent"])  # llama.cpp keeps no snapshots for pure Mamba-2
+    assert mamba.state_bytes == 2 * 4 * (3 * (128 + 2 * 16) + 16 * 128)

@@ -1,6 +1,6 @@
 """Recurrent and hybrid models (tiny random-weight GGUFs: Mamba-2, all recurrent; LFM2, convolutions between
-attention layers): their state cannot be cut back, and the
-runtime says so at load, so prompt lookup is off and nothing fails mid-reply; a reply that extends the cached
+attention layers; Qwen3.5, Gated DeltaNet in three layers of four; Nemotron-H, Mamba-2, feed-forward and attention
+layers): their state cannot be cut back, and the runtime says so at load, so prompt lookup is off and nothing fails mid-reply; a reply that extends the cached
 conversation still reuses it, and what is recomputed equals a fresh computation."""
 from __future__ import annotations
 
@@ -10,33 +10,41 @@ from backends.engine import Engine
 from backends.events import Finished, GenerationRequest
 from backends.sampling import SamplingParams
 from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
-from tiny_models import write_lfm2, write_mamba2
+from tiny_models import write_lfm2, write_mamba2, write_nemotron_h, write_qwen35
 
 GREEDY = SamplingParams(temperature=0, seed=1)
 
 
-@pytest.fixture(scope="module", params=["mamba2", "lfm2"])
+FAMILIES = {"mamba2": write_mamba2, "lfm2": write_lfm2, "qwen35": write_qwen35, "nemotron_h": write_nemotron_h}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
 def mamba2_path(request, smollm2_path, tmp_path_factory):
-    write = {"mamba2": write_mamba2, "lfm2": write_lfm2}[request.param]
+    write = FAMILIES[request.param]
     return write(smollm2_path, tmp_path_factory.mktemp("tiny") / f"{request.param}.gguf")
 
 
 def test_a_recurrent_model_says_how_far_it_rolls_back_and_drafts_only_that_far(mamba2_path):
-    """Mamba-2 rolls back nothing: prompt lookup is off, said once. LFM2 keeps llama.cpp's snapshots of its last
-    states: drafts stay within them, and the reply is the same as plain greedy decoding."""
+    """Mamba-2 rolls back nothing: prompt lookup is off, said once. LFM2, Qwen3.5 and Nemotron-H keep llama.cpp's
+    snapshots of their last states: drafts stay within them, and the reply is the same as plain greedy decoding."""
     rt = load(mamba2_path)  # the full load path: header checks and the child-process test load
     try:
         assert not rt.can_truncate and rt.sliding_window == 0
         engine = Engine(rt)
-        copy = "Copy this: " + "alpha beta gamma delta " * 20
-        request = GenerationRequest(messages=[{"role": "user", "content": copy}], sampling=GREEDY, max_tokens=48,
-                                    prompt_lookup=True)
+        chat = [{"role": "user", "content": "Copy this: " + "alpha beta gamma delta " * 20}]
+        plain, _, _ = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=48))
+        # A prediction of the reply with words changed in its middle: drafts of its start are accepted, those of
+        # the changed words rejected and rolled back, whatever the random weights say.
+        half = len(plain) // 2
+        request = GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=48, prompt_lookup=True,
+                                    prediction=plain[:half] + " zebra yak xylophone " + plain[half:])
         _, tokens, final = run(engine, request)
         assert final.reason in ("stop", "length")
         if rt.rollback_tokens == 0:
             assert not engine.options.prompt_lookup and engine.notes and final.stats.drafted_tokens == 0
         else:
-            assert engine.options.draft_max <= rt.rollback_tokens - 2 and final.stats.drafted_tokens > 0
+            assert engine.options.draft_max <= rt.rollback_tokens - 2
+            assert 0 < final.stats.accepted_tokens < final.stats.drafted_tokens  # accepted, and rolled back
             prompt = engine.cached_tokens[: final.stats.prompt_tokens]
             reference, gaps = reference_greedy(rt, prompt, 48)
             assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)

@@ -129,3 +129,115 @@ def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 8, seed: int = 0) -> Path:
+    """An eight-layer Qwen3.5: Gated DeltaNet (linear attention with a fixed recurrent state) in three layers of
+    four, full attention in every fourth, as in the real 0.8B to 27B models."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "qwen35")
+    n_head, n_head_kv, head, n_ff, d_conv = 4, 2, 16, 128, 4
+    k_heads, v_heads, head_kv_dim = 2, 4, 16  # the DeltaNet's key heads, value heads, and their size
+    key_dim, value_dim = k_heads * head_kv_dim, v_heads * head_kv_dim
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_key_length(head)
+    w.add_value_length(head)
+    w.add_rope_dimension_count(head)
+    w.add_array("qwen35.rope.dimension_sections", [3, 3, 2, 0])
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_uint32("qwen35.full_attention_interval", 4)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(value_dim)
+    w.add_ssm_state_size(head_kv_dim)
+    w.add_ssm_time_step_rank(v_heads)
+    w.add_ssm_group_count(k_heads)
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(f"blk.{i}.post_attention_norm.weight", np.ones(n_embd, np.float32))
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+        if (i + 1) % 4 == 0:  # full attention, its query carrying a gate
+            t(f"blk.{i}.attn_q.weight", 2 * n_head * head, n_embd)
+            t(f"blk.{i}.attn_k.weight", n_head_kv * head, n_embd)
+            t(f"blk.{i}.attn_v.weight", n_head_kv * head, n_embd)
+            t(f"blk.{i}.attn_output.weight", n_embd, n_head * head)
+            w.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head, np.float32))
+            w.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head, np.float32))
+        else:
+            t(f"blk.{i}.attn_qkv.weight", 2 * key_dim + value_dim, n_embd)
+            t(f"blk.{i}.attn_gate.weight", value_dim, n_embd)
+            t(f"blk.{i}.ssm_conv1d.weight", 2 * key_dim + value_dim, d_conv)
+            t(f"blk.{i}.ssm_dt.bias", v_heads)
+            w.add_tensor(f"blk.{i}.ssm_a", -np.exp(rng.standard_normal(v_heads)).astype(np.float32))
+            t(f"blk.{i}.ssm_beta.weight", v_heads, n_embd)
+            t(f"blk.{i}.ssm_alpha.weight", v_heads, n_embd)
+            w.add_tensor(f"blk.{i}.ssm_norm.weight", np.ones(head_kv_dim, np.float32))
+            t(f"blk.{i}.ssm_out.weight", n_embd, value_dim)
+    return _finish(w, path)
+
+
+def write_nemotron_h(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: int = 0) -> Path:
+    """A six-layer Nemotron-H: Mamba-2 layers, feed-forward-only layers and attention layers, each its own kind
+    (a layer with neither KV heads nor a feed-forward is recurrent)."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "nemotron_h")
+    kinds = ["mamba", "ffn", "attn", "mamba", "ffn", "attn"]
+    n_head, n_head_kv, n_ff = 4, 2, 128
+    d_inner, d_state, n_ssm_head, n_group, d_conv = 2 * n_embd, 16, 4, 1, 4
+    head = n_embd // n_head
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(len(kinds))
+    w.add_head_count(n_head)  # one figure, as the real files write it; the KV heads say which layers attend
+    w.add_head_count_kv([n_head_kv if k == "attn" else 0 for k in kinds])
+    w.add_feed_forward_length([n_ff if k == "ffn" else 0 for k in kinds])
+    w.add_key_length(head)
+    w.add_value_length(head)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_eps(1e-5)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(n_ssm_head)
+    w.add_ssm_group_count(n_group)
+    conv_dim = d_inner + 2 * n_group * d_state
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    for i, kind in enumerate(kinds):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        if kind == "mamba":
+            t(f"blk.{i}.ssm_in.weight", 2 * d_inner + 2 * n_group * d_state + n_ssm_head, n_embd)
+            t(f"blk.{i}.ssm_conv1d.weight", conv_dim, d_conv)
+            t(f"blk.{i}.ssm_conv1d.bias", conv_dim)
+            t(f"blk.{i}.ssm_dt.bias", n_ssm_head)
+            w.add_tensor(f"blk.{i}.ssm_a", -np.exp(rng.standard_normal((n_ssm_head, 1))).astype(np.float32))
+            w.add_tensor(f"blk.{i}.ssm_d", np.ones((n_ssm_head, 1), np.float32))
+            w.add_tensor(f"blk.{i}.ssm_norm.weight", np.ones((n_group, d_inner // n_group), np.float32))
+            t(f"blk.{i}.ssm_out.weight", n_embd, d_inner)
+        elif kind == "attn":
+            t(f"blk.{i}.attn_q.weight", n_head * head, n_embd)
+            t(f"blk.{i}.attn_k.weight", n_head_kv * head, n_embd)
+            t(f"blk.{i}.attn_v.weight", n_head_kv * head, n_embd)
+            t(f"blk.{i}.attn_output.weight", n_embd, n_head * head)
+        else:
+            t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+            t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    return _finish(w, path)
