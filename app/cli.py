@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("path")
     imp.add_argument("--link", action="store_true", help="point at the file instead of copying it")
     imp.add_argument("--name", default=None, help="the model's name (default: from the file name)")
+    cat = msub.add_parser("catalog", help="the catalog of current models, with fit and speed for this machine")
+    cat.add_argument("action", nargs="?", choices=["show", "refresh"], default="show",
+                     help="refresh (maintainers): read every entry's file from the Hub into the bundled catalog")
+    cat.add_argument("--n-ctx", type=int, default=8192, help="the context size to check the fit for")
+    cat.add_argument("--check", action="store_true", help="read unchecked entries' figures from the Hub first")
+    cat.add_argument("--only", nargs="+", metavar="NAME", help="refresh only these entries")
+    cat.add_argument("--out", default=None, help="the catalog file refresh rewrites (default: models/data/catalog.json)")
     rm = msub.add_parser("rm", help="delete a local model")
     rm.add_argument("name")
     convert = msub.add_parser("convert", help="convert a GGUF file (Q4_0, Q4_1, Q8_0, F16, F32) to an MLX folder")

@@ -27,6 +27,10 @@ def run_models(args) -> int:
         return 0
     if args.models_command == "search":
         return _search(args)
+    if args.models_command == "catalog":
+        from app.catalog_cli import run_catalog
+
+        return run_catalog(args, _hub)
     if args.models_command == "info":
         return _info(args)
     if args.models_command == "pull":

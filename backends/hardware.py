@@ -37,6 +37,7 @@ class Hardware:
     llamacpp_features: str = ""
     mlx_version: str | None = None  # None: mlx / mlx-lm are not installed
     notes: tuple[str, ...] = field(default=())  # what could not be detected, and why
+    cpu_name: str = ""  # "Apple M3 Pro", "AMD Ryzen 7 7840U..." (for the speed estimate)
 
     @property
     def nvidia(self) -> tuple[GPU, ...]:
@@ -69,7 +70,25 @@ def detect() -> Hardware:
         llamacpp_features=llama[3],
         mlx_version=_mlx_version(),
         notes=tuple(notes),
+        cpu_name=_cpu_name(system),
     )
+
+
+def _cpu_name(system: str) -> str:
+    """The processor's marketing name, or "" (never an error: it only refines an estimate)."""
+    try:
+        if system == "Darwin":
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                 timeout=5).stdout
+            return out.strip()[:100]
+        if system == "Linux":
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.lower().startswith(("model name", "hardware")):
+                        return line.split(":", 1)[1].strip()[:100]
+        return platform.processor()[:100]
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _nvidia_gpus() -> tuple[list[GPU], str | None]:

@@ -127,7 +127,7 @@ class HubClient:
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
         from models.gguf_header import HeaderCut, parse_gguf_header
-        from models.info import ModelInfo, info_from_header
+        from models.info import info_from_config, info_from_header
 
         first = choice.files[0]
         url = hf_hub_url(listing.repo, "config.json" if choice.label == "mlx" else first, revision=listing.commit,
@@ -137,17 +137,9 @@ class HubClient:
                 r = get_session().get(url, headers=build_hf_headers(token=self.token), timeout=self.timeout)
                 hf_raise_for_status(r)
                 try:
-                    c = {**r.json().get("text_config", {}), **r.json()}
-                    heads = int(c.get("num_attention_heads", 1) or 1)
-                    head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // heads)
-                    layers = int(c.get("num_hidden_layers", 0))
-                    kv_heads = int(c.get("num_key_value_heads") or heads)
-                    n_ctx = int(c.get("max_position_embeddings") or 0)
-                except (ValueError, TypeError, AttributeError, ZeroDivisionError, OverflowError, RecursionError):
+                    return info_from_config(r.json(), path=PurePosixPath(listing.repo), size_bytes=choice.size_bytes)
+                except (ValueError, RecursionError):
                     raise HubError(f"The config.json of {listing.repo} is malformed.") from None
-                return ModelInfo(PurePosixPath(listing.repo), "mlx", choice.size_bytes, layers,
-                                 n_ctx, layers * kv_heads * head_dim * 4,
-                                 str(c.get("model_type", "")), "mlx")
             for limit in (4 << 20, 32 << 20):
                 headers = {**build_hf_headers(token=self.token), "Range": f"bytes=0-{limit - 1}"}
                 r = get_session().get(url, headers=headers, timeout=self.timeout)

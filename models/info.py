@@ -78,7 +78,6 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
 
     n_layers = number("block_count")
     n_heads = number("attention.head_count", 1) or 1
-    n_kv = number("attention.head_count_kv", n_heads)
     k_len = number("attention.key_length", number("embedding_length") // n_heads)
     v_len = number("attention.value_length", k_len)
     memory = _memory_by_layer_kind(meta, arch, n_layers, n_heads, k_len + v_len, number)
@@ -175,26 +174,33 @@ def _describe_mlx(path: Path) -> ModelInfo:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path} is not an MLX model folder (config.json: {e}).") from None
-    c = {**config.get("text_config", {}), **config}
-    n_layers = int(c.get("num_hidden_layers", 0))
-    n_heads = int(c.get("num_attention_heads", 1) or 1)
-    head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // n_heads)
-    n_kv = int(c.get("num_key_value_heads") or n_heads)
-    q = c.get("quantization") or {}
+    size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    return info_from_config(config, path=path, size_bytes=size, chat_template=_mlx_template(path))
+
+
+def info_from_config(config: object, *, path, size_bytes: int, chat_template: bool = False) -> ModelInfo:
+    """A ModelInfo from an MLX folder's config.json (local, or fetched from the Hub); ValueError if malformed."""
+    try:
+        c = {**config.get("text_config", {}), **config}
+        n_layers = int(c.get("num_hidden_layers", 0))
+        n_heads = int(c.get("num_attention_heads", 1) or 1)
+        head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // n_heads)
+        n_kv = int(c.get("num_key_value_heads") or n_heads)
+        q = c.get("quantization") or {}
+        n_ctx = int(c.get("max_position_embeddings") or 0)
+        window = int(c.get("sliding_window") or 0)
+        kinds = c.get("layer_types")
+        quant = f"{int(q['bits'])}-bit" if isinstance(q, dict) and "bits" in q else "unquantized"
+    except (ValueError, TypeError, AttributeError, ZeroDivisionError, OverflowError, RecursionError, KeyError) as e:
+        raise ValueError(f"config.json is malformed ({type(e).__name__})") from None
     per_layer = n_kv * head_dim * 2 * 2
     memory = {"kv_bytes_per_token": n_layers * per_layer}
-    kinds = c.get("layer_types")
     if isinstance(kinds, list) and len(kinds) == n_layers:  # Gemma 3, Qwen3.5...: which layers slide or recur
         sliding = sum(k == "sliding_attention" for k in kinds)
         memory = {"kv_bytes_per_token": sum(k in ("full_attention", "attention") for k in kinds) * per_layer,
-                  "window": int(c.get("sliding_window") or 0) if sliding else 0,
-                  "window_bytes_per_token": sliding * per_layer}
-    return ModelInfo(
-        path=path, format="mlx", size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
-        n_layers=n_layers, n_ctx_train=int(c.get("max_position_embeddings") or 0),
-        **memory, architecture=str(c.get("model_type", "")),
-        quant=f"{q['bits']}-bit" if "bits" in q else "unquantized", chat_template=_mlx_template(path),
-    )
+                  "window": window if sliding else 0, "window_bytes_per_token": sliding * per_layer if window else 0}
+    return ModelInfo(path=path, format="mlx", size_bytes=size_bytes, n_layers=n_layers, n_ctx_train=n_ctx, **memory,
+                     architecture=str(c.get("model_type", ""))[:80], quant=quant, chat_template=chat_template)
 
 
 def _mlx_template(path: Path) -> bool:

@@ -539,3 +539,56 @@ def test_a_thinking_models_reasoning_is_folded_above_the_answer_and_kept(qtbot, 
     w2.chat.open_conversation(w2.store.conversations()[0].id)
     again = w2.chat.views()[-1]
     assert again.reasoning == reply.reasoning and again.reasoning_toggle.text().startswith("Thought for")
+
+
+def test_the_catalog_groups_by_where_models_run_filters_and_reads_figures_on_a_first_look(qtbot, make_window,
+                                                                                         smollm2_path, tmp_path):
+    from tiny_models import write_lfm2
+    from ui.catalog_view import GROUPS
+
+    repo, file = "LiquidAI/LFM2.5-1.2B-Instruct-GGUF", "LFM2.5-1.2B-Instruct-Q4_K_M.gguf"
+    tiny = write_lfm2(smollm2_path, tmp_path / "lfm2.gguf")  # served under the catalog's real file name
+    state = HubState()
+    state.add(HubRepo(repo, {file: HubFile(tiny)}))
+    with HubServer(state) as hub:
+        w = make_window(hub=hub)
+        page, view = w.models_page, w.models_page.catalog_view
+        qtbot.waitUntil(lambda: len(page.fits) == len(page.catalog), timeout=30_000)
+        groups = view.groups()
+        assert groups and set(groups) <= set(GROUPS.values()) - {GROUPS[""]}
+        by_name = {e.name: e for e in page.catalog}
+        for title, names in groups.items():
+            verdict = next(v for v, t in GROUPS.items() if t == title)
+            assert all(page.fits[n].verdict == verdict for n in names)
+            assert all(by_name[n].kind == "chat" for n in names)
+        assert "≈" in view.row_of("qwen3.5-4b").text(1) and "tokens/s" in view.row_of("qwen3.5-0.8b").text(5)
+        view.size.setCurrentIndex(1)  # up to 2 GB
+        assert view.shown() and all(e.size_bytes <= 2e9 for e in view.shown())
+        view.size.setCurrentIndex(0)
+        view.tools.setChecked(True)
+        view.reasoning.setChecked(True)
+        assert view.shown() and all(e.reasoning and e.tools != "generic" for e in view.shown())
+        view.vision.setChecked(True)
+        assert all(e.vision for e in view.shown()) and "lfm2.5-1.2b-instruct" not in [e.name for e in view.shown()]
+        for box in (view.tools, view.reasoning, view.vision):
+            box.setChecked(False)
+        view.kind.setCurrentIndex(1)
+        assert {e.name for e in view.shown()} == {e.name for e in page.catalog if e.kind == "embedding"}
+        view.kind.setCurrentIndex(0)
+        # a first look reads the file's size and header from the Hub, places the model again and keeps the figures
+        view.tree.setCurrentItem(view.row_of("lfm2.5-1.2b-instruct"))
+        qtbot.waitUntil(lambda: not by_name_of(page, "lfm2.5-1.2b-instruct").approximate, timeout=30_000)
+        looked = by_name_of(page, "lfm2.5-1.2b-instruct")
+        assert looked.size_bytes == tiny.stat().st_size and looked.n_layers == 4
+        assert view.row_of("lfm2.5-1.2b-instruct").text(1) == f"{tiny.stat().st_size / 1e6:.0f} MB"
+        assert "read from the Hub" in page.status.text()
+        view.tree.setCurrentItem(view.row_of("qwen3.5-4b"))  # not on this Hub: said, and it stays an estimate
+        qtbot.waitUntil(lambda: "stay estimates" in page.status.text(), timeout=30_000)
+        close(w)
+    again = make_window()  # started again, without the Hub
+    assert not by_name_of(again.models_page, "lfm2.5-1.2b-instruct").approximate
+    assert by_name_of(again.models_page, "qwen3.5-4b").approximate
+
+
+def by_name_of(page, name):
+    return next(e for e in page.catalog if e.name == name)

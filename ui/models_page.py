@@ -20,11 +20,6 @@ def _mb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
-def catalog_spec(entry: CatalogEntry) -> str:
-    """What `HubClient.pull` is given for a catalog entry: a GGUF file, or the whole MLX repository."""
-    return f"{entry.repo}:{entry.files[0]}" if entry.files else entry.repo
-
-
 def _table(headers: list[str], name: str) -> QTableWidget:
     t = QTableWidget(0, len(headers))
     t.setHorizontalHeaderLabels(headers)
@@ -53,8 +48,9 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self.library, self.make_client, self.settings = library, make_client, settings
         self.hardware = None  # detected off the GUI thread
-        self.catalog = load_catalog()
+        self.catalog = load_catalog(figures_dir=library.root)
         self.fits: dict[str, object] = {}  # catalog name -> models.fit.Fit
+        self._looking: set[str] = set()  # entries being read from the Hub
         self.tabs = QTabWidget(self)
         self.status = QLabel(wordWrap=True)
         self.status.setAccessibleName("Models status")
@@ -76,36 +72,62 @@ class ModelsPage(QWidget):
     # -- catalog ----------------------------------------------------------------------------------
 
     def _catalog_tab(self) -> QWidget:
-        self.catalog_table = _table(["Model", "Size", "Backend", "Quant", "Context", "Fit on this machine", ""],
-                                    "Catalog")
-        self.catalog_table.setRowCount(len(self.catalog))
-        for row, e in enumerate(self.catalog):
-            for col, text in enumerate([e.title, _mb(e.size_bytes), e.backend, e.quant, f"{e.context_length:,}",
-                                        "checking…"]):
-                self.catalog_table.setItem(row, col, QTableWidgetItem(text))
-            self.catalog_table.setCellWidget(row, 6, _button("Download", f"Download {e.title}",
-                                                             lambda _=False, e=e: self.download_entry(e)))
-        self.catalog_table.resizeColumnsToContents()
-        return self.catalog_table
+        from ui.catalog_view import CatalogView
+
+        self.catalog_view = CatalogView(self.catalog)
+        self.catalog_view.sig_download.connect(self.download_entry)
+        self.catalog_view.sig_look.connect(self.look_up)
+        return self.catalog_view
 
     def _hardware_found(self, hardware) -> None:
-        from models.fit import check_fit
+        from ui.catalog_view import estimate
 
         self.hardware = hardware
         n_ctx = self.settings().n_ctx or 4096
-        for row, e in enumerate(self.catalog):
-            fit = self.fits[e.name] = check_fit(hardware, e.model_info(), n_ctx=n_ctx)
-            item = QTableWidgetItem(fit.badge)
-            item.setToolTip(fit.summary)
-            self.catalog_table.setItem(row, 5, item)
+        speeds = {}
+        for e in self.catalog:
+            self.fits[e.name], speeds[e.name] = estimate(hardware, e, n_ctx)
+        self.catalog_view.set_fits(self.fits, speeds)
         self.sig_fits_ready.emit()
 
     def fit_badges(self) -> list[str]:
-        return [self.catalog_table.item(r, 5).text() for r in range(self.catalog_table.rowCount())]
+        return [self.fits[e.name].badge if e.name in self.fits else "checking…" for e in self.catalog_view.shown()]
 
     def download_entry(self, entry: CatalogEntry):
         self.tabs.setCurrentWidget(self.downloads)
-        return self.downloads.start(catalog_spec(entry), title=entry.title, name=entry.name)
+        return self.downloads.start(entry.spec(), title=entry.title, name=entry.name)
+
+    def look_up(self, entry: CatalogEntry) -> None:
+        """Read an entry's size and shape from the Hub (once: they are kept), then place it again."""
+        from models.catalog import read_from_hub, remember_figures
+
+        if entry.name in self._looking:
+            return
+        self._looking.add(entry.name)
+        root = self.library.root
+
+        def read():
+            checked = read_from_hub(self.make_client(), entry)
+            remember_figures(root, checked)
+            return checked
+
+        def failed(e):
+            self._looking.discard(entry.name)
+            self.show_status(f"{entry.title}: its figures stay estimates; the Hub could not be read ({e}).")
+
+        run_task(read, self._looked_up, failed)
+
+    def _looked_up(self, entry: CatalogEntry) -> None:
+        from ui.catalog_view import estimate
+
+        self._looking.discard(entry.name)
+        self.catalog = [entry if e.name == entry.name else e for e in self.catalog]
+        fit, speed = (estimate(self.hardware, entry, self.settings().n_ctx or 4096) if self.hardware is not None
+                      else (None, 0.0))
+        if fit is not None:
+            self.fits[entry.name] = fit
+        self.catalog_view.replace(entry, fit, speed)
+        self.show_status(f"{entry.title}: {entry.size_bytes / 1e9:.2f} GB, read from the Hub.")
 
     # -- the Hub ----------------------------------------------------------------------------------
 

@@ -48,8 +48,9 @@ class Welcome(QFrame):
         wanted = "mlx" if hw is not None and hw.apple_silicon else "gguf"
         order = {"gpu": 0, "partial": 1, "cpu": 2}
         candidates = [e for e in self.models_page.catalog
-                      if e.format == wanted and fits.get(e.name) and fits[e.name].verdict in order
-                      and (fits[e.name].verdict != "cpu" or e.params_b <= CPU_CHAT_MAX_B)]
+                      if e.format == wanted and e.kind == "chat" and fits.get(e.name)
+                      and fits[e.name].verdict in order
+                      and (fits[e.name].verdict != "cpu" or e.active_b <= CPU_CHAT_MAX_B)]
         # The biggest that run well here come first: the GPU before the CPU, then more parameters.
         candidates.sort(key=lambda e: (order[fits[e.name].verdict], -e.params_b))
         self.suggested = candidates[:SUGGESTIONS]
