@@ -31,6 +31,9 @@ END_OF_TURN_TEXTS = frozenset({
 
 # mlx-lm cache kinds whose trim() always works.
 ALWAYS_TRIMMABLE = frozenset({"KVCache", "QuantizedKVCache", "ConcatenateKVCache", "ChunkedKVCache"})
+# Recurrent states and sliding windows cannot be cut back, but each pass of several tokens (a draft's verification)
+# keeps a mark of them first: a rejected draft returns to the mark and computes its accepted tokens again.
+MARK_ROLLBACK_TOKENS = 18  # drafts of up to 16 tokens, as on a plain model
 
 
 class MlxFailure(LanternError):
@@ -76,9 +79,12 @@ class MlxRuntime:
         # kinds that can always roll back count: others would fail in the middle of a reply.
         fixed = sorted({type(c).__name__ for c in self._cache} - ALWAYS_TRIMMABLE)
         self.can_truncate = not fixed
-        self.load_notes = [] if self.can_truncate else [
+        self.rollback_tokens = 0 if self.can_truncate or not all(_markable(c) for c in self._cache) \
+            else MARK_ROLLBACK_TOKENS
+        self._mark: _Mark | None = None
+        self.load_notes = [] if self.can_truncate or self.rollback_tokens else [
             f"This model's cache ({', '.join(fixed)}) cannot be rolled back: prompt lookup is off for it, and a "
-            "conversation that changes is computed again from its start."]
+            "conversation that changes resumes from the last checkpoint before the change."]
         for note in self.load_notes:
             log.warning("%s: %s", self.model_path.name, note)
         text_config = config.get("text_config", {})
@@ -124,6 +130,10 @@ class MlxRuntime:
         rows = check_forward(self, tokens, start, rows)
         tokens = [int(t) for t in tokens]
         first = min(rows)
+        if self.rollback_tokens and len(tokens) > 1:
+            # a verification (or a prefill) that may be taken back; not single tokens: a mark keeps the old state
+            # alive, so each step would copy it (a sliding window's ring buffer, a recurrent state) to write the next
+            self._mark = _Mark(start, tokens, [_snapshot(c) for c in self._cache])
         out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
         where = {r: i for i, r in enumerate(rows)}
         try:
@@ -156,7 +166,11 @@ class MlxRuntime:
     def _roll_back(self) -> None:
         """Bring every layer's cache back to n_past after a failed pass (some layers may have moved)."""
         if not self.can_truncate:
-            self.reset()
+            mark = self._mark
+            if mark is not None and mark.start == self._n_past:
+                self._return_to(mark)
+            else:
+                self.reset()
             return
         for c in self._cache:
             if c.size() > self._n_past:
@@ -167,16 +181,41 @@ class MlxRuntime:
             raise InvalidRequestError("truncate() needs n_keep >= 0.")
         if n_keep >= self._n_past:
             return True
+        if n_keep == 0:  # emptied: always possible
+            self.reset()
+            return True
         if not self.can_truncate:
-            return False
+            return self._back_to_mark(n_keep)
         for c in self._cache:
             c.trim(self._n_past - n_keep)
         self._n_past = n_keep
         return True
 
+    def _back_to_mark(self, n_keep: int) -> bool:
+        """Within the last pass: back to the mark before it, then its first tokens again, up to `n_keep`."""
+        mark = self._mark
+        if mark is None or not mark.start <= n_keep < mark.start + len(mark.tokens) \
+                or self._n_past - n_keep > self.rollback_tokens:
+            return False
+        self._return_to(mark)
+        again = mark.tokens[: n_keep - mark.start]
+        if again:
+            self.forward(again, mark.start, rows=[len(again) - 1])
+        return True
+
+    def _return_to(self, mark: "_Mark") -> None:
+        for c, saved in zip(self._cache, mark.saved):
+            if saved is None:  # a cache that trims exactly
+                c.trim(c.offset - mark.start)
+            else:
+                c.state = saved
+        self._n_past = mark.start
+        self._mark = None
+
     def reset(self) -> None:
         self._cache = self._make_cache(self._model)
         self._n_past = 0
+        self._mark = None
 
     def save_state(self) -> bytes:
         from mlx_lm.models.cache import save_prompt_cache
@@ -201,11 +240,44 @@ class MlxRuntime:
             raise MlxFailure("The saved MLX state does not belong to this model or holds another number of tokens.")
         self._cache = cache
         self._n_past = n_tokens
+        self._mark = None
 
     def close(self) -> None:
         self._cache = []
         self._model = None
         self._mx.clear_cache()
+
+
+class _Mark:
+    """The caches as they were before a pass of several tokens (references: MLX arrays are values, and the copies
+    of a ring buffer that is written in place are lazy, computed only if the mark is used)."""
+
+    def __init__(self, start: int, tokens: list[int], saved: list):
+        self.start, self.tokens, self.saved = start, list(tokens), saved
+
+
+def _markable(cache) -> bool:
+    from mlx_lm.models.cache import ArraysCache, RotatingKVCache
+
+    return type(cache).__name__ in ALWAYS_TRIMMABLE or isinstance(cache, (ArraysCache, RotatingKVCache))
+
+
+def _snapshot(cache):
+    """What a mark keeps of one layer's cache: nothing for one that trims exactly; else its state, copying arrays
+    that the next pass writes into in place (a sliding window's ring buffer)."""
+    from mlx_lm.models.cache import ArraysCache, RotatingKVCache
+
+    import mlx.core as mx
+
+    if type(cache).__name__ in ALWAYS_TRIMMABLE:
+        return None
+    if isinstance(cache, RotatingKVCache):
+        keys, values, *rest = cache.state if cache.keys is not None else (None, None, cache.offset, cache.keep,
+                                                                          cache.max_size, cache._idx)
+        return (None if keys is None else mx.array(keys), None if values is None else mx.array(values), *rest)
+    if isinstance(cache, ArraysCache):
+        return list(cache.cache), cache.left_padding, cache.lengths
+    raise AssertionError(type(cache).__name__)
 
 
 def _trimmed(cache, n: int):

@@ -13,7 +13,8 @@ from backends.tool_formats import Generic, PartialCall, ToolFormat
 
 # Tags that open and close a reasoning block, by family (the template shows which a model uses).
 THINK_TAGS = (("<think>", "</think>"), ("<seed:think>", "</seed:think>"),
-              ("<|START_THINKING|>", "<|END_THINKING|>"), ("[THINK]", "[/THINK]"))
+              ("<|START_THINKING|>", "<|END_THINKING|>"), ("[THINK]", "[/THINK]"),
+              ("<|channel>thought", "<channel|>"))  # the last: Gemma 4
 
 
 def think_tags(template_source: str) -> tuple[str, str] | None:

@@ -1,7 +1,7 @@
 """What each model family computes again per turn: a chat's turns, a regenerate, an edit, a switch to another
 chat and back, and prompt lookup, on a plain transformer (SmolLM2), a sliding-window model (Gemma 3 270M) and a
 recurrent one and three hybrids (tiny random-weight Mamba-2, LFM2, Qwen3.5 and Nemotron-H: their figures are
-about reuse, not speed).
+about reuse, not speed), and on MLX a tiny LFM2 and a tiny Gemma 3 with a 16-token window.
 
     .venv/bin/python benchmarks/bench_families.py [--no-write] [--label after]
 
@@ -32,7 +32,13 @@ def scenario(path: Path, system: str = SYSTEM) -> list[str]:
     from backends.sampling import SamplingParams
     from backends.state_cache import StateCache
 
-    engine = Engine(LlamaCppRuntime(path, LoadOptions(n_ctx=4096)), state_cache=StateCache())
+    if path.is_dir():
+        from backends.mlx_runtime import MlxRuntime
+
+        runtime = MlxRuntime(path, LoadOptions(n_ctx=4096))
+    else:
+        runtime = LlamaCppRuntime(path, LoadOptions(n_ctx=4096))
+    engine = Engine(runtime, state_cache=StateCache())
     greedy = SamplingParams(temperature=0, seed=1)
 
     def ask(messages, **kw):
@@ -76,7 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="")
     args = ap.parse_args(argv)
     from models.registry import resolve_model
-    from tiny_models import write_lfm2, write_mamba2, write_nemotron_h, write_qwen35
+    from models.convert import convert_gguf_to_mlx
+    from tiny_models import write_lfm2, write_mamba2, write_mlx, write_nemotron_h, write_qwen35
 
     cache = Path.home() / ".cache" / "lantern-bench"
     cache.mkdir(parents=True, exist_ok=True)
@@ -87,6 +94,12 @@ def main(argv=None) -> int:
               ("tiny Qwen3.5 (Gated DeltaNet and attention)", write_qwen35(smol, cache / "tiny-qwen35.gguf")),
               ("tiny Nemotron-H (Mamba-2, feed-forward and attention)",
                write_nemotron_h(smol, cache / "tiny-nemotron-h.gguf"))]
+    smol_mlx = cache / "smollm2-mlx"
+    if not smol_mlx.exists():
+        convert_gguf_to_mlx(smol, smol_mlx)
+    models += [("tiny LFM2 on MLX (ArraysCache and KVCache)", write_mlx("lfm2", smol_mlx, cache / "tiny-mlx-lfm2")),
+               ("tiny Gemma 3 on MLX (16-token RotatingKVCache)",
+                write_mlx("gemma3_text", smol_mlx, cache / "tiny-mlx-gemma3"))]
     models.insert(2, ("Gemma 3 270M, a 700-token system prompt (past the window)", resolve_model("gemma3-270m"),
                       SYSTEM * 4))
     rows = []

@@ -74,7 +74,8 @@ class CatalogEntry:
             window_bytes_per_token=info.window_bytes_per_token, state_bytes=info.state_bytes,
             architecture=info.architecture or self.architecture,
             tools=(info.tool_format or self.tools) if self.kind == "chat" else "",
-            reasoning=bool(info.reasoning) if info.format == "gguf" else self.reasoning, checked=checked)
+            reasoning=(bool(info.reasoning) or info.tool_format == "harmony") if info.format == "gguf"
+            else self.reasoning, checked=checked)  # harmony's reasoning is a channel, not tags
 
     def spec(self) -> str:
         """What `HubClient.pull` is given: a GGUF file, or the whole MLX repository."""

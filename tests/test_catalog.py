@@ -23,7 +23,7 @@ from tiny_models import write_lfm2, write_qwen35
 GiB = 1 << 30
 # The families the catalog must carry (the models people pick in late 2026), and each one's tool-call format.
 FAMILIES = {"qwen3.5": "qwen3-coder", "qwen3.6": "qwen3-coder", "qwen3.8": "qwen3-coder", "gemma-4": "generic",
-            "gpt-oss": "harmony", "ministral-3": "mistral-args", "glm": "generic", "nemotron": "qwen3-coder",
+            "gpt-oss": "harmony", "ministral-3": "mistral-args", "glm": "hermes", "nemotron": "qwen3-coder",
             "lfm2.5": "generic", "granite-4.0": "hermes", "devstral": "mistral-args"}
 
 

@@ -54,25 +54,32 @@ def test_bad_paths_are_clear_errors(smollm2_mlx_path, tmp_path):
         load_mlx(smollm2_mlx_path, n_threads=2)
 
 
-def test_a_model_whose_cache_cannot_roll_back_runs_without_prompt_lookup(smollm2_mlx_path, tmp_path):
-    """Sliding-window layers use mlx-lm's rotating cache, which cannot always be trimmed."""
+def test_a_sliding_window_model_drafts_through_marks_and_matches_plain_decoding(smollm2_mlx_path, tmp_path):
+    """Sliding-window layers use mlx-lm's rotating cache, which cannot always be trimmed: each pass of several
+    tokens keeps a mark, so a rejected draft goes back to it and computes its accepted tokens again."""
+    from conftest import assert_same_up_to_near_tie, reference_greedy
+
     folder = tmp_path / "sliding"
     shutil.copytree(smollm2_mlx_path, folder)
     config = json.loads((folder / "config.json").read_text())
     n = config["num_hidden_layers"]
-    config.update(layer_types=["full_attention"] + ["sliding_attention"] * (n - 1), sliding_window=512)
+    config.update(layer_types=["full_attention"] + ["sliding_attention"] * (n - 1), sliding_window=16)
     (folder / "config.json").write_text(json.dumps(config))
     rt = load_mlx(folder)
     try:
-        assert rt.can_truncate is False and "cannot be rolled back" in rt.load_notes[0]
-        engine = Engine(rt)  # prompt lookup on by default
-        assert engine.options.prompt_lookup is False and engine.notes == rt.load_notes
+        assert rt.can_truncate is False and rt.rollback_tokens == 18 and not rt.load_notes
+        engine = Engine(rt)  # prompt lookup on by default, drafts of up to 16 tokens
+        assert engine.options.prompt_lookup and engine.options.draft_max == 16 and not engine.notes
         text = "red green blue red green blue red green"
-        _, ids, fin = run(engine, GenerationRequest(prompt=text, sampling=GREEDY, max_tokens=6, prompt_lookup=True))
-        assert fin.reason == "length" and len(ids) == 6 and fin.stats.drafted_tokens == 0
-        # a changed prompt cannot roll the cache back: it is computed again, correctly
+        _, ids, fin = run(engine, GenerationRequest(prompt=text, sampling=GREEDY, max_tokens=24, prompt_lookup=True))
+        assert fin.reason == "length" and len(ids) == 24 and fin.stats.drafted_tokens > 0
+        reference, gaps = reference_greedy(rt, engine.cached_tokens[: fin.stats.prompt_tokens], 24)
+        assert_same_up_to_near_tie(reference, gaps, ids, rt.special.end_of_turn)
+        # a changed prompt shares nothing the window still holds: it is computed again, correctly
         _, _, fin2 = run(engine, GenerationRequest(prompt="blue sky", sampling=GREEDY, max_tokens=2))
         assert fin2.stats.cached_tokens == 0 and fin2.reason == "length"
-        assert rt.truncate(rt.n_past) and not rt.truncate(1)
+        assert rt.truncate(rt.n_past) and rt.truncate(1)  # back into the last pass of several tokens: its mark
+        rt.forward([100], 1)  # one token: no mark, so it cannot be taken back
+        assert not rt.truncate(1) and rt.n_past == 2
     finally:
         rt.close()

@@ -96,3 +96,19 @@ def test_thinking_switches_reach_templates():
     assert off.endswith("<think>\n\n</think>\n\n") and not on.endswith("</think>\n\n")
     gpt = ChatTemplate(template("openai-gpt-oss-120b"))
     assert "Reasoning: high" in gpt.render([Message("user", "hi")], options={"reasoning_effort": "high"})
+
+
+def test_the_catalogs_families_are_read_from_their_real_templates():
+    """What `lantern models catalog refresh` will find in each family's template: the catalog says the same."""
+    from models.catalog import load_catalog
+    from models.info import chat_style
+
+    files = {"qwen3.5": "Qwen3.5-4B", "gemma-4": "google-gemma-4-31B-it", "gpt-oss": "openai-gpt-oss-120b",
+             "ministral-3": "mistralai-Ministral-3-14B-Reasoning-2512", "glm": "GLM-4.7-Flash",
+             "nemotron": "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "lfm2.5": "LFM2.5-Instruct",
+             "granite-4.0": "ibm-granite-granite-4.0", "devstral": "unsloth-mistral-Devstral-Small-2507"}
+    entries = {e.family: e for e in load_catalog() if e.kind == "chat" and e.format == "gguf"}
+    for family, name in files.items():
+        style = chat_style(template(name))
+        assert entries[family].tools == style["tool_format"], family
+    assert chat_style(template("google-gemma-4-31B-it"))["reasoning"] == "<|channel>thought<channel|>"

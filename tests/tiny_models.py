@@ -241,3 +241,42 @@ def write_nemotron_h(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: 
             t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
             t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
     return _finish(w, path)
+
+
+MLX_CONFIGS = {
+    # LFM2: short convolutions (ArraysCache) in layers 0 and 2, attention (KVCache) in 1 and 3
+    "lfm2": dict(model_type="lfm2", hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                 norm_eps=1e-5, conv_bias=False, conv_L_cache=3, block_dim=64, block_multiple_of=16,
+                 block_ffn_dim_multiplier=1.0, block_auto_adjust_ff_dim=False, block_ff_dim=128,
+                 full_attn_idxs=[1, 3], rope_theta=10000.0),
+    # Gemma 3: a 16-token sliding window (RotatingKVCache) in five layers of six, full attention in the sixth
+    "gemma3_text": dict(model_type="gemma3_text", hidden_size=64, num_hidden_layers=6, intermediate_size=128,
+                        num_attention_heads=4, num_key_value_heads=1, head_dim=16, rms_norm_eps=1e-6,
+                        sliding_window=16, sliding_window_pattern=6, rope_theta=10000.0,
+                        rope_local_base_freq=10000.0, query_pre_attn_scalar=16),
+}
+
+
+def write_mlx(kind: str, tokenizer_folder: Path, out: Path, *, seed: int = 0) -> Path:
+    """A tiny random-weight MLX folder of `kind` (mlx-lm's own model class, its default initialisation), with the
+    starter's tokenizer and chat template copied from `tokenizer_folder` (an MLX folder)."""
+    import json
+    import shutil
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import _get_classes
+
+    mx.random.seed(seed)
+    config = json.loads((tokenizer_folder / "config.json").read_text())
+    config = {"vocab_size": config["vocab_size"], "max_position_embeddings": 4096, "tie_word_embeddings": True,
+              **MLX_CONFIGS[kind]}
+    model_class, args_class = _get_classes(config)
+    model = model_class(args_class.from_dict(config))
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (out / "config.json").write_text(json.dumps(config))
+    for f in tokenizer_folder.iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            shutil.copy(f, out / f.name)
+    return out
