@@ -110,10 +110,10 @@ class Engine:
         t0 = time.perf_counter()
         _check_request(request)
         sampler = make_sampler(request.sampling)
-        prompt, dropped, plan = self._prompt_tokens(request)
+        prompt, dropped, plan, shared = self._prompt_tokens(request)
         if plan is not None and plan.constraint is not None:
             sampler = plan.constraint.wrap(sampler)
-        return self._run(request, prompt, dropped, sampler, cancel or threading.Event(), t0, plan)
+        return self._run(request, prompt, dropped, sampler, cancel or threading.Event(), t0, plan, shared)
 
     def grammar_tokenizer(self):
         """This model's vocabulary for llguidance (built once, on first use)."""
@@ -125,13 +125,14 @@ class Engine:
 
     # -- the prompt ---------------------------------------------------------------------------
 
-    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], int, ReplyPlan | None]:
+    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], int, ReplyPlan | None, int]:
+        """The prompt's tokens, the turns dropped to fit it, the reply's plan, and where its shared part ends."""
         n_ctx = self.runtime.n_ctx
         if request.prompt is not None:
             if request.tools or request.json_schema is not None:
                 raise InvalidRequestError("Tools and JSON replies need chat messages, not a raw prompt.")
             tokens = self.tokenize_reusing(request.prompt, add_bos=self.runtime.special.add_bos)
-            return self._check_fits(tokens, n_ctx), 0, None
+            return self._check_fits(tokens, n_ctx), 0, None, 0
         messages = parse_messages(request.messages or [])
         dropped = 0
         while True:
@@ -146,7 +147,23 @@ class Engine:
             dropped += n
         constrained = plan.setup is not None or plan.json_schema is not None
         plan.finish("".join(p for p, _ in parts), self.grammar_tokenizer() if constrained else None)
-        return self._check_fits(tokens, n_ctx), dropped, plan
+        tokens = self._check_fits(tokens, n_ctx)
+        rt = self.runtime
+        cuts_back = rt.can_truncate and not getattr(rt, "sliding_window", 0)
+        shared = 0 if cuts_back else self._shared_end(plan.messages, parts, add_bos, tokens)
+        return tokens, dropped, plan, shared
+
+    def _shared_end(self, messages: list[Message], parts: list[tuple[str, bool]], add_bos: bool,
+                    tokens: list[int]) -> int:
+        """Where the part a new conversation shares ends: just before the first user message's text (the system
+        prompt and tools). 0 when there is no system message or the tokens do not split there."""
+        if len(messages) < 2 or messages[0].role != "system":
+            return 0
+        texts = [i for i, (text, literal) in enumerate(parts) if literal and text]
+        if len(texts) < 2:
+            return 0
+        head = self.tokenize_reusing(parts[:texts[1]], add_bos=add_bos)
+        return len(head) if tokens[:len(head)] == head else 0
 
     def _render(self, messages: list[Message], *, tools=None, options=None) -> tuple[list[tuple[str, bool]], bool]:
         """The prompt as (text, is_content) parts, and whether to start with a BOS token."""
@@ -322,7 +339,8 @@ class Engine:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def _run(self, request, prompt, dropped, sampler, cancel, t0, plan: ReplyPlan | None) -> Iterator[Event]:
+    def _run(self, request, prompt, dropped, sampler, cancel, t0, plan: ReplyPlan | None,
+             shared: int = 0) -> Iterator[Event]:
         rt = self.runtime
         reused, restored = self._reuse_cache(prompt)
         todo = prompt[reused:]
@@ -332,13 +350,20 @@ class Engine:
         counters = DecodeCounters()
         reply = _ReplyTimes(plan)
         logits = None
-        for lo in range(0, len(todo), rt.n_batch):
+        # Where the cache cannot be cut back, a checkpoint where the system prompt and tools end serves the next
+        # conversation that shares them (agents start each task that way).
+        stops = [reused + lo for lo in range(rt.n_batch, len(todo), rt.n_batch)]
+        if reused < shared < len(prompt) - 1 and self._needs_checkpoints(shared):
+            stops = sorted({*stops, shared})
+        for lo, hi in zip([reused, *stops], [*stops, len(prompt)]) if todo else ():
             if cancel.is_set():
                 yield Finished("cancelled", _stats(base, counters, t0, None, None, 0, reply))
                 return
-            chunk = todo[lo: lo + rt.n_batch]
+            chunk = prompt[lo:hi]
             logits = rt.forward(chunk, rt.n_past)[0]
             self._tokens.extend(chunk)
+            if hi == shared and shared in stops:
+                self._checkpoint(prompt[:shared])
         logits = self._prompt_logits_for(tuple(prompt), logits)
         if todo and self._needs_checkpoints(len(prompt)):
             self._checkpoint(prompt)

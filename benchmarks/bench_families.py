@@ -20,7 +20,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
 
-STEPS = ("turn 1", "turn 2", "regenerate", "edit", "other chat", "back, turn 3", "lookup drafts accepted")
+STEPS = ("turn 1", "turn 2", "regenerate", "edit", "other chat", "back, turn 3", "lookup drafts accepted",
+         "new chat, same system prompt")
 SYSTEM = "You are a helpful assistant who answers in full sentences. " * 12
 
 
@@ -72,6 +73,9 @@ def scenario(path: Path, system: str = SYSTEM) -> list[str]:
     copy = "Repeat exactly: " + " ".join(f"row {i}: value {i * 3}" for i in range(30))
     _, s = ask([{"role": "user", "content": copy}], max_tokens=96, prompt_lookup=True)
     out.append(f"{s.accepted_tokens} of {s.drafted_tokens}" if engine.options.prompt_lookup else "lookup off")
+    _, s = ask([{"role": "system", "content": system}, {"role": "user", "content": "Name a river of Africa."}],
+               max_tokens=24)
+    out.append(cell(s))
     engine.close()
     return out
 

@@ -9,6 +9,7 @@ import pytest
 from backends.engine import Engine
 from backends.events import Finished, GenerationRequest
 from backends.sampling import SamplingParams
+from backends.state_cache import common_prefix_len
 from conftest import assert_same_up_to_near_tie, load, load_mlx, reference_greedy, run
 from tiny_models import write_lfm2, write_mamba2, write_mlx, write_nemotron_h, write_qwen35
 
@@ -123,3 +124,25 @@ def test_the_endpoint_serves_a_recurrent_model_streamed_and_not(mamba2_path):
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
     finally:
         server.stop()
+
+
+def test_a_new_conversation_with_the_same_system_prompt_starts_from_its_checkpoint(mamba2_path):
+    """The state where the system prompt ends is kept: the next conversation that shares it computes only its own
+    messages, and answers as a fresh computation would."""
+    rt = load_any(mamba2_path)
+    try:
+        engine = Engine(rt)
+        system = {"role": "system", "content": "You are a careful assistant for a small bakery. " * 8}
+        _, _, first = run(engine, GenerationRequest(messages=[system, {"role": "user", "content": "Hello!"}],
+                                                    sampling=GREEDY, max_tokens=6))
+        first_prompt = engine.cached_tokens[: first.stats.prompt_tokens]
+        other = [system, {"role": "user", "content": "What bread do you bake on Sundays?"}]
+        _, tokens, second = run(engine, GenerationRequest(messages=other, sampling=GREEDY, max_tokens=6))
+        prompt = engine.cached_tokens[: second.stats.prompt_tokens]
+        shared = common_prefix_len(first_prompt, prompt)  # the system prompt and the user turn's header
+        assert shared > 80 and second.stats.restored_tokens == second.stats.cached_tokens == shared
+        assert second.stats.prefill_tokens == second.stats.prompt_tokens - shared
+        reference, gaps = reference_greedy(rt, prompt, 6)
+        assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
+    finally:
+        rt.close()
