@@ -402,6 +402,10 @@ def test_the_first_start_offers_the_starter_model_and_models_that_fit(qtbot, mak
     qtbot.waitUntil(lambda: w.welcome.suggested != [] or "No catalog model" in w.welcome.checking.text(),
                     timeout=30_000)
     assert all(w.models_page.fits[e.name].verdict in ("gpu", "partial", "cpu") for e in w.welcome.suggested)
+    from ui.welcome import MIN_CHAT_SPEED
+
+    speeds = w.models_page.catalog_view.speeds  # estimates: only models that answer at a chatting pace
+    assert all(speeds[e.name] >= MIN_CHAT_SPEED and e.kind == "chat" for e in w.welcome.suggested)
     with qtbot.waitSignal(w.models.sig_model_loaded, timeout=60_000) as loaded:
         w.welcome.starter_button.click()
     assert loaded.args[0] == "smollm2-135m-instruct" and not w.welcome.isVisible()

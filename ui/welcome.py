@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLay
 from models.registry import STARTER_MODEL
 
 SUGGESTIONS = 3
-CPU_CHAT_MAX_B = 4.0  # on a CPU, bigger models fit in RAM but answer too slowly to chat with
+MIN_CHAT_SPEED = 8.0  # estimated tokens a second: slower models fit but answer too slowly to chat with
 
 
 class Welcome(QFrame):
@@ -47,11 +47,11 @@ class Welcome(QFrame):
         fits = self.models_page.fits
         wanted = "mlx" if hw is not None and hw.apple_silicon else "gguf"
         order = {"gpu": 0, "partial": 1, "cpu": 2}
+        speeds = self.models_page.catalog_view.speeds
         candidates = [e for e in self.models_page.catalog
                       if e.format == wanted and e.kind == "chat" and fits.get(e.name)
-                      and fits[e.name].verdict in order
-                      and (fits[e.name].verdict != "cpu" or e.active_b <= CPU_CHAT_MAX_B)]
-        # The biggest that run well here come first: the GPU before the CPU, then more parameters.
+                      and fits[e.name].verdict in order and speeds.get(e.name, 0) >= MIN_CHAT_SPEED]
+        # The biggest that answer at a chatting pace come first: the GPU before the CPU, then more parameters.
         candidates.sort(key=lambda e: (order[fits[e.name].verdict], -e.params_b))
         self.suggested = candidates[:SUGGESTIONS]
         self.checking.setText("Models that fit this machine:" if self.suggested else
