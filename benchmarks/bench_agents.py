@@ -245,7 +245,7 @@ def mask_cost(path: Path) -> list[tuple[str, ...]]:
 # What the tables mean (written with them; figures from the run of the date above, edit when they change).
 NOTES = """### Reading the agent tables
 
-- **Rounds 2 to 5** are where an agent lives: Lantern answers them in about 0.53 s against llama-server's 0.82 s on
+- **Rounds 2 to 5** are where an agent lives: Lantern answers them in about 0.5 s against llama-server's 0.76 s on
   the very same prompts. Each grammar spells a call exactly as the model's template prints it back, so the next
   prompt repeats the reply's own tokens and only the tool result is new; llama-server recomputes from the
   assistant turn. Round 1 is a cold 3,776-token prefill; llama-server's is about 8% faster there (its prefill
@@ -254,11 +254,12 @@ NOTES = """### Reading the agent tables
   grammar makes every required round a call.
 - **Predicted outputs:** the base model keeps the old name (100 of 200 lines match the renamed prediction), so the
   prediction's drafts fail at every renamed line while prompt lookup, drafting from the original file in the prompt,
-  follows the model better; with a prediction Lantern is still 1.69x plain decoding and 1.19x llama-server.
-- **Plain decoding** of Gemma 3 270M is slower in Lantern than in llama-server (49.7 against 70.6 tok/s at a 2.4k
-  to 4.8k-token depth): Lantern turns flash attention off on the CPU, which costs Gemma 3 ~25% a token here
-  (18.4 against 13.9 ms at a 3,000-token depth) while it helps SmolLM2 little. Noted for the next change to the
-  load options.
+  follows the model better; with a prediction Lantern is still 1.40x plain decoding and 1.30x llama-server.
+- **Plain decoding** of Gemma 3 270M: 69.5 tok/s in Lantern against llama-server's 75.1 at a 2.4k to 4.8k-token
+  depth (before llama.cpp's small sliding-window cache was used, `swa_full=False`: 49.7 against 70.6). The rest
+  of the gap is flash attention, which Lantern turns off on the CPU: it costs Gemma 3 ~25% a token here (18.4
+  against 13.9 ms at a 3,000-token depth) while it helps SmolLM2 little. Noted for the next change to the load
+  options.
 - **Masks** cost 0.3-0.4 ms a token (5% of the starter's 7.5 ms step at most; the target is under 10%). A grammar
   engages lazily with `tool_choice: auto`, so free text pays nothing.
 """
