@@ -596,3 +596,71 @@ def test_the_catalog_groups_by_where_models_run_filters_and_reads_figures_on_a_f
 
 def by_name_of(page, name):
     return next(e for e in page.catalog if e.name == name)
+
+
+def start_long_reply(qtbot, w, text: str = "Count from 1 to 1000.") -> None:
+    """Send `text` and wait until its reply (thousands of tokens, whatever the model says) is streaming."""
+    w.chat.request_options = {"ignore_eos": True}
+    w.chat.input.setPlainText(text)
+    w.chat.send()
+    qtbot.waitUntil(lambda: w.chat.views() and len(w.chat.views()[-1].text) > 20, timeout=REPLY_TIMEOUT)
+
+
+def test_the_chat_follows_a_new_message_until_the_user_scrolls_up(qtbot, make_window):
+    w = make_window(max_tokens=400)  # the second reply runs to 400 tokens: time to scroll up while it streams
+    w.resize(700, 460)
+    bar = w.chat.scroll.verticalScrollBar()
+    long_text = "\n".join(f"Line {i} of a long message pasted in." for i in range(60))
+    assert send(qtbot, w, long_text) == "done"
+    assert bar.maximum() > 0 and bar.value() >= bar.maximum() - 4  # the reply, below the long message, in sight
+    start_long_reply(qtbot, w, "And again, please.")
+    assert bar.value() >= bar.maximum() - 4
+    bar.setValue(0)  # the user scrolls up to read: the stream no longer pulls the view down
+    grown = bar.maximum()
+    qtbot.waitUntil(lambda: bar.maximum() > grown + 20, timeout=REPLY_TIMEOUT)
+    assert bar.value() == 0
+    w.chat.stop()
+    qtbot.waitUntil(lambda: not w.chat.busy, timeout=REPLY_TIMEOUT)
+
+
+def test_notices_leave_with_the_moment_and_the_chat_they_belong_to(qtbot, make_window):
+    from ui.chat_page import STILL_WRITING
+
+    w = make_window(max_tokens=2000)
+    start_long_reply(qtbot, w)
+    w.chat.input.setPlainText("Another question")
+    w.chat.send()
+    assert w.chat.notice.text() == STILL_WRITING and w.chat.notice.isVisible()
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
+        w.chat.stop()
+    assert not w.chat.notice.isVisible()  # the reply it spoke of is over
+    w.chat.show_notice("The 2 oldest messages did not fit the context window and were left out of this reply.")
+    first = w.chat.conversation_id
+    w.chat.new_chat()
+    assert not w.chat.notice.isVisible()
+    w.chat.show_notice("A notice about a new chat.")
+    w.chat.open_conversation(first)
+    assert not w.chat.notice.isVisible()
+
+
+def test_deleting_a_chat_stops_the_reply_it_was_writing(qtbot, make_window):
+    w = make_window(max_tokens=4000)
+    start_long_reply(qtbot, w)
+    doomed = w.chat.conversation_id
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=30_000) as done:
+        w.chat.sidebar.delete(doomed)
+    assert done.args == ["stopped"] and not w.chat.busy and w.chat.conversation_id is None
+    assert doomed not in w.chat.sidebar.ids()
+    w.chat.request_options = {}
+    w.settings.update(max_tokens=8)
+    assert send(qtbot, w, "Hello") == "done"  # the model is free again: nothing is refused
+
+
+def test_unloading_during_a_reply_stops_it_first(qtbot, make_window):
+    w = make_window(max_tokens=4000)
+    start_long_reply(qtbot, w)
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=30_000) as done:
+        w.unload_button.click()
+    assert done.args == ["stopped"] and not w.chat.busy
+    qtbot.waitUntil(lambda: w.models.state == "none", timeout=30_000)
+    assert w.store.messages(w.chat.conversation_id)[-1].status == "stopped"

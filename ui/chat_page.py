@@ -18,6 +18,7 @@ from ui.conversation_list import ConversationList
 from ui.message_view import MessageView
 from ui.model_controller import ModelController
 
+STILL_WRITING = "A reply is still being written: stop it first."
 SAVE_EVERY_S = 0.5  # a streaming reply is saved this often, so a crash loses at most this much of it
 STATUS_BY_REASON = {"stop": "done", "length": "done", "cancelled": "stopped", "error": "error"}
 
@@ -74,6 +75,11 @@ class ChatPage(QWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(holder)
         self.scroll.setAccessibleName("Messages")
+        self._follow = False  # keep the end in sight as messages grow (set by sending; a scroll up clears it)
+        self._moving = False  # the view is moving itself, not the user
+        bar = self.scroll.verticalScrollBar()
+        bar.rangeChanged.connect(self._range_changed)
+        bar.valueChanged.connect(self._scrolled)
         self.notice = QLabel(wordWrap=True)
         self.notice.setAccessibleName("Notice")
         self.notice.hide()
@@ -126,18 +132,22 @@ class ChatPage(QWidget):
         if conversation == self.conversation_id:
             return
         self.cancel_edit()
+        self.show_notice("")  # a notice is about the chat it appeared in
         self.conversation_id = conversation
         self._rebuild()
         self.sidebar.refresh(conversation)
 
     def new_chat(self) -> None:
         self.cancel_edit()
+        self.show_notice("")
         self.conversation_id = None
         self.sidebar.list.setCurrentItem(None)
         self._rebuild()
         self.input.setFocus()
 
     def _deleted(self, conversation: int) -> None:
+        if self._reply is not None and self._reply.conversation == conversation:
+            self.session.stop()  # nobody will read it, and it would hold the model for minutes
         if conversation == self.conversation_id:
             self.new_chat()
 
@@ -168,7 +178,24 @@ class ChatPage(QWidget):
 
     def _scroll_to_end(self) -> None:
         bar = self.scroll.verticalScrollBar()
-        bar.setValue(bar.maximum())
+        self._moving = True
+        try:
+            bar.setValue(bar.maximum())
+        finally:
+            self._moving = False
+
+    def follow(self) -> None:
+        """Keep the newest message in sight while it is laid out and while the reply streams in."""
+        self._follow = True
+        self._scroll_to_end()
+
+    def _range_changed(self, _low: int, _high: int) -> None:
+        if self._follow:
+            self._scroll_to_end()
+
+    def _scrolled(self, value: int) -> None:
+        if not self._moving:  # the user scrolled: follow again only once they are back at the end
+            self._follow = value >= self.scroll.verticalScrollBar().maximum() - 4
 
     def _update_actions(self) -> None:
         busy = self.busy
@@ -186,7 +213,7 @@ class ChatPage(QWidget):
             self.show_notice("Type a message first.")
             return
         if self.busy:
-            self.show_notice("A reply is still being written: stop it first.")
+            self.show_notice(STILL_WRITING)
             return
         if self.editing is not None:  # the edited message and every later turn are replaced
             self.store.delete_from(self.editing)
@@ -198,6 +225,7 @@ class ChatPage(QWidget):
         self._add_view("user", text, message.id)
         self.input.clear()
         self.sidebar.refresh(self.conversation_id)
+        self.follow()
         self._start_reply()
 
     def regenerate(self, message_id: int) -> None:
@@ -205,6 +233,7 @@ class ChatPage(QWidget):
             return
         self.store.delete_from(message_id)
         self._rebuild()
+        self.follow()
         self._start_reply()
 
     def edit(self, message_id: int) -> None:
@@ -307,6 +336,8 @@ class ChatPage(QWidget):
         reply, self._reply = self._reply, None
         if reply is None:
             return
+        if self.notice.text() == STILL_WRITING:
+            self.show_notice("")
         self.store.update(reply.message_id, content=reply.text, status=status, stats=stats,
                           reasoning=reply.reasoning or None)
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):

@@ -164,6 +164,13 @@ class MainWindow(QMainWindow):
         self.model_status.setToolTip(error)
         self.statusBar().showMessage(f"{name} failed to load: {error}")
 
+    def unload(self) -> None:
+        """Unload the model; a reply being written with it stops first (it would stream on from a model the toolbar
+        says is gone)."""
+        if self.chat.busy:
+            self.chat.stop()
+        self.models.unload()
+
     def _unloaded(self) -> None:
         self.load_progress.cancelled = True  # unloading while loading stops the load
         self._load_done()
@@ -179,7 +186,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.load_button.clicked.connect(lambda: self.load_model(self.picker.currentText()))
-        self.unload_button.clicked.connect(self.models.unload)
+        self.unload_button.clicked.connect(self.unload)
         self.models.sig_model_loading.connect(self._loading)
         self.models.sig_model_loaded.connect(self._loaded)
         self.models.sig_model_failed.connect(self._failed)
