@@ -5,7 +5,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea, QSplitter, QVBoxLayout,
                                QWidget)
@@ -163,7 +163,7 @@ class ChatPage(QWidget):
             view = self._add_view(m.role, reply.text if live else m.content, m.id, m.status, m.stats)
             view.set_reasoning(reply.reasoning if live else m.reasoning)
         self._update_actions()
-        QTimer.singleShot(0, self._scroll_to_end)
+        self.follow()  # an opened chat shows its end
 
     def _add_view(self, role: str, text: str, message_id: int, status: str = "done",
                   stats: dict | None = None) -> MessageView:
@@ -286,7 +286,6 @@ class ChatPage(QWidget):
         self.session.worker = worker
         self.session.send(request)
         self._update_actions()
-        QTimer.singleShot(0, self._scroll_to_end)
 
     # -- the reply coming in ----------------------------------------------------------------------
 
@@ -298,11 +297,7 @@ class ChatPage(QWidget):
             self.show_notice("")
         reply.text += text
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
-            bar = self.scroll.verticalScrollBar()
-            at_end = bar.value() >= bar.maximum() - 4
-            view.append(text)
-            if at_end:
-                QTimer.singleShot(0, self._scroll_to_end)
+            view.append(text)  # while following, the growing range keeps the end in sight
         if time.monotonic() - reply.saved_at >= SAVE_EVERY_S:
             self.store.update(reply.message_id, content=reply.text, reasoning=reply.reasoning or None)
             reply.saved_at = time.monotonic()
@@ -341,11 +336,7 @@ class ChatPage(QWidget):
         self.store.update(reply.message_id, content=reply.text, status=status, stats=stats,
                           reasoning=reply.reasoning or None)
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
-            bar = self.scroll.verticalScrollBar()
-            at_end = bar.value() >= bar.maximum() - 4
-            view.finish(status, stats, error)
-            if at_end:  # keep the figures that just appeared in sight
-                QTimer.singleShot(0, self._scroll_to_end)
+            view.finish(status, stats, error)  # its figures stay in sight while following
         self._update_actions()
         self.sig_reply_done.emit(status)
 
