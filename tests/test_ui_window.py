@@ -664,3 +664,42 @@ def test_unloading_during_a_reply_stops_it_first(qtbot, make_window):
     assert done.args == ["stopped"] and not w.chat.busy
     qtbot.waitUntil(lambda: w.models.state == "none", timeout=30_000)
     assert w.store.messages(w.chat.conversation_id)[-1].status == "stopped"
+
+
+def test_disabled_controls_look_disabled_in_both_themes(qtbot, make_window):
+    """Stop while idle, Regenerate on an older reply, Delete on a built-in model: each drawn dimmer than an
+    enabled control, in the dark theme as in the light one (pixels, as the user sees them)."""
+    from PySide6.QtWidgets import QApplication, QPushButton
+
+    from ui.theme import _dark_palette, apply_theme
+
+    def ink(button: QPushButton) -> float:
+        """How far the label's pixels stand out from the button's face (mean of the 2% most distinct)."""
+        image = button.grab().toImage()
+        face = image.pixelColor(3, image.height() // 2).lightness()
+        values = sorted(abs(image.pixelColor(x, y).lightness() - face)
+                        for x in range(image.width()) for y in range(image.height()))
+        top = values[-max(1, len(values) // 50):]
+        return sum(top) / len(top)
+
+    w = make_window()
+    try:
+        for theme in ("dark", "Lantern's own dark palette", "light"):
+            if theme.startswith("Lantern"):  # what platforms without a dark palette get (Xvfb, older Qt)
+                QApplication.instance().setPalette(_dark_palette())
+            else:
+                apply_theme(theme)
+            on, off = QPushButton("Stop the reply"), QPushButton("Stop the reply")  # drawn with the app's palette
+            off.setEnabled(False)
+            for b in (on, off):
+                b.resize(160, 32)
+                b.show()
+            QApplication.processEvents()
+            assert ink(off) < 0.75 * ink(on), theme  # dimmed, not just marked disabled
+            assert not w.chat.stop_button.isEnabled() and w.chat.send_button.isEnabled()
+            assert ink(w.chat.stop_button) < 0.75 * ink(w.chat.send_button), theme  # and so in the window
+            for b in (on, off):
+                b.close()
+                b.deleteLater()
+    finally:
+        apply_theme("light")

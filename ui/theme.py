@@ -34,4 +34,10 @@ def _dark_palette() -> QPalette:
               QPalette.ColorRole.PlaceholderText: "#8a8f98"}
     for role, color in colors.items():
         p.setColor(role, QColor(color))
+    # Disabled controls dimmed (setColor above set every group alike, so Stop while idle looked clickable)
+    dim = QPalette.ColorGroup.Disabled
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+        p.setColor(dim, role, QColor("#6b6f78"))
+    p.setColor(dim, QPalette.ColorRole.Button, QColor("#24262b"))
+    p.setColor(dim, QPalette.ColorRole.Highlight, QColor("#3a3d44"))
     return p
