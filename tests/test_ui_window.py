@@ -703,3 +703,22 @@ def test_disabled_controls_look_disabled_in_both_themes(qtbot, make_window):
                 b.deleteLater()
     finally:
         apply_theme("light")
+
+
+def test_the_toolbar_shows_a_load_as_it_happens_and_the_picker_loads_what_is_picked(qtbot, make_window):
+    w = make_window()
+    assert not w.unload_button.isEnabled()  # nothing loaded at first start: nothing to unload
+    from PySide6.QtWidgets import QApplication
+
+    seen = []
+
+    def loading(name):
+        QApplication.processEvents()  # the toolbar lays itself out
+        seen.append((name, w.loading.isVisible(), w.picker.currentText()))
+
+    w.models.sig_model_loading.connect(loading)
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=REPLY_TIMEOUT):
+        w.picker.activated.emit(w.picker.findText("smollm2-135m-instruct"))  # the user picks: it loads
+    assert seen == [("smollm2-135m-instruct", True, "smollm2-135m-instruct")]  # the bar was shown while loading
+    qtbot.waitUntil(lambda: not w.loading.isVisible(), timeout=5000)  # gone once loaded
+    assert w.unload_button.isEnabled() and w.model_status.text().startswith("smollm2-135m-instruct on ")

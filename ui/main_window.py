@@ -93,12 +93,15 @@ class MainWindow(QMainWindow):
         self.loading.setRange(0, 0)  # llama.cpp does not say how far it is: a busy bar with the time so far
         self.loading.setMaximumWidth(120)
         self.loading.setAccessibleName("Loading")
-        self.loading.hide()
         self.model_status = QLabel("No model loaded.")
         self.model_status.setAccessibleName("Model status")
-        for w in (QLabel(" Model "), self.picker, self.load_button, self.unload_button, self.loading,
-                  self.model_status):
-            bar.addWidget(w)
+        self.unload_button.setEnabled(False)  # nothing is loaded yet
+        actions = {w: bar.addWidget(w) for w in (QLabel(" Model "), self.picker, self.load_button, self.unload_button,
+                                                  self.loading, self.model_status)}
+        # A toolbar shows or hides its widgets through their actions (the widget's own hide() is overridden)
+        self._loading_action = actions[self.loading]
+        self._loading_action.setVisible(False)
+        self.picker.activated.connect(lambda _i: self.load_model(self.picker.currentText()))  # picking loads
         self._load_clock = QTimer(self, interval=200)
         self._load_clock.timeout.connect(self._show_loading_time)
 
@@ -138,8 +141,11 @@ class MainWindow(QMainWindow):
                             engine_options=s.engine_options(), remote_url=s.remote_url if s.backend == "remote" else None)
 
     def _loading(self, name: str) -> None:
+        self.picker.blockSignals(True)  # the endpoint may have switched models: the picker shows what loads
+        self.picker.setCurrentText(name)
+        self.picker.blockSignals(False)
         self.loading.setRange(0, 0)
-        self.loading.show()
+        self._loading_action.setVisible(True)
         self._load_clock.start()
         self._show_loading_time()
         self.unload_button.setEnabled(True)
@@ -180,7 +186,7 @@ class MainWindow(QMainWindow):
 
     def _load_done(self) -> None:
         self._load_clock.stop()
-        self.loading.hide()
+        self._loading_action.setVisible(False)
 
     # -- wiring -----------------------------------------------------------------------------------
 
