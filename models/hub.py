@@ -86,9 +86,17 @@ class HubClient:
     # -- looking ----------------------------------------------------------------------------------
 
     def search(self, query: str, *, format: str = "gguf", limit: int = 20) -> list[HubModel]:
-        with _hub_errors(query):
+        with _hub_errors(query, retry="search again"):
+            self._reach()  # huggingface_hub retries a search five times, backing off up to 8 s: 30 s offline
             found = self.api.list_models(search=query, filter=[format], sort="downloads", limit=limit)
             return [HubModel(m.id, m.downloads or 0, m.likes or 0, bool(m.gated), tuple(m.tags or ())) for m in found]
+
+    def _reach(self) -> None:
+        """One quick request to the Hub, so being offline is said at once (raises the transport's error)."""
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+
+        get_session().head(f"{self.endpoint or constants.ENDPOINT}/api/models", timeout=self.timeout)
 
     def listing(self, repo: str) -> RepoListing:
         """The models in `repo` (GGUF files by quant, split parts as one; or the whole MLX repository),
@@ -451,8 +459,8 @@ def _checked_files(repo: str, info) -> tuple[dict[str, dict], list[str]]:
 class _hub_errors:
     """huggingface_hub's errors as messages a user understands."""
 
-    def __init__(self, what: str):
-        self.what = what
+    def __init__(self, what: str, *, retry: str = "try the download again"):
+        self.what, self.retry = what, retry
 
     def __enter__(self):
         return self
@@ -473,7 +481,7 @@ class _hub_errors:
             raise HubError(f"{self.what}: the file is not in the repository.") from None
         if isinstance(e, LocalEntryNotFoundError) or _is_network(e):
             raise HubError("The Hugging Face Hub cannot be reached (no network?). Lantern works offline with the "
-                           "models it has; try the download again when online.") from None
+                           f"models it has; {self.retry} when online.") from None
         if isinstance(e, HfHubHTTPError):
             raise HubError(f"The Hub refused the request for {self.what}: {e}") from None
         if is_disk_full(e):

@@ -139,8 +139,36 @@ def test_missing_gated_and_unreachable_hubs_say_so(hub, library):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed: connection refused
-    with pytest.raises(HubError, match="cannot be reached"):
+    with pytest.raises(HubError, match="cannot be reached.*search again when online"):
         HubClient(endpoint=f"http://127.0.0.1:{port}", library=library, timeout=1).search("x")
+
+
+def test_an_offline_search_says_so_after_one_attempt_not_six(library):
+    """huggingface_hub retries a search five times with back-off (30-40 s offline); one quick request first."""
+    attempts, done = [], threading.Event()
+    with socket.socket() as s:  # a Hub whose every connection drops at once
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        s.settimeout(0.1)
+
+        def serve():
+            while not done.is_set():
+                try:
+                    conn, _ = s.accept()
+                except TimeoutError:
+                    continue
+                attempts.append(1)
+                conn.close()
+
+        server = threading.Thread(target=serve)
+        server.start()
+        try:
+            with pytest.raises(HubError, match="cannot be reached.*search again when online"):
+                HubClient(endpoint=f"http://127.0.0.1:{s.getsockname()[1]}", library=library, timeout=5).search("qwen")
+        finally:
+            done.set()
+            server.join()
+    assert len(attempts) == 1
 
 
 def test_the_command_line_searches_lists_with_fit_and_pulls_with_a_progress_bar(hub, tmp_path):

@@ -283,7 +283,10 @@ def test_a_full_disk_and_an_unreachable_hub_are_clear_messages(qtbot, make_windo
     assert "Not enough disk space" in row.detail.text() and row.resume_button.text() == "Retry"
     hub.__exit__(None, None, None)  # the Hub goes away
     w.models_page.search_hub()
-    qtbot.waitUntil(lambda: "could not be reached" in w.models_page.status.text(), timeout=60_000)
+    assert not w.models_page.hub_busy.isHidden()  # the search shows that it runs
+    qtbot.waitUntil(lambda: "cannot be reached" in w.models_page.status.text(), timeout=60_000)
+    assert "search again when online" in w.models_page.status.text()  # not "try the download again"
+    assert w.models_page.hub_busy.isHidden()
     assert send(qtbot, w, "Hello") == "done"  # the window keeps working
 
 

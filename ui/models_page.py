@@ -5,7 +5,8 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout,
+                               QWidget)
 
 from app.settings import Settings
 from models.catalog import CatalogEntry, load_catalog
@@ -144,12 +145,19 @@ class ModelsPage(QWidget):
         row.addWidget(self.hub_query, 1)
         row.addWidget(self.hub_format)
         row.addWidget(_button("Search", "Search the Hub", self.search_hub))
+        self.hub_busy = QProgressBar()  # a search offline takes a moment to say so: show that it runs
+        self.hub_busy.setRange(0, 0)
+        self.hub_busy.setMaximumHeight(6)
+        self.hub_busy.setTextVisible(False)
+        self.hub_busy.setAccessibleName("Searching")
+        self.hub_busy.hide()
         self.hub_results = QListWidget()
         self.hub_results.setAccessibleName("Hub results")
         self.hub_results.currentItemChanged.connect(lambda item, _: item and self.open_repo(
             item.data(Qt.ItemDataRole.UserRole)))
         self.hub_files = _table(["File", "Size", "Fit on this machine", ""], "Repository files")
         layout.addLayout(row)
+        layout.addWidget(self.hub_busy)
         layout.addWidget(self.hub_results, 1)
         layout.addWidget(self.hub_files, 1)
         return tab
@@ -157,9 +165,11 @@ class ModelsPage(QWidget):
     def search_hub(self) -> None:
         query, fmt = self.hub_query.text().strip(), self.hub_format.currentText()
         self.show_status(f"Searching the Hub for “{query}”…")
+        self.hub_busy.show()
         run_task(lambda: self.make_client().search(query, format=fmt), self._found, self._hub_failed)
 
     def _found(self, models) -> None:
+        self.hub_busy.hide()
         self.hub_results.clear()
         for m in models:
             item = QListWidgetItem(f"{m.repo}   ↓{m.downloads:,}" + ("   (gated)" if m.gated else ""))
@@ -168,7 +178,8 @@ class ModelsPage(QWidget):
         self.show_status(f"{len(models)} repositories found." if models else "Nothing found.")
 
     def _hub_failed(self, error: BaseException) -> None:
-        self.show_status(f"The Hub could not be reached: {error}")
+        self.hub_busy.hide()
+        self.show_status(str(error))  # HubError says what happened and what to do
 
     def open_repo(self, repo: str) -> None:
         self.show_status(f"Reading {repo}…")
