@@ -281,6 +281,10 @@ def test_a_full_disk_and_an_unreachable_hub_are_clear_messages(qtbot, make_windo
     row = w.models_page.download_spec(SMOL_REPO, "SmolLM2")
     qtbot.waitUntil(lambda: row.state == "failed", timeout=30_000)
     assert "Not enough disk space" in row.detail.text() and row.resume_button.text() == "Retry"
+    panel = w.models_page.downloads
+    assert not row.dismiss_button.isHidden()
+    row.dismiss_button.click()  # a failed row can be taken off the list
+    assert row not in panel.rows and not panel.empty.isHidden()
     hub.__exit__(None, None, None)  # the Hub goes away
     w.models_page.search_hub()
     assert not w.models_page.hub_busy.isHidden()  # the search shows that it runs

@@ -15,6 +15,7 @@ POLL_MS = 100  # the pull thread only records its progress; the bar reads it ten
 class DownloadRow(QWidget):
     sig_finished = Signal(object)  # the LocalModel
     sig_failed = Signal(str)
+    sig_dismissed = Signal()
 
     def __init__(self, make_client: Callable[[], HubClient], spec: str, *, title: str, name: str | None = None,
                  parent=None):
@@ -40,10 +41,15 @@ class DownloadRow(QWidget):
         self.resume_button = QPushButton("Resume", self)
         self.resume_button.setAccessibleName(f"Resume the download of {title}")
         self.resume_button.clicked.connect(self.start)
+        self.dismiss_button = QPushButton("Dismiss", self)  # a finished, failed or cancelled row leaves the list
+        self.dismiss_button.setAccessibleName(f"Dismiss the download of {title}")
+        self.dismiss_button.clicked.connect(self.sig_dismissed)
+        self.dismiss_button.setVisible(False)
         layout.addLayout(text, 2)
         layout.addWidget(self.bar, 2)
         layout.addWidget(self.cancel_button)
         layout.addWidget(self.resume_button)
+        layout.addWidget(self.dismiss_button)
         self._timer = QTimer(self, interval=POLL_MS)
         self._timer.timeout.connect(self._poll)
         self.start()
@@ -59,6 +65,7 @@ class DownloadRow(QWidget):
         self.detail.setText("Starting…")
         self.cancel_button.setVisible(True)
         self.resume_button.setVisible(False)
+        self.dismiss_button.setVisible(False)
         self.download = Download(self._make_client(), self.spec, name=self.name)
         self._timer.start()
 
@@ -93,6 +100,7 @@ class DownloadRow(QWidget):
             self.detail.setText(f"Done: {model.name}, {model.size_bytes / 1e6:.0f} MB")
             self.cancel_button.setVisible(False)
             self.resume_button.setVisible(False)
+            self.dismiss_button.setVisible(True)
             self.sig_finished.emit(model)
 
     def _stopped(self, state: str, text: str) -> None:
@@ -101,6 +109,7 @@ class DownloadRow(QWidget):
         self.cancel_button.setVisible(False)
         self.resume_button.setVisible(True)
         self.resume_button.setText("Resume" if state == "cancelled" else "Retry")
+        self.dismiss_button.setVisible(True)
 
 
 class DownloadsPanel(QWidget):
@@ -124,10 +133,20 @@ class DownloadsPanel(QWidget):
             return existing
         row = DownloadRow(self._make_client, spec, title=title, name=name, parent=self)
         row.sig_finished.connect(self.sig_model_downloaded)
+        row.sig_dismissed.connect(lambda: self.dismiss(row))
         self.rows.append(row)
         self.list.addWidget(row)
         self.empty.hide()
         return row
+
+    def dismiss(self, row: DownloadRow) -> None:
+        """Take a row that is not downloading off the list (a cancelled pull's partial file stays for later)."""
+        if row.state == "downloading" or row not in self.rows:
+            return
+        self.rows.remove(row)
+        row.setParent(None)
+        row.deleteLater()
+        self.empty.setVisible(not self.rows)
 
     def cancel_all(self, timeout: float = 30.0) -> None:
         """At exit: stop every pull (partial files stay for the next start) and wait for the threads."""
