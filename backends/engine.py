@@ -147,7 +147,7 @@ class Engine:
             dropped += n
         constrained = plan.setup is not None or plan.json_schema is not None
         plan.finish("".join(p for p, _ in parts), self.grammar_tokenizer() if constrained else None)
-        tokens = self._check_fits(tokens, n_ctx)
+        tokens = self._check_fits(tokens, n_ctx, dropping=request.drop_oldest_turns)
         rt = self.runtime
         cuts_back = rt.can_truncate and not getattr(rt, "sliding_window", 0)
         shared = 0 if cuts_back else self._shared_end(plan.messages, parts, add_bos, tokens)
@@ -175,7 +175,13 @@ class Engine:
         return parts, sp.add_bos
 
     @staticmethod
-    def _check_fits(tokens: list[int], n_ctx: int) -> list[int]:
+    def _check_fits(tokens: list[int], n_ctx: int, *, dropping: bool = False) -> list[int]:
+        if len(tokens) >= n_ctx and dropping:  # what remains after every older turn was left out
+            raise ContextOverflowError(
+                f"The last message alone makes a prompt of {len(tokens)} tokens, but the context holds {n_ctx} (and "
+                "the reply needs room). Shorten the message, or load the model with a larger context.",
+                prompt_tokens=len(tokens), n_ctx=n_ctx,
+            )
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(
                 f"The prompt is {len(tokens)} tokens but the context holds {n_ctx} (and the reply needs room). "

@@ -94,6 +94,11 @@ def test_context_overflow_is_a_clear_error_unless_dropping_turns(smollm2_path):
     _, _, fin = run(engine, GenerationRequest(messages=history, sampling=GREEDY, max_tokens=8, drop_oldest_turns=True))
     assert fin.stats.dropped_messages > 0 and fin.stats.prompt_tokens < 256
     assert "You are a weather bot." in engine.runtime.detokenize(engine.cached_tokens)
+    # dropping cannot help a last message that is too long alone: the error says what can
+    alone = chat("tell me more about the weather today. " * 40, system="You are a weather bot.")
+    with pytest.raises(ContextOverflowError, match="last message alone.*Shorten the message") as err:
+        list(engine.generate(GenerationRequest(messages=alone, sampling=GREEDY, max_tokens=8, drop_oldest_turns=True)))
+    assert "dropping" not in str(err.value)
 
 
 def test_generation_stops_at_the_end_of_the_context(smollm2_path):

@@ -729,3 +729,13 @@ def test_the_toolbar_shows_a_load_as_it_happens_and_the_picker_loads_what_is_pic
     assert seen == [("smollm2-135m-instruct", True, "smollm2-135m-instruct")]  # the bar was shown while loading
     qtbot.waitUntil(lambda: not w.loading.isVisible(), timeout=5000)  # gone once loaded
     assert w.unload_button.isEnabled() and w.model_status.text().startswith("smollm2-135m-instruct on ")
+
+
+def test_a_message_longer_than_the_context_is_one_clear_error(qtbot, make_window):
+    w = make_window(n_ctx=512)
+    assert send(qtbot, w, "word " * 700) == "error"
+    reply = w.chat.views()[-1]
+    error = w.store.messages(w.chat.conversation_id)[-1]
+    assert error.status == "error" and "The last message alone" in reply.note.text()
+    assert "Shorten the message" in reply.note.text() and "dropping" not in reply.note.text()
+    assert w.chat.notice.isHidden()  # shown once, in the reply where it happened

@@ -324,8 +324,11 @@ class ChatPage(QWidget):
     def _on_failed(self, message: str) -> None:
         if self.models.state == "failed" and self.models.error not in message:
             message = f"{message} {self.models.error}"
+        reply = self._reply
+        shown = reply is not None and reply.conversation == self.conversation_id and self._view_of(reply.message_id)
         self._end_reply("error", None, message)
-        self.show_notice(message)
+        # once: in the reply where it happened when that is on screen, else above the input
+        self.show_notice("" if shown else message)
 
     def _end_reply(self, status: str, stats: dict | None, error: str | None) -> None:
         reply, self._reply = self._reply, None
