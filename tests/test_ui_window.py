@@ -739,3 +739,20 @@ def test_a_message_longer_than_the_context_is_one_clear_error(qtbot, make_window
     assert error.status == "error" and "The last message alone" in reply.note.text()
     assert "Shorten the message" in reply.note.text() and "dropping" not in reply.note.text()
     assert w.chat.notice.isHidden()  # shown once, in the reply where it happened
+
+
+def test_quitting_keeps_a_stopped_replys_figures_and_copy_says_it_copied(qtbot, make_window):
+    w = make_window(max_tokens=4000)
+    start_long_reply(qtbot, w)
+    conversation = w.chat.conversation_id
+    view = w.chat.views()[-1]
+    view.copy_button.click()
+    assert view.copy_button.text() == "Copied"
+    qtbot.waitUntil(lambda: view.copy_button.text() == "Copy", timeout=10_000)
+    close(w)  # quitting while the reply is written
+    store = ConversationStore(w.library.root / "conversations.sqlite3")  # the window's closed with it
+    try:
+        last = store.messages(conversation)[-1]
+    finally:
+        store.close()
+    assert last.status == "stopped" and last.content and last.stats and last.stats["completion_tokens"] > 0

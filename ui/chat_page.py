@@ -257,9 +257,11 @@ class ChatPage(QWidget):
         self.session.stop()
 
     def shutdown(self) -> None:
-        """At exit: a reply still being written is kept as stopped, with the text shown so far."""
+        """At exit: a reply still being written is kept as stopped, with the text so far and its figures (the
+        engine stops within a step; a few seconds at most are waited for)."""
         self.session.stop()
-        if self._reply is not None:
+        self.session.wait(5.0)
+        if self._reply is not None:  # the engine did not answer in time: the text, without figures
             self._end_reply("stopped", None, None)
 
     def _history(self) -> list[dict]:

@@ -68,6 +68,18 @@ class ChatSession(QObject):
         if self._generation is not None:
             self._generation.cancel()
 
+    def wait(self, timeout: float) -> bool:
+        """Deliver the reply's last events now (at exit, when the event loop will not run again); False if the
+        engine did not finish within `timeout` seconds."""
+        import time
+
+        give_up = time.monotonic() + timeout
+        while self._generation is not None and time.monotonic() < give_up:
+            self._flush()
+            if self._generation is not None:
+                time.sleep(0.01)
+        return self._generation is None
+
     def _flush(self) -> None:
         gen = self._generation
         if gen is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTextBrowser, QToolButton,
                                QVBoxLayout)
@@ -178,6 +178,8 @@ class MessageView(QFrame):
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self._text)
+        self.copy_button.setText("Copied")  # said where the user looks, for a moment
+        QTimer.singleShot(1500, self.copy_button, lambda: self.copy_button.setText("Copy"))  # gone with the view
 
     def _render(self) -> None:
         if self.role == "user":  # the user's own words, exactly as typed
