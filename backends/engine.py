@@ -86,6 +86,9 @@ class Engine:
         sp = runtime.special
         # The prompt may be a few times the context in bytes; a template that writes more is stopped.
         limits = TemplateLimits(max_chars=max(1 << 20, 16 * runtime.n_ctx))
+        # A model without a chat template is usually a base model: it continues text, and chats with it run on
+        # as "User: ... Assistant: ..." (the window says so; completions suit it)
+        self.has_chat_template = bool(runtime.chat_template)
         self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text,
                                      limits=limits)
         source = self.template.source

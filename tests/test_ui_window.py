@@ -756,3 +756,15 @@ def test_quitting_keeps_a_stopped_replys_figures_and_copy_says_it_copied(qtbot, 
     finally:
         store.close()
     assert last.status == "stopped" and last.content and last.stats and last.stats["completion_tokens"] > 0
+
+
+def test_a_base_model_is_said_to_be_one_while_it_is_loaded(qtbot, make_window):
+    w = make_window()
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=REPLY_TIMEOUT):
+        w.load_model("gemma3-270m")  # no chat template: a base model
+    assert not w.chat.model_note.isHidden() and "base model" in w.chat.model_note.text()
+    w.chat.new_chat()  # not a notice of one chat: it stays while the model does
+    assert not w.chat.model_note.isHidden()
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=REPLY_TIMEOUT):
+        w.load_model("smollm2-135m-instruct")
+    assert w.chat.model_note.isHidden()

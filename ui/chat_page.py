@@ -67,6 +67,12 @@ class ChatPage(QWidget):
         self.sidebar.sig_new_chat_requested.connect(self.new_chat)
         self.sidebar.sig_conversation_deleted.connect(self._deleted)
         self.banner = QVBoxLayout()
+        self.model_note = QLabel(wordWrap=True)  # about the loaded model, for as long as it is loaded
+        self.model_note.setAccessibleName("About this model")
+        self.model_note.hide()
+        self.banner.addWidget(self.model_note)
+        models.sig_model_loaded.connect(self._model_loaded)
+        models.sig_model_unloaded.connect(self.model_note.hide)
         self.messages = QVBoxLayout()
         self.messages.addStretch(1)
         holder = QWidget()
@@ -114,6 +120,13 @@ class ChatPage(QWidget):
         self.splitter.setSizes([220, 780])
         QVBoxLayout(self).addWidget(self.splitter)
         self.sidebar.refresh()
+
+    def _model_loaded(self, name: str, _backend: str, _reason: str) -> None:
+        self.model_note.setText("" if self.models.chat_template else (
+            f"{name} has no chat template: it is probably a base model, which continues text rather than answering, "
+            "so replies may run on as “User: … Assistant: …”. For chatting, pick an instruct model; this one "
+            "suits completions on the endpoint."))
+        self.model_note.setVisible(not self.models.chat_template)
 
     # -- what is on screen ------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ class ModelController(QObject):
         self.state = "none"  # none, loading, ready, failed
         self.loading_since = 0.0
         self.backend, self.reason, self.error = "", "", ""
+        self.chat_template = True  # whether the loaded model has one (no: a base model, made to continue text)
         self._sig_ready.connect(self._on_ready)
         host.subscribe(self._on_change)  # the endpoint may switch models too (from its own thread)
 
@@ -68,6 +69,7 @@ class ModelController(QObject):
             return
         engine = future.result()
         self.state = "ready"
+        self.chat_template = getattr(engine, "has_chat_template", True)
         self.backend = getattr(engine, "backend", "") or "remote"
         notes = list(getattr(engine, "notes", []))
         self.reason = " ".join([getattr(engine, "backend_reason", "") or "", *notes]).strip()
