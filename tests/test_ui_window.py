@@ -768,3 +768,27 @@ def test_a_base_model_is_said_to_be_one_while_it_is_loaded(qtbot, make_window):
     with qtbot.waitSignal(w.models.sig_model_loaded, timeout=REPLY_TIMEOUT):
         w.load_model("smollm2-135m-instruct")
     assert w.chat.model_note.isHidden()
+
+
+def test_code_blocks_wrap_long_lines_and_follow_a_change_of_theme(qtbot, make_window):
+    from ui.markdown import CODE_BG
+
+    w = make_window()
+    conversation = w.store.create("Code").id
+    w.store.add(conversation, "user", "A long line, please")
+    w.store.add(conversation, "assistant", "```python\nx = " + " + ".join(f"value_{i}" for i in range(80)) + "\n```")
+    w.chat.sidebar.refresh()
+    w.chat.open_conversation(conversation)
+    view = w.chat.views()[-1]
+    qtbot.waitUntil(lambda: view.body.width() > 100, timeout=5000)
+    doc = view.body.document()
+    assert doc.idealWidth() <= view.body.viewport().width() + 1  # wrapped: nothing runs past the right edge
+    assert "x = value_0" in doc.toPlainText() and "value_79" in doc.toPlainText()
+    assert CODE_BG["light"] in view.body.toHtml()
+    w.settings_page.widgets["theme"].setCurrentText("dark")
+    assert w.settings_page.save()
+    try:
+        assert CODE_BG["dark"] in w.chat.views()[-1].body.toHtml()  # the open chat, drawn again
+    finally:
+        w.settings_page.widgets["theme"].setCurrentText("light")
+        w.settings_page.save()

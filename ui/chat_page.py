@@ -121,6 +121,11 @@ class ChatPage(QWidget):
         QVBoxLayout(self).addWidget(self.splitter)
         self.sidebar.refresh()
 
+    def restyle(self) -> None:
+        """After a change of theme: the open chat's messages drawn again (code blocks carry the theme's colours)."""
+        for view in self.views():
+            view.restyle()
+
     def _model_loaded(self, name: str, _backend: str, _reason: str) -> None:
         self.model_note.setText("" if self.models.chat_template else (
             f"{name} has no chat template: it is probably a base model, which continues text rather than answering, "

@@ -199,8 +199,16 @@ class MainWindow(QMainWindow):
         self.models.sig_model_unloaded.connect(self._unloaded)
         self.models_page.sig_library_changed.connect(self.refresh_models)
         self.models_page.sig_use_model.connect(lambda name: (self.load_model(name), self.pages.setCurrentWidget(self.chat)))
-        self.settings_page.sig_settings_changed.connect(lambda s: apply_theme(s.theme))
+        self.settings_page.sig_settings_changed.connect(self._settings_changed)
         self.settings_page.sig_reload_requested.connect(self._reload)
+
+    def _settings_changed(self, settings) -> None:
+        from ui.theme import is_dark
+
+        was_dark = is_dark()
+        apply_theme(settings.theme)
+        if is_dark() != was_dark:
+            self.chat.restyle()
 
     def _reload(self) -> None:
         self.settings_page.reload_button.hide()

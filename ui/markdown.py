@@ -56,7 +56,7 @@ def _code_block(code: str, lang: str, index: int, theme: str) -> str:
     return (f'<table width="100%" cellpadding="8" cellspacing="0" style="background:{CODE_BG[theme]};'
             f'margin-top:4px;margin-bottom:4px"><tr><td>'
             f'<span style="color:gray">{label}</span> &nbsp; <a href="copy-code:{index}">Copy</a>'
-            f'<pre style="margin:0">{body}</pre></td></tr></table>')
+            f'<pre style="margin:0; white-space:pre-wrap">{body}</pre></td></tr></table>')  # long lines wrap
 
 
 COMMON_LANGUAGES = ("python", "bash", "sh", "shell", "console", "json", "javascript", "js", "typescript", "ts",

@@ -176,6 +176,9 @@ class MessageView(QFrame):
             if hasattr(self, name):
                 getattr(self, name).setEnabled(enabled)
 
+    def restyle(self) -> None:
+        self._render()
+
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self._text)
         self.copy_button.setText("Copied")  # said where the user looks, for a moment
