@@ -792,3 +792,32 @@ def test_code_blocks_wrap_long_lines_and_follow_a_change_of_theme(qtbot, make_wi
     finally:
         w.settings_page.widgets["theme"].setCurrentText("light")
         w.settings_page.save()
+
+
+def test_the_keyboard_reaches_send_the_chat_list_and_the_last_messages(qtbot, make_window):
+    from PySide6.QtGui import QGuiApplication
+
+    from ui import dialogs
+
+    w = make_window(max_tokens=8)
+    assert send(qtbot, w, "Hello") == "done"
+    w.chat.input.setFocus()
+    qtbot.keyClick(w.chat.input, Qt.Key.Key_Tab)
+    assert w.chat.input.toPlainText() == "" and w.focusWidget() is not w.chat.input  # Tab moves on, types nothing
+    qtbot.keyClick(w, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert QGuiApplication.clipboard().text() == w.chat.views()[-1].text
+    qtbot.keyClick(w, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert w.chat.editing == w.chat.views()[0].message_id and w.chat.input.toPlainText() == "Hello"
+    w.chat.cancel_edit()
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT) as again:
+        qtbot.keyClick(w, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert again.args == ["done"] and [v.role for v in w.chat.views()] == ["user", "assistant"]  # regenerated
+    asked = []
+    original, dialogs.confirm = dialogs.confirm, lambda *a: asked.append(a) or True
+    try:
+        conversation = w.chat.conversation_id
+        w.chat.sidebar.list.setFocus()
+        qtbot.keyClick(w.chat.sidebar.list, Qt.Key.Key_Delete)
+    finally:
+        dialogs.confirm = original
+    assert asked and conversation not in w.chat.sidebar.ids()

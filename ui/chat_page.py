@@ -94,6 +94,7 @@ class ChatPage(QWidget):
         self.input.setAccessibleName("Message")
         self.input.setFixedHeight(self.input.fontMetrics().lineSpacing() * 4 + 12)
         self.input.sig_send_requested.connect(self.send)
+        self.input.setTabChangesFocus(True)  # Tab reaches Send, Stop and the messages' actions
         self.send_button = QPushButton("Send", self)
         self.send_button.setAccessibleName("Send")
         self.send_button.clicked.connect(self.send)
@@ -264,6 +265,21 @@ class ChatPage(QWidget):
         self.input.setPlainText(message.content)
         self.input.setFocus()
         self.show_notice("Editing a message: Send replaces it and everything after it. Esc cancels.")
+
+    def _last(self, role: str) -> MessageView | None:
+        return next((v for v in reversed(self.views()) if v.role == role), None)
+
+    def regenerate_last(self) -> None:
+        if (view := self._last("assistant")) is not None:
+            self.regenerate(view.message_id)
+
+    def copy_last_reply(self) -> None:
+        if (view := self._last("assistant")) is not None:
+            view.copy()
+
+    def edit_last(self) -> None:
+        if (view := self._last("user")) is not None:
+            self.edit(view.message_id)
 
     def cancel_edit(self) -> None:
         if self.editing is not None:

@@ -32,6 +32,7 @@ class ConversationList(QWidget):
         self.list.setEditTriggers(QListWidget.EditTrigger.DoubleClicked | QListWidget.EditTrigger.EditKeyPressed)
         self.list.currentItemChanged.connect(self._chosen)
         self.list.itemChanged.connect(self._renamed)
+        self.list.installEventFilter(self)  # the Delete key deletes the chosen chat (after asking)
         buttons = QHBoxLayout()
         self.rename_button = QPushButton("Rename", self)
         self.rename_button.setAccessibleName("Rename chat")
@@ -81,6 +82,15 @@ class ConversationList(QWidget):
             self.store.rename(item.data(Qt.ItemDataRole.UserRole), title)
         else:  # an empty title is not a title: put the old one back
             self.refresh(self.current_id())
+
+    def eventFilter(self, watched, event) -> bool:
+        from PySide6.QtCore import QEvent
+
+        if watched is self.list and event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Delete \
+                and self.list.state() != QListWidget.State.EditingState:
+            self._delete_clicked()
+            return True
+        return super().eventFilter(watched, event)
 
     def _delete_clicked(self) -> None:
         item = self.list.currentItem()

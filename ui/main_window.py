@@ -232,6 +232,10 @@ class MainWindow(QMainWindow):
         self.settings_action = shortcut("Ctrl+,", lambda: self.pages.setCurrentWidget(self.settings_page), "Settings")
         self.quit_action = shortcut(QKeySequence.StandardKey.Quit, self.close, "Quit")
         self.stop_shortcut = QShortcut(QKeySequence("Escape"), self, self._escape)
+        # the last reply and the last message, from the keyboard
+        self.regenerate_action = shortcut("Ctrl+R", self.chat.regenerate_last, "Regenerate the last reply")
+        self.copy_reply_action = shortcut("Ctrl+Shift+C", self.chat.copy_last_reply, "Copy the last reply")
+        self.edit_action = shortcut("Ctrl+E", self.chat.edit_last, "Edit the last message")
 
     def _new_chat(self) -> None:
         self.pages.setCurrentWidget(self.chat)
