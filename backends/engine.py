@@ -371,6 +371,8 @@ class Engine:
             chunk = prompt[lo:hi]
             logits = rt.forward(chunk, rt.n_past)[0]
             self._tokens.extend(chunk)
+            if request.on_prefill is not None:
+                request.on_prefill(hi - reused, len(todo))
             if hi == shared and shared in stops:
                 self._checkpoint(prompt[:shared])
         logits = self._prompt_logits_for(tuple(prompt), logits)

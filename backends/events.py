@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from backends.chat_template import Message, ToolCall
 from backends.reply import CallDelta
@@ -36,6 +36,9 @@ class GenerationRequest:
     json_schema: Mapping[str, Any] | None = None  # the reply is JSON valid against this schema
     template_options: Mapping[str, Any] = field(default_factory=dict)  # enable_thinking, reasoning_effort...
     prediction: str | None = None  # text the reply is expected to resemble: a source of drafts
+    # Told (tokens read, of how many) after each chunk of a prompt the model reads, on the engine's thread: the
+    # window shows a long paste being read. Not part of any API.
+    on_prefill: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,14 @@ def test_ignore_eos_generates_to_max_tokens(engine):
                                sampling=SamplingParams(temperature=0))
     _, short, final = run(engine, normal)
     assert final.reason == "stop" and len(short) < 60  # the premise: without it the reply ends early
+
+
+def test_a_long_prompt_reports_each_chunk_read(smollm2_path):
+    engine = Engine(load(smollm2_path, n_ctx=4096, n_batch=256))
+    calls = []
+    paste = "\n".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(100))
+    _, _, fin = run(engine, GenerationRequest(messages=chat(paste), sampling=GREEDY, max_tokens=2,
+                                              on_prefill=lambda done, total: calls.append((done, total))))
+    total = fin.stats.prefill_tokens
+    assert total > 1000 and calls[-1] == (total, total) and len({t for _, t in calls}) == 1
+    assert [d for d, _ in calls] == [min(total, 256 * (i + 1)) for i in range(len(calls))]  # one per chunk

@@ -821,3 +821,20 @@ def test_the_keyboard_reaches_send_the_chat_list_and_the_last_messages(qtbot, ma
     finally:
         dialogs.confirm = original
     assert asked and conversation not in w.chat.sidebar.ids()
+
+
+def test_a_long_paste_shows_how_much_of_it_has_been_read(qtbot, make_window):
+    w = make_window(n_ctx=4096, max_tokens=4)
+    read = []
+    w.chat.session.sig_prompt_read.connect(lambda done, total: read.append((done, total)))
+    paste = "\n".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(150))
+    assert send(qtbot, w, paste) == "done"
+    # the timer passes on the latest figure (how many arrive depends on the machine's speed); the last is whole
+    assert read and len({t for _, t in read}) == 1 and read[-1][0] == read[-1][1] > 1500
+    assert [d for d, _ in read] == sorted(d for d, _ in read) and w.chat.reading.isHidden()
+    start_long_reply(qtbot, w, "And now?")
+    w.chat.session.sig_prompt_read.emit(600, 2000)  # a figure while reading: the bar shows it
+    assert w.chat.reading.isVisible() and w.chat.reading.value() == 600 and w.chat.reading.maximum() == 2000
+    qtbot.waitUntil(lambda: w.chat.reading.isHidden(), timeout=REPLY_TIMEOUT)  # gone at the next words
+    w.chat.stop()
+    qtbot.waitUntil(lambda: not w.chat.busy, timeout=REPLY_TIMEOUT)

@@ -7,8 +7,8 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
+                               QVBoxLayout, QWidget)
 
 from app.conversations import ConversationStore
 from app.settings import Settings
@@ -61,6 +61,7 @@ class ChatPage(QWidget):
         self.session.sig_reasoning_received.connect(self._on_reasoning)
         self.session.sig_reply_finished.connect(self._on_finished)
         self.session.sig_reply_failed.connect(self._on_failed)
+        self.session.sig_prompt_read.connect(self._on_prompt_read)
 
         self.sidebar = ConversationList(store, self)
         self.sidebar.sig_conversation_chosen.connect(self.open_conversation)
@@ -86,6 +87,10 @@ class ChatPage(QWidget):
         bar = self.scroll.verticalScrollBar()
         bar.rangeChanged.connect(self._range_changed)
         bar.valueChanged.connect(self._scrolled)
+        self.reading = QProgressBar(self)  # a long prompt being read, before the first word
+        self.reading.setFormat("Reading the conversation: %v of %m tokens")
+        self.reading.setAccessibleName("Reading the conversation")
+        self.reading.hide()
         self.notice = QLabel(wordWrap=True)
         self.notice.setAccessibleName("Notice")
         self.notice.hide()
@@ -112,6 +117,7 @@ class ChatPage(QWidget):
         col = QVBoxLayout(right)
         col.addLayout(self.banner)
         col.addWidget(self.scroll, 1)
+        col.addWidget(self.reading)
         col.addWidget(self.notice)
         col.addLayout(row)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
@@ -325,7 +331,15 @@ class ChatPage(QWidget):
 
     # -- the reply coming in ----------------------------------------------------------------------
 
+    def _on_prompt_read(self, done: int, total: int) -> None:
+        if self._reply is None or self._reply.conversation != self.conversation_id:
+            return
+        self.reading.setRange(0, total)
+        self.reading.setValue(done)
+        self.reading.setVisible(done < total)
+
     def _on_text(self, text: str) -> None:
+        self.reading.hide()
         reply = self._reply
         if reply is None:
             return
@@ -368,6 +382,7 @@ class ChatPage(QWidget):
 
     def _end_reply(self, status: str, stats: dict | None, error: str | None) -> None:
         reply, self._reply = self._reply, None
+        self.reading.hide()
         if reply is None:
             return
         if self.notice.text() == STILL_WRITING:

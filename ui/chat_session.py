@@ -22,6 +22,10 @@ class _BufferedGeneration(Generation):
         super().__init__(request)
         self.lock = threading.Lock()
         self.pending: list = []
+        self.read: tuple[int, int] | None = None  # the prompt's tokens read so far, of how many
+
+    def prefill(self, done: int, total: int) -> None:  # on the engine thread
+        self.read = (done, total)
 
     def put(self, item) -> None:  # on the engine thread
         with self.lock:
@@ -40,6 +44,7 @@ class ChatSession(QObject):
     sig_reasoning_received = Signal(str)  # new thinking since the last signal (batched)
     sig_reply_finished = Signal(object)  # backends.events.Finished
     sig_reply_failed = Signal(str)  # a request the engine refused (bad input, context overflow...)
+    sig_prompt_read = Signal(int, int)  # tokens of the prompt read so far, of how many (long prompts)
 
     def __init__(self, worker: EngineWorker | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -59,7 +64,11 @@ class ChatSession(QObject):
             raise RuntimeError("A reply is already being generated; stop it first.")
         if self.worker is None:
             raise RuntimeError("No model is loaded.")
+        from dataclasses import replace
+
         self._generation = _BufferedGeneration(request)
+        self._generation.request = replace(request, on_prefill=self._generation.prefill)
+        self._read_shown: tuple[int, int] | None = None
         self.worker.submit(self._generation)
         self._timer.start()
 
@@ -84,6 +93,9 @@ class ChatSession(QObject):
         gen = self._generation
         if gen is None:
             return
+        if gen.read is not None and gen.read != self._read_shown:
+            self._read_shown = gen.read
+            self.sig_prompt_read.emit(*gen.read)
         text, thought, done = [], [], False
         for item in gen.take():
             if isinstance(item, TextDelta):
