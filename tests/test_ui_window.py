@@ -403,6 +403,19 @@ def test_shortcuts_accessible_names_and_the_window_size_are_kept(qtbot, make_win
     assert again.chat.splitter.sizes()[0] == 300
 
 
+def test_the_welcome_wraps_and_leaves_when_the_user_chats_or_closes_it(qtbot, make_window):
+    w = make_window(first_start=True, max_tokens=4)
+    w.resize(700, 500)
+    assert w.welcome.isVisible() and w.welcome.sizeHint().width() < 700  # its text wraps
+    width = w.width()
+    assert send(qtbot, w, "Hello") == "done"  # chatting from the box: the welcome has served
+    assert not w.welcome.isVisible() and w.width() == width  # and the window kept its width
+    close(w)
+    again = make_window(first_start=True)
+    again.welcome.close_button.click()
+    assert not again.welcome.isVisible()
+
+
 def test_the_first_start_offers_the_starter_model_and_models_that_fit(qtbot, make_window):
     w = make_window(first_start=True)
     assert w.welcome is not None and w.welcome.isVisible()

@@ -74,6 +74,7 @@ class MainWindow(QMainWindow):
             self.welcome.sig_use_model.connect(self.load_model)
             self.welcome.sig_download.connect(self._download_from_welcome)
             self.chat.banner.addWidget(self.welcome)
+            self.chat.input.sig_send_requested.connect(self.welcome.hide)  # chatting from the box: it has served
 
     # -- the toolbar ------------------------------------------------------------------------------
 

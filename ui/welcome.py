@@ -1,7 +1,7 @@
 """First start: the starter model at once, and the catalog models that fit this machine."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from models.registry import STARTER_MODEL
@@ -20,8 +20,17 @@ class Welcome(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setAccessibleName("Welcome")
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<b>Welcome to Lantern.</b> Chat right away with the starter model, a small one that "
-                                "is already on this computer, or download a bigger one that fits this machine."))
+        top = QHBoxLayout()
+        intro = QLabel("<b>Welcome to Lantern.</b> Chat right away with the starter model, a small one that is "
+                       "already on this computer, or download a bigger one that fits this machine.", wordWrap=True)
+        top.addWidget(intro, 1)  # wraps: a long line would widen the whole window
+        self.close_button = QPushButton("×")
+        self.close_button.setFlat(True)
+        self.close_button.setAccessibleName("Close the welcome")
+        self.close_button.setToolTip("Close the welcome")
+        self.close_button.clicked.connect(self.hide)
+        top.addWidget(self.close_button, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addLayout(top)
         row = QHBoxLayout()
         self.starter_button = QPushButton(f"Chat with {STARTER_MODEL}")
         self.starter_button.setAccessibleName("Chat with the starter model")
@@ -58,7 +67,7 @@ class Welcome(QFrame):
                               "No catalog model fits this machine's free memory; the starter model does.")
         for e in self.suggested:
             row = QHBoxLayout()
-            row.addWidget(QLabel(f"{e.title} ({e.size_bytes / 1e9:.1f} GB, {fits[e.name].badge})"), 1)
+            row.addWidget(QLabel(f"{e.title} ({e.size_bytes / 1e9:.1f} GB, {fits[e.name].badge})", wordWrap=True), 1)
             button = QPushButton("Download")
             button.setAccessibleName(f"Download {e.title}")
             button.clicked.connect(lambda _=False, e=e: (self.sig_download.emit(e), self.hide()))
