@@ -851,3 +851,27 @@ def test_a_long_paste_shows_how_much_of_it_has_been_read(qtbot, make_window):
     qtbot.waitUntil(lambda: w.chat.reading.isHidden(), timeout=REPLY_TIMEOUT)  # gone at the next words
     w.chat.stop()
     qtbot.waitUntil(lambda: not w.chat.busy, timeout=REPLY_TIMEOUT)
+
+
+def test_layouts_hold_in_a_small_window_and_after_an_import(qtbot, make_window, smollm2_path):
+    w = make_window()
+    w.resize(600, 340)  # well below 800x600
+    w.pages.setCurrentWidget(w.settings_page)
+    qtbot.waitUntil(lambda: w.settings_page.system_prompt.isVisible(), timeout=5000)
+    prompt = w.settings_page.system_prompt
+    assert prompt.height() >= 3 * prompt.fontMetrics().lineSpacing()  # not one clipped line
+    w.pages.setCurrentWidget(w.chat)
+    w.chat.store.create("A chat whose title is far longer than the sidebar is wide, on and on and on and on")
+    w.chat.sidebar.refresh()
+    assert not w.chat.sidebar.list.horizontalScrollBar().isVisible()
+    page = w.models_page
+    hub = page.hub_files.horizontalHeader()
+    fit = hub.sectionSize(2)
+    assert fit >= hub.fontMetrics().horizontalAdvance("Fit on this machine")  # the header is whole
+    page.import_file(str(smollm2_path), link=True)
+    qtbot.waitUntil(lambda: len(page.local_names()) >= 3, timeout=30_000)
+    w.pages.setCurrentWidget(page)
+    page.tabs.setCurrentIndex(3)
+    table = page.local_table
+    qtbot.waitUntil(table.isVisible, timeout=5000)
+    assert table.horizontalHeader().length() >= table.viewport().width() - 2  # still fills its width

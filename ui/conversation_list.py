@@ -29,6 +29,9 @@ class ConversationList(QWidget):
         self.search.textChanged.connect(lambda _: self._search_delay.start())
         self.list = QListWidget(self)
         self.list.setAccessibleName("Chats")
+        # long titles end in "…" at the sidebar's width instead of a horizontal scroll bar
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setEditTriggers(QListWidget.EditTrigger.DoubleClicked | QListWidget.EditTrigger.EditKeyPressed)
         self.list.currentItemChanged.connect(self._chosen)
         self.list.itemChanged.connect(self._renamed)

@@ -28,6 +28,7 @@ def _table(headers: list[str], name: str) -> QTableWidget:
     t.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
     t.verticalHeader().hide()
     t.horizontalHeader().setSectionResizeMode(0, t.horizontalHeader().ResizeMode.Stretch)
+    t.resizeColumnsToContents()  # headers whole from the start ("Fit on this machine" was cut)
     t.setAccessibleName(name)
     return t
 
@@ -197,6 +198,7 @@ class ModelsPage(QWidget):
             self.hub_files.setCellWidget(row, 3, _button(
                 "Download", f"Download {listing.repo} {choice.label}",
                 lambda _=False, s=spec, t=f"{listing.repo} ({choice.label})": self.download_spec(s, t)))
+        self.hub_files.resizeColumnsToContents()
         self.show_status(f"{listing.repo}: {len(listing.choices)} models." if listing.choices
                          else f"{listing.repo} holds no GGUF or MLX model.")
 
@@ -233,6 +235,8 @@ class ModelsPage(QWidget):
             delete.setEnabled(m.source != "builtin")
             self.local_table.setCellWidget(row, 6, delete)
         self.local_table.resizeColumnsToContents()
+        self.local_table.horizontalHeader().setStretchLastSection(False)
+        self.local_table.horizontalHeader().setSectionResizeMode(0, self.local_table.horizontalHeader().ResizeMode.Stretch)
 
     def local_names(self) -> list[str]:
         return [self.local_table.item(r, 0).text() for r in range(self.local_table.rowCount())]

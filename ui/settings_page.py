@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit,
-                               QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QPlainTextEdit,
+                               QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from app.settings import SettingsFile
 
@@ -23,8 +23,10 @@ class SettingsPage(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.system_prompt = QPlainTextEdit(settings.system_prompt)
-        self.system_prompt.setMaximumHeight(90)
-        self.system_prompt.setMinimumWidth(480)
+        lines = self.system_prompt.fontMetrics().lineSpacing()
+        self.system_prompt.setMinimumHeight(3 * lines + 12)  # never a single clipped line in a small window
+        self.system_prompt.setMaximumHeight(6 * lines + 12)
+        self.system_prompt.setMinimumWidth(320)
         self.remote_url = QLineEdit(settings.remote_url or "", placeholderText="http://gpu-box:8000/v1")
         self.remote_url.setMinimumWidth(320)
         self.widgets: dict[str, QWidget] = {
@@ -61,11 +63,17 @@ class SettingsPage(QWidget):
         self.reload_button.setAccessibleName("Reload the model")
         self.reload_button.clicked.connect(self.sig_reload_requested)
         self.reload_button.hide()
-        layout = QVBoxLayout(self)
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
         layout.addLayout(form)
         layout.addWidget(self.message)
         layout.addWidget(self.reload_button)
         layout.addStretch(1)
+        scroll = QScrollArea(self)  # below the form's height the page scrolls rather than squeezing its fields
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(inner)
+        QVBoxLayout(self).addWidget(scroll)
         self._save_soon = QTimer(self, singleShot=True, interval=300)
         self._save_soon.timeout.connect(self.save)
 
