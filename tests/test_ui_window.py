@@ -121,8 +121,11 @@ def test_a_message_streams_in_as_markdown_with_its_figures(qtbot, make_window):
     assert (role, content, status) == ("assistant", reply.text, "done")
     stats = w.store.messages(w.chat.conversation_id)[1].stats
     assert stats["backend"] == "llamacpp (CPU)" and stats["completion_tokens"] > 0
-    figures = reply.figures.text()
-    assert "ms to first token" in figures and "tok/s" in figures and "llamacpp (CPU)" in figures
+    figures = reply.figures.text()  # plain words, the details on hover
+    assert "to the first word" in figures or "began at once" in figures
+    assert "tokens a second" in figures and "smollm2-135m-instruct" in figures  # the model that wrote it
+    details = reply.figures.toolTip()
+    assert "ms" in details and "tokens/s" in details and "on llamacpp (CPU)" in details
     assert [w.chat.sidebar.list.item(0).text()] == ["Hello"]
     assert w.model_status.text() == "smollm2-135m-instruct on llamacpp (CPU)"
     assert w.load_progress.fraction == 1.0 and w.loading.isHidden()  # llama.cpp's load progress reached the bar

@@ -43,6 +43,7 @@ class _Reply:
     text: str = ""
     saved_at: float = 0.0
     reasoning: str = ""
+    model: str = ""
 
 
 class ChatPage(QWidget):
@@ -322,7 +323,8 @@ class ChatPage(QWidget):
                                     max_tokens=settings.max_tokens, drop_oldest_turns=True,
                                     prompt_lookup=settings.prompt_lookup, **self.request_options)
         reply = self.store.add(self.conversation_id, "assistant", "", status="streaming")
-        self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic())
+        self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic(),
+                             model=self.models.name or settings.model)
         self._add_view("assistant", "", reply.id, "streaming")
         self.show_notice("" if self.models.state == "ready" else "Loading the model…")
         self.session.worker = worker
@@ -365,7 +367,7 @@ class ChatPage(QWidget):
 
     def _on_finished(self, finished: Finished) -> None:
         status = STATUS_BY_REASON[finished.reason]
-        stats = asdict(finished.stats)
+        stats = {**asdict(finished.stats), "model": self._reply.model if self._reply else ""}  # who wrote it
         self._end_reply(status, stats, finished.error)
         if finished.stats.dropped_messages:
             self.show_notice(f"The {finished.stats.dropped_messages} oldest messages did not fit the context "

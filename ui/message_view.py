@@ -16,18 +16,33 @@ STATUS_NOTES = {"stopped": "Stopped.", "cut_off": "Cut off: Lantern stopped whil
 
 
 def figures_text(stats: dict | None) -> str:
-    """A reply's figures in one line: what the user asked to see under each reply."""
+    """A reply's figures in plain words, one line: how soon it began, how fast it wrote, what was reused, who."""
     if not stats:
         return ""
-    parts = [f"{stats.get('ttft_ms', 0):.0f} ms to first token",
-             f"{stats.get('decode_tokens_per_s', 0):.1f} tok/s",
-             f"{stats.get('completion_tokens', 0)} tokens",
-             f"{stats.get('cached_tokens', 0)} of {stats.get('prompt_tokens', 0)} prompt tokens reused"]
-    if stats.get("drafted_tokens"):
-        parts.append(f"{stats.get('accepted_tokens', 0)} of {stats['drafted_tokens']} drafted tokens accepted")
-    if stats.get("backend"):
-        parts.append(stats["backend"])
+    first = stats.get("ttft_ms", 0) / 1000
+    parts = [f"{first:.1f} s to the first word" if first >= 0.1 else "began at once",
+             f"{stats.get('decode_tokens_per_s', 0):.0f} tokens a second"]
+    if stats.get("cached_tokens"):
+        parts.append(f"reused {stats['cached_tokens']:,} of {stats.get('prompt_tokens', 0):,} tokens")
+    if stats.get("model"):
+        parts.append(str(stats["model"])[:80])
     return " · ".join(parts)
+
+
+def figures_details(stats: dict | None) -> str:
+    """Everything measured, for the tooltip over the figures line."""
+    if not stats:
+        return ""
+    lines = [f"First token after {stats.get('ttft_ms', 0):.0f} ms",
+             f"{stats.get('completion_tokens', 0)} tokens at {stats.get('decode_tokens_per_s', 0):.1f} tokens/s",
+             f"Prompt: {stats.get('prompt_tokens', 0)} tokens, {stats.get('cached_tokens', 0)} reused from the cache, "
+             f"{stats.get('prefill_tokens', 0)} computed"]
+    if stats.get("drafted_tokens"):
+        lines.append(f"Prompt lookup: {stats.get('accepted_tokens', 0)} of {stats['drafted_tokens']} drafted tokens "
+                     "accepted")
+    if stats.get("backend"):
+        lines.append(f"Model: {stats.get('model') or 'unknown'} on {stats['backend']}")
+    return "\n".join(lines)
 
 
 class MessageBody(QTextBrowser):
@@ -169,6 +184,7 @@ class MessageView(QFrame):
         self.note.setText(note)
         self.note.setVisible(bool(note))
         self.figures.setText(figures_text(stats))
+        self.figures.setToolTip(figures_details(stats))
         self.figures.setVisible(bool(stats))
 
     def set_actions_enabled(self, enabled: bool) -> None:
