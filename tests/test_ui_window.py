@@ -878,3 +878,21 @@ def test_layouts_hold_in_a_small_window_and_after_an_import(qtbot, make_window, 
     table = page.local_table
     qtbot.waitUntil(table.isVisible, timeout=5000)
     assert table.horizontalHeader().length() >= table.viewport().width() - 2  # still fills its width
+
+
+def test_the_sidebar_marks_the_chat_that_is_being_written(qtbot, make_window):
+    w = make_window(max_tokens=4000)
+    start_long_reply(qtbot, w)
+    writing = w.chat.conversation_id
+    w.chat.new_chat()
+    w.chat.store.create("Another chat")
+    w.chat.sidebar.refresh()
+
+    def marked():
+        items = [w.chat.sidebar.list.item(i) for i in range(w.chat.sidebar.list.count())]
+        return {i.data(Qt.ItemDataRole.UserRole): not i.icon().isNull() for i in items}
+
+    assert marked()[writing] and sum(marked().values()) == 1  # kept across a refresh of the list
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
+        w.chat.stop()
+    assert not any(marked().values())

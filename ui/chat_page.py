@@ -329,6 +329,7 @@ class ChatPage(QWidget):
         self.show_notice("" if self.models.state == "ready" else "Loading the model…")
         self.session.worker = worker
         self.session.send(request)
+        self.sidebar.set_generating(self.conversation_id)
         self._update_actions()
 
     # -- the reply coming in ----------------------------------------------------------------------
@@ -385,6 +386,7 @@ class ChatPage(QWidget):
     def _end_reply(self, status: str, stats: dict | None, error: str | None) -> None:
         reply, self._reply = self._reply, None
         self.reading.hide()
+        self.sidebar.set_generating(None)
         if reply is None:
             return
         if self.notice.text() == STILL_WRITING:

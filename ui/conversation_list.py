@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
                                QWidget)
 
@@ -50,6 +51,7 @@ class ConversationList(QWidget):
         layout.addWidget(self.list, 1)
         layout.addLayout(buttons)
         self._filling = False
+        self.generating: int | None = None  # the chat whose reply is being written: marked in the list
 
     def current_id(self) -> int | None:
         item = self.list.currentItem()
@@ -67,11 +69,38 @@ class ConversationList(QWidget):
                 item = QListWidgetItem(c.title)
                 item.setData(Qt.ItemDataRole.UserRole, c.id)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                self._mark(item, c.id == self.generating)
                 self.list.addItem(item)
                 if c.id == select:
                     self.list.setCurrentItem(item)
         finally:
             self._filling = False
+
+    def set_generating(self, conversation: int | None) -> None:
+        """Mark the chat whose reply is being written (None: none is)."""
+        self.generating = conversation
+        self._filling = True  # a mark is not a rename
+        try:
+            for i in range(self.list.count()):
+                item = self.list.item(i)
+                self._mark(item, item.data(Qt.ItemDataRole.UserRole) == conversation)
+        finally:
+            self._filling = False
+
+    def _mark(self, item: QListWidgetItem, writing: bool) -> None:
+        item.setIcon(self._dot() if writing else QIcon())
+        item.setToolTip("Writing a reply…" if writing else item.text())
+
+    def _dot(self) -> QIcon:
+        pixmap = QPixmap(10, 10)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setBrush(self.palette().color(QPalette.ColorRole.Highlight))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.drawEllipse(1, 1, 8, 8)
+        painter.end()
+        return QIcon(pixmap)
 
     def _chosen(self, item: QListWidgetItem | None, _previous) -> None:
         if item is not None and not self._filling:
