@@ -896,3 +896,18 @@ def test_the_sidebar_marks_the_chat_that_is_being_written(qtbot, make_window):
     with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
         w.chat.stop()
     assert not any(marked().values())
+
+
+def test_settings_and_catalog_show_what_applies_to_this_machine(qtbot, make_window):
+    w = make_window()
+    page = w.settings_page
+    qtbot.waitUntil(lambda: w.models_page.hardware is not None, timeout=30_000)
+    hw = w.models_page.hardware
+    assert page.shown("n_gpu_layers") == bool(hw.nvidia or hw.apple_silicon)  # no GPU here: no GPU layers
+    assert not page.shown("remote_url")
+    page.widgets["backend"].setCurrentText("remote")
+    assert page.shown("remote_url")  # the server address, with the remote backend only
+    page.widgets["backend"].setCurrentText("auto")
+    assert not page.shown("remote_url")
+    shown = w.models_page.catalog_view.shown()
+    assert shown and all(e.format != "mlx" for e in shown) == (not hw.apple_silicon)  # MLX rows where MLX runs

@@ -27,6 +27,7 @@ class CatalogView(QWidget):
         self.entries = list(entries)
         self.fits: dict[str, object] = {}  # name -> models.fit.Fit
         self.speeds: dict[str, float] = {}  # name -> estimated tokens a second (0: does not run here)
+        self.mlx = False  # MLX entries are shown where MLX runs well: Apple silicon
         self.kind = QComboBox()
         self.kind.addItems(["Chat models", "Embedding models"])
         self.kind.setAccessibleName("Kind of model")
@@ -70,6 +71,7 @@ class CatalogView(QWidget):
         kind = "chat" if self.kind.currentIndex() == 0 else "embedding"
         limit = SIZES[self.size.currentIndex()][1]
         keep = [e for e in self.entries if e.kind == kind and (limit is None or e.size_bytes <= limit)
+                and (self.mlx or e.format != "mlx")
                 and (not self.tools.isChecked() or (e.tools and e.tools != "generic"))
                 and (not self.reasoning.isChecked() or e.reasoning) and (not self.vision.isChecked() or e.vision)]
         order = list(GROUPS)
@@ -143,8 +145,8 @@ class CatalogView(QWidget):
 
     # -- changes ----------------------------------------------------------------------------------
 
-    def set_fits(self, fits: dict, speeds: dict) -> None:
-        self.fits, self.speeds = dict(fits), dict(speeds)
+    def set_fits(self, fits: dict, speeds: dict, *, mlx: bool = False) -> None:
+        self.fits, self.speeds, self.mlx = dict(fits), dict(speeds), mlx
         self.refresh()
 
     def replace(self, entry: CatalogEntry, fit, speed: float) -> None:

@@ -202,6 +202,9 @@ class MainWindow(QMainWindow):
         self.models_page.sig_use_model.connect(lambda name: (self.load_model(name), self.pages.setCurrentWidget(self.chat)))
         self.settings_page.sig_settings_changed.connect(self._settings_changed)
         self.settings_page.sig_reload_requested.connect(self._reload)
+        self.models_page.sig_hardware_found.connect(self.settings_page.set_hardware)
+        if self.models_page.hardware is not None:
+            self.settings_page.set_hardware(self.models_page.hardware)
 
     def _settings_changed(self, settings) -> None:
         from ui.theme import is_dark

@@ -44,6 +44,7 @@ class ModelsPage(QWidget):
     sig_library_changed = Signal()
     sig_use_model = Signal(str)  # the user chose a local model to chat with
     sig_fits_ready = Signal()  # the catalog's fit for this machine is known (self.fits)
+    sig_hardware_found = Signal(object)  # backends.hardware.Hardware
 
     def __init__(self, library: ModelLibrary, make_client: Callable[[], HubClient], settings: Callable[[], Settings],
                  parent=None):
@@ -85,11 +86,12 @@ class ModelsPage(QWidget):
         from ui.catalog_view import estimate
 
         self.hardware = hardware
+        self.sig_hardware_found.emit(hardware)
         n_ctx = self.settings().n_ctx or 4096
         speeds = {}
         for e in self.catalog:
             self.fits[e.name], speeds[e.name] = estimate(hardware, e, n_ctx)
-        self.catalog_view.set_fits(self.fits, speeds)
+        self.catalog_view.set_fits(self.fits, speeds, mlx=hardware.apple_silicon)
         self.sig_fits_ready.emit()
 
     def fit_badges(self) -> list[str]:

@@ -57,6 +57,12 @@ class SettingsPage(QWidget):
             widget.setAccessibleName(labels[key])
             form.addRow(labels[key], widget)
             _on_change(widget, self._changed)
+        self.form = form
+        # Fields that matter only sometimes are shown only then: the server address with the remote backend, GPU
+        # layers once a GPU is found (set_hardware)
+        self.widgets["backend"].currentTextChanged.connect(self._show_relevant)
+        self._gpu = settings.n_gpu_layers is not None  # a value the user set stays in sight
+        self._show_relevant()
         self.message = QLabel(wordWrap=True)
         self.message.setAccessibleName("Settings message")
         self.reload_button = QPushButton("Reload the model with these settings")
@@ -76,6 +82,18 @@ class SettingsPage(QWidget):
         QVBoxLayout(self).addWidget(scroll)
         self._save_soon = QTimer(self, singleShot=True, interval=300)
         self._save_soon.timeout.connect(self.save)
+
+    def set_hardware(self, hardware) -> None:
+        """What the machine has: GPU layers are a setting only where there is a GPU to put layers on."""
+        self._gpu = self._gpu or bool(hardware.nvidia) or hardware.apple_silicon
+        self._show_relevant()
+
+    def shown(self, key: str) -> bool:
+        return self.form.isRowVisible(self.widgets[key])
+
+    def _show_relevant(self, *_) -> None:
+        self.form.setRowVisible(self.widgets["remote_url"], self.widgets["backend"].currentText() == "remote")
+        self.form.setRowVisible(self.widgets["n_gpu_layers"], self._gpu)
 
     def values(self) -> dict:
         v = {}
