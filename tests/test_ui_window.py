@@ -848,7 +848,9 @@ def test_a_long_paste_shows_how_much_of_it_has_been_read(qtbot, make_window):
     # the timer passes on the latest figure (how many arrive depends on the machine's speed); the last is whole
     assert read and len({t for _, t in read}) == 1 and read[-1][0] == read[-1][1] > 1500
     assert [d for d, _ in read] == sorted(d for d, _ in read) and w.chat.reading.isHidden()
+    w.settings.update(max_tokens=4000)  # a reply still being written while the figure below arrives
     start_long_reply(qtbot, w, "And now?")
+    assert w.chat.busy
     w.chat.session.sig_prompt_read.emit(600, 2000)  # a figure while reading: the bar shows it
     assert w.chat.reading.isVisible() and w.chat.reading.value() == 600 and w.chat.reading.maximum() == 2000
     qtbot.waitUntil(lambda: w.chat.reading.isHidden(), timeout=REPLY_TIMEOUT)  # gone at the next words
