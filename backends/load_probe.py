@@ -39,7 +39,7 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while proc.poll() is None:
-            if options.on_progress is not None and options.on_progress(0.0) is False:
+            if _listener_cancels(options.on_progress):
                 raise ModelLoadError(f"Loading {path.name} was cancelled.")
             if time.monotonic() > deadline:
                 raise ModelLoadError(f"llama.cpp took over {TIMEOUT_S:.0f} s to load {path.name}; Lantern refused it.")
@@ -129,3 +129,14 @@ def child_main(spec_json: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(child_main(sys.argv[1]))
+
+
+def _listener_cancels(on_progress) -> bool:
+    """Whether the load's progress listener asks to stop; a listener that fails does not stop the load (as in
+    LlamaCppRuntime's own progress callback)."""
+    if on_progress is None:
+        return False
+    try:
+        return on_progress(0.0) is False
+    except Exception:
+        return False

@@ -150,7 +150,7 @@ def test_batched_rows_match_single_token_logits(model, smollm2_path, gemma_path)
     rt.close()
 
 
-def test_load_progress_is_reported_and_a_listener_can_cancel_the_load(smollm2_path):
+def test_load_progress_is_reported_and_a_listener_can_cancel_the_load(smollm2_path, tmp_path):
     seen = []
     rt = LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=256, on_progress=seen.append))
     rt.close()
@@ -160,5 +160,8 @@ def test_load_progress_is_reported_and_a_listener_can_cancel_the_load(smollm2_pa
         raise RuntimeError("a listener bug")  # must not abort the load
 
     LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=256, on_progress=broken)).close()
+    fresh = tmp_path / "fresh.gguf"  # never loaded before: the child-process test load runs, listener and all
+    shutil.copy(smollm2_path, fresh)
+    LlamaCppRuntime(fresh, LoadOptions(n_ctx=256, on_progress=broken)).close()
     with pytest.raises(ModelLoadError, match="cancelled"):
         LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=256, on_progress=lambda progress: False))
