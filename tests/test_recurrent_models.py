@@ -69,7 +69,7 @@ def test_turns_that_extend_the_conversation_reuse_it_and_match_a_fresh_run(mamba
         chat = [{"role": "user", "content": "Hello there, how are you?"}]
         text, _, first = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=8))
         chat += [{"role": "assistant", "content": text}, {"role": "user", "content": "And tomorrow?"}]
-        _, tokens, second = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=8))
+        text2, tokens, second = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=8))
         assert second.stats.cached_tokens >= first.stats.prompt_tokens  # only the new turn was computed
         prompt = engine.cached_tokens[: second.stats.prompt_tokens]
         reference, gaps = reference_greedy(rt, prompt, 8)
@@ -82,6 +82,15 @@ def test_turns_that_extend_the_conversation_reuse_it_and_match_a_fresh_run(mamba
         edited = [*chat[:-1], {"role": "user", "content": "And next week?"}]
         _, _, fourth = run(engine, GenerationRequest(messages=edited, sampling=GREEDY, max_tokens=4))
         assert fourth.stats.restored_tokens == first.stats.prompt_tokens
+        # another chat, then back to this one with a new turn: it resumes from its checkpoint, not from zero
+        run(engine, GenerationRequest(messages=[{"role": "user", "content": "Something else entirely."}],
+                                      sampling=GREEDY, max_tokens=4))
+        back = [*chat, {"role": "assistant", "content": text2}, {"role": "user", "content": "Thanks."}]
+        _, back_tokens, fifth = run(engine, GenerationRequest(messages=back, sampling=GREEDY, max_tokens=4))
+        assert fifth.stats.restored_tokens >= second.stats.prompt_tokens
+        assert fifth.stats.prefill_tokens == fifth.stats.prompt_tokens - fifth.stats.restored_tokens
+        reference, gaps = reference_greedy(rt, engine.cached_tokens[: fifth.stats.prompt_tokens], 4)
+        assert_same_up_to_near_tie(reference, gaps, back_tokens, rt.special.end_of_turn)
     finally:
         rt.close()
 
