@@ -181,10 +181,10 @@ class MlxRuntime:
             raise InvalidRequestError("truncate() needs n_keep >= 0.")
         if n_keep >= self._n_past:
             return True
-        if n_keep == 0:  # emptied: always possible
-            self.reset()
-            return True
         if not self.can_truncate:
+            if n_keep == 0:  # emptied: always possible
+                self.reset()
+                return True
             return self._back_to_mark(n_keep)
         for c in self._cache:
             c.trim(self._n_past - n_keep)
@@ -243,8 +243,12 @@ class MlxRuntime:
         self._mark = None
 
     def close(self) -> None:
+        # Nothing of MLX's may still be computing or referenced when the interpreter ends: a lazy array freed
+        # during finalization, after MLX's own threads, aborts the process ("terminate called...").
+        self._mark = None
         self._cache = []
         self._model = None
+        self._mx.synchronize()
         self._mx.clear_cache()
 
 
