@@ -86,6 +86,20 @@ def write_lfm2(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: int = 
     return _finish(w, path)
 
 
+def _mamba2_layer(w, t, rng, i: int, *, n_embd: int, d_inner: int, d_state: int, n_heads: int, n_group: int,
+                  d_conv: int) -> None:
+    """One Mamba-2 layer's tensors (Mamba-2 and Nemotron-H write them alike)."""
+    conv_dim = d_inner + 2 * n_group * d_state
+    t(f"blk.{i}.ssm_in.weight", d_inner + conv_dim + n_heads, n_embd)
+    t(f"blk.{i}.ssm_conv1d.weight", conv_dim, d_conv)
+    t(f"blk.{i}.ssm_conv1d.bias", conv_dim)
+    t(f"blk.{i}.ssm_dt.bias", n_heads)
+    w.add_tensor(f"blk.{i}.ssm_a", -np.exp(rng.standard_normal((n_heads, 1))).astype(np.float32))
+    w.add_tensor(f"blk.{i}.ssm_d", np.ones((n_heads, 1), np.float32))
+    w.add_tensor(f"blk.{i}.ssm_norm.weight", np.ones((n_group, d_inner // n_group), np.float32))
+    t(f"blk.{i}.ssm_out.weight", n_embd, d_inner)
+
+
 def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0) -> Path:
     """A two-layer Mamba-2 (every layer recurrent: no position of its state can be cut back)."""
     import gguf
@@ -94,8 +108,6 @@ def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
     reader = gguf.GGUFReader(vocab_source, "r")
     n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     d_inner, d_state, n_heads, n_group, d_conv = 2 * n_embd, 16, 4, 1, 4
-    conv_dim = d_inner + 2 * n_group * d_state
-    d_in_proj = d_inner + conv_dim + n_heads
     w = gguf.GGUFWriter(path, arch="mamba2")
     w.add_context_length(4096)
     w.add_embedding_length(n_embd)
@@ -116,14 +128,8 @@ def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
     for i in range(n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
-        t(f"blk.{i}.ssm_in.weight", d_in_proj, n_embd)
-        t(f"blk.{i}.ssm_conv1d.weight", conv_dim, d_conv)
-        t(f"blk.{i}.ssm_conv1d.bias", conv_dim)
-        t(f"blk.{i}.ssm_dt.bias", n_heads)
-        w.add_tensor(f"blk.{i}.ssm_a", -np.exp(rng.standard_normal((n_heads, 1))).astype(np.float32))
-        w.add_tensor(f"blk.{i}.ssm_d", np.ones((n_heads, 1), np.float32))
-        w.add_tensor(f"blk.{i}.ssm_norm.weight", np.ones((n_group, d_inner // n_group), np.float32))
-        t(f"blk.{i}.ssm_out.weight", n_embd, d_inner)
+        _mamba2_layer(w, t, rng, i, n_embd=n_embd, d_inner=d_inner, d_state=d_state, n_heads=n_heads,
+                      n_group=n_group, d_conv=d_conv)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -214,7 +220,6 @@ def write_nemotron_h(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: 
     w.add_ssm_state_size(d_state)
     w.add_ssm_time_step_rank(n_ssm_head)
     w.add_ssm_group_count(n_group)
-    conv_dim = d_inner + 2 * n_group * d_state
 
     def t(name, *shape, scale=0.2):
         w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
@@ -224,14 +229,8 @@ def write_nemotron_h(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: 
     for i, kind in enumerate(kinds):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
         if kind == "mamba":
-            t(f"blk.{i}.ssm_in.weight", 2 * d_inner + 2 * n_group * d_state + n_ssm_head, n_embd)
-            t(f"blk.{i}.ssm_conv1d.weight", conv_dim, d_conv)
-            t(f"blk.{i}.ssm_conv1d.bias", conv_dim)
-            t(f"blk.{i}.ssm_dt.bias", n_ssm_head)
-            w.add_tensor(f"blk.{i}.ssm_a", -np.exp(rng.standard_normal((n_ssm_head, 1))).astype(np.float32))
-            w.add_tensor(f"blk.{i}.ssm_d", np.ones((n_ssm_head, 1), np.float32))
-            w.add_tensor(f"blk.{i}.ssm_norm.weight", np.ones((n_group, d_inner // n_group), np.float32))
-            t(f"blk.{i}.ssm_out.weight", n_embd, d_inner)
+            _mamba2_layer(w, t, rng, i, n_embd=n_embd, d_inner=d_inner, d_state=d_state, n_heads=n_ssm_head,
+                          n_group=n_group, d_conv=d_conv)
         elif kind == "attn":
             t(f"blk.{i}.attn_q.weight", n_head * head, n_embd)
             t(f"blk.{i}.attn_k.weight", n_head_kv * head, n_embd)
