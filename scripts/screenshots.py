@@ -1,4 +1,5 @@
-"""Screenshots for the README: a chat with a streamed reply, the models page and the settings page.
+"""Screenshots for the README, in the light and the dark theme: an empty chat, a chat with streamed replies, the
+models page and the settings page (`NAME-light.png`, `NAME-dark.png`).
 
     scripts/screenshots          (runs this under Xvfb: xvfb-run, from Debian's xvfb package)
 
@@ -48,13 +49,30 @@ def main(out: Path) -> int:
             w.chat.input.setPlainText(pending.pop(0))
             w.chat.send()
             return
-        QTimer.singleShot(300, finish)
+        QTimer.singleShot(300, lambda: pages("light"))
 
-    def finish() -> None:
-        shoot("chat")
-        w.pages.setCurrentWidget(w.models_page)
-        QTimer.singleShot(1500, lambda: (shoot("models"), w.pages.setCurrentWidget(w.settings_page),
-                                         QTimer.singleShot(300, lambda: (shoot("settings"), w.close(), app.quit()))))
+    def pages(theme: str) -> None:
+        w.settings.update(theme=theme)
+        w._settings_changed(w.settings.current)
+        conversation = w.chat.conversation_id
+        w.chat.new_chat()
+        app.processEvents()
+        shoot(f"empty-{theme}")
+        w.chat.open_conversation(conversation)
+        QTimer.singleShot(300, lambda: (shoot(f"chat-{theme}"), w.pages.setCurrentWidget(w.models_page),
+                                        QTimer.singleShot(1500, lambda: rest(theme))))
+
+    def rest(theme: str) -> None:
+        shoot(f"models-{theme}")
+        w.pages.setCurrentWidget(w.settings_page)
+        app.processEvents()
+        shoot(f"settings-{theme}")
+        w.pages.setCurrentWidget(w.chat)
+        if theme == "light":
+            QTimer.singleShot(300, lambda: pages("dark"))
+        else:
+            w.close()
+            app.quit()
 
     w.chat.sig_reply_done.connect(next_prompt)
     next_prompt()

@@ -35,7 +35,7 @@ def make_window(qtbot, tmp_path):
 
     made = []
 
-    def make(*, hub=None, disk_free=None, first_start=False, **settings):
+    def make(*, hub=None, disk_free=None, first_start=False, restore=False, **settings):
         root = tmp_path / "data"
         library = ModelLibrary(root)
         path = root / "settings.json"
@@ -47,7 +47,7 @@ def make_window(qtbot, tmp_path):
                              disk_free=disk_free)
 
         w = MainWindow(settings=file, library=library, store=ConversationStore(root / "conversations.sqlite3"),
-                       make_hub_client=client, first_start=first_start)
+                       make_hub_client=client, first_start=first_start, restore=restore)
         w.show()
         w.activateWindow()  # shortcuts reach the active window only
         qtbot.waitUntil(w.isActiveWindow, timeout=5000)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
                                QVBoxLayout, QWidget)
 
@@ -15,11 +15,15 @@ from app.settings import Settings
 from backends.events import Finished, GenerationRequest
 from ui.chat_session import ChatSession
 from ui.conversation_list import ConversationList
+from ui.empty_state import EmptyState
+from ui.icons import set_icon
 from ui.message_view import MessageView
 from ui.model_controller import ModelController
+from ui.theme import chat_style
 
 STILL_WRITING = "A reply is still being written: stop it first."
 SAVE_EVERY_S = 0.5  # a streaming reply is saved this often, so a crash loses at most this much of it
+COLUMN_CHARS = 80  # the messages' line length, in average characters
 STATUS_BY_REASON = {"stop": "done", "length": "done", "cancelled": "stopped", "error": "error"}
 
 
@@ -75,10 +79,24 @@ class ChatPage(QWidget):
         self.banner.addWidget(self.model_note)
         models.sig_model_loaded.connect(self._model_loaded)
         models.sig_model_unloaded.connect(self.model_note.hide)
+        # The messages in one centred column about 80 characters wide: long lines are hard to read
         self.messages = QVBoxLayout()
+        self.messages.setSpacing(14)
         self.messages.addStretch(1)
+        self.empty = EmptyState(self)
+        self.empty.sig_example_chosen.connect(self._example)
+        self.column = QWidget()
+        self.column.setObjectName("chat-column")
+        column = QVBoxLayout(self.column)
+        column.setContentsMargins(16, 12, 16, 12)
+        column.addWidget(self.empty)
+        column.addLayout(self.messages)
+        self.column.setMaximumWidth(self.fontMetrics().averageCharWidth() * COLUMN_CHARS + 2 * 16 + 2 * 14 + 48)
         holder = QWidget()
-        holder.setLayout(self.messages)
+        holder.setObjectName("chat-area")
+        centre = QHBoxLayout(holder)
+        centre.setContentsMargins(0, 0, 0, 0)
+        centre.addWidget(self.column)  # a widget's maximum width and the layout's centring keep it in the middle
         self.scroll = QScrollArea(self)
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(holder)
@@ -103,8 +121,10 @@ class ChatPage(QWidget):
         self.input.setTabChangesFocus(True)  # Tab reaches Send, Stop and the messages' actions
         self.send_button = QPushButton("Send", self)
         self.send_button.setAccessibleName("Send")
+        set_icon(self.send_button, "send")
         self.send_button.clicked.connect(self.send)
         self.stop_button = QPushButton("Stop", self)
+        set_icon(self.stop_button, "stop")
         self.stop_button.setAccessibleName("Stop the reply")
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.setEnabled(False)
@@ -128,11 +148,29 @@ class ChatPage(QWidget):
         self.splitter.setSizes([220, 780])
         QVBoxLayout(self).addWidget(self.splitter)
         self.sidebar.refresh()
+        models.sig_model_loading.connect(lambda _name: self._show_empty())
+        models.sig_model_unloaded.connect(self._show_empty)
+        self.setStyleSheet(chat_style())
+        self._show_empty()
 
     def restyle(self) -> None:
         """After a change of theme: the open chat's messages drawn again (code blocks carry the theme's colours)."""
+        self.setStyleSheet(chat_style())
+        self.empty.restyle()
         for view in self.views():
             view.restyle()
+
+    def _show_empty(self) -> None:
+        """An empty chat says what to do; a chat with messages shows them."""
+        models = self.models
+        name = models.name or self.settings().model
+        self.empty.set_model(name, loaded=models.state == "ready" and models.name == name)
+        self.empty.setVisible(not self.views())
+
+    def _example(self, prompt: str) -> None:
+        self.input.setPlainText(prompt)
+        self.input.moveCursor(QTextCursor.MoveOperation.End)
+        self.input.setFocus()
 
     def _model_loaded(self, name: str, _backend: str, _reason: str) -> None:
         self.model_note.setText("" if self.models.chat_template else (
@@ -140,6 +178,7 @@ class ChatPage(QWidget):
             "so replies may run on as “User: … Assistant: …”. For chatting, pick an instruct model; this one "
             "suits completions on the endpoint."))
         self.model_note.setVisible(not self.models.chat_template)
+        self._show_empty()
 
     # -- what is on screen ------------------------------------------------------------------------
 
@@ -182,6 +221,7 @@ class ChatPage(QWidget):
             view.setParent(None)
             view.deleteLater()
         if self.conversation_id is None:
+            self._show_empty()
             return
         reply = self._reply if self._reply and self._reply.conversation == self.conversation_id else None
         for m in self.store.messages(self.conversation_id):
@@ -189,6 +229,7 @@ class ChatPage(QWidget):
             view = self._add_view(m.role, reply.text if live else m.content, m.id, m.status, m.stats)
             view.set_reasoning(reply.reasoning if live else m.reasoning)
         self._update_actions()
+        self._show_empty()
         self.follow()  # an opened chat shows its end
 
     def _add_view(self, role: str, text: str, message_id: int, status: str = "done",
@@ -197,6 +238,7 @@ class ChatPage(QWidget):
         view.sig_edit_requested.connect(self.edit)
         view.sig_regenerate_requested.connect(self.regenerate)
         self.messages.insertWidget(self.messages.count() - 1, view)
+        self.empty.hide()
         return view
 
     def _view_of(self, message_id: int) -> MessageView | None:
@@ -325,7 +367,7 @@ class ChatPage(QWidget):
         reply = self.store.add(self.conversation_id, "assistant", "", status="streaming")
         self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic(),
                              model=self.models.name or settings.model)
-        self._add_view("assistant", "", reply.id, "streaming")
+        self._add_view("assistant", "", reply.id, "streaming").set_model(self._reply.model)
         self.show_notice("" if self.models.state == "ready" else "Loading the model…")
         self.session.worker = worker
         self.session.send(request)

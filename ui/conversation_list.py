@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLineEdit, QListWidget, QListWidgetI
 
 from app.conversations import ConversationStore
 from ui import dialogs
+from ui.icons import set_icon
 
 
 class ConversationList(QWidget):
@@ -22,6 +23,7 @@ class ConversationList(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.new_button = QPushButton("New chat", self)
         self.new_button.setAccessibleName("New chat")
+        set_icon(self.new_button, "plus")
         self.new_button.clicked.connect(self.sig_new_chat_requested)
         self.search = QLineEdit(self, placeholderText="Search chats", clearButtonEnabled=True)
         self.search.setAccessibleName("Search chats")
@@ -40,9 +42,11 @@ class ConversationList(QWidget):
         buttons = QHBoxLayout()
         self.rename_button = QPushButton("Rename", self)
         self.rename_button.setAccessibleName("Rename chat")
+        set_icon(self.rename_button, "rename")
         self.rename_button.clicked.connect(lambda: self.list.currentItem() and self.list.editItem(self.list.currentItem()))
         self.delete_button = QPushButton("Delete", self)
         self.delete_button.setAccessibleName("Delete chat")
+        set_icon(self.delete_button, "trash")
         self.delete_button.clicked.connect(self._delete_clicked)
         buttons.addWidget(self.rename_button)
         buttons.addWidget(self.delete_button)

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QEvent, QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QProgressBar, QPushButton, QTabWidget, QToolBar)
+from PySide6.QtWidgets import (QLabel, QMainWindow, QProgressBar, QPushButton, QTabWidget, QToolBar)
 
 from app.conversations import ConversationStore
 from app.model_host import ModelHost
 from app.settings import SettingsFile
 from models.library import ModelLibrary
 from ui.chat_page import ChatPage
+from ui.icons import refresh_icons, set_icon
 from ui.model_controller import ModelController
+from ui.model_picker import ModelPicker
 from ui.models_page import ModelsPage
 from ui.server_page import ServerPage
 from ui.settings_page import SettingsPage
@@ -34,7 +36,7 @@ class LoadProgress:
 
 class MainWindow(QMainWindow):
     def __init__(self, *, settings: SettingsFile, library: ModelLibrary, store: ConversationStore,
-                 make_hub_client, first_start: bool = False, settings_problem: str = ""):
+                 make_hub_client, first_start: bool = False, settings_problem: str = "", restore: bool = True):
         super().__init__()
         self.setWindowTitle("Lantern")
         self.settings, self.library, self.store = settings, library, store
@@ -56,6 +58,9 @@ class MainWindow(QMainWindow):
         self._shortcuts()
         self._restore_geometry()
         self.refresh_models()
+        from ui.theme import is_dark
+
+        self._dark = is_dark()  # the theme the chat and the icons are drawn in
         if settings_problem:
             self.statusBar().showMessage(settings_problem)
             from PySide6.QtWidgets import QMessageBox
@@ -75,6 +80,8 @@ class MainWindow(QMainWindow):
             self.welcome.sig_download.connect(self._download_from_welcome)
             self.chat.banner.addWidget(self.welcome)
             self.chat.input.sig_send_requested.connect(self.welcome.hide)  # chatting from the box: it has served
+        if restore:
+            self._restore_session()
 
     # -- the toolbar ------------------------------------------------------------------------------
 
@@ -83,13 +90,14 @@ class MainWindow(QMainWindow):
         bar.setObjectName("model-toolbar")
         bar.setMovable(False)
         self.addToolBar(bar)
-        self.picker = QComboBox(self)
-        self.picker.setMinimumWidth(240)
+        self.picker = ModelPicker(self)
         self.picker.setAccessibleName("Model")
         self.load_button = QPushButton("Load", self)
         self.load_button.setAccessibleName("Load the model")
         self.unload_button = QPushButton("Unload", self)
         self.unload_button.setAccessibleName("Unload the model")
+        set_icon(self.load_button, "load")
+        set_icon(self.unload_button, "unload")
         self.loading = QProgressBar(self)
         self.loading.setRange(0, 0)  # llama.cpp does not say how far it is: a busy bar with the time so far
         self.loading.setMaximumWidth(120)
@@ -107,14 +115,7 @@ class MainWindow(QMainWindow):
         self._load_clock.timeout.connect(self._show_loading_time)
 
     def refresh_models(self) -> None:
-        names = self.library.names()
-        current = self.host.name or self.settings.current.model
-        self.picker.blockSignals(True)
-        self.picker.clear()
-        self.picker.addItems(names)
-        if current in names:
-            self.picker.setCurrentText(current)
-        self.picker.blockSignals(False)
+        self.picker.set_models(self.library.list(), self.host.name or self.settings.current.model)
 
     def load_model(self, name: str) -> None:
         if name not in self.library.names():
@@ -207,12 +208,24 @@ class MainWindow(QMainWindow):
             self.settings_page.set_hardware(self.models_page.hardware)
 
     def _settings_changed(self, settings) -> None:
+        apply_theme(settings.theme)
+        self._follow_theme()
+
+    def _follow_theme(self) -> None:
+        """Colours drawn into the chat (code blocks, bubbles) and the icons follow a change between light and dark,
+        whether the user or the system made it."""
         from ui.theme import is_dark
 
-        was_dark = is_dark()
-        apply_theme(settings.theme)
-        if is_dark() != was_dark:
+        if is_dark() != self._dark:
+            self._dark = is_dark()
             self.chat.restyle()
+            refresh_icons(self)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) and \
+                hasattr(self, "_dark"):
+            self._follow_theme()
 
     def _reload(self) -> None:
         self.settings_page.reload_button.hide()
@@ -272,7 +285,23 @@ class MainWindow(QMainWindow):
         state = self._window_state()
         state.setValue("geometry", self.saveGeometry())
         state.setValue("chat_splitter", self.chat.splitter.saveState())
+        state.setValue("open_chat", self.chat.conversation_id if self.chat.conversation_id is not None else "")
+        state.setValue("loaded_model", self.host.name or "")  # unloaded before quitting: nothing loads at start
         state.sync()
+
+    def _restore_session(self) -> None:
+        """Where the user left off: the chat that was open, and the model that was loaded (after the window shows;
+        window.ini may be damaged or old, so each value is checked against what exists)."""
+        state = self._window_state()
+        try:
+            chat = int(state.value("open_chat") or -1)
+        except (TypeError, ValueError):
+            chat = -1
+        if chat in {c.id for c in self.store.conversations()}:
+            self.chat.open_conversation(chat)
+        model = state.value("loaded_model")
+        if isinstance(model, str) and model in self.library.names():
+            QTimer.singleShot(0, lambda: self.load_model(model))
 
     def closeEvent(self, event) -> None:
         self.save_geometry()

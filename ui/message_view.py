@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTextBrowser, QToolButton,
-                               QVBoxLayout)
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout
 
+from ui.icons import icon, set_icon
 from ui.markdown import render_markdown
 from ui.theme import is_dark
 
@@ -56,6 +56,9 @@ class MessageBody(QTextBrowser):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.viewport().setAutoFillBackground(False)
+        self.setObjectName("message-body")
+        self.document().setDefaultStyleSheet("p, li { line-height: 135%; }")  # airier than Qt's default
+        self.document().setDocumentMargin(0)  # the text lines up with the speaker's name
         self.document().contentsChanged.connect(self._fit)
 
     def resizeEvent(self, event) -> None:
@@ -78,12 +81,25 @@ class MessageView(QFrame):
         super().__init__(parent)
         self.role, self.message_id, self.status = role, message_id, status
         self._text, self._code_blocks = text, []
-        self.setObjectName(f"message-{role}")
-        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setObjectName(f"message-{role}")  # styled by ui.theme.chat_style: the user's words in a bubble
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 6, 10, 6)
-        who = QLabel("<b>You</b>" if role == "user" else "<b>Lantern</b>")
-        layout.addWidget(who)
+        layout.setContentsMargins(14, 10, 14, 6)
+        layout.setSpacing(4)
+        header = QHBoxLayout()
+        header.setSpacing(8)
+        self.avatar = avatar = QLabel(self)
+        self._draw_avatar()
+        who = QLabel("You" if role == "user" else "Lantern", self)
+        who.setObjectName("speaker")
+        self.model_label = QLabel(self)  # the model that wrote this reply
+        self.model_label.setObjectName("speaker-model")
+        self.model_label.setAccessibleName("Written by")
+        header.addWidget(avatar)
+        header.addWidget(who)
+        header.addWidget(self.model_label)
+        header.addStretch(1)
+        layout.addLayout(header)
         # The model's thinking, folded above the answer: "Thought for 12 s", a click away.
         self._reasoning, self._stats = "", stats
         self.reasoning_toggle = QToolButton(self, checkable=True)
@@ -99,39 +115,76 @@ class MessageView(QFrame):
         layout.addWidget(self.reasoning_body)
         self.reasoning_toggle.hide()
         self.reasoning_body.hide()
+        # Three dots that move while the model reads the conversation and thinks of its first word
+        self.typing = QLabel(self)
+        self.typing.setObjectName("typing")
+        self.typing.setAccessibleName("Lantern is writing")
+        self._typing_step = 0
+        self._typing_clock = QTimer(self, interval=350)
+        self._typing_clock.timeout.connect(self._type)
+        layout.addWidget(self.typing)
+        self.typing.hide()
         self.body = MessageBody(self)
         self.body.setAccessibleName("Your message" if role == "user" else "Reply")
         self.body.anchorClicked.connect(self._link)
         layout.addWidget(self.body)
         self.note = QLabel(wordWrap=True)
-        self.note.setStyleSheet("color: #b0302a")
+        self.note.setObjectName("message-note")
         self.figures = QLabel(wordWrap=True)
-        self.figures.setStyleSheet("color: gray; font-size: 11px")
+        self.figures.setObjectName("figures")
+        font = self.figures.font()
+        font.setPointSizeF(font.pointSizeF() * 0.88)
+        self.figures.setFont(font)
         self.figures.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.figures.setAccessibleName("Reply figures")
         layout.addWidget(self.note)
         layout.addWidget(self.figures)
         row = QHBoxLayout()
-        row.addStretch(1)
-        self.copy_button = self._button(row, "Copy", "Copy this message", self.copy)
+        row.setSpacing(2)
         if role == "user":
-            self.edit_button = self._button(row, "Edit", "Edit this message and send it again",
+            row.addStretch(1)  # the user's actions under the bubble's right edge, the reply's under its text
+        self.copy_button = self._button(row, "Copy", "copy", "Copy this message", self.copy)
+        if role == "user":
+            self.edit_button = self._button(row, "Edit", "edit", "Edit this message and send it again",
                                             lambda: self.sig_edit_requested.emit(self.message_id))
         else:
-            self.regenerate_button = self._button(row, "Regenerate", "Write this reply again",
+            self.regenerate_button = self._button(row, "Regenerate", "regenerate", "Write this reply again",
                                                   lambda: self.sig_regenerate_requested.emit(self.message_id))
+            row.addStretch(1)
         layout.addLayout(row)
         self._render()
         self.finish(status, stats)
 
-    def _button(self, row, label: str, accessible: str, slot) -> QPushButton:
-        b = QPushButton(label, self)
+    def _button(self, row, label: str, icon_name: str, accessible: str, slot) -> QToolButton:
+        b = QToolButton(self)
+        b.setObjectName("message-action")
+        b.setText(label)
+        set_icon(b, icon_name)
+        b.setIconSize(QSize(15, 15))
+        b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         b.setAccessibleName(accessible)
         b.setToolTip(accessible)
-        b.setFlat(True)
+        b.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # reachable with Tab
         b.clicked.connect(slot)
         row.addWidget(b)
         return b
+
+    def set_model(self, name: str) -> None:
+        self.model_label.setText(name[:80])
+        self.model_label.setVisible(bool(name) and self.role == "assistant")
+
+    def _type(self) -> None:
+        self._typing_step = (self._typing_step + 1) % 3
+        self.typing.setText("  ".join("●" if i <= self._typing_step else "○" for i in range(3)))
+
+    def _show_typing(self) -> None:
+        waiting = self.status == "streaming" and not self._text and not self._reasoning
+        if waiting and not self._typing_clock.isActive():
+            self._type()
+            self._typing_clock.start()
+        elif not waiting:
+            self._typing_clock.stop()
+        self.typing.setVisible(waiting)
 
     @property
     def text(self) -> str:
@@ -144,6 +197,7 @@ class MessageView(QFrame):
     def append(self, text: str) -> None:
         self._text += text
         self._render()
+        self._show_typing()
 
     @property
     def reasoning(self) -> str:
@@ -160,6 +214,7 @@ class MessageView(QFrame):
         self.reasoning_toggle.show()
         self.reasoning_body.setPlainText(self._reasoning)
         self._label_reasoning()
+        self._show_typing()
 
     def _label_reasoning(self) -> None:
         ms = (self._stats or {}).get("reasoning_ms") or 0
@@ -186,6 +241,8 @@ class MessageView(QFrame):
         self.figures.setText(figures_text(stats))
         self.figures.setToolTip(figures_details(stats))
         self.figures.setVisible(bool(stats))
+        self.set_model((stats or {}).get("model") or self.model_label.text())
+        self._show_typing()
 
     def set_actions_enabled(self, enabled: bool) -> None:
         for name in ("edit_button", "regenerate_button"):
@@ -193,12 +250,21 @@ class MessageView(QFrame):
                 getattr(self, name).setEnabled(enabled)
 
     def restyle(self) -> None:
+        self._draw_avatar()
         self._render()
+
+    def _draw_avatar(self) -> None:
+        self.avatar.setPixmap(icon("user" if self.role == "user" else "lantern").pixmap(QSize(22, 22)))
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self._text)
         self.copy_button.setText("Copied")  # said where the user looks, for a moment
-        QTimer.singleShot(1500, self.copy_button, lambda: self.copy_button.setText("Copy"))  # gone with the view
+        set_icon(self.copy_button, "check")
+        QTimer.singleShot(1500, self.copy_button, self._copied)  # gone with the view
+
+    def _copied(self) -> None:
+        self.copy_button.setText("Copy")
+        set_icon(self.copy_button, "copy")
 
     def _render(self) -> None:
         if self.role == "user":  # the user's own words, exactly as typed

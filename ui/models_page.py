@@ -1,6 +1,7 @@
 """Models: the catalog with fit badges for this machine, Hub search, downloads, and the local models."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
@@ -258,13 +259,18 @@ class ModelsPage(QWidget):
 
     def _import_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF file", "", "GGUF models (*.gguf)")
-        if path:
-            self.import_file(path)
+        if not path:
+            return
+        from ui.import_dialog import ask_import
 
-    def import_file(self, path: str, *, link: bool = False) -> None:
+        if (choice := ask_import(self, Path(path), self.library)) is not None:  # copy or link, and its name
+            name, link = choice
+            self.import_file(path, link=link, name=name)
+
+    def import_file(self, path: str, *, link: bool = False, name: str | None = None) -> None:
         """Copy (or link) a GGUF file into the library, off the GUI thread."""
         self.show_status(f"Importing {path}…")
-        run_task(lambda: self.library.import_path(path, link=link), self._imported,
+        run_task(lambda: self.library.import_path(path, link=link, name=name), self._imported,
                  lambda e: self.show_status(f"Import failed: {e}"))
 
     def _imported(self, models: list[LocalModel]) -> None:

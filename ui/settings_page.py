@@ -3,12 +3,46 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QPlainTextEdit,
-                               QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
+                               QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from app.settings import SettingsFile
 
 AUTO_LAYERS = -2  # the spin box's "as many as fit" (None in the settings)
+# The page's groups: (title, [(setting, label, what it does)]), in the user's words
+GROUPS = (
+    ("Conversation", [
+        ("system_prompt", "System prompt", "Instructions the model reads before every chat, such as a role or a "
+         "style. Empty: the model's own default."),
+        ("max_tokens", "Longest reply (tokens)", "A reply stops after this many tokens (about ¾ of a word each)."),
+    ]),
+    ("Sampling", [
+        ("temperature", "Temperature", "How adventurous the wording is: 0 always picks the likeliest word (the same "
+         "reply every time), higher values vary more."),
+        ("top_p", "Top p", "Only the likeliest words that together make up this share of the probability are "
+         "considered. 1: all of them."),
+        ("top_k", "Top k", "Only this many of the likeliest words are considered. 0: no limit."),
+        ("min_p", "Min p", "Words less likely than this fraction of the likeliest word's probability are skipped."),
+        ("repeat_penalty", "Repetition penalty", "Above 1, words already used become less likely (fewer loops; "
+         "too high garbles code)."),
+    ]),
+    ("Model and speed", [
+        ("n_ctx", "Context size (tokens)", "How much of the conversation the model keeps in view. More costs "
+         "memory; the oldest turns are left out when a chat grows past it."),
+        ("n_gpu_layers", "GPU layers", "How many of the model's layers run on the GPU. \"As many as fit\" lets "
+         "Lantern measure the free memory."),
+        ("prompt_lookup", "Prompt lookup", "Guesses the next words from text already in the conversation and "
+         "checks them in one pass: quoted or edited text arrives several words a step, with the same reply."),
+        ("draft_max", "Longest guess (tokens)", "The most words prompt lookup guesses at once."),
+        ("backend", "Backend", "What runs the model: auto picks llama.cpp or MLX for this machine; remote uses "
+         "another Lantern or OpenAI-compatible server."),
+        ("remote_url", "Remote server", "The address of the server the remote backend uses, such as "
+         "http://gpu-box:8000/v1."),
+    ]),
+    ("Appearance", [
+        ("theme", "Theme", "Light, dark, or whatever the system uses."),
+    ]),
+)
 LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "backend", "remote_url", "prompt_lookup", "draft_max")
 
 
@@ -20,8 +54,6 @@ class SettingsPage(QWidget):
         super().__init__(parent)
         self.file = file
         settings = file.current
-        form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.system_prompt = QPlainTextEdit(settings.system_prompt)
         lines = self.system_prompt.fontMetrics().lineSpacing()
         self.system_prompt.setMinimumHeight(3 * lines + 12)  # never a single clipped line in a small window
@@ -40,24 +72,28 @@ class SettingsPage(QWidget):
             "n_ctx": _int(0, 1 << 20, settings.n_ctx, special="the model's own (up to 8192)"),
             "n_gpu_layers": _int(AUTO_LAYERS, 1000, AUTO_LAYERS if settings.n_gpu_layers is None
                                  else settings.n_gpu_layers, special="as many as fit"),
-            "prompt_lookup": QCheckBox("draft from the conversation, verified in one pass"),
+            "prompt_lookup": QCheckBox("guess ahead from the conversation"),
             "draft_max": _int(1, 64, settings.draft_max),
             "backend": _combo(["auto", "llamacpp", "mlx", "remote"], settings.backend),
             "remote_url": self.remote_url,
             "theme": _combo(["system", "light", "dark"], settings.theme),
         }
         self.widgets["prompt_lookup"].setChecked(settings.prompt_lookup)
-        labels = {"system_prompt": "System prompt", "temperature": "Temperature", "top_p": "Top p",
-                  "top_k": "Top k", "min_p": "Min p", "repeat_penalty": "Repetition penalty",
-                  "max_tokens": "Max tokens per reply", "n_ctx": "Context size (tokens)",
-                  "n_gpu_layers": "GPU layers (-1: all)", "prompt_lookup": "Prompt lookup",
-                  "draft_max": "Longest draft", "backend": "Backend",
-                  "remote_url": "Remote server (backend remote)", "theme": "Theme"}
-        for key, widget in self.widgets.items():
-            widget.setAccessibleName(labels[key])
-            form.addRow(labels[key], widget)
-            _on_change(widget, self._changed)
-        self.form = form
+        self.forms: dict[str, QFormLayout] = {}  # each field's group
+        groups = QVBoxLayout()
+        for title, fields in GROUPS:
+            box = QGroupBox(title)
+            form = QFormLayout(box)
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+            for key, label, tip in fields:
+                widget = self.widgets[key]
+                widget.setAccessibleName(label)
+                widget.setToolTip(tip)
+                form.addRow(label, widget)
+                form.labelForField(widget).setToolTip(tip)  # the label explains as well as the field
+                _on_change(widget, self._changed)
+                self.forms[key] = form
+            groups.addWidget(box)
         # Fields that matter only sometimes are shown only then: the server address with the remote backend, GPU
         # layers once a GPU is found (set_hardware)
         self.widgets["backend"].currentTextChanged.connect(self._show_relevant)
@@ -71,7 +107,7 @@ class SettingsPage(QWidget):
         self.reload_button.hide()
         inner = QWidget()
         layout = QVBoxLayout(inner)
-        layout.addLayout(form)
+        layout.addLayout(groups)
         layout.addWidget(self.message)
         layout.addWidget(self.reload_button)
         layout.addStretch(1)
@@ -89,11 +125,12 @@ class SettingsPage(QWidget):
         self._show_relevant()
 
     def shown(self, key: str) -> bool:
-        return self.form.isRowVisible(self.widgets[key])
+        return self.forms[key].isRowVisible(self.widgets[key])
 
     def _show_relevant(self, *_) -> None:
-        self.form.setRowVisible(self.widgets["remote_url"], self.widgets["backend"].currentText() == "remote")
-        self.form.setRowVisible(self.widgets["n_gpu_layers"], self._gpu)
+        self.forms["remote_url"].setRowVisible(self.widgets["remote_url"],
+                                               self.widgets["backend"].currentText() == "remote")
+        self.forms["n_gpu_layers"].setRowVisible(self.widgets["n_gpu_layers"], self._gpu)
 
     def values(self) -> dict:
         v = {}

@@ -41,3 +41,41 @@ def _dark_palette() -> QPalette:
     p.setColor(dim, QPalette.ColorRole.Button, QColor("#24262b"))
     p.setColor(dim, QPalette.ColorRole.Highlight, QColor("#3a3d44"))
     return p
+
+
+# The chat's own look: the user's messages in a tinted bubble, replies on the page, muted secondary text.
+LOOK = {
+    "light": {"page": "#ffffff", "bubble": "#e9f0fb", "bubble_border": "#d3e0f5", "muted": "#6b7280",
+              "accent": "#2f6fd6", "error": "#b0302a", "card": "#f6f7f9", "card_border": "#e3e5e8"},
+    "dark": {"page": "#17181b", "bubble": "#253047", "bubble_border": "#33415e", "muted": "#9aa0aa",
+             "accent": "#7aa7ff", "error": "#ff8a80", "card": "#202227", "card_border": "#2e3138"},
+}
+
+
+def look() -> dict[str, str]:
+    return LOOK["dark" if is_dark() else "light"]
+
+
+def chat_style() -> str:
+    """The chat page's style sheet for the current theme (set again when the theme changes)."""
+    c = look()
+    return f"""
+    #chat-area, #chat-column {{ background: {c['page']}; }}
+    QFrame#message-user {{ background: {c['bubble']}; border: 1px solid {c['bubble_border']}; border-radius: 14px; }}
+    QFrame#message-user {{ margin-left: 48px; }}
+    QFrame#message-assistant {{ background: transparent; border: none; }}
+    QTextBrowser#message-body {{ background: transparent; border: none; }}
+    QLabel#speaker {{ font-weight: 600; }}
+    QLabel#speaker-model, QLabel#figures, QLabel#typing {{ color: {c['muted']}; }}
+    QLabel#message-note {{ color: {c['error']}; }}
+    QToolButton#message-action {{ color: {c['muted']}; border: none; padding: 2px 6px; border-radius: 6px; }}
+    QToolButton#message-action:hover {{ background: {c['card']}; }}
+    QToolButton#message-action:focus {{ border: 1px solid {c['accent']}; }}
+    QFrame#empty-state {{ background: transparent; }}
+    QLabel#empty-title {{ font-size: 18pt; font-weight: 600; }}
+    QLabel#empty-hint {{ color: {c['muted']}; }}
+    QPushButton#example {{ background: {c['card']}; border: 1px solid {c['card_border']}; border-radius: 10px;
+                           padding: 10px 14px; text-align: left; }}
+    QPushButton#example:hover {{ border-color: {c['accent']}; }}
+    QPushButton#example:focus {{ border-color: {c['accent']}; }}
+    """
