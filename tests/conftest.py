@@ -12,6 +12,8 @@ from backends.engine import Engine
 from backends.runtime import LoadOptions
 from models.registry import resolve_model
 
+pytest_plugins = ["window_fixtures"]  # the window tests' fixtures (make_window, hub)
+
 # Greedy runs may part where llama.cpp's batched and single-token logits order two tokens
 # differently; that only happens when the reference's top two logits are this close. On this CPU
 # build a batch of 2+ changes the top-two gap by up to 0.62 (SmolLM2) and 0.47 (Gemma) against a

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def server():
-    finished = []
-    s = start(header_timeout_s=1.0, body_timeout_s=2.0, on_finished=finished.append)
-    s.finished = finished
+    finished, requests = [], []
+    s = start(header_timeout_s=1.0, body_timeout_s=2.0, on_finished=finished.append, on_request=requests.append)
+    s.finished, s.requests = finished, requests
     yield s
     s.stop()
 
@@ -52,6 +52,8 @@ def test_a_foreign_host_is_refused_and_loopback_names_are_served(server):
                                                            "Origin": f"http://attacker.example:{server.port}"},
                    json={"model": MODEL, "messages": QUESTION, "max_tokens": 2})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_host"
+    logged = server.requests[-1]
+    assert logged["status"] == 400 and "Host header" in logged["error"] and logged["path"] == "/v1/chat/completions"
     for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", "localhost"):
         assert httpx.get(base + "/health", headers={"Host": host}).status_code == 200
     assert httpx.get(base + "/health", headers={"Host": "[::1]:80"}).status_code == 200
@@ -72,6 +74,9 @@ def test_a_body_that_never_ends_is_cut_off_with_an_error(server, body):
                 b"Content-Length: 5000\r\n\r\n{\"model\": ")
     out = raw(server, data, wait=120)
     assert out.startswith(b"HTTP/1.1 408") and error_of(out)["code"] == "request_timeout"
+    logged = server.requests[-1]  # in the window's request log, with why
+    assert (logged["method"], logged["path"], logged["status"]) == ("POST", "/v1/chat/completions", 408)
+    assert "body" in logged["error"].lower() and logged["figures"] is None
 
 
 def test_broken_framing_gets_an_openai_shaped_error(server):

@@ -10,7 +10,6 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog, QPushButton  # noqa: E402
 
-from test_ui_window import make_window  # noqa: E402,F401  (a fixture)
 from ui.import_dialog import ImportDialog  # noqa: E402
 
 

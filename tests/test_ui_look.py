@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtGui import QColor  # noqa: E402
 from PySide6.QtWidgets import QAbstractButton, QApplication  # noqa: E402
 
-from test_ui_window import REPLY_TIMEOUT, make_window, send  # noqa: E402,F401  (make_window: a fixture)
+from window_fixtures import REPLY_TIMEOUT, send  # noqa: E402
 from ui.theme import LOOK, apply_theme  # noqa: E402
 
 
@@ -181,7 +181,7 @@ def test_the_picker_shows_size_quantization_and_context(qtbot, make_window, smol
 
 
 def test_start_up_reopens_the_last_chat_and_loads_the_last_model(qtbot, make_window):
-    from test_ui_window import close
+    from window_fixtures import close
 
     w = make_window()
     assert send(qtbot, w, "Remember me") == "done"

@@ -17,89 +17,9 @@ from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QTextCursor  # noqa: E402
 
 from app.conversations import ConversationStore  # noqa: E402
-from app.settings import Settings, SettingsFile  # noqa: E402
 from hub_server import HubFile, HubRepo, HubServer, HubState  # noqa: E402
-from models.hub import HubClient  # noqa: E402
-from models.library import ModelLibrary  # noqa: E402
 from ui.tasks import tasks_running, wait_for_tasks  # noqa: E402
-
-SMOL_REPO = "someone/SmolLM2-135M-Instruct-GGUF"
-SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-REPLY_TIMEOUT = 180_000
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    """Windows on one data folder (so a second one is the app started again); closed at the end."""
-    from ui.main_window import MainWindow
-
-    made = []
-
-    def make(*, hub=None, disk_free=None, first_start=False, restore=False, **settings):
-        root = tmp_path / "data"
-        library = ModelLibrary(root)
-        path = root / "settings.json"
-        defaults = dict(temperature=0.0, n_ctx=2048, max_tokens=48, server_port=0)
-        file = SettingsFile(path) if path.exists() else SettingsFile(path, Settings(**{**defaults, **settings}))
-
-        def client():
-            return HubClient(endpoint=hub.endpoint if hub else "http://127.0.0.1:9", library=library,
-                             disk_free=disk_free)
-
-        w = MainWindow(settings=file, library=library, store=ConversationStore(root / "conversations.sqlite3"),
-                       make_hub_client=client, first_start=first_start, restore=restore)
-        w.show()
-        w.activateWindow()  # shortcuts reach the active window only
-        qtbot.waitUntil(w.isActiveWindow, timeout=5000)
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        close(w)
-    qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
-    wait_for_tasks()
-    delete_now(made)
-
-
-def delete_now(widgets) -> None:
-    """Delete the windows while the QApplication lives: a widget collected at interpreter exit, after the
-    application is gone, can crash the process after every test has passed."""
-    import gc
-
-    from PySide6.QtCore import QCoreApplication, QEvent
-
-    for w in widgets:
-        w.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    widgets.clear()
-    gc.collect()
-
-
-def close(w) -> None:
-    if w.isVisible():
-        w.close()
-        w.store.close()
-
-
-@pytest.fixture
-def hub(smollm2_path):
-    state = HubState()
-    state.add(HubRepo(SMOL_REPO, {SMOL_FILE: HubFile(smollm2_path)}, downloads=500))
-    with HubServer(state) as server:
-        yield server
-
-
-def send(qtbot, w, text: str) -> str:
-    """Type `text`, press Enter, wait for the reply; returns its final status."""
-    w.chat.input.setPlainText(text)
-    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT) as done:
-        qtbot.keyClick(w.chat.input, Qt.Key.Key_Return)
-    return done.args[0]
-
-
-def stored(w) -> list[tuple[str, str, str]]:
-    return [(m.role, m.content, m.status) for m in w.store.messages(w.chat.conversation_id)]
+from window_fixtures import REPLY_TIMEOUT, SMOL_FILE, SMOL_REPO, close, delete_now, send, stored  # noqa: E402
 
 
 def test_a_message_streams_in_as_markdown_with_its_figures(qtbot, make_window):
@@ -318,8 +238,29 @@ def test_the_server_panel_serves_the_windows_model_to_the_openai_client(qtbot, m
     reply = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=16, temperature=0,
                                            messages=[{"role": "user", "content": "Say hello."}])
     assert reply.choices[0].message.content
-    qtbot.waitUntil(lambda: "smollm2-135m-instruct" in page.log.toPlainText().split("\n")[-1], timeout=10_000)
-    assert "prompt tokens" in page.log.toPlainText() and "tok/s" in page.log.toPlainText()
+    def rows():
+        return [[page.log.item(r, c).text() for c in range(page.log.columnCount())] for r in range(page.log.rowCount())]
+
+    qtbot.waitUntil(lambda: any(r[3] == "200" for r in rows()), timeout=10_000)
+    *loading, served = rows()  # the client retried while the model loaded: each 503 logged, with why
+    assert all(r[3] == "503" and "still loading" in r[5] for r in loading)
+    time_, method, path, status, model, figures = served
+    assert (method, path, status, model) == ("POST", "/v1/chat/completions", "200", "smollm2-135m-instruct")
+    assert len(time_) == 8 and "s to the first token" in figures and "tokens a second" in figures
+    assert "prompt tokens" in page.log.item(len(loading), 5).toolTip()
+    # refused requests are logged too, with why
+    import httpx
+
+    with pytest.raises(Exception):
+        client.chat.completions.create(model="smollm2-135m-instruct", messages=[], temperature=9)
+    httpx.get(page.base_url + "/nowhere")
+    httpx.post(page.base_url + "/chat/completions", headers={"Host": "evil.example"}, json={})
+    qtbot.waitUntil(lambda: len(rows()) == len(loading) + 4, timeout=10_000)
+    refused = rows()[len(loading) + 1:]
+    assert [(r[1], r[2], r[3]) for r in refused] == [("POST", "/v1/chat/completions", "400"),
+                                                     ("GET", "/v1/nowhere", "404"),
+                                                     ("POST", "/v1/chat/completions", "400")]
+    assert "temperature" in refused[0][5] and "Host" in refused[2][5]  # the reason, in the user's sight
     qtbot.waitUntil(lambda: w.models.state == "ready", timeout=10_000)  # the window sees the model it loaded
     worker = w.models.worker
     assert send(qtbot, w, "Hello") == "done" and w.models.worker is worker  # one model, shared

@@ -1,27 +1,48 @@
 """The endpoint: start and stop it, where it listens, its key, and a live log of its requests."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication
+from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSpinBox,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.model_host import ModelHost
 from app.settings import SettingsFile
 from ui.tasks import run_task
 
 
-def log_line(entry: dict) -> str:
-    """One request in the log: which model, how it ended, and its figures."""
-    s = entry["stats"]
-    line = (f"{entry['model']}  {entry['finish_reason']}  {s.prompt_tokens} prompt tokens "
-            f"({s.cached_tokens} cached)  {s.completion_tokens} tokens  TTFT {s.ttft_ms:.0f} ms  "
-            f"{s.decode_tokens_per_s:.1f} tok/s")
+LOG_COLUMNS = ("Time", "Method", "Path", "Status", "Model", "Figures")
+LOG_ROWS = 2000  # the oldest go first
+
+
+def figures_words(figures: dict | None) -> str:
+    """A completion's figures in plain words; its details go in the row's tooltip."""
+    if not figures:
+        return ""
+    s = figures["stats"]
+    words = [f"{s.ttft_ms / 1000:.1f} s to the first token", f"{s.completion_tokens} tokens",
+             f"{s.decode_tokens_per_s:.0f} tokens a second"]
+    if s.cached_tokens:
+        words.append(f"reused {s.cached_tokens:,} of {s.prompt_tokens:,}")
     if s.drafted_tokens:
-        line += f"  {s.accepted_tokens}/{s.drafted_tokens} drafted accepted"
-    return line + (f"  error: {entry['error']}" if entry.get("error") else "")
+        words.append(f"{s.accepted_tokens} of {s.drafted_tokens} guessed tokens kept")
+    if figures["finish_reason"] not in ("stop", "length", "tool_calls"):
+        words.append(figures["finish_reason"])
+    return " · ".join(words)
+
+
+def log_row(entry: dict) -> list[str]:
+    """One request: when, what, how it ended (a refusal's reason in the figures column), and its figures."""
+    figures = entry.get("figures")
+    model = figures["model"] if figures else ""
+    detail = figures_words(figures) or entry.get("error") or ""
+    if figures and figures.get("error"):
+        detail += f" · error: {figures['error']}"
+    return [time.strftime("%H:%M:%S", time.localtime(entry["time"])), entry["method"], entry["path"],
+            str(entry["status"]), str(model)[:80], detail]
 
 
 class ServerPage(QWidget):
@@ -60,9 +81,20 @@ class ServerPage(QWidget):
         url_row = QHBoxLayout()
         url_row.addWidget(self.url, 1)
         url_row.addWidget(self.copy_url)
-        self.log = QPlainTextEdit(readOnly=True)
+        self.log = QTableWidget(0, len(LOG_COLUMNS), self)
+        self.log.setHorizontalHeaderLabels(LOG_COLUMNS)
         self.log.setAccessibleName("Request log")
-        self.log.setMaximumBlockCount(2000)
+        self.log.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.log.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.log.verticalHeader().hide()
+        self.log.setWordWrap(False)
+        self.log.setTextElideMode(Qt.TextElideMode.ElideRight)
+        header = self.log.horizontalHeader()
+        for column in range(len(LOG_COLUMNS) - 1):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(2, 200)
+        header.setStretchLastSection(True)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("An OpenAI-compatible endpoint for your other apps, on the model loaded here."))
         layout.addLayout(form)
@@ -94,7 +126,7 @@ class ServerPage(QWidget):
         from app.server.run import LanternServer, check_bind
         from app.server.service import ModelService
 
-        settings = ServerSettings(host=host, port=port, api_key=key, on_finished=self._sig_finished.emit)
+        settings = ServerSettings(host=host, port=port, api_key=key, on_request=self._sig_finished.emit)
         check_bind(settings)  # beyond this computer only with a key; before any model loads
         service = ModelService(model, models=self.model_names, open_worker=self.host.use, owns_workers=False)
         self.host.subscribe(service.adopt)  # the window switched models: the endpoint follows
@@ -107,7 +139,6 @@ class ServerPage(QWidget):
     def _started(self, server) -> None:
         self.server = server
         self._set_state("running", server.base_url)
-        self.log.appendPlainText(f"Listening on {server.base_url}")
 
     def stop(self) -> None:
         server, self.server = self.server, None
@@ -135,4 +166,29 @@ class ServerPage(QWidget):
             w.setEnabled(state in ("stopped", "failed"))
 
     def _logged(self, entry: dict) -> None:
-        self.log.appendPlainText(log_line(entry))
+        at_end = self.log.verticalScrollBar().value() >= self.log.verticalScrollBar().maximum() - 2
+        if self.log.rowCount() >= LOG_ROWS:
+            self.log.removeRow(0)
+        row = self.log.rowCount()
+        self.log.insertRow(row)
+        tip = _details(entry)
+        for column, text in enumerate(log_row(entry)):
+            item = QTableWidgetItem(text)
+            item.setToolTip(tip)
+            if column == 3 and entry["status"] >= 400:
+                item.setForeground(QColor("#c0392b"))  # a refusal stands out
+            self.log.setItem(row, column, item)
+        if at_end:
+            self.log.scrollToBottom()
+
+
+def _details(entry: dict) -> str:
+    lines = [f"{entry['method']} {entry['path']} → {entry['status']} in {entry['ms']:.0f} ms"]
+    if entry.get("error"):
+        lines.append(entry["error"])
+    if figures := entry.get("figures"):
+        s = figures["stats"]
+        lines.append(f"{s.prompt_tokens} prompt tokens ({s.cached_tokens} reused, {s.prefill_tokens} computed), "
+                     f"{s.completion_tokens} written; first token after {s.ttft_ms:.0f} ms, "
+                     f"{s.decode_tokens_per_s:.1f} tokens/s; ended: {figures['finish_reason']}")
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from app.server.guard import BodyDeadline, HostCheck, OnceLog, allowed_hosts
+from app.server.request_log import RequestLog
 from app.server.schemas import ChatCompletionRequest, CompletionRequest, InvalidText, UnsupportedField
 from app.server.service import ModelFailed, ModelLoading, ModelNotFound, ModelService, QueueFull
 from backends.events import Finished, TextDelta
@@ -36,6 +37,9 @@ class ServerSettings:
     max_connections: int = 256  # open at once (lowered to what the file-descriptor limit allows)
     # Called with each finished request's figures (the window's request log, benchmarks).
     on_finished: Callable[[dict], None] | None = field(default=None, compare=False)
+    # Called with every answered request, refused ones included: time, method, path, status, figures (app.server.
+    # request_log)
+    on_request: Callable[[dict], None] | None = field(default=None, compare=False)
 
 
 class APIError(Exception):
@@ -60,6 +64,7 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s, once=once)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HostCheck, allowed=allowed_hosts(settings.host, settings.allowed_hosts), once=once)
+    app.add_middleware(RequestLog, listener=settings.on_request)  # outermost: sees every refusal
     app.state.once_log = once
     _add_error_handlers(app)
     auth = _auth(settings.api_key)
@@ -77,11 +82,11 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        return await _complete(service, body, request, chat=True, report=settings.on_finished)
+        return await _complete(service, body, request, chat=True, report=_reporter(settings, request))
 
     @app.post("/v1/completions", dependencies=[Depends(auth)])
     async def completions(body: CompletionRequest, request: Request):
-        return await _complete(service, body, request, chat=False, report=settings.on_finished)
+        return await _complete(service, body, request, chat=False, report=_reporter(settings, request))
 
     return app
 
@@ -194,6 +199,17 @@ def _submit(service: ModelService, model: str, engine_request):
         raise APIError(503, str(e), type="server_error", code="model_failed") from None
     except QueueFull as e:
         raise APIError(429, str(e), type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
+
+
+def _reporter(settings: ServerSettings, request: Request):
+    """Where a finished completion's figures go: the request log's entry, and `on_finished`."""
+    def report(figures: dict) -> None:
+        if (entry := request.scope.get("lantern.request_log")) is not None:
+            entry["figures"] = figures
+        if settings.on_finished is not None:
+            settings.on_finished(figures)
+
+    return report
 
 
 def _report(report, meta: dict, final: Finished | None) -> None:
