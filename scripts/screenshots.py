@@ -52,8 +52,8 @@ def main(out: Path) -> int:
         QTimer.singleShot(300, lambda: pages("light"))
 
     def pages(theme: str) -> None:
-        w.settings.update(theme=theme)
-        w._settings_changed(w.settings.current)
+        w.settings_page.widgets["theme"].setCurrentText(theme)  # as the user switches it
+        w.settings_page.save()
         conversation = w.chat.conversation_id
         w.chat.new_chat()
         app.processEvents()
