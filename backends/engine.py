@@ -128,6 +128,11 @@ class Engine:
 
     # -- the prompt ---------------------------------------------------------------------------
 
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """How many tokens `request`'s prompt is, as its reply's figures would say (nothing is computed)."""
+        _check_request(request)
+        return len(self._prompt_tokens(request)[0])
+
     def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], int, ReplyPlan | None, int]:
         """The prompt's tokens, the turns dropped to fit it, the reply's plan, and where its shared part ends."""
         n_ctx = self.runtime.n_ctx
@@ -425,7 +430,7 @@ class Engine:
         if calls and reason == "stop":
             reason = "tool_calls"
         yield Finished(reason, _stats(base, counters, t0, t_prefill, t_first, len(generated), reply),
-                       tool_calls=tuple(calls or ()))
+                       tool_calls=tuple(calls or ()), stop_sequence=stream.matched)
 
     def _request_lookup(self, request: GenerationRequest, reply: _ReplyTimes) -> Lookup | None:
         """Prompt lookup for this request, drafting from its predicted output too when it gives one."""

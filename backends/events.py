@@ -87,6 +87,7 @@ class Finished:
     stats: GenerationStats
     error: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    stop_sequence: str | None = None  # the request's stop string that ended the reply, if one did
 
 
 Event = TextDelta | Finished

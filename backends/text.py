@@ -17,6 +17,7 @@ class TextStream:
         self._stop = [s for s in stop if s]
         self._held = ""  # decoded text not yet released
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text (Anthropic's stop_sequence)
 
     def push(self, data: bytes) -> str:
         """Add one token's bytes; return the text that is now safe to show."""
@@ -41,6 +42,7 @@ class TextStream:
         if cut is not None:
             self.stopped = True
             self._held = ""
+            self.matched = next(s for s in self._stop if text.find(s) == cut)
             return text[:cut]
         keep = 0 if final else _partial_stop_len(text, self._stop)
         self._held = text[len(text) - keep :] if keep else ""

@@ -88,6 +88,9 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     async def completions(body: CompletionRequest, request: Request):
         return await _complete(service, body, request, chat=False, report=_reporter(settings, request))
 
+    from app.server.messages import add_messages_routes
+
+    add_messages_routes(app, service, auth, lambda request: _reporter(settings, request))
     return app
 
 
@@ -97,9 +100,11 @@ def _auth(key: str | None):
             return
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-            raise APIError(401, "Invalid or missing API key: send it as 'Authorization: Bearer KEY'.",
-                           type="authentication_error", code="invalid_api_key")
+        bearer = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+        anthropic = hmac.compare_digest(request.headers.get("x-api-key", "").strip().encode(), key.encode())
+        if not (bearer or anthropic):  # Anthropic's clients send the key as x-api-key
+            raise APIError(401, "Invalid or missing API key: send it as 'Authorization: Bearer KEY' (or "
+                           "'x-api-key: KEY').", type="authentication_error", code="invalid_api_key")
 
     return check
 
@@ -107,16 +112,16 @@ def _auth(key: str | None):
 async def _complete(service: ModelService, body, request: Request, *, chat: bool, report=None):
     engine_request = body.to_engine()
     try:
-        gen = _submit(service, body.model, engine_request)
+        gen = submit(service, body.model, engine_request)
     except _Switched:  # this request asked for another model: it waits for the load, others get 503 meanwhile
         await service.wait_ready()
-        gen = _submit(service, body.model, engine_request)
+        gen = submit(service, body.model, engine_request)
     kind = "chat.completion" if chat else "text_completion"
     meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": body.model}
     events = gen.events()
     try:
-        first = await _first_event(events, request, gen, service)  # errors before any text (bad template...) are a 4xx
+        first = await first_event(events, request, gen, service)  # errors before any text (bad template...) are a 4xx
     except StopAsyncIteration:
         first = None
     except BaseException:
@@ -164,7 +169,7 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
             "system_fingerprint": "lantern"}
 
 
-async def _first_event(events, request: Request, gen, service: ModelService):
+async def first_event(events, request: Request, gen, service: ModelService):
     """The first event; while the request waits in the queue its client is watched, and one that left is
     dropped before the model ever sees it (its prompt would be prefilled for nobody)."""
     import asyncio
@@ -183,12 +188,13 @@ async def _first_event(events, request: Request, gen, service: ModelService):
             first.cancel()
 
 
-def _submit(service: ModelService, model: str, engine_request):
+def submit(service: ModelService, model: str, engine_request, *, how=None):
+    """`how(model, engine_request)` (default: queue it for a reply), its errors as HTTP errors."""
     if "/" in model or "\\" in model or model.endswith(".gguf"):
         raise APIError(400, "The model field names a model, never a file path.", param="model",
                        code="invalid_model")
     try:
-        return service.submit(model, engine_request)
+        return (how or service.submit)(model, engine_request)
     except ModelNotFound as e:
         raise APIError(404, str(e), param="model", code="model_not_found") from None
     except ModelLoading as e:
@@ -296,37 +302,44 @@ def _usage(final: Finished, body=None) -> dict:
 
 # -- errors in OpenAI's shape ----------------------------------------------------------------------
 
+def _error(request: Request, body: dict, status: int, headers: dict | None = None) -> JSONResponse:
+    """An error in the shape the endpoint's clients parse: OpenAI's, or Anthropic's on /v1/messages."""
+    from app.server.messages import error_json, is_messages_path
+
+    if is_messages_path(request.url.path):
+        body = error_json(status, body["error"]["message"])
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError):
-        return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status, headers=e.headers)
+        return _error(request, error_body(e.message, e.type, e.param, e.code), e.status, e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
-        return JSONResponse(_validation_body(e), status_code=400)
+        return _error(request, _validation_body(e), 400)
 
     @app.exception_handler(UnsupportedField)
     async def unsupported(request: Request, e: UnsupportedField):
-        return JSONResponse(error_body(str(e), "invalid_request_error", e.param, "unsupported_parameter"),
-                            status_code=400)
+        return _error(request, error_body(str(e), "invalid_request_error", e.param, "unsupported_parameter"), 400)
 
     @app.exception_handler(ContextOverflowError)
     async def overflow(request: Request, e: ContextOverflowError):
-        return JSONResponse(error_body(str(e), "invalid_request_error", "messages", "context_length_exceeded"),
-                            status_code=400)
+        return _error(request, error_body(str(e), "invalid_request_error", "messages", "context_length_exceeded"), 400)
 
     @app.exception_handler(InvalidRequestError)
     async def bad_request(request: Request, e: InvalidRequestError):
-        return JSONResponse(error_body(str(e), "invalid_request_error", e.param), status_code=400)
+        return _error(request, error_body(str(e), "invalid_request_error", e.param), 400)
 
     @app.exception_handler(LanternError)
     async def lantern_error(request: Request, e: LanternError):
-        return JSONResponse(error_body(str(e), "server_error"), status_code=500)
+        return _error(request, error_body(str(e), "server_error"), 500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(e.detail), kind), status_code=e.status_code)
+        return _error(request, error_body(str(e.detail), kind), e.status_code)
 
 
 def _validation_body(e: RequestValidationError) -> dict:

@@ -137,26 +137,37 @@ class ModelService:
 
     def submit(self, name: str, request: GenerationRequest) -> AsyncGeneration:
         """Queue `request` for model `name`; raises ModelNotFound, ModelLoading, ModelFailed or QueueFull."""
-        known = self.known_models()
-        if name not in known:
-            raise ModelNotFound(name, known)
         with self._lock:
-            switched = False
-            if name != self.model:
-                if self._in_flight:
-                    raise ModelLoading(f"The server is busy with {self.model}; ask for {name} again when it is done.")
-                self._switch(name)
-                switched = True
-            if self._status == "loading":
-                raise ModelLoading(f"{self.model} is still loading. Retry shortly.", switched=switched)
-            if self._status == "failed" or self._worker is None:
-                raise ModelFailed(f"{self.model} failed to load: {self._error}")
+            worker = self._ready(name)
             if self._in_flight >= self.max_queue:
                 raise QueueFull(f"{self._in_flight} requests are already waiting; retry later.")
             self._in_flight += 1
         gen = AsyncGeneration(request, asyncio.get_running_loop(), self._release)
-        self._worker.submit(gen)
+        worker.submit(gen)
         return gen
+
+    def count_prompt_tokens(self, name: str, request: GenerationRequest):
+        """A Future of how many tokens `request`'s prompt is on model `name` (the same errors as submit)."""
+        with self._lock:
+            worker = self._ready(name)
+        return asyncio.wrap_future(worker.call(lambda engine: engine.count_prompt_tokens(request)))
+
+    def _ready(self, name: str) -> EngineWorker:
+        """The worker of model `name`, loaded; a request for another model starts loading it (under the lock)."""
+        known = self.known_models()
+        if name not in known:
+            raise ModelNotFound(name, known)
+        switched = False
+        if name != self.model:
+            if self._in_flight:
+                raise ModelLoading(f"The server is busy with {self.model}; ask for {name} again when it is done.")
+            self._switch(name)
+            switched = True
+        if self._status == "loading":
+            raise ModelLoading(f"{self.model} is still loading. Retry shortly.", switched=switched)
+        if self._status == "failed" or self._worker is None:
+            raise ModelFailed(f"{self.model} failed to load: {self._error}")
+        return self._worker
 
     def _release(self) -> None:
         with self._lock:
