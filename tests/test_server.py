@@ -160,7 +160,7 @@ def test_model_errors_context_overflow_and_bodies(server, client):
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(server, client):
-    with httpx.stream("POST", server.base_url + "/chat/completions",
+    with httpx.stream("POST", server.base_url + "/chat/completions", timeout=120,
                       json={"model": MODEL, "messages": [{"role": "user", "content": "Write a very long story."}],
                             "max_tokens": 1500, "temperature": 0, "stream": True}) as r:
         lines = 0
