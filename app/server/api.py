@@ -89,8 +89,10 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
         return await _complete(service, body, request, chat=False, report=_reporter(settings, request))
 
     from app.server.messages import add_messages_routes
+    from app.server.responses import add_responses_routes
 
     add_messages_routes(app, service, auth, lambda request: _reporter(settings, request))
+    add_responses_routes(app, service, auth, lambda request: _reporter(settings, request))
     return app
 
 

@@ -1,0 +1,518 @@
+"""OpenAI's Responses API: `POST /v1/responses` (and `GET`/`DELETE /v1/responses/{id}` for stored ones), on the same
+engine as chat completions (OpenAI's Codex CLI and the newer SDK features speak it).
+
+`input` items become the engine's chat messages: `message` items their turns, `function_call` items an assistant's
+tool calls, `function_call_output` items tool messages, `reasoning` items the thinking templates keep. Responses
+are kept in memory (the most recent STORED, least recently used first out) unless `store: false`, so
+`previous_response_id` continues one; an id Lantern does not have is a 400 naming it.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from app.server.schemas import FunctionDef, ToolDef, UnsupportedField, _Request, _Strict
+from backends.events import Finished, GenerationRequest, TextDelta
+from backends.sampling import SamplingParams
+
+STORED = 256  # responses kept for previous_response_id (their whole conversations: text only, small)
+
+
+class Reasoning(_Strict):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None  # the thinking comes whole, as reasoning_text
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class TextConfig(_Strict):
+    format: dict[str, Any] | None = None
+    verbosity: Literal["medium"] | None = None  # other verbosities would change the reply: a 400 naming it
+
+
+class StreamOptions(_Strict):
+    include_obfuscation: bool | None = None  # padding against side channels: nothing to pad on loopback
+
+
+class ResponsesRequest(_Request):
+    model: str = ""  # optional here: the loaded model
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    reasoning: Reasoning | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    store: bool | None = None
+    previous_response_id: str | None = Field(None, max_length=200)
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    truncation: Literal["auto", "disabled"] | None = None  # auto: the oldest turns go when the context is full
+    include: list[str] | None = None
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = None
+    # Who asks, and a hint for OpenAI's own prompt cache: nothing in the reply depends on them here
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    background: bool | None = None
+    max_tool_calls: int | None = None
+    top_logprobs: int | None = None
+
+    def check(self) -> None:
+        if self.background:
+            raise UnsupportedField("background", "background responses are not supported: wait for the reply, or "
+                                                 "stream it")
+        if self.max_tool_calls is not None:
+            raise UnsupportedField("max_tool_calls", "max_tool_calls is not supported yet")
+        if self.top_logprobs:
+            raise UnsupportedField("top_logprobs", "logprobs are not supported yet")
+        for i, name in enumerate(self.include or ()):
+            raise UnsupportedField(f"include[{i}]", f"{name!r} cannot be included: Lantern adds nothing to output "
+                                                    "items beyond what they always carry")
+        if self.service_tier in ("flex", "priority"):
+            raise UnsupportedField("service_tier", "Lantern has one service tier")
+
+    def to_engine(self, history: list[dict]) -> GenerationRequest:
+        from app.server.schemas import _response_schema
+        from app.server.tool_checks import check_tools, tool_choice
+
+        self.check()
+        defs = []
+        for i, t in enumerate(self.tools or ()):
+            if t.get("type") != "function":
+                raise UnsupportedField(f"tools[{i}].type", f"{t.get('type')!r} tools are not supported: only "
+                                                            "function tools")
+            extra = set(t) - {"type", "name", "description", "parameters", "strict"}
+            if extra:
+                raise UnsupportedField(f"tools[{i}].{sorted(extra)[0]}", f"unknown field {sorted(extra)[0]!r}")
+            try:
+                defs.append(ToolDef(type="function", function=FunctionDef(
+                    name=t.get("name"), description=t.get("description"), parameters=t.get("parameters"),
+                    strict=t.get("strict"))))
+            except ValueError as e:
+                raise UnsupportedField(f"tools[{i}]", f"not a valid function tool: {e}") from None
+        try:
+            tools = check_tools(defs)
+        except UnsupportedField as e:
+            raise UnsupportedField(e.param.replace(".function", ""), str(e)) from None
+        choice = self.tool_choice
+        if isinstance(choice, dict):  # the Responses form of a named function
+            if choice.get("type") != "function" or set(choice) != {"type", "name"}:
+                raise UnsupportedField("tool_choice", 'a named tool_choice is {"type": "function", "name": ...}')
+            choice = {"type": "function", "function": {"name": choice["name"]}}
+        elif choice not in (None, "auto", "none", "required"):
+            raise UnsupportedField("tool_choice", f"{choice!r} is not one of 'auto', 'none', 'required'")
+        engine_choice, name = tool_choice(choice, tools)
+        fmt = self.text.format if self.text is not None else None
+        if fmt is not None and fmt.get("type") == "json_schema":  # flat here, nested under json_schema in chat
+            spec = {k: v for k, v in fmt.items() if k != "type"}
+            fmt = {"type": "json_schema", "json_schema": spec}
+        try:
+            schema = _response_schema(fmt)
+        except UnsupportedField as e:
+            raise UnsupportedField(e.param.replace("response_format.json_schema", "text.format")
+                                   .replace("response_format", "text.format"), str(e)) from None
+        options: dict[str, Any] = {}
+        if self.reasoning is not None and self.reasoning.effort is not None:
+            effort = self.reasoning.effort
+            options["reasoning_effort"] = {"xhigh": "high"}.get(effort, effort)
+            if effort == "none":
+                options["enable_thinking"] = False
+        messages = list(history)
+        if self.instructions:  # instructions are this request's alone: a previous response's do not carry over
+            messages = [m for m in messages if m["role"] != "system"]
+            messages.insert(0, {"role": "system", "content": self.instructions})
+        messages += input_messages(self.input, known_calls(history))
+        sampling = SamplingParams(temperature=1.0 if self.temperature is None else self.temperature,
+                                  top_p=1.0 if self.top_p is None else self.top_p, top_k=0, min_p=0.0)
+        return GenerationRequest(messages=messages, sampling=sampling, max_tokens=self.max_output_tokens,
+                                 tools=tuple(tools), tool_choice=engine_choice, tool_name=name,
+                                 parallel_tool_calls=self.parallel_tool_calls is not False, json_schema=schema,
+                                 template_options=options, drop_oldest_turns=self.truncation == "auto")
+
+
+def known_calls(messages: list[dict]) -> dict[str, str]:
+    return {c["id"]: c["function"]["name"] for m in messages for c in m.get("tool_calls") or ()}
+
+
+def _text_of(content, where: str, kinds: set[str]) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise UnsupportedField(where, "content is a string or a list of text parts")
+    texts = []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in kinds:
+            raise UnsupportedField(f"{where}[{k}].type", f"{kind!r} parts are not supported here: only "
+                                                          f"{sorted(kinds)}")
+        if not isinstance(part.get("text"), str):
+            raise UnsupportedField(f"{where}[{k}].text", "text must be a string")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def input_messages(items: str | list[dict], calls: dict[str, str]) -> list[dict]:
+    """The request's `input` as engine messages; function outputs must answer a call made before them."""
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    out: list[dict] = []
+    thinking = ""  # a reasoning item: the thinking of the assistant turn that follows it
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "system", "developer", "assistant"):
+                raise UnsupportedField(f"{where}.role", f"{role!r} is not one of user, system, developer, assistant")
+            parts = {"output_text", "refusal"} if role == "assistant" else {"input_text"}
+            text = _text_of(item.get("content"), f"{where}.content", parts)
+            if role == "assistant":
+                out.append({"role": "assistant", "content": text, **({"reasoning_content": thinking}
+                                                                    if thinking else {})})
+                thinking = ""
+            else:
+                thinking = _flush(out, thinking)
+                out.append({"role": "system" if role == "developer" else role, "content": text})
+        elif kind == "function_call":
+            for key in ("call_id", "name", "arguments"):
+                if not isinstance(item.get(key), str):
+                    raise UnsupportedField(f"{where}.{key}", f"{key} must be a string")
+            try:
+                if not isinstance(json.loads(item["arguments"]), dict):
+                    raise ValueError
+            except ValueError:
+                raise UnsupportedField(f"{where}.arguments", "the arguments must be a JSON object's text") from None
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            calls[item["call_id"]] = item["name"]
+            if out and out[-1]["role"] == "assistant" and not out[-1]["content"] or \
+                    out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls"):
+                out[-1].setdefault("tool_calls", []).append(call)
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call],
+                            **({"reasoning_content": thinking} if thinking else {})})
+                thinking = ""
+        elif kind == "function_call_output":
+            call_id = item.get("call_id")
+            if call_id not in calls:
+                raise UnsupportedField(f"{where}.call_id", f"function_call_output answers {call_id!r}, which no "
+                                                           "earlier function_call made")
+            output = _text_of(item.get("output"), f"{where}.output", {"input_text"})
+            thinking = _flush(out, thinking)
+            out.append({"role": "tool", "tool_call_id": call_id, "name": calls[call_id], "content": output})
+        elif kind == "reasoning":
+            parts = item.get("content") or []
+            thinking += _text_of(parts, f"{where}.content", {"reasoning_text"}) if parts else \
+                _text_of(item.get("summary") or [], f"{where}.summary", {"summary_text"})
+        else:
+            raise UnsupportedField(f"{where}.type", f"{kind!r} items are not supported: only message, "
+                                                    "function_call, function_call_output and reasoning")
+    _flush(out, thinking)
+    return out
+
+
+def _flush(out: list[dict], thinking: str) -> str:
+    """Thinking with no answer after it (the reply ran out of tokens while thinking) is an assistant turn of its own,
+    so the conversation reads as the model left it."""
+    if thinking:
+        out.append({"role": "assistant", "content": "", "reasoning_content": thinking})
+    return ""
+
+
+class Stored:
+    """Recent responses by id: the conversation each ended (for previous_response_id) and the response itself."""
+
+    def __init__(self, size: int = STORED):
+        self.size = size
+        self._items: OrderedDict[str, tuple[list[dict], dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, response_id: str, messages: list[dict], response: dict) -> None:
+        with self._lock:
+            self._items[response_id] = (messages, response)
+            self._items.move_to_end(response_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, response_id: str) -> tuple[list[dict], dict] | None:
+        with self._lock:
+            found = self._items.get(response_id)
+            if found is not None:
+                self._items.move_to_end(response_id)
+            return found
+
+    def delete(self, response_id: str) -> bool:
+        with self._lock:
+            return self._items.pop(response_id, None) is not None
+
+
+class _Output:
+    """The reply's output items, built as its events arrive (for the stream's events and the final response)."""
+
+    def __init__(self):
+        self.items: list[dict] = []
+        self.reasoning_tokens = 0
+
+    def open(self, kind: str) -> tuple[dict, bool]:
+        """The item of `kind` to add to: the last one if it is of that kind, else a new one (True)."""
+        if self.items and self.items[-1]["type"] == kind and kind != "function_call":
+            return self.items[-1], False
+        if kind == "message":
+            item = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:24]}", "status": "in_progress",
+                    "role": "assistant", "content": [{"type": "output_text", "text": "", "annotations": [],
+                                                      "logprobs": []}]}
+        elif kind == "reasoning":
+            item = {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:24]}", "summary": [],
+                    "content": [{"type": "reasoning_text", "text": ""}]}
+        else:
+            item = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:24]}", "call_id": "", "name": "",
+                    "arguments": "", "status": "in_progress"}
+        self.items.append(item)
+        return item, True
+
+
+def add_responses_routes(app: FastAPI, service, auth, reporter) -> None:
+    from fastapi import Depends
+
+    from app.server.api import APIError, _Switched, first_event, submit
+
+    stored = Stored()
+    app.state.responses = stored
+
+    @app.get("/v1/responses/{response_id}", dependencies=[Depends(auth)])
+    async def get_response(response_id: str) -> dict:
+        found = stored.get(response_id)
+        if found is None:
+            raise APIError(404, f"No stored response {response_id[:200]!r}.", param="response_id",
+                           code="response_not_found", type="not_found_error")
+        return found[1]
+
+    @app.delete("/v1/responses/{response_id}", dependencies=[Depends(auth)])
+    async def delete_response(response_id: str) -> dict:
+        if not stored.delete(response_id):
+            raise APIError(404, f"No stored response {response_id[:200]!r}.", param="response_id",
+                           code="response_not_found", type="not_found_error")
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    @app.post("/v1/responses", dependencies=[Depends(auth)])
+    async def create(body: ResponsesRequest, request: Request):
+        history: list[dict] = []
+        if body.previous_response_id is not None:
+            found = stored.get(body.previous_response_id)
+            if found is None:
+                raise UnsupportedField("previous_response_id", f"Lantern has no response "
+                                       f"{body.previous_response_id!r} (responses are kept in memory, the most "
+                                       f"recent {STORED}, and not across restarts): send the whole input instead")
+            history = found[0]
+        engine_request = body.to_engine(history)
+        model = body.model or service.model or ""
+        try:
+            gen = submit(service, model, engine_request)
+        except _Switched:  # another model was asked for: it loads, and this request waits for it
+            await service.wait_ready()
+            gen = submit(service, model, engine_request)
+        events = gen.events()
+        try:
+            first = await first_event(events, request, gen, service)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            gen.cancel()
+            raise
+        if first is None and gen.cancelled:
+            raise APIError(499, "The client closed the connection.", code="client_closed")
+        response = _skeleton(body, model)
+        keep = body.store is not False
+
+        def done(output: _Output, final: Finished) -> dict:
+            reporter(request)({"id": response["id"], "model": model, "finish_reason": final.reason,
+                               "error": final.error, "stats": final.stats})
+            _finish(response, output, final)
+            if keep and final.reason != "error":
+                stored.put(response["id"], list(engine_request.messages) + _as_messages(output.items), response)
+            return response
+
+        if body.stream:
+            return StreamingResponse(_stream(gen, first, events, response, done), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        output, final = _Output(), None
+        try:
+            item = first
+            while item is not None:
+                if isinstance(item, TextDelta):
+                    _apply(output, item)
+                else:
+                    final = item
+                if await request.is_disconnected():
+                    gen.cancel()
+                item = await anext(events, None)
+        finally:
+            gen.cancel()
+        if final is None or final.reason == "error":
+            raise APIError(500, f"The model failed while generating: {final.error if final else 'no result'}",
+                           type="server_error")
+        _close(output)  # the items completed (their events are for streams)
+        return done(output, final)
+
+
+def _skeleton(body: ResponsesRequest, model: str) -> dict:
+    return {"id": f"resp_{uuid.uuid4().hex[:24]}", "object": "response", "created_at": int(time.time()),
+            "status": "in_progress", "error": None, "incomplete_details": None, "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens, "model": model, "output": [],
+            "parallel_tool_calls": body.parallel_tool_calls is not False,
+            "previous_response_id": body.previous_response_id,
+            "reasoning": body.reasoning.model_dump() if body.reasoning else {"effort": None, "summary": None},
+            "store": body.store is not False, "temperature": 1.0 if body.temperature is None else body.temperature,
+            "text": {"format": (body.text.format if body.text and body.text.format else {"type": "text"})},
+            "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
+            "top_p": 1.0 if body.top_p is None else body.top_p, "truncation": body.truncation or "disabled",
+            "usage": None, "user": body.user, "metadata": body.metadata or {}}
+
+
+def _apply(output: _Output, delta: TextDelta) -> list[tuple[str, dict]]:
+    """Add `delta` to the output items; the stream's events for it, as (name, body) without sequence numbers."""
+    events: list[tuple[str, dict]] = []
+
+    def opened(kind: str, **fields) -> tuple[dict, int]:
+        item, new = output.open(kind)
+        index = len(output.items) - 1
+        item.update(fields)  # a call's id and name, in its output_item.added already
+        if new:
+            events.append(("response.output_item.added", {"output_index": index, "item": _public(item)}))
+            if kind in ("message", "reasoning"):
+                events.append(("response.content_part.added", {"item_id": item["id"], "output_index": index,
+                                                               "content_index": 0,
+                                                               "part": dict(item["content"][0])}))
+        return item, index
+
+    if delta.reasoning:
+        item, index = opened("reasoning")
+        item["content"][0]["text"] += delta.reasoning
+        if not delta.text:
+            output.reasoning_tokens += len(delta.tokens)
+        events.append(("response.reasoning_text.delta", {"item_id": item["id"], "output_index": index,
+                                                         "content_index": 0, "delta": delta.reasoning}))
+    if delta.text:
+        item, index = opened("message")
+        item["content"][0]["text"] += delta.text
+        events.append(("response.output_text.delta", {"item_id": item["id"], "output_index": index,
+                                                      "content_index": 0, "delta": delta.text, "logprobs": []}))
+    for c in delta.calls:
+        if c.name is not None:
+            item, index = opened("function_call", call_id=c.id, name=c.name)
+            item["engine_index"] = c.index
+        else:
+            index, item = next(((i, it) for i, it in enumerate(output.items) if it.get("engine_index") == c.index),
+                               (None, None))
+            if item is None:
+                continue
+        if c.arguments:
+            item["arguments"] += c.arguments
+            events.append(("response.function_call_arguments.delta", {"item_id": item["id"], "output_index": index,
+                                                                      "delta": c.arguments}))
+    return events
+
+
+def _public(item: dict) -> dict:
+    """A copy of `item` as a client sees it (the engine's call index left out)."""
+    return {k: (json.loads(json.dumps(v)) if isinstance(v, (list, dict)) else v) for k, v in item.items()
+            if k != "engine_index"}
+
+
+def _close(output: _Output) -> list[tuple[str, dict]]:
+    """Each item's done events, in order, once the reply has ended."""
+    events = []
+    for index, item in enumerate(output.items):
+        item.pop("engine_index", None)
+        if item["type"] == "message":
+            item["status"] = "completed"
+            text = item["content"][0]["text"]
+            events.append(("response.output_text.done", {"item_id": item["id"], "output_index": index,
+                                                         "content_index": 0, "text": text, "logprobs": []}))
+            events.append(("response.content_part.done", {"item_id": item["id"], "output_index": index,
+                                                          "content_index": 0, "part": dict(item["content"][0])}))
+        elif item["type"] == "reasoning":
+            events.append(("response.reasoning_text.done", {"item_id": item["id"], "output_index": index,
+                                                            "content_index": 0, "text": item["content"][0]["text"]}))
+            events.append(("response.content_part.done", {"item_id": item["id"], "output_index": index,
+                                                          "content_index": 0, "part": dict(item["content"][0])}))
+        else:
+            item["status"] = "completed"
+            events.append(("response.function_call_arguments.done", {"item_id": item["id"], "output_index": index,
+                                                                     "name": item["name"],
+                                                                     "arguments": item["arguments"]}))
+        events.append(("response.output_item.done", {"output_index": index, "item": _public(item)}))
+    return events
+
+
+def _finish(response: dict, output: _Output, final: Finished) -> None:
+    s = final.stats
+    incomplete = final.reason == "length"
+    response.update(status="incomplete" if incomplete else "completed", output=output.items,
+                    incomplete_details={"reason": "max_output_tokens"} if incomplete else None,
+                    completed_at=int(time.time()),
+                    usage={"input_tokens": s.prompt_tokens, "input_tokens_details": {"cached_tokens": s.cached_tokens},
+                           "output_tokens": s.completion_tokens,
+                           "output_tokens_details": {"reasoning_tokens": output.reasoning_tokens},
+                           "total_tokens": s.prompt_tokens + s.completion_tokens})
+
+
+def _as_messages(items: list[dict]) -> list[dict]:
+    """A response's output items as the engine messages that continue the conversation."""
+    return input_messages(items and [_as_input(i) for i in items], {})
+
+
+def _as_input(item: dict) -> dict:
+    if item["type"] == "message":
+        return {"type": "message", "role": "assistant", "content": item["content"]}
+    if item["type"] == "reasoning":
+        return {"type": "reasoning", "content": item["content"]}
+    return {"type": "function_call", "call_id": item["call_id"], "name": item["name"], "arguments": item["arguments"]}
+
+
+async def _stream(gen, first, events, response: dict, done) -> AsyncIterator[bytes]:
+    sequence = 0
+
+    def event(name: str, body: dict) -> bytes:
+        nonlocal sequence
+        data = {"type": name, "sequence_number": sequence, **body}
+        sequence += 1
+        return f"event: {name}\ndata: ".encode() + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+    yield event("response.created", {"response": dict(response)})
+    yield event("response.in_progress", {"response": dict(response)})
+    output, final = _Output(), None
+    try:
+        item = first
+        while item is not None:
+            if isinstance(item, TextDelta):
+                for name, body in _apply(output, item):
+                    yield event(name, body)
+            else:
+                final = item
+            item = await anext(events, None)
+        if final is None or final.reason == "error":
+            message = final.error if final is not None else "no result"
+            failed = {**response, "status": "failed", "error": {"code": "server_error",
+                                                                "message": f"The model failed: {message}"}}
+            yield event("response.failed", {"response": failed})
+            return
+        for name, body in _close(output):
+            yield event(name, body)
+        finished = done(output, final)
+        yield event("response.incomplete" if finished["status"] == "incomplete" else "response.completed",
+                    {"response": finished})
+    finally:
+        gen.cancel()
