@@ -129,6 +129,7 @@ def test_stop_and_seed(client):
      "messages[0].content"),
     (dict(messages=[{"role": "function", "content": "x"}]), "messages.0.role"),
     (dict(messages=[]), "messages"),
+    (dict(n_probs=5), "n_probs"),
 ])
 def test_unsupported_or_bad_fields_are_a_400_that_names_them(server, extra, param):
     body = {"model": MODEL, "messages": QUESTION, "max_tokens": 2, **extra}
@@ -137,6 +138,16 @@ def test_unsupported_or_bad_fields_are_a_400_that_names_them(server, extra, para
     err = r.json()["error"]
     assert err["param"] == param, err
     assert err["type"] == "invalid_request_error" and err["message"]
+
+
+def test_fields_clients_send_by_habit_are_accepted_and_the_model_may_be_left_out(server, client):
+    habits = dict(cache_prompt=True, keep_alive="5m", n_probs=0, parallel_tool_calls=True)  # no tools
+    greedy = dict(messages=QUESTION, max_tokens=6, temperature=0)
+    plain = client.chat.completions.create(model=MODEL, **greedy)
+    r = httpx.post(server.base_url + "/chat/completions", json={**greedy, **habits}, timeout=120)  # no model named
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == MODEL and r.json()["choices"][0]["message"]["content"] == \
+        plain.choices[0].message.content  # the same reply: nothing was asked that changes it
 
 
 def test_model_errors_context_overflow_and_bodies(server, client):
@@ -243,7 +254,7 @@ def test_binding_beyond_loopback_needs_a_key_or_insecure(capsys):
     assert "WARNING" in capsys.readouterr().err
 
 
-def test_requests_while_the_model_loads_get_503_then_run():
+def test_requests_while_the_model_loads_wait_for_it_within_a_bound():
     from app.wiring import open_runtime, plan_load
     from backends.engine import Engine
     from backends.worker import EngineWorker
@@ -259,21 +270,36 @@ def test_requests_while_the_model_loads_get_503_then_run():
         return EngineWorker(make)
 
     service = ModelService(MODEL, models=lambda: list(BUILTIN_MODELS), open_worker=slow_open)
-    server = LanternServer(service, ServerSettings(port=0)).start()
+    server = LanternServer(service, ServerSettings(port=0, load_wait_s=0.5)).start()
+    patient = LanternServer(service, ServerSettings(port=0)).start()  # the default bound, on the same model
     try:
         c = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
-        assert httpx.get(root(server) + "/health").json()["status"] == "loading"
-        with pytest.raises(openai.InternalServerError) as e:
+        health = httpx.get(root(server) + "/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"  # not ready: probes wait
+        with pytest.raises(openai.InternalServerError) as e:  # past the bound: 503 with Retry-After
             c.completions.create(model=MODEL, prompt="Hi", max_tokens=1)
         assert e.value.status_code == 503 and e.value.response.headers["retry-after"]
+        waited = []
+        waiting = threading.Thread(target=lambda: waited.append(httpx.post(
+            patient.base_url + "/completions", json={"prompt": "Hi", "max_tokens": 1}, timeout=120).json()))
+        # (no model named: the loaded one answers)
+        waiting.start()
+        time.sleep(1.0)
+        assert waiting.is_alive() and not waited  # waiting for the load, not refused
+        gate.set()
+        waiting.join(60)
+        assert waited and waited[0]["usage"]["completion_tokens"] == 1 and waited[0]["model"] == MODEL
+        assert httpx.get(root(server) + "/health").status_code == 200
         gate.set()
         deadline = time.monotonic() + 60
         while service.status == "loading" and time.monotonic() < deadline:
             time.sleep(0.02)
         assert c.completions.create(model=MODEL, prompt="Hi", max_tokens=1).usage.completion_tokens == 1
         # another model by name: this request waits for its load, and runs on it
+        c = openai.OpenAI(base_url=patient.base_url, api_key="unused", max_retries=0)
         r = c.completions.create(model="gemma3-270m", prompt="The capital of France is", max_tokens=3, temperature=0)
         assert r.model == "gemma3-270m" and service.model == "gemma3-270m" and r.usage.completion_tokens >= 1
         assert [m.id for m in c.models.list().data if m.model_extra.get("loaded")] == ["gemma3-270m"]
     finally:
         server.stop()
+        patient.stop()

@@ -35,6 +35,9 @@ class ServerSettings:
     header_timeout_s: float = 10.0  # a request's headers must arrive within this
     body_timeout_s: float = 60.0  # and its body within this after them
     max_connections: int = 256  # open at once (lowered to what the file-descriptor limit allows)
+    # A request for a model that is loading (or that waits for another model's requests to finish) waits this long
+    # for it, then gets a 503 with Retry-After
+    load_wait_s: float = 120.0
     # Called with each finished request's figures (the window's request log, benchmarks).
     on_finished: Callable[[dict], None] | None = field(default=None, compare=False)
     # Called with every answered request, refused ones included: time, method, path, status, figures (app.server.
@@ -70,8 +73,12 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     auth = _auth(settings.api_key)
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": service.status, "model": service.model}
+    async def health():
+        # llama.cpp's semantics, which readiness probes rely on: 503 until a model can answer (an idle-unloaded one
+        # loads on the next request, so the server is ready)
+        ok = service.status in ("ready", "unloaded")
+        return JSONResponse({"status": service.status, "model": service.model}, status_code=200 if ok else 503,
+                            headers=None if ok else {"Retry-After": "2"})
 
     @app.get("/v1/models", dependencies=[Depends(auth)])
     async def list_models() -> dict:
@@ -82,17 +89,19 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        return await _complete(service, body, request, chat=True, report=_reporter(settings, request))
+        return await _complete(service, body, request, chat=True, report=_reporter(settings, request),
+                               wait_s=settings.load_wait_s)
 
     @app.post("/v1/completions", dependencies=[Depends(auth)])
     async def completions(body: CompletionRequest, request: Request):
-        return await _complete(service, body, request, chat=False, report=_reporter(settings, request))
+        return await _complete(service, body, request, chat=False, report=_reporter(settings, request),
+                               wait_s=settings.load_wait_s)
 
     from app.server.messages import add_messages_routes
     from app.server.responses import add_responses_routes
 
-    add_messages_routes(app, service, auth, lambda request: _reporter(settings, request))
-    add_responses_routes(app, service, auth, lambda request: _reporter(settings, request))
+    add_messages_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
+    add_responses_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
     return app
 
 
@@ -111,16 +120,29 @@ def _auth(key: str | None):
     return check
 
 
-async def _complete(service: ModelService, body, request: Request, *, chat: bool, report=None):
+async def admit(service: ModelService, model: str, engine_request, *, wait_s: float, how=None):
+    """`submit`, waiting up to `wait_s` while the model loads (or another model's requests finish first); past
+    that, the 503 with Retry-After."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            return submit(service, model, engine_request, how=how)
+        except _Switched:
+            pass
+        except APIError as e:
+            if e.code != "model_loading" or asyncio.get_running_loop().time() >= deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+async def _complete(service: ModelService, body, request: Request, *, chat: bool, report=None, wait_s: float = 120):
     engine_request = body.to_engine()
-    try:
-        gen = submit(service, body.model, engine_request)
-    except _Switched:  # this request asked for another model: it waits for the load, others get 503 meanwhile
-        await service.wait_ready()
-        gen = submit(service, body.model, engine_request)
+    gen = await admit(service, body.model or service.model or "", engine_request, wait_s=wait_s)
     kind = "chat.completion" if chat else "text_completion"
     meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
-            "model": body.model}
+            "model": body.model or service.model}
     events = gen.events()
     try:
         first = await first_event(events, request, gen, service)  # errors before any text (bad template...) are a 4xx

@@ -288,27 +288,23 @@ def usage(final: Finished | None) -> dict:
             "cache_read_input_tokens": s.cached_tokens, "cache_creation_input_tokens": 0}
 
 
-def add_messages_routes(app: FastAPI, service, auth, reporter) -> None:
+def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) -> None:
     from fastapi import Depends
 
-    from app.server.api import APIError, _Switched, first_event, submit
+    from app.server.api import APIError, admit, first_event
 
     @app.post("/v1/messages/count_tokens", dependencies=[Depends(auth)])
     async def count_tokens(body: CountTokensRequest) -> dict:
         request = body.as_messages().to_engine()
         model = body.model or service.model or ""
-        try:
-            counting = submit(service, model, request, how=service.count_prompt_tokens)
-        except _Switched:  # another model was asked for: it loads, and this request waits for it
-            await service.wait_ready()
-            counting = submit(service, model, request, how=service.count_prompt_tokens)
+        counting = await admit(service, model, request, wait_s=wait_s, how=service.count_prompt_tokens)
         return {"input_tokens": await counting}
 
     @app.post("/v1/messages", dependencies=[Depends(auth)])
     async def messages(body: MessagesRequest, request: Request):
         engine_request = body.to_engine()
         model = body.model or service.model or ""
-        gen = await _start(service, model, engine_request, submit)
+        gen = await admit(service, model, engine_request, wait_s=wait_s)
         events = gen.events()
         try:
             first = await first_event(events, request, gen, service)
@@ -370,16 +366,6 @@ class CountTokensRequest(_Request):
         return MessagesRequest(model=self.model, messages=self.messages, system=self.system, tools=self.tools,
                                tool_choice=self.tool_choice, thinking=self.thinking, output_config=self.output_config,
                                max_tokens=max(2, (self.thinking.budget_tokens or 0) + 1) if self.thinking else 2)
-
-
-async def _start(service, model: str, engine_request, submit):
-    from app.server.api import _Switched
-
-    try:
-        return submit(service, model, engine_request)
-    except _Switched:  # another model was asked for: it loads, and this request waits for it
-        await service.wait_ready()
-        return submit(service, model, engine_request)
 
 
 def _add_text(blocks: list[dict], kind: str, text: str) -> None:

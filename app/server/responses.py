@@ -283,10 +283,10 @@ class _Output:
         return item, True
 
 
-def add_responses_routes(app: FastAPI, service, auth, reporter) -> None:
+def add_responses_routes(app: FastAPI, service, auth, reporter, wait_s: float) -> None:
     from fastapi import Depends
 
-    from app.server.api import APIError, _Switched, first_event, submit
+    from app.server.api import APIError, admit, first_event
 
     stored = Stored()
     app.state.responses = stored
@@ -318,11 +318,7 @@ def add_responses_routes(app: FastAPI, service, auth, reporter) -> None:
             history = found[0]
         engine_request = body.to_engine(history)
         model = body.model or service.model or ""
-        try:
-            gen = submit(service, model, engine_request)
-        except _Switched:  # another model was asked for: it loads, and this request waits for it
-            await service.wait_ready()
-            gen = submit(service, model, engine_request)
+        gen = await admit(service, model, engine_request, wait_s=wait_s)
         events = gen.events()
         try:
             first = await first_event(events, request, gen, service)

@@ -109,7 +109,7 @@ class Prediction(_Strict):
 class _Sampling(_Request):
     """The sampling fields both endpoints share; top_k, min_p and repeat_penalty are Lantern's additions."""
 
-    model: str
+    model: str = ""  # left out: the loaded model
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -126,6 +126,11 @@ class _Sampling(_Request):
     min_p: float | None = Field(None, ge=0, lt=1)
     repeat_penalty: float | None = Field(None, gt=0, le=10)
     ignore_eos: bool = False  # as llama.cpp's server: generate to max_tokens (benchmarks)
+    # Sent by habit by clients of llama.cpp's server and Ollama, asking for nothing Lantern lacks: every prompt's
+    # prefix is reused anyway, and a model stays loaded until another is asked for (or --idle-unload)
+    cache_prompt: bool | None = None
+    keep_alive: str | int | float | None = None
+    n_probs: int | None = Field(None, ge=0, le=0)  # 0 only: token probabilities are not supported yet
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
