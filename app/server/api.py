@@ -67,7 +67,16 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s, once=once)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HostCheck, allowed=allowed_hosts(settings.host, settings.allowed_hosts), once=once)
-    app.add_middleware(RequestLog, listener=settings.on_request)  # outermost: sees every refusal
+    from app.server.extras import Metrics, add_extra_routes
+
+    metrics = app.state.metrics = Metrics()
+
+    def logged(entry: dict) -> None:
+        metrics.request(entry)
+        if settings.on_request is not None:
+            settings.on_request(entry)
+
+    app.add_middleware(RequestLog, listener=logged)  # outermost: sees every refusal
     app.state.once_log = once
     _add_error_handlers(app)
     auth = _auth(settings.api_key)
@@ -102,6 +111,7 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
 
     add_messages_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
     add_responses_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
+    add_extra_routes(app, service, auth, metrics, settings.load_wait_s)
     return app
 
 
@@ -232,10 +242,11 @@ def submit(service: ModelService, model: str, engine_request, *, how=None):
 
 
 def _reporter(settings: ServerSettings, request: Request):
-    """Where a finished completion's figures go: the request log's entry, and `on_finished`."""
+    """Where a finished completion's figures go: the request log's entry, the metrics, and `on_finished`."""
     def report(figures: dict) -> None:
         if (entry := request.scope.get("lantern.request_log")) is not None:
             entry["figures"] = figures
+        request.app.state.metrics.reply(figures)
         if settings.on_finished is not None:
             settings.on_finished(figures)
 

@@ -148,9 +148,13 @@ class ModelService:
 
     def count_prompt_tokens(self, name: str, request: GenerationRequest):
         """A Future of how many tokens `request`'s prompt is on model `name` (the same errors as submit)."""
+        return self.call(name, lambda engine: engine.count_prompt_tokens(request))
+
+    def call(self, name: str, fn):
+        """An asyncio Future of fn(engine) on model `name`'s engine thread (the same errors as submit)."""
         with self._lock:
             worker = self._ready(name)
-        return asyncio.wrap_future(worker.call(lambda engine: engine.count_prompt_tokens(request)))
+        return asyncio.wrap_future(worker.call(fn))
 
     def _ready(self, name: str) -> EngineWorker:
         """The worker of model `name`, loaded; a request for another model starts loading it (under the lock)."""

@@ -1,0 +1,55 @@
+"""Beside the chat APIs, on the real endpoint and model: /tokenize and /detokenize round trips (hostile ids
+refused, never a GGML abort), /metrics in Prometheus' text format with the API's key rules."""
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from test_server import MODEL, QUESTION, root, start
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = start(api_key="k")
+    yield s
+    s.stop()
+
+
+def post(server, path: str, body: dict) -> httpx.Response:
+    return httpx.post(root(server) + path, json=body, headers={"Authorization": "Bearer k"}, timeout=120)
+
+
+def test_tokenize_and_detokenize_round_trip(server):
+    text = "Hello, wörld! <|im_start|>"
+    ids = post(server, "/tokenize", {"content": text}).json()["tokens"]
+    assert all(isinstance(t, int) for t in ids) and len(ids) > 3
+    pieces = post(server, "/tokenize", {"content": text, "with_pieces": True}).json()["tokens"]
+    assert [p["id"] for p in pieces] == ids and "".join(p["piece"] for p in pieces) == text
+    assert post(server, "/detokenize", {"tokens": ids}).json()["content"] == text
+    with_bos = post(server, "/tokenize", {"content": text, "add_special": True}).json()["tokens"]
+    assert with_bos[-len(ids):] == ids  # the model's BOS first, where it has one
+    for bad in ([-1], [10 ** 9], [2 ** 63]):
+        r = post(server, "/detokenize", {"tokens": bad})
+        assert r.status_code == 400 and "vocabulary" in r.json()["error"]["message"], r.text
+    assert post(server, "/detokenize", {"tokens": ids}).status_code == 200  # and the server lives on
+
+
+def test_metrics_count_requests_tokens_and_reuse(server):
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=120)
+    for _ in range(2):
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4, temperature=0)
+    assert httpx.get(root(server) + "/metrics").status_code == 401  # the API's key rules
+    text = httpx.get(root(server) + "/metrics", headers={"Authorization": "Bearer k"}).text
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['lantern_requests_total{method="POST",path="/v1/chat/completions",status="200"}'] >= 2
+    assert values['lantern_requests_total{method="GET",path="/metrics",status="401"}'] >= 1
+    assert values["lantern_completion_tokens_total"] >= 2 and values["lantern_prompt_tokens_total"] > 0
+    assert 0 < values["lantern_kv_reuse_ratio"] <= 1  # the second request reused the first's prompt
+    assert values["lantern_time_to_first_token_seconds_count"] >= 2
+    assert values['lantern_time_to_first_token_seconds_bucket{le="+Inf"}'] == \
+        values["lantern_time_to_first_token_seconds_count"]
+    assert values["lantern_queue_depth"] == 0 and values[f'lantern_model_ready{{model="{MODEL}"}}'] == 1
+    for line in text.splitlines():  # every sample is a well-formed Prometheus line
+        assert line.startswith("#") or line.startswith("lantern_"), line
