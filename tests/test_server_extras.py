@@ -53,3 +53,13 @@ def test_metrics_count_requests_tokens_and_reuse(server):
     assert values["lantern_queue_depth"] == 0 and values[f'lantern_model_ready{{model="{MODEL}"}}'] == 1
     for line in text.splitlines():  # every sample is a well-formed Prometheus line
         assert line.startswith("#") or line.startswith("lantern_"), line
+
+
+def test_models_list_context_kind_and_capabilities(server):
+    data = httpx.get(server.base_url + "/models", headers={"Authorization": "Bearer k"}).json()["data"]
+    smol = next(m for m in data if m["id"] == MODEL)
+    assert smol["loaded"] and smol["context_length"] == 8192 and smol["kind"] == "chat"
+    assert smol["quantization"] == "Q4_1" and smol["chat_template"] is True
+    assert smol["capabilities"] == {"tools": True, "tool_format": "generic", "reasoning": False, "vision": False}
+    gemma = next(m for m in data if m["id"] == "gemma3-270m")
+    assert gemma["chat_template"] is False and gemma["context_length"] == 32768 and not gemma["loaded"]

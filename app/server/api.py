@@ -91,10 +91,15 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
 
     @app.get("/v1/models", dependencies=[Depends(auth)])
     async def list_models() -> dict:
+        # each file's header is read once (then cached by size and mtime): tens of ms at most, on the loop
+        from app.server.model_facts import model_facts
+
+        names = service.known_models()
+        facts = [model_facts(n) for n in names]
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "lantern",
-             "loaded": name == service.model and service.status == "ready"}
-            for name in service.known_models()]}
+             "loaded": name == service.model and service.status == "ready", **fact}
+            for name, fact in zip(names, facts)]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
     async def chat_completions(body: ChatCompletionRequest, request: Request):

@@ -1,0 +1,37 @@
+"""What `GET /v1/models` says of each model, read from its own file: context length, kind and capabilities."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from backends.runtime import LanternError
+
+# Encoder architectures: they embed text, they do not write it
+EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
+                           "neo-bert", "t5encoder", "gte"}
+
+
+def model_facts(name: str) -> dict:
+    """Facts about registered model `name`; {} when its file cannot be read (it is named, never a path)."""
+    from models.registry import resolve_model
+
+    try:
+        path = resolve_model(name)
+        stat = os.stat(path)
+        return dict(_facts(str(path), stat.st_size, stat.st_mtime_ns))
+    except (LanternError, OSError, ValueError):
+        return {}
+
+
+@lru_cache(maxsize=256)
+def _facts(path: str, _size: int, _mtime_ns: int) -> tuple:
+    from models.info import describe_model
+
+    info = describe_model(path)
+    kind = "embedding" if info.architecture in EMBEDDING_ARCHITECTURES else "chat"
+    native = info.tool_format not in ("", "generic") and not info.tool_format.startswith("none")
+    return (("context_length", info.n_ctx_train), ("kind", kind), ("architecture", info.architecture),
+            ("quantization", info.quant), ("size_bytes", info.size_bytes), ("chat_template", info.chat_template),
+            ("capabilities", {"tools": kind == "chat",  # every chat model: in its own format, or generic JSON
+                              "tool_format": info.tool_format if native else "generic",
+                              "reasoning": bool(info.reasoning), "vision": False}))
