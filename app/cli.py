@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or LANTERN_API_KEY)")
     serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
     serve.add_argument("--max-queue", type=int, default=16, help="requests waiting at most (then 429)")
+    serve.add_argument("--idle-unload", type=float, metavar="MINUTES",
+                       help="unload the model after this long without requests (the next one loads it again)")
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without an API key")
     serve.add_argument("--allow-host", action="append", default=[],
                        help="a Host name to answer besides the bound address and localhost (repeatable)")
@@ -263,7 +265,10 @@ def run_serve(args) -> int:
     if model not in library.names():
         raise LanternError(f"The server loads models by name ({', '.join(library.names())}), not {model!r}; "
                            "import a file first with `lantern models import PATH`.")
+    if args.idle_unload is not None and not args.idle_unload > 0:
+        raise LanternError(f"--idle-unload takes a number of minutes above 0, got {args.idle_unload}.")
     service = ModelService(model, models=library.names, max_queue=args.max_queue,
+                           idle_unload_s=args.idle_unload * 60 if args.idle_unload else None,
                            open_worker=default_opener(backend=args.backend, options=_options(args),
                                                       engine_options=_engine_options(args)))
     server = LanternServer(service, settings)

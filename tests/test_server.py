@@ -20,7 +20,8 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 def start(**settings) -> LanternServer:
     service = ModelService(MODEL, models=lambda: list(BUILTIN_MODELS), max_queue=settings.pop("max_queue", 16),
-                           open_worker=default_opener(options=LoadOptions(n_ctx=2048)))
+                           open_worker=default_opener(options=LoadOptions(n_ctx=2048)),
+                           idle_unload_s=settings.pop("idle_unload_s", None))
     server = LanternServer(service, ServerSettings(port=0, **settings)).start()
     deadline = time.monotonic() + 120
     while httpx.get(root(server) + "/health").json()["status"] == "loading" and time.monotonic() < deadline:

@@ -63,3 +63,23 @@ def test_models_list_context_kind_and_capabilities(server):
     assert smol["capabilities"] == {"tools": True, "tool_format": "generic", "reasoning": False, "vision": False}
     gemma = next(m for m in data if m["id"] == "gemma3-270m")
     assert gemma["chat_template"] is False and gemma["context_length"] == 32768 and not gemma["loaded"]
+
+
+def test_an_idle_model_unloads_and_the_next_request_loads_it_again():
+    import time
+
+    s = start(idle_unload_s=1.0)
+    try:
+        client = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=120)
+        first = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4, temperature=0)
+        deadline = time.monotonic() + 60
+        while s.service.status != "unloaded" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s.service.status == "unloaded" and s.service._worker is None  # its memory given back
+        health = httpx.get(root(s) + "/health")
+        assert health.status_code == 200 and health.json() == {"status": "unloaded", "model": MODEL}
+        again = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4, temperature=0)
+        assert again.choices[0].message.content == first.choices[0].message.content  # loaded again, same reply
+        assert s.service.status == "ready"
+    finally:
+        s.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import AsyncIterator, Callable
 
 from backends.engine import EngineOptions
@@ -70,7 +71,8 @@ class ModelService:
     """
 
     def __init__(self, model: str, *, models: Callable[[], list[str]], max_queue: int = 16,
-                 open_worker: Callable[[str], EngineWorker] | None = None, owns_workers: bool = True):
+                 open_worker: Callable[[str], EngineWorker] | None = None, owns_workers: bool = True,
+                 idle_unload_s: float | None = None):
         self._models = models
         self._open = open_worker or default_opener()
         # False when the window's ModelHost owns the workers: the service follows it (adopt) and closes none.
@@ -83,7 +85,24 @@ class ModelService:
         self._worker: EngineWorker | None = None
         self._status = "loading"
         self._error = ""
+        self._used = time.monotonic()  # the last request's start or end
+        self._closed = threading.Event()
+        self._idle_watch = None
         self._switch(model)
+        if idle_unload_s:  # Ollama's keep_alive, LM Studio's TTL: the memory back while nobody asks
+            self._idle_watch = threading.Thread(target=self._unload_when_idle, args=(idle_unload_s,),
+                                                name="lantern-idle-unload", daemon=True)
+            self._idle_watch.start()
+
+    def _unload_when_idle(self, idle_s: float) -> None:
+        while not self._closed.wait(min(idle_s / 4, 5.0)):
+            with self._lock:
+                if self._status != "ready" or self._in_flight or time.monotonic() - self._used < idle_s:
+                    continue
+                old, self._worker, self._status = self._worker, None, "unloaded"  # the name stays: it reloads
+            log.info("Unloaded %s after %.0f s without requests", self.model, idle_s)
+            if old is not None and self._owns:
+                old.close()
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -142,6 +161,7 @@ class ModelService:
             if self._in_flight >= self.max_queue:
                 raise QueueFull(f"{self._in_flight} requests are already waiting; retry later.")
             self._in_flight += 1
+            self._used = time.monotonic()
         gen = AsyncGeneration(request, asyncio.get_running_loop(), self._release)
         worker.submit(gen)
         return gen
@@ -162,7 +182,10 @@ class ModelService:
         if name not in known:
             raise ModelNotFound(name, known)
         switched = False
-        if name != self.model:
+        if name == self.model and self._status == "unloaded" and self._worker is None:
+            self._switch(name)  # unloaded while idle: loaded again for this request
+            switched = True
+        elif name != self.model:
             if self._in_flight:
                 raise ModelLoading(f"The server is busy with {self.model}; ask for {name} again when it is done.")
             self._switch(name)
@@ -176,6 +199,7 @@ class ModelService:
     def _release(self) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._used = time.monotonic()
 
     @property
     def in_flight(self) -> int:
@@ -186,6 +210,9 @@ class ModelService:
         return self._worker.call(fn)
 
     def close(self) -> None:
+        self._closed.set()
+        if self._idle_watch is not None:
+            self._idle_watch.join()
         if self._worker is not None and self._owns:
             self._worker.close()
         self._worker = None
