@@ -149,7 +149,9 @@ def main() -> int:
                 f"(offscreen platform). Date: {datetime.date.today()}.\n\n{table}\n"
                 "Startup imports only Qt and Lantern's light modules; llama.cpp loads on the engine thread at the first "
                 "message. Pygments and markdown-it are warmed up on a pool thread right after the window shows (the "
-                "first code block of a reply otherwise stalled the event loop ~70 ms).\n")
+                "first code block of a reply otherwise stalled the event loop ~70 ms)."
+                + (f" The rows of commit {commit} measure that commit's code (a git worktree) on the same packages, "
+                   "machine and run." if args.compare else "") + "\n")
         write_section(ROOT / "docs" / "benchmarks.md", "window", body)
     return 0
 

@@ -150,12 +150,12 @@ class ChatPage(QWidget):
         self.sidebar.refresh()
         models.sig_model_loading.connect(lambda _name: self._show_empty())
         models.sig_model_unloaded.connect(self._show_empty)
-        self.setStyleSheet(chat_style())
+        self.scroll.setStyleSheet(chat_style())  # the messages only: a style sheet slows every widget it covers
         self._show_empty()
 
     def restyle(self) -> None:
         """After a change of theme: the open chat's messages drawn again (code blocks carry the theme's colours)."""
-        self.setStyleSheet(chat_style())
+        self.scroll.setStyleSheet(chat_style())
         self.empty.restyle()
         for view in self.views():
             view.restyle()
