@@ -43,6 +43,8 @@ class ServerSettings:
     # Called with every answered request, refused ones included: time, method, path, status, figures (app.server.
     # request_log)
     on_request: Callable[[dict], None] | None = field(default=None, compare=False)
+    # The embedding models by name (default: the registered models whose files say they embed)
+    embedding_models: Callable[[], dict] | None = field(default=None, compare=False)
 
 
 class APIError(Exception):
@@ -117,7 +119,18 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     add_messages_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
     add_responses_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
     add_extra_routes(app, service, auth, metrics, settings.load_wait_s)
+    from app.server.embeddings import EmbeddingService, add_embedding_routes
+
+    app.state.embeddings = EmbeddingService(settings.embedding_models or (lambda: _embedding_models(service)))
+    add_embedding_routes(app, app.state.embeddings, auth)
     return app
+
+
+def _embedding_models(service: ModelService) -> dict:
+    from app.server.model_facts import model_facts, registered_path
+
+    return {name: registered_path(name) for name in service.known_models()
+            if model_facts(name).get("kind") == "embedding"}
 
 
 def _auth(key: str | None):
@@ -231,6 +244,11 @@ def submit(service: ModelService, model: str, engine_request, *, how=None):
     """`how(model, engine_request)` (default: queue it for a reply), its errors as HTTP errors."""
     if "/" in model or "\\" in model or model.endswith(".gguf"):
         raise APIError(400, "The model field names a model, never a file path.", param="model",
+                       code="invalid_model")
+    from app.server.model_facts import model_facts
+
+    if model_facts(model).get("kind") == "embedding":
+        raise APIError(400, f"{model} is an embedding model: it answers /v1/embeddings, not replies.", param="model",
                        code="invalid_model")
     try:
         return (how or service.submit)(model, engine_request)

@@ -11,12 +11,23 @@ EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2
                            "neo-bert", "t5encoder", "gte"}
 
 
-def model_facts(name: str) -> dict:
-    """Facts about registered model `name`; {} when its file cannot be read (it is named, never a path)."""
-    from models.registry import resolve_model
+def registered_path(name: str):
+    """The file of registered model `name` (built in or in the library); never a path taken from the name."""
+    from models.library import ModelLibrary
+    from models.registry import BUILTIN_MODELS
 
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name].locate()
+    local = ModelLibrary().find(name)
+    if local is None:
+        raise LanternError(f"No registered model {name!r}.")
+    return local.path
+
+
+def model_facts(name: str) -> dict:
+    """Facts about registered model `name`; {} when it is not one or its file cannot be read."""
     try:
-        path = resolve_model(name)
+        path = registered_path(name)
         stat = os.stat(path)
         return dict(_facts(str(path), stat.st_size, stat.st_mtime_ns))
     except (LanternError, OSError, ValueError):

@@ -46,7 +46,7 @@ class LanternServer:
 
         check_bind(settings)
         self.service, self.settings = service, settings
-        app = create_app(service, settings)
+        app = self.app = create_app(service, settings)
         protocol = guarded_protocol(header_seconds=settings.header_timeout_s, once=app.state.once_log,
                                     max_connections=connection_bound(settings.max_connections))
         config = uvicorn.Config(app, host=settings.host, port=settings.port, http=protocol,
@@ -79,6 +79,7 @@ class LanternServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(15)
+        self.app.state.embeddings.close()
         self.service.close()
 
     def run_forever(self) -> None:
@@ -86,4 +87,5 @@ class LanternServer:
         try:
             self._server.run()
         finally:
+            self.app.state.embeddings.close()
             self.service.close()

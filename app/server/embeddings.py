@@ -1,0 +1,119 @@
+"""`POST /v1/embeddings`: vectors from an embedding model, loaded beside the chat model in its own context.
+
+`input` is a string, a list of strings, a token array or a list of token arrays; `encoding_format` float or base64
+(little-endian float32, as OpenAI's); `dimensions` only where the model gives that many (a shorter vector would be
+another model's answer); usage counts the tokens read.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import queue
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Callable, Literal
+
+from fastapi import Depends, FastAPI
+from pydantic import Field
+
+from app.server.schemas import UnsupportedField, _Request
+
+MAX_INPUTS = 2048  # OpenAI's limit per request
+
+
+class EmbeddingsRequest(_Request):
+    model: str = ""  # left out: the only embedding model there is
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None  # an end-user id: it changes nothing
+
+    def inputs(self) -> list[str | list[int]]:
+        items = self.input
+        if isinstance(items, str):
+            items = [items]
+        elif items and all(isinstance(t, int) for t in items):
+            items = [list(items)]  # one token array
+        if not items:
+            raise UnsupportedField("input", "input is empty")
+        if len(items) > MAX_INPUTS:
+            raise UnsupportedField("input", f"at most {MAX_INPUTS} inputs per request")
+        for i, item in enumerate(items):
+            if not item:  # OpenAI refuses them too: an empty text has no meaning to embed
+                raise UnsupportedField("input", f"input[{i}] is empty")
+        return list(items)
+
+
+class EmbeddingService:
+    """The embedding models by name, one loaded at a time, owned by one thread."""
+
+    def __init__(self, models: Callable[[], dict[str, Path]]):
+        self._models = models
+        self._jobs: queue.Queue = queue.Queue()
+        self._name: str | None = None
+        self._embedder = None
+        self._thread = threading.Thread(target=self._loop, name="lantern-embed", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as e:  # the request's error, raised where it awaits
+                    future.set_exception(e)
+        self._close()
+
+    def known(self) -> dict[str, Path]:
+        return self._models()
+
+    def embed(self, name: str, inputs: list[str | list[int]]) -> Future:
+        """A Future of (vectors, tokens read) for `inputs` on model `name` (a KeyError for an unknown name)."""
+        path = self.known()[name]
+        future: Future = Future()
+        self._jobs.put((future, self._run, (name, path, inputs)))
+        return future
+
+    def _run(self, name: str, path: Path, inputs: list[str | list[int]]):
+        from backends.embedder import Embedder
+
+        if self._name != name:
+            if self._embedder is not None:
+                self._embedder.close()
+            self._embedder, self._name = None, None
+            self._embedder, self._name = Embedder(path), name
+        tokens = [self._embedder.tokenize(i) if isinstance(i, str) else i for i in inputs]
+        return self._embedder.embed(tokens), sum(len(t) for t in tokens)
+
+    def close(self) -> None:
+        self._jobs.put(None)  # after the jobs already queued
+        self._thread.join()
+
+    def _close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+        self._embedder = None
+
+
+def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth) -> None:
+    @app.post("/v1/embeddings", dependencies=[Depends(auth)])
+    async def embeddings(body: EmbeddingsRequest) -> dict:
+        from app.server.api import APIError
+
+        known = service.known()
+        name = body.model or (next(iter(known)) if len(known) == 1 else "")
+        if name not in known:
+            what = f"{name!r} is not an embedding model" if name else "no model was named"
+            raise APIError(404 if name else 400, f"{what}; the embedding models here: "
+                           f"{', '.join(sorted(known)) or 'none (import one, such as a GGUF of all-MiniLM-L6-v2)'}.",
+                           param="model", code="model_not_found" if name else None)
+        vectors, read = await asyncio.wrap_future(service.embed(name, body.inputs()))
+        if body.dimensions is not None and body.dimensions != vectors.shape[1]:
+            raise UnsupportedField("dimensions", f"{name} gives {vectors.shape[1]} dimensions and cannot shorten "
+                                                 "them")
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
+                 else v.tolist()} for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": read, "total_tokens": read}}

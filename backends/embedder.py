@@ -1,0 +1,84 @@
+"""Embeddings from an embedding model (a GGUF with pooling: BERT, nomic-bert and kin) in its own llama.cpp context,
+beside whatever chat model is loaded.
+
+Inputs are token lists, checked before llama.cpp sees them: every id inside the vocabulary, every input within the
+context (an encoder reads an input in one pass: a longer one would be cut, and Lantern never cuts silently).
+Several inputs run as one llama.cpp batch, one sequence each, while they fit.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from backends.runtime import InvalidRequestError, ModelLoadError, check_token_ids
+
+MAX_SEQUENCES = 64  # inputs in one llama.cpp batch
+
+
+class Embedder:
+    """One embedding model; not thread-safe (one thread owns it, as the chat engine's)."""
+
+    def __init__(self, path: str | Path, *, n_threads: int | None = None):
+        import llama_cpp
+
+        from backends.llamacpp import check_gguf_file, default_threads
+        from models.info import describe_model
+
+        path = Path(path)
+        check_gguf_file(path)
+        info = describe_model(path)
+        self.n_ctx = info.n_ctx_train or 512
+        try:
+            self._llm = llama_cpp.Llama(str(path), embedding=True, n_ctx=self.n_ctx, n_batch=self.n_ctx,
+                                        n_ubatch=self.n_ctx, n_seq_max=MAX_SEQUENCES, verbose=False,
+                                        n_threads=n_threads or default_threads(), n_gpu_layers=0)
+        except (ValueError, RuntimeError) as e:
+            raise ModelLoadError(f"{path.name} could not be loaded as an embedding model: {e}") from None
+        if self._llm.pooling_type() in (llama_cpp.LLAMA_POOLING_TYPE_NONE, llama_cpp.LLAMA_POOLING_TYPE_RANK):
+            self.close()
+            raise ModelLoadError(f"{path.name} does not pool its tokens into one vector: it is not an embedding "
+                                 "model.")
+        self.dimensions = self._llm.n_embd()
+        self.n_vocab = self._llm.n_vocab()
+
+    def tokenize(self, text: str) -> list[int]:
+        """`text` as the model reads it, with its special tokens ([CLS] ... [SEP])."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> np.ndarray:
+        """One L2-normalized vector per token list, shape (len(inputs), dimensions)."""
+        import llama_cpp
+
+        for i, tokens in enumerate(inputs):
+            if not tokens:
+                raise InvalidRequestError(f"input[{i}] is empty.", param="input")
+            if len(tokens) > self.n_ctx:
+                raise InvalidRequestError(f"input[{i}] is {len(tokens)} tokens; this model reads at most "
+                                          f"{self.n_ctx} at once. Split it into shorter pieces.", param="input")
+            check_token_ids(tokens, self.n_vocab)
+        out = np.empty((len(inputs), self.dimensions), dtype=np.float32)
+        llm, batch, start = self._llm, self._llm._batch, 0
+        while start < len(inputs):
+            end, used = start, 0
+            while end < len(inputs) and end - start < MAX_SEQUENCES and used + len(inputs[end]) <= self.n_ctx:
+                used += len(inputs[end])
+                end += 1
+            batch.reset()
+            for seq, tokens in enumerate(inputs[start:end]):
+                batch.add_sequence(list(tokens), seq, True)  # every token an output: the pooling reads them all
+            llm._ctx.kv_cache_clear()
+            llm._ctx.decode(batch)
+            for seq in range(end - start):
+                vector = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, seq),
+                                               shape=(self.dimensions,))
+                out[start + seq] = vector
+            start = end
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1)
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.close()
