@@ -29,13 +29,19 @@ def fuzz_schema():
     while service.status == "loading" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert service.status == "ready"
-    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, ServerSettings(
-        max_body_bytes=64 << 10, allowed_hosts=("testserver",))))  # the ASGI test client's Host
+    from embedding_model import minilm_gguf
+
+    embedder = minilm_gguf()
+    app = create_app(service, ServerSettings(max_body_bytes=64 << 10, allowed_hosts=("testserver",),  # the test
+                                             embedding_models=lambda: {"minilm": embedder}))  # client's Host
+    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    app.state.embeddings.close()
     service.close()
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/messages",
-                                  "/v1/messages/count_tokens", "/v1/responses", "/v1/models", "/health"])
+                                  "/v1/messages/count_tokens", "/v1/responses", "/v1/embeddings", "/v1/models",
+                                  "/health"])
 def test_no_fuzzed_request_makes_a_server_error(fuzz_schema, path):
     operations = [r.ok() for r in fuzz_schema.get_all_operations() if r.ok().path == path]
     assert operations, f"{path} is missing from the OpenAPI schema"
@@ -46,7 +52,7 @@ def test_no_fuzzed_request_makes_a_server_error(fuzz_schema, path):
     def check(case):
         if isinstance(case.body, dict) and "model" in case.body and len(seen) % 2:
             # half the requests are steered to the engine: the real model, no fields that are refused up front
-            case.body["model"] = MODEL
+            case.body["model"] = "minilm" if path == "/v1/embeddings" else MODEL
             for name in REFUSED:
                 case.body.pop(name, None)
             if "messages" in case.body:  # tool messages must answer a call: fuzzed ones rarely do
@@ -56,7 +62,7 @@ def test_no_fuzzed_request_makes_a_server_error(fuzz_schema, path):
         assert response.status_code < 500, (case.body, response.status_code, response.text[:500])
 
     check()
-    generating = any(word in path for word in ("completions", "messages", "responses"))
+    generating = any(word in path for word in ("completions", "messages", "responses", "embeddings"))
     assert len(seen) >= (10 if generating else 1)
     if generating:  # some fuzzed requests were valid and ran on the model
         assert 200 in seen, sorted(set(seen))

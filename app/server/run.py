@@ -73,6 +73,7 @@ class LanternServer:
             if not self._thread.is_alive():
                 break
             deadline.wait(0.02)
+        self.app.state.embeddings.close()  # nothing else will
         raise LanternError(f"The server could not start on {self.settings.host}:{self.settings.port}.")
 
     def stop(self) -> None:
