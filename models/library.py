@@ -137,12 +137,14 @@ class ModelLibrary:
 
     def _import_one(self, src: Path, *, link: bool, name: str | None) -> LocalModel:
         name = check_model_name(name) if name is not None else model_name(src.stem if src.is_file() else src.name)
-        describe(src, name=name, source="import")  # refuse what is not a model before copying anything
+        found = describe(src, name=name, source="import")  # refuse what is not a model before copying anything
         if src.is_file():  # and what llama.cpp would refuse or abort on: a test load in a child process
             from backends.load_probe import verify_in_child
             from backends.runtime import LoadOptions
 
-            verify_in_child(src, LoadOptions())
+            # within the context it was trained for (embedding models read 512 tokens: the default would be refused)
+            n_ctx = LoadOptions().n_ctx
+            verify_in_child(src, LoadOptions(n_ctx=min(n_ctx, found.context_length or n_ctx)))
         self.check_free_name(name)
         if link:
             return self.add(src, name=name, source="import", linked=True)

@@ -88,3 +88,29 @@ def test_an_unknown_model_is_a_404_and_the_chat_model_still_answers(server, clie
     r = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=2,
                                        messages=[{"role": "user", "content": "Hi"}])
     assert r.choices[0].message.content is not None  # the chat model and the embedding model side by side
+
+
+def test_an_imported_embedding_model_is_found_listed_and_refused_for_replies():
+    from app.server.api import ServerSettings
+    from app.server.run import LanternServer
+    from app.server.service import ModelService, default_opener
+    from backends.runtime import LoadOptions
+    from models.library import ModelLibrary
+
+    library = ModelLibrary()  # the tests' own data folder (conftest)
+    if "minilm-imported" not in library.names():
+        library.import_path(minilm_gguf(), link=True, name="minilm-imported")
+    chat = "smollm2-135m-instruct"
+    service = ModelService(chat, models=library.names, open_worker=default_opener(options=LoadOptions(n_ctx=1024)))
+    server = LanternServer(service, ServerSettings(port=0)).start()  # embedding models found by what their files say
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=5, timeout=120)
+        listed = {m.id: m.model_extra for m in client.models.list().data}
+        assert listed["minilm-imported"]["kind"] == "embedding" and listed[chat]["kind"] == "chat"
+        vector = client.embeddings.create(model="minilm-imported", input=TEXTS[0]).data[0].embedding
+        assert np.array(vector) @ reference_embedding(TEXTS[0]) > 0.9999
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="minilm-imported", messages=[{"role": "user", "content": "Hi"}])
+        assert "embedding model" in e.value.body["message"] and service.model == chat  # the chat model stays
+    finally:
+        server.stop()

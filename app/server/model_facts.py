@@ -6,9 +6,10 @@ from functools import lru_cache
 
 from backends.runtime import LanternError
 
-# Encoder architectures: they embed text, they do not write it
+# Encoder architectures: they embed text, they do not write it (others say so by pooling their tokens)
 EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
-                           "neo-bert", "t5encoder", "gte"}
+                           "neo-bert", "t5encoder", "gemma-embedding"}
+POOLING_NONE, POOLING_RANK = 0, 4
 
 
 def registered_path(name: str):
@@ -39,7 +40,8 @@ def _facts(path: str, _size: int, _mtime_ns: int) -> tuple:
     from models.info import describe_model
 
     info = describe_model(path)
-    kind = "embedding" if info.architecture in EMBEDDING_ARCHITECTURES else "chat"
+    pools = info.pooling not in (POOLING_NONE, POOLING_RANK)  # Qwen3-Embedding is a qwen3 that pools its last token
+    kind = "embedding" if info.architecture in EMBEDDING_ARCHITECTURES or pools else "chat"
     native = info.tool_format not in ("", "generic") and not info.tool_format.startswith("none")
     return (("context_length", info.n_ctx_train), ("kind", kind), ("architecture", info.architecture),
             ("quantization", info.quant), ("size_bytes", info.size_bytes), ("chat_template", info.chat_template),
