@@ -55,3 +55,14 @@ def test_importing_from_the_models_page_copies_or_links_under_the_chosen_name(qt
     assert asked == ["downloaded"] and model.linked == (how == "link")
     assert (model.path == str(mine)) == (how == "link")  # a copy lives in Lantern's folder
     qtbot.waitUntil(lambda: w.picker.findText(f"my-{how}") >= 0, timeout=10_000)
+
+
+def test_an_embedding_model_is_not_loaded_for_chat(qtbot, make_window):
+    from embedding_model import minilm_gguf
+
+    w = make_window()
+    w.models_page.import_file(str(minilm_gguf()), link=True, name="minilm")
+    qtbot.waitUntil(lambda: "minilm" in w.library.names(), timeout=60_000)
+    w.load_model("minilm")
+    assert "embedding model" in w.statusBar().currentMessage() and w.models.name is None  # nothing loads
+    assert w.picker.currentText() != "minilm"

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QLabel, QMainWindow, QProgressBar, QPushButton, Q
 from app.conversations import ConversationStore
 from app.model_host import ModelHost
 from app.settings import SettingsFile
+from backends.runtime import LanternError
 from models.library import ModelLibrary
 from ui.chat_page import ChatPage
 from ui.icons import refresh_icons, set_icon
@@ -121,12 +122,26 @@ class MainWindow(QMainWindow):
         if name not in self.library.names():
             self.statusBar().showMessage(f"There is no model named {name}.")
             return
+        if self._embeds(name):  # it cannot chat; the endpoint serves it at /v1/embeddings
+            self.statusBar().showMessage(f"{name} is an embedding model: it turns text into vectors for the "
+                                         "endpoint's /v1/embeddings, and cannot chat. Pick a chat model.")
+            self.refresh_models()
+            return
         self.picker.setCurrentText(name)
         try:
             self.settings.update(model=name)  # remembered for the next start
         except OSError as e:
             self.statusBar().showMessage(f"The choice of model could not be saved: {e}")
         self.models.load(name)
+
+    def _embeds(self, name: str) -> bool:
+        from app.server.model_facts import facts_of
+
+        local = self.library.get(name)
+        try:
+            return local is not None and facts_of(local.path).get("kind") == "embedding"
+        except (OSError, LanternError):
+            return False  # an unreadable file: the load says what is wrong with it
 
     def _open_worker(self, name: str):  # any thread: the endpoint may ask for a model too
         from dataclasses import replace

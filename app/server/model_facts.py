@@ -28,11 +28,15 @@ def registered_path(name: str):
 def model_facts(name: str) -> dict:
     """Facts about registered model `name`; {} when it is not one or its file cannot be read."""
     try:
-        path = registered_path(name)
-        stat = os.stat(path)
-        return dict(_facts(str(path), stat.st_size, stat.st_mtime_ns))
+        return facts_of(registered_path(name))
     except (LanternError, OSError, ValueError):
         return {}
+
+
+def facts_of(path) -> dict:
+    """Facts about the model at `path` (read once per size and modification time)."""
+    stat = os.stat(path)
+    return dict(_facts(str(path), stat.st_size, stat.st_mtime_ns))
 
 
 @lru_cache(maxsize=256)
