@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from app.server.schemas import UnsupportedField, _Request
@@ -99,7 +100,7 @@ class EmbeddingService:
 
 def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth) -> None:
     @app.post("/v1/embeddings", dependencies=[Depends(auth)])
-    async def embeddings(body: EmbeddingsRequest) -> dict:
+    async def embeddings(body: EmbeddingsRequest) -> JSONResponse:
         from app.server.api import APIError
 
         known = service.known()
@@ -116,4 +117,6 @@ def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth) -> None:
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
                  else v.tolist()} for i, v in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": read, "total_tokens": read}}
+        # straight to JSON: FastAPI's encoder would walk every float of every vector (~25 ms for 32 of MiniLM's)
+        return JSONResponse({"object": "list", "data": data, "model": name,
+                             "usage": {"prompt_tokens": read, "total_tokens": read}})
