@@ -34,7 +34,9 @@ class Embedder:
             self._llm = llama_cpp.Llama(str(path), embedding=True, n_ctx=self.n_ctx, n_batch=self.n_ctx,
                                         n_ubatch=self.n_ctx, n_seq_max=MAX_SEQUENCES, verbose=False,
                                         flash_attn=True,  # 1.7x the inputs a second on the CPU (MiniLM, 64 inputs)
-                                        n_threads=n_threads or default_threads(), n_gpu_layers=0)
+                                        n_threads=n_threads or default_threads(),
+                                        # small enough to sit beside the chat model on a GPU, where there is one
+                                        n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0)
         except (ValueError, RuntimeError) as e:
             raise ModelLoadError(f"{path.name} could not be loaded as an embedding model: {e}") from None
         if self._llm.pooling_type() in (llama_cpp.LLAMA_POOLING_TYPE_NONE, llama_cpp.LLAMA_POOLING_TYPE_RANK):
