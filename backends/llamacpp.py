@@ -22,6 +22,7 @@ from backends.runtime import (InvalidRequestError, LanternError, LoadOptions, Mo
 log = logging.getLogger("lantern.llamacpp")
 
 MAX_DEFAULT_CTX = 8192
+EMBED_CTX = 2048  # the longest input a chat model embeds (its own context of that many tokens, made when asked)
 _init_lock = threading.Lock()
 _initialized = False
 _recent_log: deque[str] = deque(maxlen=20)  # llama.cpp's last messages, quoted in load errors
@@ -121,6 +122,7 @@ class LlamaCppRuntime:
             verify_in_child(self.model_path, options)
         _init_backend()
         self._model = self._ctx = self._batch = None
+        self._embed_ctx = self._embed_batch = None  # a second context, made on the first embeddings request
         self._n_past = 0
 
         mparams = C.llama_model_default_params()
@@ -343,8 +345,59 @@ class LlamaCppRuntime:
             raise RuntimeFailure("The restored KV state does not hold the expected number of tokens.")
         self._n_past = n_tokens
 
+    # -- embeddings from this (chat) model: its last hidden states, mean-pooled ------------------------
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> np.ndarray:
+        """One L2-normalized vector per token list, from this model's own hidden states (mean over the tokens), in a
+        context of its own: the chat's cache is left as it is."""
+        C = self._C
+        if not self.can_truncate:
+            raise InvalidRequestError("Pooled embeddings from a model with recurrent layers are not supported: "
+                                      "use an embedding model.", param="model")
+        if self._embed_ctx is None:
+            cparams = C.llama_context_default_params()
+            cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = min(self.n_ctx, EMBED_CTX)
+            cparams.n_seq_max = 1
+            cparams.embeddings = True
+            cparams.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
+            cparams.n_threads = cparams.n_threads_batch = self.n_threads
+            cparams.no_perf = True
+            ctx = C.llama_init_from_model(self._model, cparams)
+            if not ctx:
+                raise RuntimeFailure(f"llama.cpp could not make a context for embeddings: {_last_error()}")
+            self._embed_ctx, self._embed_batch = ctx, C.llama_batch_init(int(cparams.n_batch), 0, 1)
+        n_ctx, n_embd = int(C.llama_n_ctx(self._embed_ctx)), int(C.llama_model_n_embd(self._model))
+        for i, tokens in enumerate(inputs):
+            if not tokens:
+                raise InvalidRequestError(f"input[{i}] is empty.", param="input")
+            if len(tokens) > n_ctx:
+                raise InvalidRequestError(f"input[{i}] is {len(tokens)} tokens; embeddings from this model read at "
+                                          f"most {n_ctx} at once. Split it into shorter pieces.", param="input")
+            check_token_ids(tokens, self.n_vocab)
+        out = np.empty((len(inputs), n_embd), dtype=np.float32)
+        b = self._embed_batch
+        for i, tokens in enumerate(inputs):
+            C.llama_memory_clear(C.llama_get_memory(self._embed_ctx), True)
+            for j, t in enumerate(tokens):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = int(t), j, 1, True
+                b.seq_id[j][0] = 0
+            b.n_tokens = len(tokens)
+            rc = C.llama_decode(self._embed_ctx, b)
+            if rc != 0:
+                raise RuntimeFailure(f"llama.cpp failed to embed input[{i}] (code {rc}): {_last_error()}")
+            ptr = C.llama_get_embeddings_seq(self._embed_ctx, 0)
+            ctypes.memmove(out[i].ctypes.data, ptr, n_embd * 4)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1)
+
     def close(self) -> None:
         C = self._C
+        if self._embed_batch is not None:
+            C.llama_batch_free(self._embed_batch)
+            self._embed_batch = None
+        if self._embed_ctx:
+            C.llama_free(self._embed_ctx)
+            self._embed_ctx = None
         if self._batch is not None:
             C.llama_batch_free(self._batch)
             self._batch = None

@@ -114,3 +114,25 @@ def test_an_imported_embedding_model_is_found_listed_and_refused_for_replies():
         assert "embedding model" in e.value.body["message"] and service.model == chat  # the chat model stays
     finally:
         server.stop()
+
+
+def test_a_chat_model_named_explicitly_gives_its_pooled_hidden_states(server, client, smollm2_path):
+    import llama_cpp
+
+    chat = "smollm2-135m-instruct"
+    ask = [{"role": "user", "content": "Name a colour."}]
+    first = client.chat.completions.create(model=chat, messages=ask, max_tokens=4, temperature=0)
+    r = client.embeddings.create(model=chat, input=TEXTS[:2], encoding_format="float")
+    ours = np.array([d.embedding for d in r.data])
+    assert ours.shape == (2, 576) and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    # the same pooling by llama-cpp-python's own embedding mode on the same file
+    peer = llama_cpp.Llama(str(smollm2_path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                           n_ctx=512, verbose=False)
+    try:
+        for text, vector in zip(TEXTS, ours):
+            assert np.array(peer.embed(text, normalize=True)) @ vector > 0.999, text
+    finally:
+        peer.close()
+    again = client.chat.completions.create(model=chat, messages=ask, max_tokens=4, temperature=0)
+    assert again.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1  # the chat's cache kept
+    assert again.choices[0].message.content == first.choices[0].message.content

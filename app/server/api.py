@@ -122,7 +122,7 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     from app.server.embeddings import EmbeddingService, add_embedding_routes
 
     app.state.embeddings = EmbeddingService(settings.embedding_models or (lambda: _embedding_models(service)))
-    add_embedding_routes(app, app.state.embeddings, auth)
+    add_embedding_routes(app, app.state.embeddings, auth, service, settings.load_wait_s)
     return app
 
 

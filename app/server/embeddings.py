@@ -98,19 +98,26 @@ class EmbeddingService:
         self._embedder = None
 
 
-def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth) -> None:
+def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth, chat, wait_s: float) -> None:
+    """`chat`: the ModelService; naming one of its models asks for that model's pooled hidden states."""
     @app.post("/v1/embeddings", dependencies=[Depends(auth)])
     async def embeddings(body: EmbeddingsRequest) -> JSONResponse:
-        from app.server.api import APIError
+        from app.server.api import APIError, admit
 
         known = service.known()
         name = body.model or (next(iter(known)) if len(known) == 1 else "")
-        if name not in known:
-            what = f"{name!r} is not an embedding model" if name else "no model was named"
+        inputs = body.inputs()
+        if name in known:
+            vectors, read = await asyncio.wrap_future(service.embed(name, inputs))
+        elif name and name in chat.known_models():  # asked for explicitly: a chat model's own hidden states
+            vectors, read = await (await admit(chat, name, lambda engine: _pooled(engine, inputs), wait_s=wait_s,
+                                               how=chat.call))
+        else:
+            what = f"{name!r} is not a model here" if name else "no model was named"
             raise APIError(404 if name else 400, f"{what}; the embedding models here: "
-                           f"{', '.join(sorted(known)) or 'none (import one, such as a GGUF of all-MiniLM-L6-v2)'}.",
-                           param="model", code="model_not_found" if name else None)
-        vectors, read = await asyncio.wrap_future(service.embed(name, body.inputs()))
+                           f"{', '.join(sorted(known)) or 'none (import one, such as a GGUF of all-MiniLM-L6-v2)'} "
+                           "(a chat model's name gives its own pooled hidden states).", param="model",
+                           code="model_not_found" if name else None)
         if body.dimensions is not None and body.dimensions != vectors.shape[1]:
             raise UnsupportedField("dimensions", f"{name} gives {vectors.shape[1]} dimensions and cannot shorten "
                                                  "them")
@@ -120,3 +127,16 @@ def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth) -> None:
         # straight to JSON: FastAPI's encoder would walk every float of every vector (~25 ms for 32 of MiniLM's)
         return JSONResponse({"object": "list", "data": data, "model": name,
                              "usage": {"prompt_tokens": read, "total_tokens": read}})
+
+
+def _pooled(engine, inputs: list[str | list[int]]):
+    """On the engine's thread: a chat model's hidden states, mean-pooled (llama.cpp only)."""
+    from backends.runtime import InvalidRequestError
+
+    rt = engine.runtime
+    if not hasattr(rt, "embed"):
+        raise InvalidRequestError("Pooled embeddings from a chat model run on llama.cpp only: use an embedding "
+                                  "model.", param="model")
+    tokens = [rt.tokenize(i, add_bos=rt.special.add_bos, parse_special=False) if isinstance(i, str) else i
+              for i in inputs]
+    return rt.embed(tokens), sum(len(t) for t in tokens)
