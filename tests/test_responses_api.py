@@ -59,7 +59,7 @@ def test_a_function_calling_loop_and_previous_response_id(servers):
     items = [{"role": "user", "content": "What is the weather in Paris?"},
              *[o.model_dump(exclude_none=True) for o in first.output],
              {"type": "function_call_output", "call_id": calls[0].call_id, "output": '{"temperature_c": 21}'}]
-    with c.responses.stream(model="smol-hermes", input=items, tools=[WEATHER], tool_choice="required",
+    with c.responses.stream(model="smol-hermes", input=items, tools=[WEATHER], tool_choice="required", store=True,
                             parallel_tool_calls=False, max_output_tokens=60, **GREEDY) as stream:
         kinds = {e.type for e in stream}
         second = stream.get_final_response()
@@ -68,7 +68,7 @@ def test_a_function_calling_loop_and_previous_response_id(servers):
     assert again and second.usage.input_tokens_details.cached_tokens >= \
         first.usage.input_tokens + first.usage.output_tokens - 1  # the earlier prompt and call, reused
     # round 3 from the stored response: only the new output is sent
-    third = c.responses.create(model="smol-hermes", previous_response_id=second.id, tools=[WEATHER],
+    third = c.responses.create(model="smol-hermes", previous_response_id=second.id, tools=[WEATHER], store=True,
                                tool_choice="none", max_output_tokens=30, **GREEDY,
                                input=[{"type": "function_call_output", "call_id": again[0].call_id,
                                        "output": '{"temperature_c": 22}'}])
@@ -87,7 +87,7 @@ def test_an_unknown_previous_response_id_is_a_400_naming_it(servers):
     with pytest.raises(openai.BadRequestError) as e:
         c.responses.create(model="smol-own", input="Hi", previous_response_id="resp_nope")
     assert e.value.body["param"] == "previous_response_id" and "resp_nope" in e.value.body["message"]
-    unstored = c.responses.create(model="smol-own", input="Hi", store=False, max_output_tokens=4)
+    unstored = c.responses.create(model="smol-own", input="Hi", max_output_tokens=4)  # stateless by default
     with pytest.raises(openai.BadRequestError):
         c.responses.create(model="smol-own", input="Hi", previous_response_id=unstored.id)
 
@@ -100,7 +100,7 @@ def test_structured_output_and_reasoning_items(servers):
                            text={"format": {"type": "json_schema", "name": "pick", "schema": schema}})
     jsonschema.validate(json.loads(r.output_text), schema)
     t = client(servers, "smol-r1").responses.create(model="smol-r1", input="What is 2+2?", max_output_tokens=24,
-                                                    reasoning={"effort": "low"}, **GREEDY)
+                                                    reasoning={"effort": "low"}, store=True, **GREEDY)
     reasoning = [o for o in t.output if o.type == "reasoning"]
     assert reasoning and reasoning[0].content[0].text and t.usage.output_tokens_details.reasoning_tokens > 0
     follow = client(servers, "smol-r1").responses.create(model="smol-r1", previous_response_id=t.id,

@@ -3,8 +3,8 @@ engine as chat completions (OpenAI's Codex CLI and the newer SDK features speak 
 
 `input` items become the engine's chat messages: `message` items their turns, `function_call` items an assistant's
 tool calls, `function_call_output` items tool messages, `reasoning` items the thinking templates keep. Responses
-are kept in memory (the most recent STORED, least recently used first out) unless `store: false`, so
-`previous_response_id` continues one; an id Lantern does not have is a 400 naming it.
+are stateless unless asked: one sent with `store: true` is kept in memory (the most recent STORED, least recently
+used first out), so `previous_response_id` continues it; an id Lantern does not have is a 400 naming it.
 """
 from __future__ import annotations
 
@@ -105,8 +105,9 @@ def add_responses_routes(app: FastAPI, service, auth, reporter, wait_s: float) -
             found = stored.get(body.previous_response_id)
             if found is None:
                 raise UnsupportedField("previous_response_id", f"Lantern has no response "
-                                       f"{body.previous_response_id!r} (responses are kept in memory, the most "
-                                       f"recent {STORED}, and not across restarts): send the whole input instead")
+                                       f"{body.previous_response_id!r} (only responses sent with store: true are "
+                                       f"kept, in memory, the most recent {STORED}, and not across restarts): send "
+                                       "the whole input instead")
             history = found[0]
         engine_request = body.to_engine(history)
         model = body.model or service.model or ""
@@ -122,7 +123,7 @@ def add_responses_routes(app: FastAPI, service, auth, reporter, wait_s: float) -
         if first is None and gen.cancelled:
             raise APIError(499, "The client closed the connection.", code="client_closed")
         response = _skeleton(body, model)
-        keep = body.store is not False
+        keep = body.store is True  # stateless by default: an app that wants a response kept says so
 
         def done(output: _Output, final: Finished) -> dict:
             reporter(request)({"id": response["id"], "model": model, "finish_reason": final.reason,
@@ -162,7 +163,7 @@ def _skeleton(body: ResponsesRequest, model: str) -> dict:
             "parallel_tool_calls": body.parallel_tool_calls is not False,
             "previous_response_id": body.previous_response_id,
             "reasoning": body.reasoning.model_dump() if body.reasoning else {"effort": None, "summary": None},
-            "store": body.store is not False, "temperature": 1.0 if body.temperature is None else body.temperature,
+            "store": body.store is True, "temperature": 1.0 if body.temperature is None else body.temperature,
             "text": {"format": (body.text.format if body.text and body.text.format else {"type": "text"})},
             "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
             "top_p": 1.0 if body.top_p is None else body.top_p, "truncation": body.truncation or "disabled",
