@@ -122,3 +122,20 @@ def test_bad_requests_are_400s_naming_the_field(servers, body, param):
     root = servers["smol-own"].base_url
     r = httpx.post(root + "/responses", json={"model": "smol-own", **body}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_input_items_become_one_assistant_turn_with_its_text_and_calls():
+    from app.server.responses_request import input_messages
+
+    items = [{"role": "user", "content": "Weather in Paris and Rome?"},
+             {"type": "reasoning", "content": [{"type": "reasoning_text", "text": "Two cities."}]},
+             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+             {"type": "function_call", "call_id": "a", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+             {"type": "function_call", "call_id": "b", "name": "get_weather", "arguments": '{"city": "Rome"}'},
+             {"type": "function_call_output", "call_id": "a", "output": "sunny"},
+             {"type": "function_call_output", "call_id": "b", "output": "rain"}]
+    messages = input_messages(items, {})
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "tool"]
+    turn = messages[1]
+    assert turn["content"] == "Checking." and turn["reasoning_content"] == "Two cities."
+    assert [c["id"] for c in turn["tool_calls"]] == ["a", "b"] and messages[3]["name"] == "get_weather"

@@ -184,8 +184,7 @@ def input_messages(items: str | list[dict], calls: dict[str, str]) -> list[dict]
             call = {"id": item["call_id"], "type": "function",
                     "function": {"name": item["name"], "arguments": item["arguments"]}}
             calls[item["call_id"]] = item["name"]
-            if out and out[-1]["role"] == "assistant" and not out[-1]["content"] or \
-                    out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls"):
+            if out and out[-1]["role"] == "assistant" and not thinking:  # the same turn: its text, then its calls
                 out[-1].setdefault("tool_calls", []).append(call)
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call],
