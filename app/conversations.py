@@ -3,6 +3,10 @@
 Every message is committed when it is shown as sent, and a reply is saved while it streams, so a
 crash or a kill loses nothing the user saw; a reply that was streaming when Lantern died comes back
 marked as cut off.
+
+A conversation is a tree: each message names the one it follows (`parent`), so a regenerated reply or an
+edited message is a new branch beside the old one, never an overwrite. The conversation remembers the
+branch on screen (`current`, the last message of that path).
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from pathlib import Path
 
 from models.owned_files import disk_full_error, move_aside
 
-SCHEMA_VERSION = 3  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning
+SCHEMA_VERSION = 4  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning;
+# 4: messages.parent and conversations.current (branches)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
@@ -27,7 +32,8 @@ CREATE TABLE IF NOT EXISTS messages (
     stats TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
 """
-_COLUMNS = "id, conversation, role, content, status, stats, created, reasoning"
+_COLUMNS = "id, conversation, role, content, status, stats, created, reasoning, parent"
+LATEST = object()  # add(): after the last message of the branch on screen
 STATUSES = ("done", "streaming", "stopped", "cut_off", "error")
 
 
@@ -49,6 +55,28 @@ class StoredMessage:
     stats: dict | None
     created: float
     reasoning: str = ""  # a reply's thinking, shown folded above it; never sent back as answer text
+    parent: int | None = None  # the message this one follows (None: the conversation's first)
+
+
+@dataclass(frozen=True)
+class ImportedMessage:
+    key: object  # the message's id in the imported file
+    parent: object  # its parent's key there (None: the first)
+    role: str
+    content: str
+    reasoning: str
+    stats: dict | None
+    status: str
+    created: float
+
+
+@dataclass(frozen=True)
+class ImportedChat:
+    title: str
+    created: float
+    updated: float
+    messages: list  # ImportedMessage, parents before their children
+    current: object  # the key of the last message of the branch on screen
 
 
 class ConversationStore:
@@ -81,8 +109,10 @@ class ConversationStore:
                 db.execute("ALTER TABLE messages ADD COLUMN writer TEXT")  # schema 1 -> 2
             if "reasoning" not in columns:
                 db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT")  # schema 2 -> 3
+            if "parent" not in columns:
+                _add_branches(db)  # schema 3 -> 4
             db.execute(f"SELECT {_COLUMNS}, writer FROM messages LIMIT 1").fetchall()  # the shape we read
-            db.execute("SELECT id, title, created, updated FROM conversations LIMIT 1").fetchall()
+            db.execute("SELECT id, title, created, updated, current FROM conversations LIMIT 1").fetchall()
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             db.close()
@@ -121,6 +151,33 @@ class ConversationStore:
                                    (title, now, now))
         return Conversation(cur.lastrowid, title, now, now)
 
+    def import_conversations(self, chats: list[ImportedChat]) -> list[int]:
+        """Add whole chats, branches and all, in one transaction: every one of them, or none."""
+        ids = []
+        with self._lock, self._full_disk():
+            self._db.execute("BEGIN")
+            try:
+                for chat in chats:
+                    cid = self._db.execute("INSERT INTO conversations(title, created, updated) VALUES (?, ?, ?)",
+                                           (chat.title, chat.created, chat.updated)).lastrowid
+                    new: dict = {}
+                    for m in chat.messages:
+                        if m.status not in STATUSES or m.status == "streaming":
+                            raise ValueError(f"unknown message status {m.status!r}")
+                        new[m.key] = self._db.execute(
+                            "INSERT INTO messages(conversation, role, content, status, stats, created, reasoning, "
+                            "parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (cid, m.role, m.content, m.status, json.dumps(m.stats) if m.stats else None, m.created,
+                             m.reasoning or None, new.get(m.parent))).lastrowid  # a parent not seen: a new root
+                    self._db.execute("UPDATE conversations SET current=? WHERE id=?", (new.get(chat.current), cid))
+                    ids.append(cid)
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return ids
+
     def rename(self, conversation: int, title: str) -> None:
         with self._lock:
             self._db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation))
@@ -146,19 +203,29 @@ class ConversationStore:
     # -- messages ---------------------------------------------------------------------------------
 
     def add(self, conversation: int, role: str, content: str, *, status: str = "done",
-            stats: dict | None = None) -> StoredMessage:
+            stats: dict | None = None, parent=LATEST, reasoning: str = "") -> StoredMessage:
+        """A message after `parent` (default: the end of the branch on screen); it becomes that branch's end.
+        A parent that already has a next message makes a new branch beside it (regenerate, edit)."""
         if status not in STATUSES:
             raise ValueError(f"unknown message status {status!r}")
         now = time.time()
         with self._lock, self._full_disk():
             self._db.execute("BEGIN")
+            if parent is LATEST:
+                parent = self._leaf(conversation)
+            elif parent is not None and self._db.execute("SELECT 1 FROM messages WHERE id=? AND conversation=?",
+                                                         (parent, conversation)).fetchone() is None:
+                self._db.execute("ROLLBACK")
+                raise ValueError(f"message {parent} is not in conversation {conversation}")
             cur = self._db.execute(
-                "INSERT INTO messages(conversation, role, content, status, stats, created, writer) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation, role, content, status, json.dumps(stats) if stats else None, now, self._writer))
-            self._db.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation))
+                "INSERT INTO messages(conversation, role, content, status, stats, created, writer, reasoning, parent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation, role, content, status, json.dumps(stats) if stats else None, now, self._writer,
+                 reasoning or None, parent))
+            self._db.execute("UPDATE conversations SET updated=?, current=? WHERE id=?",
+                             (now, cur.lastrowid, conversation))
             self._db.execute("COMMIT")
-        return StoredMessage(cur.lastrowid, conversation, role, content, status, stats, now)
+        return StoredMessage(cur.lastrowid, conversation, role, content, status, stats, now, reasoning, parent)
 
     def update(self, message: int, *, content: str, status: str | None = None, stats: dict | None = None,
                reasoning: str | None = None) -> None:
@@ -172,17 +239,101 @@ class ConversationStore:
                 (content, status, json.dumps(stats) if stats else None, reasoning, message))
 
     def messages(self, conversation: int) -> list[StoredMessage]:
+        """The branch on screen, first message first."""
+        with self._lock:
+            return self._path(conversation, self._leaf(conversation))
+
+    def path_to(self, message: int) -> list[StoredMessage]:
+        """The messages from the conversation's first to `message`, on its branch."""
+        with self._lock:
+            row = self._db.execute("SELECT conversation FROM messages WHERE id=?", (message,)).fetchone()
+            return self._path(row[0], message) if row else []
+
+    def _path(self, conversation: int, leaf: int | None) -> list[StoredMessage]:
+        rows = self._db.execute(
+            f"WITH RECURSIVE path(id, depth) AS (SELECT ?, 0 UNION ALL SELECT m.parent, path.depth + 1 "
+            f"FROM messages m JOIN path ON m.id = path.id WHERE m.parent < m.id AND path.depth < 100000) "
+            f"SELECT {_COLUMNS} FROM messages WHERE conversation=? AND id IN (SELECT id FROM path) ORDER BY id",
+            (leaf, conversation)).fetchall()
+        return [_message(r) for r in rows]
+
+    def all_messages(self, conversation: int) -> list[StoredMessage]:
+        """Every message of every branch, in the order they were written (export)."""
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE conversation=? ORDER BY id",
                                     (conversation,)).fetchall()
-        return [StoredMessage(*r[:5], _stats(r[5]), r[6], r[7] if isinstance(r[7], str) else "") for r in rows]
+        return [_message(r) for r in rows]
 
-    def delete_from(self, message: int) -> None:
-        """Drop a message and everything after it in its conversation (edit and resend, regenerate)."""
+    def variants(self, message: int) -> list[int]:
+        """The message and the others written in its place (regenerated replies, edits), oldest first."""
+        with self._lock:
+            row = self._db.execute("SELECT conversation, parent FROM messages WHERE id=?", (message,)).fetchone()
+            if row is None:
+                return []
+            rows = self._db.execute("SELECT id FROM messages WHERE conversation=? AND parent IS ? ORDER BY id",
+                                    row).fetchall()
+        return [r[0] for r in rows]
+
+    def switch_to(self, message: int) -> None:
+        """Show the branch through `message`: down to its newest reply, then that one's newest, and so on."""
         with self._lock:
             row = self._db.execute("SELECT conversation FROM messages WHERE id=?", (message,)).fetchone()
             if row is not None:
-                self._db.execute("DELETE FROM messages WHERE conversation=? AND id>=?", (row[0], message))
+                self._db.execute("UPDATE conversations SET current=? WHERE id=?", (self._deepest(message), row[0]))
+
+    def delete_from(self, message: int) -> None:
+        """Drop a message and everything that follows it on any branch; the branch on screen moves to the
+        variant beside it, or to the message before it."""
+        with self._lock, self._full_disk():
+            row = self._db.execute("SELECT conversation, parent FROM messages WHERE id=?", (message,)).fetchone()
+            if row is None:
+                return
+            conversation, parent = row
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "WITH RECURSIVE below(id) AS (SELECT ? UNION ALL SELECT m.id FROM messages m JOIN below "
+                "ON m.parent = below.id) DELETE FROM messages WHERE id IN (SELECT id FROM below)", (message,))
+            if self._leaf(conversation) != self._db.execute(
+                    "SELECT current FROM conversations WHERE id=?", (conversation,)).fetchone()[0]:
+                beside = self._db.execute("SELECT MAX(id) FROM messages WHERE conversation=? AND parent IS ?",
+                                          (conversation, parent)).fetchone()[0]
+                leaf = self._deepest(beside) if beside is not None else parent
+                self._db.execute("UPDATE conversations SET current=? WHERE id=?", (leaf, conversation))
+            self._db.execute("COMMIT")
+
+    def _deepest(self, message: int) -> int:
+        while (child := self._db.execute("SELECT MAX(id) FROM messages WHERE parent=? AND id>?",
+                                           (message, message)).fetchone()[0]):  # ids grow down a branch
+            message = child
+        return message
+
+    def _leaf(self, conversation: int) -> int | None:
+        """The last message of the branch on screen (a missing or damaged mark: the newest message)."""
+        row = self._db.execute(
+            "SELECT c.current FROM conversations c JOIN messages m ON m.id = c.current AND m.conversation = c.id "
+            "WHERE c.id=?", (conversation,)).fetchone()
+        if row is not None:
+            return row[0]
+        return self._db.execute("SELECT MAX(id) FROM messages WHERE conversation=?", (conversation,)).fetchone()[0]
+
+
+def _add_branches(db: sqlite3.Connection) -> None:
+    """Schema 3 -> 4: every existing chat becomes one branch, each message following the one before it."""
+    db.execute("BEGIN")
+    db.execute("ALTER TABLE messages ADD COLUMN parent INTEGER")
+    db.execute("UPDATE messages SET parent = (SELECT MAX(p.id) FROM messages p WHERE p.conversation = "
+               "messages.conversation AND p.id < messages.id)")
+    if "current" not in {row[1] for row in db.execute("PRAGMA table_info(conversations)")}:
+        db.execute("ALTER TABLE conversations ADD COLUMN current INTEGER")
+    db.execute("UPDATE conversations SET current = (SELECT MAX(id) FROM messages m WHERE m.conversation = "
+               "conversations.id)")
+    db.execute("CREATE INDEX IF NOT EXISTS messages_by_parent ON messages(parent)")
+    db.execute("COMMIT")
+
+
+def _message(r) -> StoredMessage:
+    parent = r[8] if type(r[8]) is int else None
+    return StoredMessage(*r[:5], _stats(r[5]), r[6], r[7] if isinstance(r[7], str) else "", parent)
 
 
 def _stats(raw) -> dict | None:

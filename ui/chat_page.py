@@ -10,7 +10,7 @@ from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
                                QVBoxLayout, QWidget)
 
-from app.conversations import ConversationStore
+from app.conversations import LATEST, ConversationStore
 from app.settings import Settings
 from backends.events import Finished, GenerationRequest
 from ui.chat_session import ChatSession
@@ -228,6 +228,10 @@ class ChatPage(QWidget):
             live = reply and m.id == reply.message_id
             view = self._add_view(m.role, reply.text if live else m.content, m.id, m.status, m.stats)
             view.set_reasoning(reply.reasoning if live else m.reasoning)
+            if live:
+                view.set_model(reply.model)
+            variants = self.store.variants(m.id)
+            view.set_variants(variants.index(m.id) + 1 if m.id in variants else 1, len(variants))
         self._update_actions()
         self._show_empty()
         self.follow()  # an opened chat shows its end
@@ -237,6 +241,7 @@ class ChatPage(QWidget):
         view = MessageView(role, text, message_id=message_id, status=status, stats=stats)
         view.sig_edit_requested.connect(self.edit)
         view.sig_regenerate_requested.connect(self.regenerate)
+        view.sig_variant_requested.connect(self.show_variant)
         self.messages.insertWidget(self.messages.count() - 1, view)
         self.empty.hide()
         return view
@@ -272,6 +277,7 @@ class ChatPage(QWidget):
         last_reply = next((v for v in reversed(views) if v.role == "assistant"), None)
         for v in views:
             v.set_actions_enabled(not busy and (v.role == "user" or v is last_reply))
+            v.set_variants_enabled(not busy)  # the branch on screen stays while a reply is written on it
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -283,37 +289,57 @@ class ChatPage(QWidget):
         if self.busy:
             self.show_notice(STILL_WRITING)
             return
-        if self.editing is not None:  # the edited message and every later turn are replaced
-            self.store.delete_from(self.editing)
-            self.editing = None
-            self._rebuild()
+        edited = self._stored(self.editing) if self.editing is not None else None
+        self.editing = None
         if self.conversation_id is None:
             self.conversation_id = self.store.create(_title(text)).id
-        message = self.store.add(self.conversation_id, "user", text)
-        self._add_view("user", text, message.id)
+        # an edit is a new branch beside the edited message: the old one and its replies stay a click away
+        message = self.store.add(self.conversation_id, "user", text,
+                                 parent=edited.parent if edited is not None else LATEST)
+        if edited is not None:
+            self.show_notice("")
+            self._rebuild()
+        else:
+            self._add_view("user", text, message.id)
         self.input.clear()
         self.sidebar.refresh(self.conversation_id)
         self.follow()
         self._start_reply()
 
     def regenerate(self, message_id: int) -> None:
-        if self.busy:
+        """Another reply in this one's place; the earlier ones stay as variants (‹ 1/2 ›)."""
+        reply = self._stored(message_id)
+        if self.busy or reply is None or reply.parent is None:
             return
-        self.store.delete_from(message_id)
-        self._rebuild()
+        self._start_reply(after=reply.parent)
         self.follow()
-        self._start_reply()
+
+    def show_variant(self, message_id: int, step: int) -> None:
+        """The previous (step -1) or next (+1) variant of a message, with the turns that follow it."""
+        variants = self.store.variants(message_id)
+        if self.busy or message_id not in variants:
+            return
+        index = variants.index(message_id) + step
+        if 0 <= index < len(variants):
+            self.cancel_edit()
+            self.store.switch_to(variants[index])
+            self._rebuild()
+
+    def _stored(self, message_id: int):
+        return next((m for m in self.store.messages(self.conversation_id) if m.id == message_id), None) \
+            if self.conversation_id is not None else None
 
     def edit(self, message_id: int) -> None:
         if self.busy:
             return
-        message = next((m for m in self.store.messages(self.conversation_id) if m.id == message_id), None)
+        message = self._stored(message_id)
         if message is None:
             return
         self.editing = message_id
         self.input.setPlainText(message.content)
         self.input.setFocus()
-        self.show_notice("Editing a message: Send replaces it and everything after it. Esc cancels.")
+        self.show_notice("Editing a message: Send starts a new branch from it (the old one stays, ‹ › on the "
+                         "message). Esc cancels.")
 
     def _last(self, role: str) -> MessageView | None:
         return next((v for v in reversed(self.views()) if v.role == role), None)
@@ -347,10 +373,11 @@ class ChatPage(QWidget):
         if self._reply is not None:  # the engine did not answer in time: the text, without figures
             self._end_reply("stopped", None, None)
 
-    def _history(self) -> list[dict]:
+    def _history(self, upto: int | None = None) -> list[dict]:
         system = self.settings().system_prompt.strip()
         history = [{"role": "system", "content": system}] if system else []
-        for m in self.store.messages(self.conversation_id):
+        path = self.store.path_to(upto) if upto is not None else self.store.messages(self.conversation_id)
+        for m in path:
             if m.status != "error" and m.content:
                 message = {"role": m.role, "content": m.content}
                 if m.reasoning:  # for templates that keep it; the others drop it
@@ -358,16 +385,21 @@ class ChatPage(QWidget):
                 history.append(message)
         return history
 
-    def _start_reply(self) -> None:
+    def _start_reply(self, *, after: int | None = None) -> None:
+        """A reply at the end of the branch on screen, or after message `after` (a regenerate: a new branch)."""
         settings = self.settings()
         worker = self.models.worker or self.models.load(settings.model)
-        request = GenerationRequest(messages=self._history(), sampling=settings.sampling(),
+        request = GenerationRequest(messages=self._history(after), sampling=settings.sampling(),
                                     max_tokens=settings.max_tokens, drop_oldest_turns=True,
                                     prompt_lookup=settings.prompt_lookup, **self.request_options)
-        reply = self.store.add(self.conversation_id, "assistant", "", status="streaming")
+        reply = self.store.add(self.conversation_id, "assistant", "", status="streaming",
+                               parent=LATEST if after is None else after)
         self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic(),
                              model=self.models.name or settings.model)
-        self._add_view("assistant", "", reply.id, "streaming").set_model(self._reply.model)
+        if after is None:
+            self._add_view("assistant", "", reply.id, "streaming").set_model(self._reply.model)
+        else:
+            self._rebuild()
         self.show_notice("" if self.models.state == "ready" else "Loading the model…")
         self.session.worker = worker
         self.session.send(request)

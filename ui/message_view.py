@@ -7,26 +7,13 @@ from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout
 
+from app.chat_export import figures_text  # one wording for the window and the exports
 from ui.icons import icon, set_icon
 from ui.markdown import render_markdown
 from ui.theme import is_dark
 
 STATUS_NOTES = {"stopped": "Stopped.", "cut_off": "Cut off: Lantern stopped while this reply was being written.",
                 "error": "Failed."}
-
-
-def figures_text(stats: dict | None) -> str:
-    """A reply's figures in plain words, one line: how soon it began, how fast it wrote, what was reused, who."""
-    if not stats:
-        return ""
-    first = stats.get("ttft_ms", 0) / 1000
-    parts = [f"{first:.1f} s to the first word" if first >= 0.1 else "began at once",
-             f"{stats.get('decode_tokens_per_s', 0):.0f} tokens a second"]
-    if stats.get("cached_tokens"):
-        parts.append(f"reused {stats['cached_tokens']:,} of {stats.get('prompt_tokens', 0):,} tokens")
-    if stats.get("model"):
-        parts.append(str(stats["model"])[:80])
-    return " · ".join(parts)
 
 
 def figures_details(stats: dict | None) -> str:
@@ -75,6 +62,7 @@ class MessageBody(QTextBrowser):
 class MessageView(QFrame):
     sig_edit_requested = Signal(int)  # the user message's id
     sig_regenerate_requested = Signal(int)  # the reply's id
+    sig_variant_requested = Signal(int, int)  # this message's id, and -1 (the previous variant) or +1 (the next)
 
     def __init__(self, role: str, text: str, *, message_id: int, status: str = "done", stats: dict | None = None,
                  parent=None):
@@ -150,6 +138,16 @@ class MessageView(QFrame):
         else:
             self.regenerate_button = self._button(row, "Regenerate", "regenerate", "Write this reply again",
                                                   lambda: self.sig_regenerate_requested.emit(self.message_id))
+        # ‹ 2/3 ›: the other replies written in this one's place, or the other versions of an edited message
+        self.previous_variant = self._button(row, "‹", "", "Show the previous version",
+                                             lambda: self.sig_variant_requested.emit(self.message_id, -1))
+        self.variant_label = QLabel(self)
+        self.variant_label.setAccessibleName("Version")
+        row.addWidget(self.variant_label)
+        self.next_variant = self._button(row, "›", "", "Show the next version",
+                                         lambda: self.sig_variant_requested.emit(self.message_id, +1))
+        self.set_variants(1, 1)
+        if role != "user":
             row.addStretch(1)
         layout.addLayout(row)
         self._render()
@@ -159,7 +157,8 @@ class MessageView(QFrame):
         b = QToolButton(self)
         b.setObjectName("message-action")
         b.setText(label)
-        set_icon(b, icon_name)
+        if icon_name:
+            set_icon(b, icon_name)
         b.setIconSize(QSize(15, 15))
         b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         b.setAccessibleName(accessible)
@@ -243,6 +242,19 @@ class MessageView(QFrame):
         self.figures.setVisible(bool(stats))
         self.set_model((stats or {}).get("model") or self.model_label.text())
         self._show_typing()
+
+    def set_variants(self, index: int, count: int) -> None:
+        """This message is version `index` of `count` (1-based); the arrows show only when there are others."""
+        self._variant = (index, count)
+        self.variant_label.setText(f"{index}/{count}")
+        for w in (self.previous_variant, self.variant_label, self.next_variant):
+            w.setVisible(count > 1)
+        self.set_variants_enabled(True)
+
+    def set_variants_enabled(self, enabled: bool) -> None:
+        index, count = self._variant
+        self.previous_variant.setEnabled(enabled and index > 1)
+        self.next_variant.setEnabled(enabled and index < count)
 
     def set_actions_enabled(self, enabled: bool) -> None:
         for name in ("edit_button", "regenerate_button"):
