@@ -37,7 +37,8 @@ class ImportResult:
     skipped: dict[str, int] = field(default_factory=dict)  # what was left out, by why ("system messages": 2)
 
     def summary(self) -> str:
-        text = f"Imported {len(self.conversations)} chats ({self.messages} messages)."
+        n, m = len(self.conversations), self.messages
+        text = f"Imported {n} chat{'s' if n != 1 else ''} ({m:,} message{'s' if m != 1 else ''})."
         if self.skipped:
             text += " Left out: " + ", ".join(f"{n} {why}" for why, n in self.skipped.items()) + "."
         return text
@@ -103,14 +104,14 @@ def archive(store: ConversationStore, path: Path) -> int:
     chats = store.conversations()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         for c in chats:
-            name = f"chats/{c.id:05d} {_file_title(c.title)}"
+            name = f"chats/{c.id:05d} {file_title(c.title)}"
             z.writestr(name + ".json", json.dumps(chat_json(store, c.id), ensure_ascii=False, indent=1))
             z.writestr(name + ".md", chat_markdown(store, c.id))
     atomic_write(path, buffer.getvalue())  # the old archive or the new one, never half
     return len(chats)
 
 
-def _file_title(title: str) -> str:
+def file_title(title: str) -> str:
     """A chat title as a safe file name inside the zip (titles are the user's, or an imported file's, text)."""
     name = _NAME_UNSAFE.sub("_", title).strip(" .")[:60]
     return name or "chat"

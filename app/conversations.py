@@ -281,6 +281,13 @@ class ConversationStore:
             if row is not None:
                 self._db.execute("UPDATE conversations SET current=? WHERE id=?", (self._deepest(message), row[0]))
 
+    def cut_at(self, message: int) -> None:
+        """Show the branch only up to `message`: the next message starts a new branch after it (the turns that
+        followed stay on theirs)."""
+        with self._lock:
+            self._db.execute("UPDATE conversations SET current=? WHERE id=(SELECT conversation FROM messages "
+                             "WHERE id=?)", (message, message))
+
     def delete_from(self, message: int) -> None:
         """Drop a message and everything that follows it on any branch; the branch on screen moves to the
         variant beside it, or to the message before it."""

@@ -72,6 +72,8 @@ class ChatPage(QWidget):
         self.sidebar.sig_conversation_chosen.connect(self.open_conversation)
         self.sidebar.sig_new_chat_requested.connect(self.new_chat)
         self.sidebar.sig_conversation_deleted.connect(self._deleted)
+        self.sidebar.files.sig_notice.connect(self.show_notice)
+        self.sidebar.files.sig_imported.connect(lambda ids: ids and self.open_conversation(ids[0]))
         self.banner = QVBoxLayout()
         self.model_note = QLabel(wordWrap=True)  # about the loaded model, for as long as it is loaded
         self.model_note.setAccessibleName("About this model")
@@ -230,8 +232,7 @@ class ChatPage(QWidget):
             view.set_reasoning(reply.reasoning if live else m.reasoning)
             if live:
                 view.set_model(reply.model)
-            variants = self.store.variants(m.id)
-            view.set_variants(variants.index(m.id) + 1 if m.id in variants else 1, len(variants))
+            self._show_variants(view)
         self._update_actions()
         self._show_empty()
         self.follow()  # an opened chat shows its end
@@ -242,9 +243,15 @@ class ChatPage(QWidget):
         view.sig_edit_requested.connect(self.edit)
         view.sig_regenerate_requested.connect(self.regenerate)
         view.sig_variant_requested.connect(self.show_variant)
+        view.sig_branch_requested.connect(self.branch_from)
+        view.sig_delete_requested.connect(self.delete_from)
         self.messages.insertWidget(self.messages.count() - 1, view)
         self.empty.hide()
         return view
+
+    def _show_variants(self, view: MessageView) -> None:
+        variants = self.store.variants(view.message_id)
+        view.set_variants(variants.index(view.message_id) + 1 if view.message_id in variants else 1, len(variants))
 
     def _view_of(self, message_id: int) -> MessageView | None:
         return next((v for v in self.views() if v.message_id == message_id), None)
@@ -300,7 +307,7 @@ class ChatPage(QWidget):
             self.show_notice("")
             self._rebuild()
         else:
-            self._add_view("user", text, message.id)
+            self._show_variants(self._add_view("user", text, message.id))  # after "Branch from here": 2/2
         self.input.clear()
         self.sidebar.refresh(self.conversation_id)
         self.follow()
@@ -324,6 +331,27 @@ class ChatPage(QWidget):
             self.cancel_edit()
             self.store.switch_to(variants[index])
             self._rebuild()
+
+    def branch_from(self, message_id: int) -> None:
+        """The next message continues from this reply; the turns after it stay on their own branch."""
+        if self.busy or self._stored(message_id) is None:
+            return
+        self.cancel_edit()
+        self.store.cut_at(message_id)
+        self._rebuild()
+        self.show_notice("Your next message starts a new branch from this reply; the later turns stay a click away "
+                         "(‹ › on the next message).")
+        self.input.setFocus()
+
+    def delete_from(self, message_id: int) -> None:
+        from ui import dialogs
+
+        if self.busy or self._stored(message_id) is None or not dialogs.confirm(
+                self, "Delete messages", "Delete this message and everything after it, on every branch?"):
+            return
+        self.cancel_edit()
+        self.store.delete_from(message_id)
+        self._rebuild()
 
     def _stored(self, message_id: int):
         return next((m for m in self.store.messages(self.conversation_id) if m.id == message_id), None) \

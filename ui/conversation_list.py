@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QPainter, QPalette, QPixmap
-from PySide6.QtWidgets import (QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QMenu, QPushButton, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from app.conversations import ConversationStore
 from ui import dialogs
+from ui.chat_files import ChatFiles
 from ui.icons import set_icon
 
 
@@ -48,8 +49,23 @@ class ConversationList(QWidget):
         self.delete_button.setAccessibleName("Delete chat")
         set_icon(self.delete_button, "trash")
         self.delete_button.clicked.connect(self._delete_clicked)
+        # import and export of every chat; one chat's export is on its right-click menu
+        self.files = ChatFiles(store, self)
+        self.files.sig_imported.connect(lambda ids: self.refresh(ids[0] if ids else self.current_id()))
+        self.more_button = QToolButton(self)
+        self.more_button.setText("More")
+        self.more_button.setAccessibleName("More chat actions")
+        self.more_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        more = QMenu(self.more_button)
+        self.import_action = more.addAction("Import chats…", self.files.import_chats)
+        self.export_all_action = more.addAction("Export all chats…", self.files.export_all)
+        self.more_button.setMenu(more)
         buttons.addWidget(self.rename_button)
         buttons.addWidget(self.delete_button)
+        buttons.addWidget(self.more_button)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(
+            lambda pos: (item := self.list.itemAt(pos)) and self.menu_for(item).exec(self.list.mapToGlobal(pos)))
         layout.addWidget(self.new_button)
         layout.addWidget(self.search)
         layout.addWidget(self.list, 1)
@@ -105,6 +121,17 @@ class ConversationList(QWidget):
         painter.drawEllipse(1, 1, 8, 8)
         painter.end()
         return QIcon(pixmap)
+
+    def menu_for(self, item: QListWidgetItem) -> QMenu:
+        """A chat's right-click menu: rename, export, delete."""
+        conversation, title = item.data(Qt.ItemDataRole.UserRole), item.text()
+        menu = QMenu(self)
+        menu.addAction("Rename", lambda: self.list.editItem(item))
+        menu.addAction("Export as Markdown…", lambda: self.files.export_chat(conversation, "markdown", title))
+        menu.addAction("Export as JSON…", lambda: self.files.export_chat(conversation, "json", title))
+        menu.addSeparator()
+        menu.addAction("Delete…", lambda: (self.list.setCurrentItem(item), self._delete_clicked()))
+        return menu
 
     def _chosen(self, item: QListWidgetItem | None, _previous) -> None:
         if item is not None and not self._filling:

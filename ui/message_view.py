@@ -5,7 +5,8 @@ import html
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, QTextBrowser, QToolButton,
+                               QVBoxLayout)
 
 from app.chat_export import figures_text  # one wording for the window and the exports
 from ui.icons import icon, set_icon
@@ -63,6 +64,8 @@ class MessageView(QFrame):
     sig_edit_requested = Signal(int)  # the user message's id
     sig_regenerate_requested = Signal(int)  # the reply's id
     sig_variant_requested = Signal(int, int)  # this message's id, and -1 (the previous variant) or +1 (the next)
+    sig_branch_requested = Signal(int)  # continue from this reply on a new branch
+    sig_delete_requested = Signal(int)  # delete this message and what follows it
 
     def __init__(self, role: str, text: str, *, message_id: int, status: str = "done", stats: dict | None = None,
                  parent=None):
@@ -115,6 +118,9 @@ class MessageView(QFrame):
         self.body = MessageBody(self)
         self.body.setAccessibleName("Your message" if role == "user" else "Reply")
         self.body.anchorClicked.connect(self._link)
+        for w in (self, self.body):  # right-click: copy, branch from here, delete
+            w.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            w.customContextMenuRequested.connect(lambda pos, w=w: self.menu().exec(w.mapToGlobal(pos)))
         layout.addWidget(self.body)
         self.note = QLabel(wordWrap=True)
         self.note.setObjectName("message-note")
@@ -243,6 +249,20 @@ class MessageView(QFrame):
         self.set_model((stats or {}).get("model") or self.model_label.text())
         self._show_typing()
 
+    def menu(self) -> QMenu:
+        menu = QMenu(self)
+        if selected := self.body.textCursor().selectedText().replace("\u2029", "\n"):
+            menu.addAction("Copy the selection", lambda: QGuiApplication.clipboard().setText(selected))
+        menu.addAction("Copy message", self.copy)
+        if self.role == "assistant":
+            branch = menu.addAction("Branch from here", lambda: self.sig_branch_requested.emit(self.message_id))
+            branch.setToolTip("Your next message continues from this reply; the later turns stay on their branch")
+            branch.setEnabled(self._variant_enabled)
+        menu.addSeparator()
+        delete = menu.addAction("Delete from here…", lambda: self.sig_delete_requested.emit(self.message_id))
+        delete.setEnabled(self._variant_enabled)
+        return menu
+
     def set_variants(self, index: int, count: int) -> None:
         """This message is version `index` of `count` (1-based); the arrows show only when there are others."""
         self._variant = (index, count)
@@ -252,6 +272,8 @@ class MessageView(QFrame):
         self.set_variants_enabled(True)
 
     def set_variants_enabled(self, enabled: bool) -> None:
+        """Moving between branches (and cutting or deleting them) waits while a reply is being written."""
+        self._variant_enabled = enabled
         index, count = self._variant
         self.previous_variant.setEnabled(enabled and index > 1)
         self.next_variant.setEnabled(enabled and index < count)
