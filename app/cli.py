@@ -29,17 +29,25 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--draft-max", type=int, default=EngineOptions().draft_max, help="longest draft to verify")
 
 
+PRESET_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens")
+
+
 def _add_sampling_flags(p: argparse.ArgumentParser, *, temperature: float) -> None:
+    # None: not given, so a preset (or the default below) decides
     d = SamplingParams()
-    p.add_argument("--temperature", type=float, default=temperature, help="0 is greedy")
-    p.add_argument("--top-k", type=int, default=d.top_k)
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--min-p", type=float, default=d.min_p)
-    p.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty)
+    p.set_defaults(fallback=dict(temperature=temperature, top_k=d.top_k, top_p=d.top_p, min_p=d.min_p,
+                                 repeat_penalty=d.repeat_penalty, max_tokens=512))
+    p.add_argument("--preset", default=None, help="a preset's sampling (and, in chat, its system prompt): "
+                   "Balanced, Precise, Creative, Coder, Concise, or one of yours; flags given override it")
+    p.add_argument("--temperature", type=float, default=None, help=f"0 is greedy (default {temperature})")
+    p.add_argument("--top-k", type=int, default=None, help=f"default {d.top_k}")
+    p.add_argument("--top-p", type=float, default=None, help=f"default {d.top_p}")
+    p.add_argument("--min-p", type=float, default=None, help=f"default {d.min_p}")
+    p.add_argument("--repeat-penalty", type=float, default=None, help=f"default {d.repeat_penalty}")
     p.add_argument("--presence-penalty", type=float, default=d.presence_penalty)
     p.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--max-tokens", type=int, default=None, help="default 512")
     p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
 
 
@@ -166,6 +174,25 @@ def _engine_options(args) -> EngineOptions:
     return EngineOptions(prompt_lookup=args.prompt_lookup, draft_max=args.draft_max)
 
 
+def apply_preset(args) -> None:
+    """Fill the sampling flags not given from --preset (the saved settings' presets, then the built-in ones), then
+    from the defaults; in chat, the preset's system prompt unless --system was given."""
+    preset = None
+    if args.preset:
+        from app.settings import load_settings, settings_path
+
+        preset = load_settings(settings_path()).preset(args.preset)  # SettingsError names the presets there are
+        print(f"Preset {preset.name}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
+                                                    preset.overrides().items() if k != "system_prompt")
+              + (", with its system prompt" if preset.system_prompt else "") + ".", file=sys.stderr)
+    for name in PRESET_FIELDS:
+        if getattr(args, name) is None:
+            chosen = getattr(preset, name, None) if preset else None
+            setattr(args, name, chosen if chosen is not None else args.fallback[name])
+    if preset and preset.system_prompt and hasattr(args, "system") and args.system is None:
+        args.system = preset.system_prompt
+
+
 def _sampling(args) -> SamplingParams:
     return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repeat_penalty=args.repeat_penalty, presence_penalty=args.presence_penalty,
@@ -200,6 +227,7 @@ def _figures(f: Finished) -> str:
 def run_generate(args) -> int:
     from app.wiring import start_worker
 
+    apply_preset(args)
     request = GenerationRequest(prompt=args.prompt, sampling=_sampling(args), max_tokens=args.max_tokens,
                                 stop=args.stop)
     worker = start_worker(_model(args), backend=args.backend, options=_options(args),
@@ -216,6 +244,7 @@ def run_generate(args) -> int:
 def run_chat(args) -> int:
     from app.wiring import start_worker
 
+    apply_preset(args)
     worker = start_worker(_model(args), backend=args.backend, options=_options(args),
                           engine_options=_engine_options(args), **_remote(args))
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from models.owned_files import disk_full_error, move_aside
 
 SCHEMA_VERSION = 4  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning;
-# 4: messages.parent and conversations.current (branches)
+# 4: messages.parent and conversations.current (branches), conversations.settings (a chat's own settings)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
@@ -111,6 +111,8 @@ class ConversationStore:
                 db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT")  # schema 2 -> 3
             if "parent" not in columns:
                 _add_branches(db)  # schema 3 -> 4
+            if "settings" not in {row[1] for row in db.execute("PRAGMA table_info(conversations)")}:
+                db.execute("ALTER TABLE conversations ADD COLUMN settings TEXT")  # schema 4: a chat's own settings
             db.execute(f"SELECT {_COLUMNS}, writer FROM messages LIMIT 1").fetchall()  # the shape we read
             db.execute("SELECT id, title, created, updated, current FROM conversations LIMIT 1").fetchall()
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -177,6 +179,17 @@ class ConversationStore:
                 raise
             self._db.execute("COMMIT")
         return ids
+
+    def chat_settings(self, conversation: int) -> dict | None:
+        """The chat's own settings as saved (app.settings.ChatSettings checks them); damaged ones read as none."""
+        with self._lock:
+            row = self._db.execute("SELECT settings FROM conversations WHERE id=?", (conversation,)).fetchone()
+        return _stats(row[0]) if row else None
+
+    def set_chat_settings(self, conversation: int, settings: dict | None) -> None:
+        with self._lock, self._full_disk():
+            self._db.execute("UPDATE conversations SET settings=? WHERE id=?",
+                             (json.dumps(settings) if settings else None, conversation))
 
     def rename(self, conversation: int, title: str) -> None:
         with self._lock:

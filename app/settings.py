@@ -16,11 +16,47 @@ from backends.sampling import SamplingParams
 from models.owned_files import atomic_write, move_aside
 from models.registry import STARTER_MODEL
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: presets and per-model defaults (an older Lantern refuses the file instead of misreading it)
 
 
 class SettingsError(LanternError):
     pass
+
+
+class ChatSettings(BaseModel):
+    """What one chat (or a preset, or a model's defaults) sets for itself; None: the next level decides
+    (chat, then the model's defaults, then the global settings)."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    system_prompt: str | None = Field(None, max_length=100_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, lt=1)
+    repeat_penalty: float | None = Field(None, gt=0, le=10)
+    max_tokens: int | None = Field(None, ge=1)
+    preset: str | None = Field(None, max_length=60)  # the preset these came from, if any
+
+    def overrides(self) -> dict:
+        return {k: v for k, v in self.model_dump(exclude={"preset", "name", "n_ctx"}).items() if v is not None}
+
+
+class ModelDefaults(ChatSettings):
+    n_ctx: int | None = Field(None, ge=0, le=1 << 20)
+
+
+class Preset(ChatSettings):
+    name: str = Field(min_length=1, max_length=60)
+
+
+BUILTIN_PRESETS = (
+    Preset(name="Balanced", temperature=0.7, top_p=0.95, min_p=0.05),
+    Preset(name="Precise", temperature=0.2, top_p=0.9, min_p=0.05),
+    Preset(name="Creative", temperature=1.0, top_p=0.98, min_p=0.02),
+    Preset(name="Coder", temperature=0.2, system_prompt="You are an expert programmer. Answer with correct, "
+           "complete code and short explanations; say when you are unsure."),
+    Preset(name="Concise", temperature=0.5, system_prompt="Answer briefly and directly, in a few sentences."),
+)
 
 
 class Settings(BaseModel):
@@ -45,6 +81,27 @@ class Settings(BaseModel):
     server_host: str = "127.0.0.1"
     server_port: int = Field(8000, ge=0, le=65535)
     server_api_key: str | None = None
+    presets: list[Preset] = Field(default_factory=list)  # the user's own; a name shadows a built-in one
+    model_defaults: dict[str, ModelDefaults] = Field(default_factory=dict)  # by model name: what its chats start from
+
+    def all_presets(self) -> list[Preset]:
+        mine = {p.name.casefold() for p in self.presets}
+        return [*self.presets, *(p for p in BUILTIN_PRESETS if p.name.casefold() not in mine)]
+
+    def preset(self, name: str) -> Preset:
+        found = next((p for p in self.all_presets() if p.name.casefold() == name.casefold()), None)
+        if found is None:
+            raise SettingsError(f"There is no preset {name[:60]!r}; there are "
+                                f"{', '.join(p.name for p in self.all_presets())}.")
+        return found
+
+    def for_chat(self, model: str, chat: ChatSettings | None = None) -> "Settings":
+        """The settings a chat with `model` runs with: these, then the model's defaults, then the chat's own."""
+        defaults = self.model_defaults.get(model)
+        changes = {**(defaults.overrides() if defaults else {}), **(chat.overrides() if chat else {})}
+        if defaults and defaults.n_ctx is not None:
+            changes["n_ctx"] = defaults.n_ctx
+        return self.model_copy(update=changes) if changes else self
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,

@@ -114,3 +114,31 @@ def test_models_list_import_and_rm(tmp_path, monkeypatch, smollm2_path):
     assert removed.returncode == 0 and "GB freed" in removed.stdout
     again = lantern("models", "rm", "mine")
     assert again.returncode == 2 and "No local model named 'mine'" in again.stderr
+
+
+def test_a_preset_sets_the_sampling_and_the_system_prompt_and_flags_still_win(tmp_path):
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "settings.json").write_text(json.dumps({"schema_version": 2, "presets": [
+        {"name": "Pirate", "temperature": 0.0, "system_prompt": "Talk like a pirate in every reply you write. " * 8}]}))
+    env = {"LANTERN_DATA_DIR": str(data)}
+
+    def chat(*flags):
+        r = subprocess.run([str(LANTERN), "chat", "--max-tokens", "4", "--n-ctx", "512", *flags], input="Hi\n",
+                           capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        assert r.returncode == 0, r.stderr
+        figures = next(line for line in r.stderr.splitlines() if "prompt tokens reused" in line)
+        return r.stderr, int(figures.split("/")[1].split()[0])  # the prompt's tokens
+
+    plain_err, plain = chat("--temperature", "0")
+    said, with_prompt = chat("--preset", "pirate")
+    assert "Preset Pirate: temperature 0.0, with its system prompt." in said and "Preset" not in plain_err
+    assert with_prompt > plain + 30  # the preset's system prompt reached the prompt (the model's default is shorter)
+    _, own_system = chat("--preset", "pirate", "--system", "Hi")  # a flag given wins over the preset
+    assert own_system < with_prompt
+    r = subprocess.run([str(LANTERN), "generate", "--preset", "nope", "hi"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, **env})
+    assert r.returncode == 2 and "There is no preset 'nope'; there are Pirate, Balanced" in r.stderr
+    assert "Traceback" not in r.stderr

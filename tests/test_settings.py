@@ -40,3 +40,28 @@ def test_a_renamed_field_is_migrated(monkeypatch):
     monkeypatch.setattr(settings_module, "SCHEMA_VERSION", 2)
     monkeypatch.setitem(settings_module._RENAMES, 2, {"lookup": "prompt_lookup"})
     assert migrate({"schema_version": 1, "lookup": False}) == {"schema_version": 2, "prompt_lookup": False}
+
+
+def test_presets_model_defaults_and_a_chats_own_settings_stack_in_that_order(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    from app.settings import ChatSettings, ModelDefaults, Preset, Settings, SettingsError, SettingsFile
+
+    s = Settings(temperature=0.7, top_k=40, system_prompt="global",
+                 presets=[Preset(name="precise", temperature=0.05)],  # the user's own shadows the built-in one
+                 model_defaults={"smol": ModelDefaults(top_k=5, n_ctx=1024, system_prompt="smol's")})
+    assert s.preset("PRECISE").temperature == 0.05 and s.preset("Coder").temperature == 0.2
+    assert [p.name for p in s.all_presets()].count("Precise") == 0
+    with pytest.raises(SettingsError, match="no preset 'nope'; there are precise, Balanced"):
+        s.preset("nope")
+    mine = s.for_chat("smol", ChatSettings(temperature=1.1, system_prompt=""))
+    assert (mine.temperature, mine.top_k, mine.n_ctx, mine.system_prompt) == (1.1, 5, 1024, "")
+    other = s.for_chat("other")
+    assert (other.temperature, other.top_k, other.n_ctx, other.system_prompt) == (0.7, 40, 4096, "global")
+    with pytest.raises(ValidationError):
+        ChatSettings(temperature=3)
+    file = SettingsFile(tmp_path / "settings.json", s)
+    file.update(model_defaults={**s.model_defaults, "gemma": ModelDefaults(temperature=0.3)})
+    again = SettingsFile(tmp_path / "settings.json")
+    assert again.current.model_defaults["gemma"].temperature == 0.3 and again.current.presets[0].name == "precise"

@@ -11,9 +11,10 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
                                QVBoxLayout, QWidget)
 
 from app.conversations import LATEST, ConversationStore
-from app.settings import Settings
+from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
 from ui.chat_session import ChatSession
+from ui.chat_settings import ChatSettingsPanel
 from ui.conversation_list import ConversationList
 from ui.empty_state import EmptyState
 from ui.icons import set_icon
@@ -54,9 +55,11 @@ class ChatPage(QWidget):
     sig_reply_done = Signal(str)  # the reply's final status: done, stopped, error
 
     def __init__(self, store: ConversationStore, models: ModelController, settings: Callable[[], Settings],
-                 parent=None):
+                 parent=None, *, save_model_defaults: Callable[[str, ModelDefaults], None] | None = None):
         super().__init__(parent)
         self.store, self.models, self.settings = store, models, settings
+        self.save_model_defaults = save_model_defaults
+        self.own: ChatSettings | None = None  # the open chat's own settings (a new chat's, until it is created)
         self.conversation_id: int | None = None
         self.editing: int | None = None  # the user message being edited
         self._reply: _Reply | None = None
@@ -130,11 +133,20 @@ class ChatPage(QWidget):
         self.stop_button.setAccessibleName("Stop the reply")
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.setEnabled(False)
+        self.chat_settings = ChatSettingsPanel(self)
+        self.chat_settings.hide()
+        self.chat_settings.sig_changed.connect(self._own_settings_changed)
+        self.chat_settings.sig_save_for_model.connect(self._save_for_model)
+        self.settings_button = QPushButton("Chat settings", self, checkable=True)
+        self.settings_button.setAccessibleName("This chat's settings")
+        self.settings_button.setToolTip("A preset, the system prompt and sampling for this chat only")
+        self.settings_button.toggled.connect(self._toggle_chat_settings)
         row = QHBoxLayout()
         row.addWidget(self.input, 1)
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.settings_button)
         row.addLayout(buttons)
         right = QWidget(self)
         col = QVBoxLayout(right)
@@ -142,6 +154,7 @@ class ChatPage(QWidget):
         col.addWidget(self.scroll, 1)
         col.addWidget(self.reading)
         col.addWidget(self.notice)
+        col.addWidget(self.chat_settings)
         col.addLayout(row)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.sidebar)
@@ -180,6 +193,7 @@ class ChatPage(QWidget):
             "so replies may run on as “User: … Assistant: …”. For chatting, pick an instruct model; this one "
             "suits completions on the endpoint."))
         self.model_note.setVisible(not self.models.chat_template)
+        self._show_own_settings()  # the model's own defaults may apply now
         self._show_empty()
 
     # -- what is on screen ------------------------------------------------------------------------
@@ -201,6 +215,8 @@ class ChatPage(QWidget):
         self.cancel_edit()
         self.show_notice("")  # a notice is about the chat it appeared in
         self.conversation_id = conversation
+        self.own = _own_settings(self.store.chat_settings(conversation))
+        self._show_own_settings()
         self._rebuild()
         self.sidebar.refresh(conversation)
 
@@ -208,6 +224,8 @@ class ChatPage(QWidget):
         self.cancel_edit()
         self.show_notice("")
         self.conversation_id = None
+        self.own = None
+        self._show_own_settings()
         self.sidebar.list.setCurrentItem(None)
         self._rebuild()
         self.input.setFocus()
@@ -300,6 +318,8 @@ class ChatPage(QWidget):
         self.editing = None
         if self.conversation_id is None:
             self.conversation_id = self.store.create(_title(text)).id
+            if self.own is not None:  # chosen before the first message
+                self.store.set_chat_settings(self.conversation_id, self.own.model_dump(exclude_none=True))
         # an edit is a new branch beside the edited message: the old one and its replies stay a click away
         message = self.store.add(self.conversation_id, "user", text,
                                  parent=edited.parent if edited is not None else LATEST)
@@ -401,8 +421,36 @@ class ChatPage(QWidget):
         if self._reply is not None:  # the engine did not answer in time: the text, without figures
             self._end_reply("stopped", None, None)
 
+    # -- this chat's settings ---------------------------------------------------------------------
+
+    def effective_settings(self) -> Settings:
+        """What the open chat runs with: the global settings, the model's defaults, the chat's own."""
+        base = self.settings()
+        return base.for_chat(self.models.name or base.model, self.own)
+
+    def _toggle_chat_settings(self, shown: bool) -> None:
+        if shown:
+            self._show_own_settings()
+        self.chat_settings.setVisible(shown)
+
+    def _show_own_settings(self) -> None:
+        self.chat_settings.show_settings(self.effective_settings(), self.own)
+        self.settings_button.setText("Chat settings •" if self.own is not None else "Chat settings")
+
+    def _own_settings_changed(self, own: ChatSettings | None) -> None:
+        self.own = own
+        if self.conversation_id is not None:
+            self.store.set_chat_settings(self.conversation_id, own.model_dump(exclude_none=True) if own else None)
+        self._show_own_settings()
+
+    def _save_for_model(self, values: ChatSettings) -> None:
+        model = self.models.name or self.settings().model
+        if self.save_model_defaults is not None:
+            self.save_model_defaults(model, ModelDefaults(**values.model_dump(exclude={"preset"})))
+            self.show_notice(f"New chats with {model} start from these settings.")
+
     def _history(self, upto: int | None = None) -> list[dict]:
-        system = self.settings().system_prompt.strip()
+        system = self.effective_settings().system_prompt.strip()
         history = [{"role": "system", "content": system}] if system else []
         path = self.store.path_to(upto) if upto is not None else self.store.messages(self.conversation_id)
         for m in path:
@@ -415,7 +463,7 @@ class ChatPage(QWidget):
 
     def _start_reply(self, *, after: int | None = None) -> None:
         """A reply at the end of the branch on screen, or after message `after` (a regenerate: a new branch)."""
-        settings = self.settings()
+        settings = self.effective_settings()
         worker = self.models.worker or self.models.load(settings.model)
         request = GenerationRequest(messages=self._history(after), sampling=settings.sampling(),
                                     max_tokens=settings.max_tokens, drop_oldest_turns=True,
@@ -499,6 +547,16 @@ class ChatPage(QWidget):
             view.finish(status, stats, error)  # its figures stay in sight while following
         self._update_actions()
         self.sig_reply_done.emit(status)
+
+
+def _own_settings(saved: dict | None) -> ChatSettings | None:
+    """A chat's saved settings, checked; damaged ones are left unused (the chat follows the defaults)."""
+    from pydantic import ValidationError
+
+    try:
+        return ChatSettings.model_validate(saved) if saved else None
+    except (ValidationError, TypeError):
+        return None
 
 
 def _title(text: str) -> str:

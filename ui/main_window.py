@@ -44,7 +44,8 @@ class MainWindow(QMainWindow):
         self.load_progress = LoadProgress()
         self.host = ModelHost(self._open_worker)
         self.models = ModelController(self.host, self)
-        self.chat = ChatPage(store, self.models, lambda: self.settings.current, self)
+        self.chat = ChatPage(store, self.models, lambda: self.settings.current, self,
+                             save_model_defaults=self._save_model_defaults)
         self.models_page = ModelsPage(library, make_hub_client, lambda: self.settings.current, self)
         self.settings_page = SettingsPage(settings, self)
         self.server_page = ServerPage(self.host, settings, library.names, self)
@@ -268,6 +269,9 @@ class MainWindow(QMainWindow):
         self.regenerate_action = shortcut("Ctrl+R", self.chat.regenerate_last, "Regenerate the last reply")
         self.copy_reply_action = shortcut("Ctrl+Shift+C", self.chat.copy_last_reply, "Copy the last reply")
         self.edit_action = shortcut("Ctrl+E", self.chat.edit_last, "Edit the last message")
+
+    def _save_model_defaults(self, model: str, defaults) -> None:
+        self.settings.update(model_defaults={**self.settings.current.model_defaults, model: defaults})
 
     def _new_chat(self) -> None:
         self.pages.setCurrentWidget(self.chat)

@@ -1,0 +1,77 @@
+"""Per-chat settings and presets: one click applies a preset to a chat, its values reach the engine's requests,
+each chat keeps its own across a restart, and a model's defaults are what new chats with it start from."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from window_fixtures import close, send  # noqa: E402
+
+
+def _requests(w) -> list:
+    """Every request the chat sends to the engine, as sent."""
+    sent, real = [], w.chat.session.send
+
+    def record(request):
+        sent.append(request)
+        real(request)
+
+    w.chat.session.send = record
+    return sent
+
+
+def _pick(panel, name: str) -> None:
+    panel.preset.setCurrentText(name)
+    panel.preset.activated.emit(panel.preset.currentIndex())
+
+
+def test_a_preset_applies_to_one_chat_and_reaches_its_requests(qtbot, make_window):
+    w = make_window(max_tokens=8, system_prompt="Global prompt.")
+    sent = _requests(w)
+    w.chat.settings_button.click()
+    panel = w.chat.chat_settings
+    assert panel.isVisible() and panel.system_prompt.toPlainText() == "Global prompt."
+    _pick(panel, "Coder")  # chosen before the first message: the new chat keeps it
+    assert send(qtbot, w, "Hi") == "done"
+    coder = w.chat.conversation_id
+    request = sent[-1]
+    assert request.sampling.temperature == pytest.approx(0.2)
+    assert request.messages[0]["role"] == "system" and "expert programmer" in request.messages[0]["content"]
+    assert w.chat.settings_button.text() == "Chat settings •"
+
+    w.chat.new_chat()  # another chat follows the global settings
+    assert panel.preset.currentText() == "Custom" and panel.system_prompt.toPlainText() == "Global prompt."
+    assert send(qtbot, w, "Hello") == "done"
+    plain = w.chat.conversation_id
+    assert sent[-1].sampling.temperature == 0.0 and sent[-1].messages[0]["content"] == "Global prompt."
+    panel.boxes["temperature"].setValue(0.9)  # a changed value is this chat's own, at once
+    assert w.chat.own.temperature == pytest.approx(0.9) and panel.preset.currentText() == "Custom"
+    assert send(qtbot, w, "Again") == "done"
+    assert sent[-1].sampling.temperature == pytest.approx(0.9)
+    close(w)
+
+    again = make_window()  # each chat's own settings survive a restart
+    sent = _requests(again)
+    again.chat.open_conversation(coder)
+    assert again.chat.chat_settings.preset.currentText() == "Coder"
+    assert send(qtbot, again, "More") == "done"
+    assert sent[-1].sampling.temperature == pytest.approx(0.2) and "expert" in sent[-1].messages[0]["content"]
+    again.chat.open_conversation(plain)
+    again.chat.chat_settings.reset_button.click()  # back to the defaults
+    assert again.chat.own is None and again.store.chat_settings(plain) is None
+
+
+def test_a_models_defaults_are_where_new_chats_start(qtbot, make_window):
+    w = make_window(max_tokens=8)
+    sent = _requests(w)
+    panel = w.chat.chat_settings
+    w.chat.settings_button.click()
+    panel.boxes["top_k"].setValue(7)
+    panel.save_button.click()
+    assert "New chats with smollm2-135m-instruct start from these settings." == w.chat.notice.text()
+    assert w.settings.current.model_defaults["smollm2-135m-instruct"].top_k == 7
+    w.chat.new_chat()
+    assert w.chat.own is None and panel.boxes["top_k"].value() == 7
+    assert send(qtbot, w, "Hi") == "done"
+    assert sent[-1].sampling.top_k == 7  # from the model's defaults, the chat having none of its own

@@ -1,0 +1,106 @@
+"""One chat's own settings: a preset in one click, its system prompt and sampling, and "save as this model's
+defaults". The values live in app.settings (ChatSettings, presets, model defaults); this is only the form."""
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QPlainTextEdit,
+                               QPushButton, QSpinBox, QVBoxLayout)
+
+from app.settings import ChatSettings, Settings
+
+CUSTOM = "Custom"
+# (field, label, kind, low, high, step)
+FIELDS = (("temperature", "Temperature", float, 0.0, 2.0, 0.05), ("top_p", "Top p", float, 0.01, 1.0, 0.01),
+          ("top_k", "Top k", int, 0, 1000, 1), ("min_p", "Min p", float, 0.0, 0.99, 0.01),
+          ("max_tokens", "Longest reply (tokens)", int, 1, 1 << 20, 64))
+
+
+class ChatSettingsPanel(QFrame):
+    """Shows the settings a chat runs with; a change becomes the chat's own (saved at once by the chat page)."""
+
+    sig_changed = Signal(object)  # ChatSettings, or None: the chat follows the defaults again
+    sig_save_for_model = Signal(object)  # ChatSettings: new chats with this model start from these
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("chat-settings")
+        self.setAccessibleName("This chat's settings")
+        self._filling = False
+        self.preset = QComboBox(self)
+        self.preset.setAccessibleName("Preset")
+        self.preset.setToolTip("A named set of system prompt and sampling, applied to this chat")
+        self.preset.activated.connect(self._preset_chosen)
+        self.system_prompt = QPlainTextEdit(self)
+        self.system_prompt.setAccessibleName("This chat's system prompt")
+        self.system_prompt.setFixedHeight(self.system_prompt.fontMetrics().lineSpacing() * 3 + 12)
+        self._typing = QTimer(self, singleShot=True, interval=400)  # saved when the typing pauses
+        self._typing.timeout.connect(self._changed)
+        self.system_prompt.textChanged.connect(lambda: self._filling or self._typing.start())
+        form = QFormLayout()
+        form.addRow("Preset", self.preset)
+        form.addRow("System prompt", self.system_prompt)
+        self.boxes = {}
+        for name, label, kind, low, high, step in FIELDS:
+            box = QDoubleSpinBox(self, decimals=2) if kind is float else QSpinBox(self)
+            box.setRange(low, high)
+            box.setSingleStep(step)
+            box.setAccessibleName(label)
+            box.valueChanged.connect(lambda _v: self._filling or self._changed())
+            self.boxes[name] = box
+            form.addRow(label, box)
+        self.reset_button = QPushButton("Use the defaults", self)
+        self.reset_button.setToolTip("Forget this chat's own settings: it follows the model's defaults and the "
+                                     "global settings")
+        self.reset_button.clicked.connect(lambda: self.sig_changed.emit(None))
+        self.save_button = QPushButton("Save as this model's defaults", self)
+        self.save_button.setToolTip("New chats with this model start from these settings")
+        self.save_button.clicked.connect(lambda: self.sig_save_for_model.emit(self.values()))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.reset_button)
+        buttons.addWidget(self.save_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+
+    def show_settings(self, settings: Settings, own: ChatSettings | None) -> None:
+        """Fill the form with what the chat runs with (`settings`, already resolved) and its own preset's name."""
+        self._filling = True
+        try:
+            self.preset.clear()
+            self.preset.addItems([CUSTOM, *(p.name for p in settings.all_presets())])
+            name = own.preset if own and own.preset else CUSTOM
+            self.preset.setCurrentText(name if self.preset.findText(name) >= 0 else CUSTOM)
+            self._presets = {p.name: p for p in settings.all_presets()}
+            self.system_prompt.setPlainText(settings.system_prompt)
+            for name, box in self.boxes.items():
+                box.setValue(getattr(settings, name))
+            self.reset_button.setEnabled(own is not None)
+        finally:
+            self._filling = False
+
+    def values(self) -> ChatSettings:
+        preset = self.preset.currentText()
+        return ChatSettings(system_prompt=self.system_prompt.toPlainText(), preset=None if preset == CUSTOM else preset,
+                            **{name: box.value() for name, box in self.boxes.items()})
+
+    def _changed(self) -> None:
+        self._filling = True
+        self.preset.setCurrentText(CUSTOM)  # a changed value is no longer the preset
+        self._filling = False
+        self.sig_changed.emit(self.values())
+
+    def _preset_chosen(self, _index: int) -> None:
+        preset = self._presets.get(self.preset.currentText())
+        if preset is None:
+            return
+        self._filling = True
+        try:
+            if preset.system_prompt is not None:
+                self.system_prompt.setPlainText(preset.system_prompt)
+            for name, value in preset.overrides().items():
+                if name in self.boxes:
+                    self.boxes[name].setValue(value)
+        finally:
+            self._filling = False
+        self.sig_changed.emit(self.values())
