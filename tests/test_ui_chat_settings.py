@@ -75,3 +75,16 @@ def test_a_models_defaults_are_where_new_chats_start(qtbot, make_window):
     assert w.chat.own is None and panel.boxes["top_k"].value() == 7
     assert send(qtbot, w, "Hi") == "done"
     assert sent[-1].sampling.top_k == 7  # from the model's defaults, the chat having none of its own
+
+
+def test_a_models_own_context_size_is_what_it_loads_with(qtbot, make_window):
+    from app.settings import ModelDefaults
+
+    w = make_window(n_ctx=2048)
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        w.load_model("smollm2-135m-instruct")
+    assert w.models.worker.call(lambda e: e.runtime.n_ctx).result(timeout=60) == 2048
+    w.settings.update(model_defaults={"smollm2-135m-instruct": ModelDefaults(n_ctx=1024)})
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        w.models.reload()
+    assert w.models.worker.call(lambda e: e.runtime.n_ctx).result(timeout=60) == 1024

@@ -150,7 +150,7 @@ class MainWindow(QMainWindow):
         from app.wiring import start_worker
         from models.registry import BUILTIN_MODELS as BUILTIN_NAMES
 
-        s = self.settings.current
+        s = self.settings.current.for_chat(name)  # the model's own defaults (its context size) first
         self.load_progress.cancelled = True  # a load still running for a replaced model stops early
         progress = self.load_progress = LoadProgress()
         local = self.library.find(name)  # this window's library (the default one in the app; a test's own)
