@@ -35,6 +35,7 @@ class ChatSettings(BaseModel):
     min_p: float | None = Field(None, ge=0, lt=1)
     repeat_penalty: float | None = Field(None, gt=0, le=10)
     max_tokens: int | None = Field(None, ge=1)
+    overflow: Literal["drop_oldest", "refuse"] | None = None  # a chat past its context: lose the oldest turns, or not
     preset: str | None = Field(None, max_length=60)  # the preset these came from, if any
 
     def overrides(self) -> dict:
@@ -75,6 +76,7 @@ class Settings(BaseModel):
     min_p: float = Field(0.05, ge=0, lt=1)
     repeat_penalty: float = Field(1.0, gt=0, le=10)
     max_tokens: int = Field(512, ge=1)
+    overflow: Literal["drop_oldest", "refuse"] = "drop_oldest"
     prompt_lookup: bool = True
     draft_max: int = Field(16, ge=1, le=64)
     theme: Literal["system", "light", "dark"] = "system"

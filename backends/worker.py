@@ -69,6 +69,8 @@ class EngineWorker:
         self._thread = threading.Thread(target=self._loop, name="lantern-engine", daemon=True)
         self._ready: Future = Future()
         self._make_engine = make_engine
+        self._closed = False  # set under _lock with the queue's end mark: nothing is queued behind it
+        self._lock = threading.Lock()
         self._thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> Engine:
@@ -82,17 +84,28 @@ class EngineWorker:
     def submit(self, request: GenerationRequest | Generation) -> Generation:
         """Queue a request (or a Generation of your own kind, such as the server's async one)."""
         gen = request if isinstance(request, Generation) else Generation(request)
-        self._jobs.put(gen)
+        with self._lock:
+            if not self._closed:
+                self._jobs.put(gen)
+                return gen
+        _fail(gen)
         return gen
 
     def call(self, fn: Callable[[Engine], Any]) -> Future:
         """Run `fn(engine)` on the engine's thread (after the requests already queued)."""
         fut: Future = Future()
-        self._jobs.put((fn, fut))
+        with self._lock:
+            if not self._closed:
+                self._jobs.put((fn, fut))
+                return fut
+        _fail(fut)
         return fut
 
     def close(self, timeout: float = 30.0) -> None:
-        self._jobs.put(None)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._jobs.put(None)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
@@ -115,8 +128,17 @@ class EngineWorker:
                         except BaseException as e:
                             fut.set_exception(e)
         finally:
+            with self._lock:
+                self._closed = True
             if engine is not None:
                 engine.close()
+            while True:  # whatever is left (the loop ended early) ends with an error instead of waiting forever
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    _fail(job if isinstance(job, Generation) else job[1])
 
     @staticmethod
     def _run(engine: Engine | None, gen: Generation) -> None:
@@ -132,3 +154,12 @@ class EngineWorker:
         finally:
             gen.put(_DONE)
 
+
+def _fail(job) -> None:
+    """A request or call that came after the model was unloaded: it ends at once, saying so."""
+    gone = ModelLoadError("The model was unloaded before this could run.")
+    if isinstance(job, Generation):
+        job.put(gone)
+        job.put(_DONE)
+    elif job.set_running_or_notify_cancel():
+        job.set_exception(gone)

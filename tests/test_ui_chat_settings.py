@@ -88,3 +88,30 @@ def test_a_models_own_context_size_is_what_it_loads_with(qtbot, make_window):
     with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
         w.models.reload()
     assert w.models.worker.call(lambda e: e.runtime.n_ctx).result(timeout=60) == 1024
+
+
+def test_the_context_meter_counts_what_the_engine_will_read_and_says_what_happens_at_the_limit(qtbot, make_window):
+    w = make_window(n_ctx=512, max_tokens=8)
+    meter = w.chat.meter
+    assert send(qtbot, w, "Hi") == "done"
+    qtbot.waitUntil(lambda: meter.counted is not None and meter.isVisible(), timeout=60_000)
+    after_reply = meter.counted
+    w.chat.input.setPlainText("What is the capital of France?")
+    qtbot.waitUntil(lambda: meter.counted != after_reply, timeout=60_000)
+    typed, n_ctx = meter.counted
+    assert n_ctx == 512 and typed > after_reply[0] and meter.text() == f"{typed:,} of 512 tokens"
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000):
+        w.chat.send_button.click()
+    assert w.store.messages(w.chat.conversation_id)[-1].stats["prompt_tokens"] == typed  # the engine's own count
+
+    w.chat.input.setPlainText("lighthouse " * 600)
+    qtbot.waitUntil(lambda: "over the limit" in meter.text(), timeout=60_000)
+    assert meter.text().endswith("over the limit: the oldest turns will be left out")
+    w.chat.settings_button.click()
+    panel = w.chat.chat_settings
+    panel.overflow.setCurrentIndex(panel.overflow.findData("refuse"))  # this chat refuses instead
+    qtbot.waitUntil(lambda: meter.text().endswith("over the limit: the message will be refused"), timeout=60_000)
+    assert w.chat.own.overflow == "refuse"
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000) as done:
+        w.chat.send_button.click()
+    assert done.args == ["error"] and "context" in w.chat.views()[-1].note.text()

@@ -50,3 +50,19 @@ def test_a_load_failure_is_reported_and_requests_fail_cleanly(tmp_path):
             w.submit(GenerationRequest(prompt="x")).text()
     finally:
         w.close()
+
+
+def test_a_call_or_request_after_close_ends_at_once_with_a_reason():
+    from backends.worker import EngineWorker
+
+    class Engine:
+        def close(self):
+            pass
+
+    worker = EngineWorker(Engine)
+    assert worker.call(lambda e: 42).result(timeout=30) == 42
+    worker.close()
+    with pytest.raises(ModelLoadError, match="unloaded"):  # never a wait for a thread that is gone
+        worker.call(lambda e: 1).result(timeout=5)
+    with pytest.raises(ModelLoadError, match="unloaded"):
+        list(worker.submit(GenerationRequest(prompt="hi")))

@@ -15,6 +15,7 @@ from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
 from ui.chat_session import ChatSession
 from ui.chat_settings import ChatSettingsPanel
+from ui.context_meter import ContextMeter
 from ui.conversation_list import ConversationList
 from ui.empty_state import EmptyState
 from ui.icons import set_icon
@@ -123,6 +124,8 @@ class ChatPage(QWidget):
         self.input.setAccessibleName("Message")
         self.input.setFixedHeight(self.input.fontMetrics().lineSpacing() * 4 + 12)
         self.input.sig_send_requested.connect(self.send)
+        self.meter = ContextMeter(self)
+        self.input.textChanged.connect(self.count_context)
         self.input.setTabChangesFocus(True)  # Tab reaches Send, Stop and the messages' actions
         self.send_button = QPushButton("Send", self)
         self.send_button.setAccessibleName("Send")
@@ -156,6 +159,7 @@ class ChatPage(QWidget):
         col.addWidget(self.notice)
         col.addWidget(self.chat_settings)
         col.addLayout(row)
+        col.addWidget(self.meter)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(right)
@@ -195,6 +199,7 @@ class ChatPage(QWidget):
         self.model_note.setVisible(not self.models.chat_template)
         self._show_own_settings()  # the model's own defaults may apply now
         self._show_empty()
+        self.count_context()
 
     # -- what is on screen ------------------------------------------------------------------------
 
@@ -253,6 +258,7 @@ class ChatPage(QWidget):
             self._show_variants(view)
         self._update_actions()
         self._show_empty()
+        self.count_context()
         self.follow()  # an opened chat shows its end
 
     def _add_view(self, role: str, text: str, message_id: int, status: str = "done",
@@ -437,11 +443,29 @@ class ChatPage(QWidget):
         self.chat_settings.show_settings(self.effective_settings(), self.own)
         self.settings_button.setText("Chat settings •" if self.own is not None else "Chat settings")
 
+    def count_context(self) -> None:
+        """The context meter counts the chat plus what is typed, as the engine will read it (on its thread)."""
+        settings = self.effective_settings()
+        typed = self.input.toPlainText()
+        if self.conversation_id is None and not typed and not self.models.worker:
+            self.meter.request_count(None, None, dropping=True)
+            return
+        history = self._history() if self.conversation_id is not None else self._system_only(settings)
+        messages = history + ([{"role": "user", "content": typed}] if typed.strip() else [])
+        request = GenerationRequest(messages=messages, max_tokens=settings.max_tokens) if messages else None
+        self.meter.request_count(self.models.worker, request, dropping=settings.overflow == "drop_oldest")
+
+    @staticmethod
+    def _system_only(settings: Settings) -> list[dict]:
+        system = settings.system_prompt.strip()
+        return [{"role": "system", "content": system}] if system else []
+
     def _own_settings_changed(self, own: ChatSettings | None) -> None:
         self.own = own
         if self.conversation_id is not None:
             self.store.set_chat_settings(self.conversation_id, own.model_dump(exclude_none=True) if own else None)
         self._show_own_settings()
+        self.count_context()
 
     def _save_for_model(self, values: ChatSettings) -> None:
         model = self.models.name or self.settings().model
@@ -450,8 +474,7 @@ class ChatPage(QWidget):
             self.show_notice(f"New chats with {model} start from these settings.")
 
     def _history(self, upto: int | None = None) -> list[dict]:
-        system = self.effective_settings().system_prompt.strip()
-        history = [{"role": "system", "content": system}] if system else []
+        history = self._system_only(self.effective_settings())
         path = self.store.path_to(upto) if upto is not None else self.store.messages(self.conversation_id)
         for m in path:
             if m.status != "error" and m.content:
@@ -466,7 +489,8 @@ class ChatPage(QWidget):
         settings = self.effective_settings()
         worker = self.models.worker or self.models.load(settings.model)
         request = GenerationRequest(messages=self._history(after), sampling=settings.sampling(),
-                                    max_tokens=settings.max_tokens, drop_oldest_turns=True,
+                                    max_tokens=settings.max_tokens,
+                                    drop_oldest_turns=settings.overflow == "drop_oldest",
                                     prompt_lookup=settings.prompt_lookup, **self.request_options)
         reply = self.store.add(self.conversation_id, "assistant", "", status="streaming",
                                parent=LATEST if after is None else after)
@@ -546,6 +570,7 @@ class ChatPage(QWidget):
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
             view.finish(status, stats, error)  # its figures stay in sight while following
         self._update_actions()
+        self.count_context()  # the reply takes its room too
         self.sig_reply_done.emit(status)
 
 

@@ -37,8 +37,16 @@ class ChatSettingsPanel(QFrame):
         self._typing.timeout.connect(self._changed)
         self.system_prompt.textChanged.connect(lambda: self._filling or self._typing.start())
         form = QFormLayout()
+        self.overflow = QComboBox(self)
+        self.overflow.setAccessibleName("At the context's limit")
+        self.overflow.setToolTip("When the chat outgrows the model's context: leave out its oldest turns, or refuse "
+                                 "the message (nothing is ever cut silently: the reply says what was left out)")
+        self.overflow.addItem("Leave out the oldest turns", "drop_oldest")
+        self.overflow.addItem("Refuse the message", "refuse")
+        self.overflow.currentIndexChanged.connect(lambda _i: self._filling or self._changed())
         form.addRow("Preset", self.preset)
         form.addRow("System prompt", self.system_prompt)
+        form.addRow("At the limit", self.overflow)
         self.boxes = {}
         for name, label, kind, low, high, step in FIELDS:
             box = QDoubleSpinBox(self, decimals=2) if kind is float else QSpinBox(self)
@@ -75,6 +83,7 @@ class ChatSettingsPanel(QFrame):
             self.system_prompt.setPlainText(settings.system_prompt)
             for name, box in self.boxes.items():
                 box.setValue(getattr(settings, name))
+            self.overflow.setCurrentIndex(max(0, self.overflow.findData(settings.overflow)))
             self.reset_button.setEnabled(own is not None)
         finally:
             self._filling = False
@@ -82,6 +91,7 @@ class ChatSettingsPanel(QFrame):
     def values(self) -> ChatSettings:
         preset = self.preset.currentText()
         return ChatSettings(system_prompt=self.system_prompt.toPlainText(), preset=None if preset == CUSTOM else preset,
+                            overflow=self.overflow.currentData(),
                             **{name: box.value() for name, box in self.boxes.items()})
 
     def _changed(self) -> None:
