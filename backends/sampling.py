@@ -77,7 +77,7 @@ def make_sampler(params: SamplingParams) -> Sampler:
 
 def _filtered_probs(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
     """Candidate ids and their (unnormalised) probabilities after top_k, top_p and min_p."""
-    x = logits.astype(np.float64) / params.temperature
+    x = logits.astype(np.float64)  # the order first; the temperature only scales the gaps below
     if 0 < params.top_k < x.shape[0]:
         ids = np.argpartition(x, -params.top_k)[-params.top_k :]
     else:
@@ -85,7 +85,9 @@ def _filtered_probs(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndar
     vals = x[ids]
     order = np.argsort(-vals, kind="stable")
     ids, vals = ids[order], vals[order]
-    probs = np.exp(vals - vals[0])
+    # gaps before dividing: a temperature near zero (5e-324) gives exp(-inf) = 0, never inf - inf = NaN
+    with np.errstate(over="ignore"):
+        probs = np.exp((vals - vals[0]) / params.temperature)
     probs /= probs.sum()
     if params.top_p < 1.0:
         keep = int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1
@@ -109,11 +111,12 @@ def _make_penalties(params: SamplingParams) -> Callable[[np.ndarray, Sequence[in
             return logits
         ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
         x = logits.astype(np.float32, copy=True)
-        vals = x[ids]
+        vals = x[ids].astype(np.float64)
         if params.repeat_penalty != 1.0:
-            vals = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
+            with np.errstate(over="ignore"):  # clipped below
+                vals = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
         vals = vals - counts * params.frequency_penalty - params.presence_penalty
-        x[ids] = vals
+        x[ids] = np.clip(vals, -3e38, 3e38)  # a penalty near 0 (5e-324) would make inf, then NaN probabilities
         return x
 
     return penalize

@@ -78,3 +78,15 @@ def test_repetition_and_presence_penalties_push_seen_tokens_down():
 def test_bad_values_are_clear_errors(field, value):
     with pytest.raises(InvalidRequestError, match=field):
         make_sampler(SamplingParams(**{field: value}))
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0.05, repeat_penalty=5e-324, min_p=0.05, frequency_penalty=0.05),  # found by the fuzzer
+    SamplingParams(temperature=5e-324, top_k=0, top_p=1.0, min_p=0.0),
+    SamplingParams(temperature=1e-300, repeat_penalty=1e-300, seed=3),
+])
+def test_values_near_zero_still_give_a_token_and_keep_the_order(params):
+    x = logits(seed=4) * 10
+    x[7] = 30.0  # the likeliest by far
+    # a temperature near zero is all but greedy; a penalty below 1 favours the token already seen, 7
+    assert make_sampler(params)(x, [7, 7]) == 7
