@@ -135,9 +135,10 @@ def _apply_saved_settings(parser: argparse.ArgumentParser, subs: dict) -> None:
         return
     model = dict(saved_model=s.model, backend=s.backend, remote_url=s.remote_url, n_ctx=s.n_ctx,
                  n_gpu_layers=s.n_gpu_layers, prompt_lookup=s.prompt_lookup, draft_max=s.draft_max)
-    sampling = dict(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, repeat_penalty=s.repeat_penalty,
-                    max_tokens=s.max_tokens)
-    subs["chat"].set_defaults(**model, **sampling, temperature=s.temperature, system=s.system_prompt or None)
+    # below a --preset, above the built-in defaults (apply_preset): flags, then a preset, then these
+    saved = dict(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, repeat_penalty=s.repeat_penalty,
+                 max_tokens=s.max_tokens, temperature=s.temperature, system=s.system_prompt or None)
+    subs["chat"].set_defaults(**model, fallback={**subs["chat"].get_default("fallback"), **saved})
     subs["generate"].set_defaults(**model)  # a raw completion stays greedy unless asked
     subs["serve"].set_defaults(**model, host=s.server_host, port=s.server_port, api_key=s.server_api_key)
     subs["doctor"].set_defaults(n_ctx=s.n_ctx)
@@ -176,21 +177,23 @@ def _engine_options(args) -> EngineOptions:
 
 def apply_preset(args) -> None:
     """Fill the sampling flags not given from --preset (the saved settings' presets, then the built-in ones), then
-    from the defaults; in chat, the preset's system prompt unless --system was given."""
+    from the saved settings (chat) or the built-in defaults; in chat, the system prompt likewise."""
     preset = None
     if args.preset:
         from app.settings import load_settings, settings_path
 
         preset = load_settings(settings_path()).preset(args.preset)  # SettingsError names the presets there are
-        print(f"Preset {preset.name}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
-                                                    preset.overrides().items() if k != "system_prompt")
-              + (", with its system prompt" if preset.system_prompt else "") + ".", file=sys.stderr)
     for name in PRESET_FIELDS:
         if getattr(args, name) is None:
             chosen = getattr(preset, name, None) if preset else None
             setattr(args, name, chosen if chosen is not None else args.fallback[name])
-    if preset and preset.system_prompt and hasattr(args, "system") and args.system is None:
-        args.system = preset.system_prompt
+    if hasattr(args, "system") and args.system is None:
+        args.system = preset.system_prompt if preset and preset.system_prompt else args.fallback.get("system")
+    if preset:  # what the preset set, as it stands after the flags given
+        shown = [f"{k.replace('_', ' ')} {getattr(args, k)}" for k in preset.overrides() if k in PRESET_FIELDS]
+        system = preset.system_prompt and getattr(args, "system", None) == preset.system_prompt
+        print(f"Preset {preset.name}: " + ", ".join(shown) + (", with its system prompt" if system else "") + ".",
+              file=sys.stderr)
 
 
 def _sampling(args) -> SamplingParams:

@@ -121,7 +121,7 @@ def test_a_preset_sets_the_sampling_and_the_system_prompt_and_flags_still_win(tm
 
     data = tmp_path / "data"
     data.mkdir()
-    (data / "settings.json").write_text(json.dumps({"schema_version": 2, "presets": [
+    (data / "settings.json").write_text(json.dumps({"schema_version": 2, "temperature": 1.3, "presets": [
         {"name": "Pirate", "temperature": 0.0, "system_prompt": "Talk like a pirate in every reply you write. " * 8}]}))
     env = {"LANTERN_DATA_DIR": str(data)}
 
@@ -134,10 +134,11 @@ def test_a_preset_sets_the_sampling_and_the_system_prompt_and_flags_still_win(tm
 
     plain_err, plain = chat("--temperature", "0")
     said, with_prompt = chat("--preset", "pirate")
+    # the preset wins over the saved settings (temperature 1.3 there)
     assert "Preset Pirate: temperature 0.0, with its system prompt." in said and "Preset" not in plain_err
     assert with_prompt > plain + 30  # the preset's system prompt reached the prompt (the model's default is shorter)
-    _, own_system = chat("--preset", "pirate", "--system", "Hi")  # a flag given wins over the preset
-    assert own_system < with_prompt
+    said, own_system = chat("--preset", "pirate", "--system", "Hi", "--temperature", "0.4")  # flags win
+    assert own_system < with_prompt and "Preset Pirate: temperature 0.4." in said
     r = subprocess.run([str(LANTERN), "generate", "--preset", "nope", "hi"], capture_output=True, text=True,
                        timeout=120, env={**os.environ, **env})
     assert r.returncode == 2 and "There is no preset 'nope'; there are Pirate, Balanced" in r.stderr

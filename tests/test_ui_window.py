@@ -314,11 +314,17 @@ def test_settings_feed_the_replies_the_command_line_and_survive_a_restart(qtbot,
     page.widgets["n_ctx"].setValue(1024)
     assert page.save() and not page.reload_button.isHidden()  # load settings apply at the next load
     monkeypatch.setenv("LANTERN_DATA_DIR", str(w.library.root))
-    from app.cli import build_parser
+    from app.cli import apply_preset, build_parser
 
     args = build_parser().parse_args(["chat"])
+    apply_preset(args)
     assert (args.max_tokens, args.system, args.n_ctx, args.temperature) == (7, "Answer in French.", 1024, 0.0)
-    assert build_parser().parse_args(["chat", "--max-tokens", "9"]).max_tokens == 9  # flags still win
+    args = build_parser().parse_args(["chat", "--max-tokens", "9"])
+    apply_preset(args)
+    assert args.max_tokens == 9  # flags still win
+    args = build_parser().parse_args(["chat", "--preset", "coder"])
+    apply_preset(args)  # a preset wins over the saved settings
+    assert args.temperature == 0.2 and "expert programmer" in args.system and args.max_tokens == 7
     serve = build_parser().parse_args(["serve"])
     assert (serve.port, serve.saved_model) == (0, "smollm2-135m-instruct")
     page.widgets["theme"].setCurrentText("light")
