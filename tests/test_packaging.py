@@ -70,6 +70,7 @@ def test_the_bundle_holds_what_the_app_needs_and_nothing_it_does_not(built):
     assert any(n.startswith("llama_cpp/lib/libllama.so") for n in names)
     assert any(n.endswith("platforms/libqoffscreen.so") for n in names)
     assert any(n.endswith("platforms/libqxcb.so") for n in names)
+    assert any(n.endswith("STIXTwoMath-Regular.ttf") for n in names) and "latex2mathml/unimathsymbols.txt" in names
     unwanted = [n for n in names if any(w in n for w in ("QtWebEngine", "Qt6Quick", "Qt6Qml", "__pycache__",
                                                          "/tests/", "pytest", "schemathesis", "mlx"))]
     assert unwanted == []

@@ -15,6 +15,7 @@ from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
 from ui.chat_session import ChatSession
 from ui.chat_settings import ChatSettingsPanel
+from ui.chat_follow import ScrollFollower
 from ui.context_meter import ContextMeter
 from ui.conversation_list import ConversationList
 from ui.empty_state import EmptyState
@@ -107,11 +108,8 @@ class ChatPage(QWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(holder)
         self.scroll.setAccessibleName("Messages")
-        self._follow = False  # keep the end in sight as messages grow (set by sending; a scroll up clears it)
-        self._moving = False  # the view is moving itself, not the user
-        bar = self.scroll.verticalScrollBar()
-        bar.rangeChanged.connect(self._range_changed)
-        bar.valueChanged.connect(self._scrolled)
+        self.follower = ScrollFollower(self.scroll)
+        self.latest_button = self.follower.latest_button
         self.reading = QProgressBar(self)  # a long prompt being read, before the first word
         self.reading.setFormat("Reading the conversation: %v of %m tokens")
         self.reading.setAccessibleName("Reading the conversation")
@@ -251,7 +249,7 @@ class ChatPage(QWidget):
         reply = self._reply if self._reply and self._reply.conversation == self.conversation_id else None
         for m in self.store.messages(self.conversation_id):
             live = reply and m.id == reply.message_id
-            view = self._add_view(m.role, reply.text if live else m.content, m.id, m.status, m.stats)
+            view = self._add_view(m.role, reply.text if live else m.content, m.id, m.status, m.stats, m.created)
             view.set_reasoning(reply.reasoning if live else m.reasoning)
             if live:
                 view.set_model(reply.model)
@@ -262,8 +260,9 @@ class ChatPage(QWidget):
         self.follow()  # an opened chat shows its end
 
     def _add_view(self, role: str, text: str, message_id: int, status: str = "done",
-                  stats: dict | None = None) -> MessageView:
-        view = MessageView(role, text, message_id=message_id, status=status, stats=stats)
+                  stats: dict | None = None, created: float | None = None) -> MessageView:
+        view = MessageView(role, text, message_id=message_id, status=status, stats=stats,
+                           created=created or time.time())
         view.sig_edit_requested.connect(self.edit)
         view.sig_regenerate_requested.connect(self.regenerate)
         view.sig_variant_requested.connect(self.show_variant)
@@ -280,26 +279,9 @@ class ChatPage(QWidget):
     def _view_of(self, message_id: int) -> MessageView | None:
         return next((v for v in self.views() if v.message_id == message_id), None)
 
-    def _scroll_to_end(self) -> None:
-        bar = self.scroll.verticalScrollBar()
-        self._moving = True
-        try:
-            bar.setValue(bar.maximum())
-        finally:
-            self._moving = False
-
     def follow(self) -> None:
         """Keep the newest message in sight while it is laid out and while the reply streams in."""
-        self._follow = True
-        self._scroll_to_end()
-
-    def _range_changed(self, _low: int, _high: int) -> None:
-        if self._follow:
-            self._scroll_to_end()
-
-    def _scrolled(self, value: int) -> None:
-        if not self._moving:  # the user scrolled: follow again only once they are back at the end
-            self._follow = value >= self.scroll.verticalScrollBar().maximum() - 4
+        self.follower.follow()
 
     def _update_actions(self) -> None:
         busy = self.busy

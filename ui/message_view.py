@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import time
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -10,9 +11,10 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, 
 
 from app.chat_export import figures_text  # one wording for the window and the exports
 from ui.icons import icon, set_icon
-from ui.markdown import render_markdown
+from ui.markdown import math_svg, render_markdown
 from ui.theme import is_dark
 
+FOLD_LINES, FOLD_CHARS, FOLDED_LINES = 15, 1500, 8  # a message longer than this shows this many lines at first
 STATUS_NOTES = {"stopped": "Stopped.", "cut_off": "Cut off: Lantern stopped while this reply was being written.",
                 "error": "Failed."}
 
@@ -33,6 +35,34 @@ def figures_details(stats: dict | None) -> str:
     return "\n".join(lines)
 
 
+_images: dict = {}  # (formula key, pixel ratio) -> QImage
+
+
+def _math_image(key: str, ratio: float):
+    from PySide6.QtCore import QByteArray, QRectF
+    from PySide6.QtGui import QImage, QPainter
+    from PySide6.QtSvg import QSvgRenderer
+
+    if (key, ratio) in _images:
+        return _images[(key, ratio)]
+    svg = math_svg(key)
+    if svg is None:
+        return None
+    renderer = QSvgRenderer(QByteArray(svg.encode()))
+    size = renderer.defaultSize()
+    image = QImage(max(1, int(size.width() * ratio)), max(1, int(size.height() * ratio)),
+                   QImage.Format.Format_ARGB32_Premultiplied)
+    image.fill(0)
+    painter = QPainter(image)
+    renderer.render(painter, QRectF(0, 0, image.width(), image.height()))
+    painter.end()
+    image.setDevicePixelRatio(ratio)
+    if len(_images) > 512:
+        _images.clear()
+    _images[(key, ratio)] = image
+    return image
+
+
 class MessageBody(QTextBrowser):
     """A QTextBrowser as tall as its text, so the chat scrolls as one page."""
 
@@ -48,14 +78,22 @@ class MessageBody(QTextBrowser):
         self.document().setDefaultStyleSheet("p, li { line-height: 135%; }")  # airier than Qt's default
         self.document().setDocumentMargin(0)  # the text lines up with the speaker's name
         self.document().contentsChanged.connect(self._fit)
+        self.collapsed_height: int | None = None  # a long message folded to this height
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._fit()
 
+    def loadResource(self, kind: int, url: QUrl):
+        if url.scheme() == "math":  # a formula render_markdown drew: its SVG as an image, sharp on HiDPI screens
+            return _math_image(url.path() or url.toString().split(":", 1)[1], self.devicePixelRatioF())
+        return None  # nothing else loads: a reply cannot fetch files or URLs
+
     def _fit(self) -> None:
         self.document().setTextWidth(self.viewport().width())
         height = int(self.document().size().height()) + 4
+        if self.collapsed_height is not None:
+            height = min(height, self.collapsed_height)
         if self.height() != height:
             self.setFixedHeight(height)
 
@@ -68,9 +106,10 @@ class MessageView(QFrame):
     sig_delete_requested = Signal(int)  # delete this message and what follows it
 
     def __init__(self, role: str, text: str, *, message_id: int, status: str = "done", stats: dict | None = None,
-                 parent=None):
+                 created: float | None = None, parent=None):
         super().__init__(parent)
         self.role, self.message_id, self.status = role, message_id, status
+        self._expanded = False
         self._text, self._code_blocks = text, []
         self.setObjectName(f"message-{role}")  # styled by ui.theme.chat_style: the user's words in a bubble
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
@@ -86,10 +125,16 @@ class MessageView(QFrame):
         self.model_label = QLabel(self)  # the model that wrote this reply
         self.model_label.setObjectName("speaker-model")
         self.model_label.setAccessibleName("Written by")
+        self.time_label = QLabel(_when(created), self)  # when it was written; the full date on hover
+        self.time_label.setObjectName("speaker-model")
+        self.time_label.setAccessibleName("Written at")
+        if created:
+            self.time_label.setToolTip(time.strftime("%A %d %B %Y, %H:%M:%S", time.localtime(created)))
         header.addWidget(avatar)
         header.addWidget(who)
         header.addWidget(self.model_label)
         header.addStretch(1)
+        header.addWidget(self.time_label)
         layout.addLayout(header)
         # The model's thinking, folded above the answer: "Thought for 12 s", a click away.
         self._reasoning, self._stats = "", stats
@@ -122,6 +167,12 @@ class MessageView(QFrame):
             w.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             w.customContextMenuRequested.connect(lambda pos, w=w: self.menu().exec(w.mapToGlobal(pos)))
         layout.addWidget(self.body)
+        self.expand_button = QToolButton(self)  # a long pasted message is folded to a few lines
+        self.expand_button.setObjectName("message-action")
+        self.expand_button.setAccessibleName("Show the whole message")
+        self.expand_button.clicked.connect(self._toggle_expanded)
+        self.expand_button.hide()
+        layout.addWidget(self.expand_button)
         self.note = QLabel(wordWrap=True)
         self.note.setObjectName("message-note")
         self.figures = QLabel(wordWrap=True)
@@ -300,9 +351,23 @@ class MessageView(QFrame):
         self.copy_button.setText("Copy")
         set_icon(self.copy_button, "copy")
 
+    def _toggle_expanded(self) -> None:
+        self._expanded = not self._expanded
+        self._fold_if_long()
+
+    def _fold_if_long(self) -> None:
+        lines = self._text.count("\n") + 1
+        long = self.role == "user" and (lines > FOLD_LINES or len(self._text) > FOLD_CHARS)
+        self.body.collapsed_height = None if self._expanded or not long else \
+            self.body.fontMetrics().lineSpacing() * FOLDED_LINES
+        self.expand_button.setVisible(long)
+        self.expand_button.setText("Show less" if self._expanded else f"Show all ({lines:,} lines)")
+        self.body._fit()
+
     def _render(self) -> None:
         if self.role == "user":  # the user's own words, exactly as typed
             self.body.setHtml(f'<p style="white-space: pre-wrap">{html.escape(self._text)}</p>')
+            self._fold_if_long()
             return
         markup, self._code_blocks = render_markdown(self._text, theme="dark" if is_dark() else "light")
         self.body.setHtml(markup)
@@ -314,3 +379,15 @@ class MessageView(QFrame):
                 QGuiApplication.clipboard().setText(self._code_blocks[index])
         elif url.scheme() in ("http", "https"):
             QDesktopServices.openUrl(url)
+
+
+def _when(created: float | None) -> str:
+    """14:03 today, "Mon 14:03" this week, "3 Nov 14:03" before (the full date is on hover)."""
+    if not created:
+        return ""
+    then, now = time.localtime(created), time.localtime()
+    if then[:3] == now[:3]:
+        return time.strftime("%H:%M", then)
+    if 0 <= time.time() - created < 6 * 86400:
+        return time.strftime("%a %H:%M", then)
+    return time.strftime("%d %b %Y, %H:%M" if then.tm_year != now.tm_year else "%d %b, %H:%M", then).lstrip("0")

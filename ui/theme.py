@@ -70,6 +70,9 @@ def chat_style() -> str:
     QLabel#message-note {{ color: {c['error']}; }}
     QToolButton#message-action {{ color: {c['muted']}; border: none; padding: 2px 6px; border-radius: 6px; }}
     QToolButton#message-action:hover {{ background: {c['card']}; }}
+    QToolButton#jump-to-latest {{ background: {c['card']}; border: 1px solid {c['card_border']}; border-radius: 12px;
+                                  padding: 4px 12px; }}
+    QToolButton#jump-to-latest:hover {{ border-color: {c['accent']}; }}
     QToolButton#message-action:focus {{ border: 1px solid {c['accent']}; }}
     QFrame#empty-state {{ background: transparent; }}
     QLabel#empty-title {{ font-size: 18pt; font-weight: 600; }}
