@@ -115,3 +115,24 @@ def test_the_context_meter_counts_what_the_engine_will_read_and_says_what_happen
     with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000) as done:
         w.chat.send_button.click()
     assert done.args == ["error"] and "context" in w.chat.views()[-1].note.text()
+
+
+def test_a_new_chat_starts_from_a_summary_of_this_one(qtbot, make_window):
+    w = make_window(max_tokens=16, system_prompt="Be kind.")
+    assert send(qtbot, w, "My name is Ada and I keep a lighthouse.") == "done"
+    old = w.chat.conversation_id
+    old_messages = [m.content for m in w.store.messages(old)]
+    w.chat.summary_button.click()
+    assert w.chat.notice.text() == "Summarizing this chat…"
+    qtbot.waitUntil(lambda: w.chat.conversation_id != old, timeout=180_000)
+    new = w.chat.conversation_id
+    prompt = w.chat.own.system_prompt
+    assert prompt.startswith("Be kind.\n\nWhat we discussed in an earlier chat, summarized:\n") and \
+        len(prompt) > len("Be kind.\n\nWhat we discussed in an earlier chat, summarized:\n") + 3
+    assert w.chat.views() == [] and w.store.conversations()[0].title.startswith("From: My name is Ada")
+    assert "starts from a summary" in w.chat.notice.text()
+    assert [m.content for m in w.store.messages(old)] == old_messages  # the old chat is untouched
+    sent = _requests(w)
+    assert send(qtbot, w, "What is my name?") == "done"
+    assert sent[-1].messages[0] == {"role": "system", "content": prompt}  # the summary reaches the model
+    assert w.store.chat_settings(new)["system_prompt"] == prompt

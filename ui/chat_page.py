@@ -13,9 +13,11 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
 from app.conversations import LATEST, ConversationStore
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
+from ui.chat_follow import ScrollFollower
+from ui.chat_own_settings import ChatSettingsMixin, own_settings
 from ui.chat_session import ChatSession
 from ui.chat_settings import ChatSettingsPanel
-from ui.chat_follow import ScrollFollower
+from ui.chat_summary import ChatSummarizer
 from ui.context_meter import ContextMeter
 from ui.conversation_list import ConversationList
 from ui.empty_state import EmptyState
@@ -53,7 +55,7 @@ class _Reply:
     model: str = ""
 
 
-class ChatPage(QWidget):
+class ChatPage(ChatSettingsMixin, QWidget):
     sig_reply_done = Signal(str)  # the reply's final status: done, stopped, error
 
     def __init__(self, store: ConversationStore, models: ModelController, settings: Callable[[], Settings],
@@ -123,6 +125,14 @@ class ChatPage(QWidget):
         self.input.setFixedHeight(self.input.fontMetrics().lineSpacing() * 4 + 12)
         self.input.sig_send_requested.connect(self.send)
         self.meter = ContextMeter(self)
+        self.summarizer = ChatSummarizer(self)
+        self.summarizer.sig_summarized.connect(self._start_from_summary)
+        self.summarizer.sig_failed.connect(lambda why: self.show_notice(f"The summary failed: {why}"))
+        self.summary_button = QPushButton("New chat from a summary", self)
+        self.summary_button.setAccessibleName("Start a new chat with a summary of this one")
+        self.summary_button.setToolTip("The model summarizes this chat; a new chat starts with the summary in its "
+                                       "system prompt (Chat settings shows it), so the context is nearly empty again")
+        self.summary_button.clicked.connect(self.summarize)
         self.input.textChanged.connect(self.count_context)
         self.input.setTabChangesFocus(True)  # Tab reaches Send, Stop and the messages' actions
         self.send_button = QPushButton("Send", self)
@@ -157,7 +167,10 @@ class ChatPage(QWidget):
         col.addWidget(self.notice)
         col.addWidget(self.chat_settings)
         col.addLayout(row)
-        col.addWidget(self.meter)
+        meter_row = QHBoxLayout()
+        meter_row.addWidget(self.meter, 1)
+        meter_row.addWidget(self.summary_button)
+        col.addLayout(meter_row)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(right)
@@ -218,7 +231,7 @@ class ChatPage(QWidget):
         self.cancel_edit()
         self.show_notice("")  # a notice is about the chat it appeared in
         self.conversation_id = conversation
-        self.own = _own_settings(self.store.chat_settings(conversation))
+        self.own = own_settings(self.store.chat_settings(conversation))
         self._show_own_settings()
         self._rebuild()
         self.sidebar.refresh(conversation)
@@ -409,52 +422,6 @@ class ChatPage(QWidget):
         if self._reply is not None:  # the engine did not answer in time: the text, without figures
             self._end_reply("stopped", None, None)
 
-    # -- this chat's settings ---------------------------------------------------------------------
-
-    def effective_settings(self) -> Settings:
-        """What the open chat runs with: the global settings, the model's defaults, the chat's own."""
-        base = self.settings()
-        return base.for_chat(self.models.name or base.model, self.own)
-
-    def _toggle_chat_settings(self, shown: bool) -> None:
-        if shown:
-            self._show_own_settings()
-        self.chat_settings.setVisible(shown)
-
-    def _show_own_settings(self) -> None:
-        self.chat_settings.show_settings(self.effective_settings(), self.own)
-        self.settings_button.setText("Chat settings •" if self.own is not None else "Chat settings")
-
-    def count_context(self) -> None:
-        """The context meter counts the chat plus what is typed, as the engine will read it (on its thread)."""
-        settings = self.effective_settings()
-        typed = self.input.toPlainText()
-        if self.conversation_id is None and not typed and not self.models.worker:
-            self.meter.request_count(None, None, dropping=True)
-            return
-        history = self._history() if self.conversation_id is not None else self._system_only(settings)
-        messages = history + ([{"role": "user", "content": typed}] if typed.strip() else [])
-        request = GenerationRequest(messages=messages, max_tokens=settings.max_tokens) if messages else None
-        self.meter.request_count(self.models.worker, request, dropping=settings.overflow == "drop_oldest")
-
-    @staticmethod
-    def _system_only(settings: Settings) -> list[dict]:
-        system = settings.system_prompt.strip()
-        return [{"role": "system", "content": system}] if system else []
-
-    def _own_settings_changed(self, own: ChatSettings | None) -> None:
-        self.own = own
-        if self.conversation_id is not None:
-            self.store.set_chat_settings(self.conversation_id, own.model_dump(exclude_none=True) if own else None)
-        self._show_own_settings()
-        self.count_context()
-
-    def _save_for_model(self, values: ChatSettings) -> None:
-        model = self.models.name or self.settings().model
-        if self.save_model_defaults is not None:
-            self.save_model_defaults(model, ModelDefaults(**values.model_dump(exclude={"preset"})))
-            self.show_notice(f"New chats with {model} start from these settings.")
-
     def _history(self, upto: int | None = None) -> list[dict]:
         history = self._system_only(self.effective_settings())
         path = self.store.path_to(upto) if upto is not None else self.store.messages(self.conversation_id)
@@ -554,16 +521,6 @@ class ChatPage(QWidget):
         self._update_actions()
         self.count_context()  # the reply takes its room too
         self.sig_reply_done.emit(status)
-
-
-def _own_settings(saved: dict | None) -> ChatSettings | None:
-    """A chat's saved settings, checked; damaged ones are left unused (the chat follows the defaults)."""
-    from pydantic import ValidationError
-
-    try:
-        return ChatSettings.model_validate(saved) if saved else None
-    except (ValidationError, TypeError):
-        return None
 
 
 def _title(text: str) -> str:

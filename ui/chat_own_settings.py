@@ -1,0 +1,87 @@
+"""The chat page's part that deals with the open chat's own settings: what it runs with, the settings panel, the
+context meter's count, and a new chat from a summary (a mixin of ui.chat_page.ChatPage, kept apart for size)."""
+from __future__ import annotations
+
+from app.settings import ChatSettings, ModelDefaults, Settings
+from backends.events import GenerationRequest
+from ui.chat_summary import summary_prompt
+
+
+class ChatSettingsMixin:
+    def effective_settings(self) -> Settings:
+        """What the open chat runs with: the global settings, the model's defaults, the chat's own."""
+        base = self.settings()
+        return base.for_chat(self.models.name or base.model, self.own)
+
+    def _toggle_chat_settings(self, shown: bool) -> None:
+        if shown:
+            self._show_own_settings()
+        self.chat_settings.setVisible(shown)
+
+    def _show_own_settings(self) -> None:
+        self.chat_settings.show_settings(self.effective_settings(), self.own)
+        self.settings_button.setText("Chat settings •" if self.own is not None else "Chat settings")
+
+    def count_context(self) -> None:
+        """The context meter counts the chat plus what is typed, as the engine will read it (on its thread)."""
+        settings = self.effective_settings()
+        typed = self.input.toPlainText()
+        if self.conversation_id is None and not typed and not self.models.worker:
+            self.meter.request_count(None, None, dropping=True)
+            return
+        history = self._history() if self.conversation_id is not None else self._system_only(settings)
+        messages = history + ([{"role": "user", "content": typed}] if typed.strip() else [])
+        request = GenerationRequest(messages=messages, max_tokens=settings.max_tokens) if messages else None
+        self.meter.request_count(self.models.worker, request, dropping=settings.overflow == "drop_oldest")
+
+    def summarize(self) -> None:
+        if self.conversation_id is None or self.busy or self.summarizer.busy:
+            return
+        self.show_notice("Summarizing this chat…")
+        self._summarized = next((c.title for c in self.store.conversations() if c.id == self.conversation_id), "")
+        self.summarizer.summarize(self.models.worker or self.models.load(self.settings().model), self._history())
+
+    def _start_from_summary(self, summary: str, dropped: int) -> None:
+        base = self.effective_settings()
+        own = (self.own or ChatSettings()).model_copy(update={"system_prompt": summary_prompt(base.system_prompt,
+                                                                                               summary)})
+        title = f"From: {self._summarized}"[:48]
+        self.new_chat()
+        self.conversation_id = self.store.create(title).id
+        self.own = own
+        self.store.set_chat_settings(self.conversation_id, own.model_dump(exclude_none=True))
+        self.sidebar.refresh(self.conversation_id)
+        self._show_own_settings()
+        self.count_context()
+        note = f" (the {dropped} oldest messages did not fit to be read)" if dropped else ""
+        self.show_notice(f"This chat starts from a summary of “{self._summarized}”{note}; it is in this chat's "
+                         "system prompt (Chat settings).")
+
+    @staticmethod
+    def _system_only(settings: Settings) -> list[dict]:
+        system = settings.system_prompt.strip()
+        return [{"role": "system", "content": system}] if system else []
+
+    def _own_settings_changed(self, own: ChatSettings | None) -> None:
+        self.own = own
+        if self.conversation_id is not None:
+            self.store.set_chat_settings(self.conversation_id, own.model_dump(exclude_none=True) if own else None)
+        self._show_own_settings()
+        self.count_context()
+
+    def _save_for_model(self, values: ChatSettings) -> None:
+        model = self.models.name or self.settings().model
+        if self.save_model_defaults is not None:
+            self.save_model_defaults(model, ModelDefaults(**values.model_dump(exclude={"preset"})))
+            self.show_notice(f"New chats with {model} start from these settings.")
+
+
+
+def own_settings(saved: dict | None) -> ChatSettings | None:
+    """A chat's saved settings, checked; damaged ones are left unused (the chat follows the defaults)."""
+    from pydantic import ValidationError
+
+    try:
+        return ChatSettings.model_validate(saved) if saved else None
+    except (ValidationError, TypeError):
+        return None
