@@ -2,6 +2,7 @@
 context meter's count, and a new chat from a summary (a mixin of ui.chat_page.ChatPage, kept apart for size)."""
 from __future__ import annotations
 
+from app.attachments import message_with_files
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import GenerationRequest
 from ui.chat_summary import summary_prompt
@@ -25,7 +26,8 @@ class ChatSettingsMixin:
     def count_context(self) -> None:
         """The context meter counts the chat plus what is typed, as the engine will read it (on its thread)."""
         settings = self.effective_settings()
-        typed = self.input.toPlainText()
+        files = [chip.file for chip in self.attachments.chips() if chip.file is not None]
+        typed = message_with_files(self.input.toPlainText(), files)
         if self.conversation_id is None and not typed and not self.models.worker:
             self.meter.request_count(None, None, dropping=True)
             return

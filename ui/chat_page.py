@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
@@ -10,9 +11,11 @@ from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
                                QVBoxLayout, QWidget)
 
+from app.attachments import TEXT_SUFFIXES, AttachmentError, message_with_files
 from app.conversations import LATEST, ConversationStore
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
+from ui.attachment_bar import AttachmentBar
 from ui.chat_follow import ScrollFollower
 from ui.chat_own_settings import ChatSettingsMixin, own_settings
 from ui.chat_session import ChatSession
@@ -33,9 +36,20 @@ STATUS_BY_REASON = {"stop": "done", "length": "done", "cancelled": "stopped", "e
 
 
 class MessageInput(QPlainTextEdit):
-    """Enter sends; Shift+Enter makes a new line."""
+    """Enter sends; Shift+Enter makes a new line; files dropped or pasted are attached."""
 
     sig_send_requested = Signal()
+    sig_files_given = Signal(list)  # paths of local files dropped or pasted
+
+    def canInsertFromMimeData(self, source) -> bool:
+        return source.hasUrls() or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source) -> None:
+        files = [Path(u.toLocalFile()) for u in source.urls() if u.isLocalFile()] if source.hasUrls() else []
+        if files:
+            self.sig_files_given.emit(files)
+        else:
+            super().insertFromMimeData(source)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and \
@@ -125,6 +139,14 @@ class ChatPage(ChatSettingsMixin, QWidget):
         self.input.setFixedHeight(self.input.fontMetrics().lineSpacing() * 4 + 12)
         self.input.sig_send_requested.connect(self.send)
         self.meter = ContextMeter(self)
+        self.attachments = AttachmentBar(self)
+        self.attachments.sig_changed.connect(self.count_context)
+        self.input.sig_files_given.connect(self.attach)
+        self.attach_button = QPushButton("Attach", self)
+        self.attach_button.setAccessibleName("Attach files")
+        self.attach_button.setToolTip("Text, Markdown, code, CSV, JSON, HTML, PDF or Word files (or drop them on the "
+                                      "message box)")
+        self.attach_button.clicked.connect(self._attach_clicked)
         self.summarizer = ChatSummarizer(self)
         self.summarizer.sig_summarized.connect(self._start_from_summary)
         self.summarizer.sig_failed.connect(lambda why: self.show_notice(f"The summary failed: {why}"))
@@ -157,6 +179,7 @@ class ChatPage(ChatSettingsMixin, QWidget):
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.attach_button)
         buttons.addWidget(self.settings_button)
         row.addLayout(buttons)
         right = QWidget(self)
@@ -166,6 +189,7 @@ class ChatPage(ChatSettingsMixin, QWidget):
         col.addWidget(self.reading)
         col.addWidget(self.notice)
         col.addWidget(self.chat_settings)
+        col.addWidget(self.attachments)
         col.addLayout(row)
         meter_row = QHBoxLayout()
         meter_row.addWidget(self.meter, 1)
@@ -315,10 +339,16 @@ class ChatPage(ChatSettingsMixin, QWidget):
         if self.busy:
             self.show_notice(STILL_WRITING)
             return
+        try:  # every file as read, still there and unchanged, or nothing is sent
+            files = self.attachments.ready()
+        except AttachmentError as e:
+            self.show_notice(str(e))
+            return
+        question, text = text, message_with_files(text, files)
         edited = self._stored(self.editing) if self.editing is not None else None
         self.editing = None
         if self.conversation_id is None:
-            self.conversation_id = self.store.create(_title(text)).id
+            self.conversation_id = self.store.create(_title(question)).id
             if self.own is not None:  # chosen before the first message
                 self.store.set_chat_settings(self.conversation_id, self.own.model_dump(exclude_none=True))
         # an edit is a new branch beside the edited message: the old one and its replies stay a click away
@@ -330,9 +360,20 @@ class ChatPage(ChatSettingsMixin, QWidget):
         else:
             self._show_variants(self._add_view("user", text, message.id))  # after "Branch from here": 2/2
         self.input.clear()
+        self.attachments.clear()
         self.sidebar.refresh(self.conversation_id)
         self.follow()
         self._start_reply()
+
+    def attach(self, paths: list) -> None:
+        self.attachments.worker = self.models.worker
+        self.attachments.add_paths(paths)
+
+    def _attach_clicked(self) -> None:
+        from ui import dialogs
+
+        patterns = " ".join(f"*{s}" for s in sorted(TEXT_SUFFIXES | {".pdf", ".docx"}))
+        self.attach(dialogs.open_paths(self, "Attach files", f"Documents ({patterns});;All files (*)"))
 
     def regenerate(self, message_id: int) -> None:
         """Another reply in this one's place; the earlier ones stay as variants (‹ 1/2 ›)."""

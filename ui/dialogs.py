@@ -28,3 +28,13 @@ def open_path(parent: QWidget, title: str, filter: str):
 
     chosen, _ = QFileDialog.getOpenFileName(parent, title, "", filter)
     return Path(chosen) if chosen else None
+
+
+def open_paths(parent: QWidget, title: str, filter: str) -> list:
+    """Which files to open (several may be chosen); [] if the user cancelled."""
+    from pathlib import Path
+
+    from PySide6.QtWidgets import QFileDialog
+
+    chosen, _ = QFileDialog.getOpenFileNames(parent, title, "", filter)
+    return [Path(c) for c in chosen]
