@@ -7,6 +7,7 @@ scanned PDF says so, and a file that changed or went away after it was attached 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,18 @@ def message_with_files(question: str, files: list[Attachment]) -> str:
         body = f.text.replace("</document>", "<\\/document>")
         blocks.append(f'<document name="{html.escape(f.name, quote=True)}">\n{body}\n</document>')
     return "\n\n".join([*blocks, question]) if blocks else question
+
+
+_FILE = re.compile(r'<document name="([^"\n]*)">\n(.*?)\n</document>\n\n', re.S)
+
+
+def split_files(message: str) -> tuple[list[tuple[str, int]], str]:
+    """The files a message carries (name and line count, for the bubble) and the question after them."""
+    files, at = [], 0
+    while m := _FILE.match(message, at):
+        files.append((html.unescape(m.group(1)), m.group(2).rstrip("\n").count("\n") + 1))
+        at = m.end()
+    return files, message[at:]
 
 
 def describe(file: Attachment) -> str:

@@ -1,5 +1,7 @@
 """Screenshots for the README, in the light and the dark theme: an empty chat, a chat with streamed replies, the
-models page and the settings page (`NAME-light.png`, `NAME-dark.png`).
+models page, the settings page (`NAME-light.png`, `NAME-dark.png`), and `features-THEME.png`: a chat written into
+the store here (math, a table, a quote, an attached file, a regenerated reply's ‹ 2/2 ›) with its Chat settings open,
+a file chip and the context meter.
 
     scripts/screenshots          (runs this under Xvfb: xvfb-run, from Debian's xvfb package)
 
@@ -68,6 +70,21 @@ def main(out: Path) -> int:
         app.processEvents()
         shoot(f"settings-{theme}")
         w.pages.setCurrentWidget(w.chat)
+        features(theme)
+        QTimer.singleShot(1500, lambda: finish(theme))
+
+    def features(theme: str) -> None:
+        if not hasattr(w, "_features_chat"):
+            w._features_chat = _features_chat(w.store, Path(os.environ["LANTERN_DATA_DIR"]) / "notes.md")
+        w.chat.open_conversation(w._features_chat)
+        w.chat.settings_button.setChecked(True)
+        w.chat.attach([Path(os.environ["LANTERN_DATA_DIR"]) / "notes.md"])
+        w.chat.input.setPlainText("Which of these keeps the light turning?")
+
+    def finish(theme: str) -> None:
+        shoot(f"features-{theme}")
+        w.chat.settings_button.setChecked(False)
+        w.chat.attachments.clear()
         if theme == "light":
             QTimer.singleShot(300, lambda: pages("dark"))
         else:
@@ -77,6 +94,32 @@ def main(out: Path) -> int:
     w.chat.sig_reply_done.connect(next_prompt)
     next_prompt()
     return app.exec()
+
+
+REPLY = r"""The lamp turns on a clockwork drive: a weight of mass $m$ falling a height $h$ stores
+
+$$E = m g h$$
+
+| Part | Job |
+|---|---|
+| Clockwork | turns the lens |
+| Weight | drives the clockwork |
+
+> Wind the weight up every four hours, or the light stops."""
+
+
+def _features_chat(store, notes: Path) -> int:
+    from app.attachments import message_with_files, read_attachment
+
+    notes.write_text("Supplies: oil, wicks, lens cloths, a spare clockwork spring.\n")
+    c = store.create("How the light turns")
+    question = store.add(c.id, "user", message_with_files("How does the light turn?", [read_attachment(notes)]))
+    store.add(c.id, "assistant", "It turns by clockwork.", stats={"ttft_ms": 180, "decode_tokens_per_s": 96,
+                                                                   "model": "smollm2-135m-instruct"})
+    store.add(c.id, "assistant", REPLY, parent=question.id,
+              stats={"ttft_ms": 120, "decode_tokens_per_s": 104, "cached_tokens": 95, "prompt_tokens": 118,
+                     "model": "smollm2-135m-instruct"})
+    return c.id
 
 
 if __name__ == "__main__":

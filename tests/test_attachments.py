@@ -80,3 +80,7 @@ def test_the_model_reads_each_file_by_name_before_the_question(tmp_path):
     assert text == ('<document name="a &quot;quoted&quot;.md">\nAlpha <\\/document> tries to close the tag\n'
                     '</document>\n\n<document name="b.txt">\nBeta\n</document>\n\nCompare them.')
     assert message_with_files("Just this.", []) == "Just this."
+    from app.attachments import split_files
+
+    assert split_files(text) == ([('a "quoted".md', 1), ("b.txt", 1)], "Compare them.")  # what the bubble shows
+    assert split_files('<document name="x">\nno end') == ([], '<document name="x">\nno end')

@@ -39,6 +39,9 @@ def test_attached_files_reach_the_model_and_bad_ones_send_nothing(qtbot, make_wi
     assert '<document name="log.pdf">\n[page 1]\nFog at dawn' in content and content.endswith("Where does it stand?")
     assert w.store.messages(w.chat.conversation_id)[-1].stats["prompt_tokens"] == counted  # the meter counted them
     assert w.chat.attachments.chips() == [] and w.chat.attachments.isHidden()
+    bubble = w.chat.views()[-2].body.toPlainText()  # the files as a line each, then the question
+    assert bubble.startswith("Attached: notes.md · 1 line\nAttached: log.pdf · 5 lines") and bubble.endswith("Where does it stand?")
+    assert "Eddystone" not in bubble and w.chat.views()[-2].text == content  # Copy gives it all
 
     n = len(stored(w))
     binary = tmp_path / "photo.txt"

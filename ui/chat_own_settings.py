@@ -18,6 +18,10 @@ class ChatSettingsMixin:
         if shown:
             self._show_own_settings()
         self.chat_settings.setVisible(shown)
+        sizes = self.splitter.sizes()
+        if shown and sizes[2] < self.chat_settings.minimumWidth():  # the splitter opens it at its own width
+            width = self.chat_settings.sizeHint().width()
+            self.splitter.setSizes([sizes[0], max(200, sizes[1] - width), width])
 
     def _show_own_settings(self) -> None:
         self.chat_settings.show_settings(self.effective_settings(), self.own)

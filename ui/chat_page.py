@@ -188,7 +188,6 @@ class ChatPage(ChatSettingsMixin, QWidget):
         col.addWidget(self.scroll, 1)
         col.addWidget(self.reading)
         col.addWidget(self.notice)
-        col.addWidget(self.chat_settings)
         col.addWidget(self.attachments)
         col.addLayout(row)
         meter_row = QHBoxLayout()
@@ -198,6 +197,7 @@ class ChatPage(ChatSettingsMixin, QWidget):
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(right)
+        self.splitter.addWidget(self.chat_settings)  # beside the messages, not over them
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([220, 780])
         QVBoxLayout(self).addWidget(self.splitter)

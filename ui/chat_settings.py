@@ -3,8 +3,8 @@ defaults". The values live in app.settings (ChatSettings, presets, model default
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QPlainTextEdit,
-                               QPushButton, QSpinBox, QVBoxLayout)
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QLabel, QPlainTextEdit, QPushButton,
+                               QSpinBox, QVBoxLayout)
 
 from app.settings import ChatSettings, Settings
 
@@ -32,7 +32,7 @@ class ChatSettingsPanel(QFrame):
         self.preset.activated.connect(self._preset_chosen)
         self.system_prompt = QPlainTextEdit(self)
         self.system_prompt.setAccessibleName("This chat's system prompt")
-        self.system_prompt.setFixedHeight(self.system_prompt.fontMetrics().lineSpacing() * 3 + 12)
+        self.system_prompt.setFixedHeight(self.system_prompt.fontMetrics().lineSpacing() * 6 + 12)
         self._typing = QTimer(self, singleShot=True, interval=400)  # saved when the typing pauses
         self._typing.timeout.connect(self._changed)
         self.system_prompt.textChanged.connect(lambda: self._filling or self._typing.start())
@@ -63,13 +63,16 @@ class ChatSettingsPanel(QFrame):
         self.save_button = QPushButton("Save as this model's defaults", self)
         self.save_button.setToolTip("New chats with this model start from these settings")
         self.save_button.clicked.connect(lambda: self.sig_save_for_model.emit(self.values()))
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.reset_button)
-        buttons.addWidget(self.save_button)
-        buttons.addStretch(1)
+        title = QLabel("This chat's settings", self)
+        title.setObjectName("speaker")
         layout = QVBoxLayout(self)
+        layout.addWidget(title)
         layout.addLayout(form)
-        layout.addLayout(buttons)
+        layout.addWidget(self.reset_button)
+        layout.addWidget(self.save_button)
+        layout.addStretch(1)
+        self.setMinimumWidth(240)
+        self.setMaximumWidth(360)
 
     def show_settings(self, settings: Settings, own: ChatSettings | None) -> None:
         """Fill the form with what the chat runs with (`settings`, already resolved) and its own preset's name."""

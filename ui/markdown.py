@@ -15,7 +15,7 @@ from functools import lru_cache
 CODE_BG = {"light": "#f4f5f7", "dark": "#23252b"}
 PYGMENTS_STYLE = {"light": "default", "dark": "monokai"}
 INK = {"light": "#1f2328", "dark": "#e3e5e8"}  # the formulas' colour, the text's
-RULE = {"light": "#c9ccd1", "dark": "#4a4d55"}  # table borders and the quote bar
+RULE = {"light": "#a3a7ae", "dark": "#5f636c"}  # table borders and the quote bar
 MATH_MAX_CHARS = 2000  # longer "formulas" are shown as their source
 MATH_SIZE = 17  # px: about the body text's size
 _formulas: OrderedDict[str, str] = OrderedDict()  # key -> SVG, the most recent few hundred
@@ -48,6 +48,7 @@ def _draw(latex: str, display: bool, theme: str) -> str | None:
     try:
         import ziamath
 
+        ziamath.config.svg2 = False  # SVG 1.1 paths: Qt's SVG renderer (SVG Tiny) draws no <symbol>/<use>
         return ziamath.Latex(latex, size=MATH_SIZE * (1.1 if display else 1.0), color=INK[theme],
                              inline=not display).svg()
     except (Exception, RecursionError):  # a model's half-written or made-up LaTeX: its text, never a crash
@@ -111,8 +112,8 @@ def _render(md, tokens, env: dict) -> str:
         elif tok.type in ("math_block_label", "math_block_eqno"):
             out.append(_formula(tok.content.strip(), True, theme))
         elif tok.type == "table_open":  # borders: QTextDocument draws these, not CSS ones
-            out.append(f'<table border="1" cellspacing="0" cellpadding="6" style="border-collapse: collapse; '
-                       f'border-color: {RULE[theme]}; margin-top: 6px; margin-bottom: 6px">')
+            out.append(f'<table border="1" cellspacing="0" cellpadding="6" bordercolor="{RULE[theme]}" '
+                       f'style="border-collapse: collapse; border-style: solid; margin-top: 6px; margin-bottom: 6px">')
         elif tok.type == "blockquote_open":  # a bar on the left, the quote in muted ink
             out.append(f'<table cellspacing="0" cellpadding="0" style="margin-top: 4px; margin-bottom: 4px"><tr>'
                        f'<td width="3" bgcolor="{RULE[theme]}"></td><td style="padding-left: 12px; color: gray">')

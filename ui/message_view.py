@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, 
 
 from app.chat_export import figures_text  # one wording for the window and the exports
 from ui.icons import icon, set_icon
+from app.attachments import split_files
 from ui.markdown import math_svg, render_markdown
 from ui.theme import is_dark
 
@@ -353,11 +354,11 @@ class MessageView(QFrame):
 
     def _toggle_expanded(self) -> None:
         self._expanded = not self._expanded
-        self._fold_if_long()
+        self._render()
 
-    def _fold_if_long(self) -> None:
-        lines = self._text.count("\n") + 1
-        long = self.role == "user" and (lines > FOLD_LINES or len(self._text) > FOLD_CHARS)
+    def _fold_if_long(self, shown: str) -> None:
+        lines = shown.count("\n") + 1
+        long = self.role == "user" and (lines > FOLD_LINES or len(shown) > FOLD_CHARS)
         self.body.collapsed_height = None if self._expanded or not long else \
             self.body.fontMetrics().lineSpacing() * FOLDED_LINES
         self.expand_button.setVisible(long)
@@ -365,9 +366,12 @@ class MessageView(QFrame):
         self.body._fit()
 
     def _render(self) -> None:
-        if self.role == "user":  # the user's own words, exactly as typed
-            self.body.setHtml(f'<p style="white-space: pre-wrap">{html.escape(self._text)}</p>')
-            self._fold_if_long()
+        if self.role == "user":  # the user's own words, exactly as typed; attached files as a line each
+            files, question = split_files(self._text)
+            chips = "".join(f'<p style="color: gray">Attached: {html.escape(name)} · {lines:,} '
+                            f'line{"s" if lines != 1 else ""}</p>' for name, lines in files)
+            self.body.setHtml(f'{chips}<p style="white-space: pre-wrap">{html.escape(question)}</p>')
+            self._fold_if_long(question)
             return
         markup, self._code_blocks = render_markdown(self._text, theme="dark" if is_dark() else "light")
         self.body.setHtml(markup)
