@@ -56,7 +56,7 @@ def main(out: Path) -> int:
     def pages(theme: str) -> None:
         w.settings_page.widgets["theme"].setCurrentText(theme)  # as the user switches it
         w.settings_page.save()
-        conversation = w.chat.conversation_id
+        conversation = w._first_chat = getattr(w, "_first_chat", w.chat.conversation_id)  # the streamed one
         w.chat.new_chat()
         app.processEvents()
         shoot(f"empty-{theme}")
@@ -85,6 +85,7 @@ def main(out: Path) -> int:
         shoot(f"features-{theme}")
         w.chat.settings_button.setChecked(False)
         w.chat.attachments.clear()
+        w.chat.input.clear()
         if theme == "light":
             QTimer.singleShot(300, lambda: pages("dark"))
         else:

@@ -35,8 +35,12 @@ class ContextMeter(QLabel):
         self.hide()
 
     def request_count(self, worker, request: GenerationRequest | None, *, dropping: bool) -> None:
-        """Count `request` soon (None, or no model: nothing to show)."""
+        """Count `request` soon (None, or no model: nothing to show, at once)."""
         self._pending = (worker, request, dropping)
+        if worker is None or request is None:
+            self._delay.stop()
+            self._count()
+            return
         self._delay.start()
 
     def _count(self) -> None:
