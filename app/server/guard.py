@@ -205,7 +205,8 @@ def connection_bound(wanted: int) -> int:
 
 
 def quiet_accept_errors(once: OnceLog) -> None:
-    """Out of file descriptors, asyncio logs a traceback for every failed accept(); one line a minute says it."""
+    """Out of file descriptors, asyncio logs a traceback for every failed accept(), and for each refused socket the
+    client closed first; one line a minute says it."""
     import errno
 
     loop = asyncio.get_running_loop()
@@ -215,6 +216,11 @@ def quiet_accept_errors(once: OnceLog) -> None:
         e = context.get("exception")
         if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             once.warn("fds", f"Out of file descriptors ({e.strerror}): new connections wait until others close")
+            return
+        if isinstance(e, ValueError) and str(e).startswith("Invalid file descriptor"):
+            # asyncio's callback for a socket a flooding client already closed (its fd is -1): nothing is lost,
+            # the connection is gone; one line says it instead of a traceback per socket
+            once.warn("closed", "Dropped events for connections closed while they were being refused")
             return
         if previous is not None:
             previous(loop, context)
