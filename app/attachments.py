@@ -139,24 +139,46 @@ def _docx_text(data: bytes, name: str) -> str:
     return "\n".join(parts)
 
 
-def message_with_files(question: str, files: list[Attachment]) -> str:
+def message_with_files(question: str, files: list[Attachment], searched: list[tuple[str, int, list]] = ()) -> str:
     """The message the model reads: each file in a tag with its name, then the question (a file's own text can hold
-    anything, so its closing tag is escaped inside it)."""
+    anything, so its closing tag is escaped inside it). `searched`: (name, parts, excerpts) of each file searched
+    instead of sent whole: its excerpts, each headed by where it comes from."""
     blocks = []
     for f in files:
-        body = f.text.replace("</document>", "<\\/document>")
-        blocks.append(f'<document name="{html.escape(f.name, quote=True)}">\n{body}\n</document>')
+        blocks.append(f'<document name="{html.escape(f.name, quote=True)}">\n{_escaped(f.text)}\n</document>')
+    for name, parts, excerpts in searched:
+        if not excerpts:
+            continue
+        body = "\n\n".join(f"[{e.where}]\n{_escaped(e.text)}" for e in excerpts)
+        blocks.append(f'<document name="{html.escape(name, quote=True)}" excerpts="{len(excerpts)} of {parts}">'
+                      f'\n{body}\n</document>')
     return "\n\n".join([*blocks, question]) if blocks else question
 
 
-_FILE = re.compile(r'<document name="([^"\n]*)">\n(.*?)\n</document>\n\n', re.S)
+def _escaped(text: str) -> str:
+    return text.replace("</document>", "<\\/document>")
 
 
-def split_files(message: str) -> tuple[list[tuple[str, int]], str]:
-    """The files a message carries (name and line count, for the bubble) and the question after them."""
+@dataclass(frozen=True)
+class FileInMessage:
+    name: str
+    lines: int
+    excerpts: str = ""  # "4 of 612": a searched file's excerpts, of its parts
+    places: tuple[str, ...] = ()  # where the excerpts come from: "page 34", "lines 120–161"
+
+
+_FILE = re.compile(r'<document name="([^"\n]*)"(?: excerpts="(\d+ of \d+)")?>\n(.*?)\n</document>\n\n', re.S)
+_PLACE = re.compile(r"(?:^|\n\n)\[((?:page|pages|line|lines) [0-9–]+)\]\n")
+
+
+def split_files(message: str) -> tuple[list[FileInMessage], str]:
+    """The files a message carries (for the bubble, and a reply's sources) and the question after them."""
     files, at = [], 0
     while m := _FILE.match(message, at):
-        files.append((html.unescape(m.group(1)), m.group(2).rstrip("\n").count("\n") + 1))
+        body = m.group(3)
+        places = tuple(dict.fromkeys(_PLACE.findall(body))) if m.group(2) else ()
+        files.append(FileInMessage(html.unescape(m.group(1)), body.rstrip("\n").count("\n") + 1, m.group(2) or "",
+                                   places))
         at = m.end()
     return files, message[at:]
 

@@ -30,6 +30,7 @@ def run_doctor(args) -> int:
     else:
         print("  llama.cpp: not installed")
     print(f"  MLX: {hw.mlx_version or 'not installed'}")
+    print(f"  document search: {_document_search()}")
     print(f"Models (planned for a {args.n_ctx}-token context)")
     options = LoadOptions(n_ctx=args.n_ctx)
     from models.library import ModelLibrary
@@ -43,6 +44,22 @@ def run_doctor(args) -> int:
             line = f"cannot run: {e}"
         print(f"  {name}: {line}")
     return 0
+
+
+def _document_search() -> str:
+    """Whether files larger than the context can be searched here (sqlite-vec loads into apsw's SQLite)."""
+    try:
+        import apsw
+        import sqlite_vec
+
+        db = apsw.Connection(":memory:")
+        db.enable_load_extension(True)
+        db.load_extension(sqlite_vec.loadable_path())
+        version = db.execute("SELECT vec_version()").fetchone()[0]
+        db.close()
+        return f"sqlite-vec {version} in SQLite {apsw.sqlite_lib_version()}"
+    except Exception as e:  # a broken install: said here, the rest of Lantern works
+        return f"unavailable ({type(e).__name__}: {e})"
 
 
 def _style(path) -> str:

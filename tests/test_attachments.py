@@ -82,5 +82,7 @@ def test_the_model_reads_each_file_by_name_before_the_question(tmp_path):
     assert message_with_files("Just this.", []) == "Just this."
     from app.attachments import split_files
 
-    assert split_files(text) == ([('a "quoted".md', 1), ("b.txt", 1)], "Compare them.")  # what the bubble shows
+    files, question = split_files(text)
+    assert [(f.name, f.lines, f.excerpts) for f in files] == [('a "quoted".md', 1, ""), ("b.txt", 1, "")]
+    assert question == "Compare them."  # what the bubble shows
     assert split_files('<document name="x">\nno end') == ([], '<document name="x">\nno end')

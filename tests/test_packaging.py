@@ -54,6 +54,8 @@ def test_the_bundle_runs_the_command_line_and_the_starter_model_without_python(b
                           "The capital of France is"], env=bare_env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() and "tok/s" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([str(lantern), "doctor"], env=bare_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "document search: sqlite-vec v" in out.stdout, out.stdout + out.stderr
 
 
 def test_the_bundled_window_starts_offscreen_without_a_traceback(built, bare_env):
@@ -71,6 +73,7 @@ def test_the_bundle_holds_what_the_app_needs_and_nothing_it_does_not(built):
     assert any(n.endswith("platforms/libqoffscreen.so") for n in names)
     assert any(n.endswith("platforms/libqxcb.so") for n in names)
     assert any(n.endswith("STIXTwoMath-Regular.ttf") for n in names) and "latex2mathml/unimathsymbols.txt" in names
+    assert "sqlite_vec/vec0.so" in names  # document search loads it into apsw's SQLite
     unwanted = [n for n in names if any(w in n for w in ("QtWebEngine", "Qt6Quick", "Qt6Qml", "__pycache__",
                                                          "/tests/", "pytest", "schemathesis", "mlx"))]
     assert unwanted == []

@@ -2,6 +2,8 @@
 the file in the message the model reads, and every bad case a message on its chip with nothing sent."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -65,9 +67,44 @@ def test_attached_files_reach_the_model_and_bad_ones_send_nothing(qtbot, make_wi
     assert "gone.md is gone since it was attached" in w.chat.notice.text() and len(stored(w)) == n
     assert "gone since" in w.chat.attachments.chips()[0].text()
 
-    w.chat.attachments.clear()
-    big = tmp_path / "long.txt"
-    big.write_text("lighthouse keeper " * 1500)  # about 3,000 tokens: more than the 1,024-token context
+
+
+def test_a_file_larger_than_the_context_is_searched_with_its_sources_under_the_reply(qtbot, make_window, tmp_path):
+    w = make_window(max_tokens=8, n_ctx=1024)
+    assert send(qtbot, w, "Hi") == "done"  # the model is loaded: chips count tokens
+    rng = random.Random(3)
+    words = "river mountain engine budget garden window paper market signal winter copper orbit".split()
+    lines = [" ".join(rng.choice(words) for _ in range(10)) + "." for _ in range(400)]
+    lines[250] = "The keeper's cat is called Marmalade and sleeps on the lamp room stairs."
+    big = tmp_path / "log.txt"
+    big.write_text("\n".join(lines))  # about 8,000 tokens: eight times the context
     w.chat.attach([big])
-    qtbot.waitUntil(lambda: bool(w.chat.attachments.chips()[0].error), timeout=60_000)
-    assert "more than this model's context (1,024)" in w.chat.attachments.chips()[0].text()
+    chip = w.chat.attachments.chips()[0]
+    qtbot.waitUntil(lambda: chip.search, timeout=60_000)
+    w.chat.input.setPlainText("What is the keeper's cat called?")
+    w.chat.send_button.click()  # still being indexed: said, nothing sent
+    assert "still being indexed" in w.chat.notice.text() and len(stored(w)) == 2
+    qtbot.waitUntil(lambda: chip.searched is not None or bool(chip.error), timeout=240_000)
+    assert not chip.error and f"searched ({chip.searched.parts:,} parts)" in chip.text()
+    assert send(qtbot, w, "What is the keeper's cat called?") == "done"
+    role, content, _ = stored(w)[-2]
+    assert role == "user" and content.startswith(f'<document name="log.txt" excerpts="')
+    assert "Marmalade" in content and content.endswith("What is the keeper's cat called?")
+    assert w.store.messages(w.chat.conversation_id)[-1].stats["prompt_tokens"] < 1024  # it fitted
+    question, reply = w.chat.views()[-2:]
+    assert question.body.toPlainText().startswith("Searched: log.txt · ")
+    assert reply.sources.isVisibleTo(w) and reply.sources.text().startswith("Sources: log.txt: line")
+    [kept] = w.chat.attachments.chips()  # the chat keeps searching it
+    assert kept.kept and "searched in this chat" in kept.text()
+
+    assert send(qtbot, w, "Where does the cat sleep?") == "done"  # a later message is given its own excerpts
+    content = stored(w)[-2][1]
+    assert content.startswith('<document name="log.txt" excerpts="') and "stairs" in content
+    chat = w.chat.conversation_id
+    w.chat.new_chat()
+    assert w.chat.attachments.chips() == []  # another chat's files are not this one's
+    w.chat.open_conversation(chat)
+    [kept] = w.chat.attachments.chips()
+    kept.click()  # taken off the chat
+    assert w.chat.attachments.chips() == [] and w.documents.index.chat_files(chat) == []
+    assert send(qtbot, w, "Thanks") == "done" and stored(w)[-2][1] == "Thanks"

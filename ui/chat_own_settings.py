@@ -30,8 +30,8 @@ class ChatSettingsMixin:
     def count_context(self) -> None:
         """The context meter counts the chat plus what is typed, as the engine will read it (on its thread)."""
         settings = self.effective_settings()
-        files = [chip.file for chip in self.attachments.chips() if chip.file is not None]
-        typed = message_with_files(self.input.toPlainText(), files)
+        # the files that go whole; a searched file's excerpts are chosen at sending to fit the room left
+        typed = message_with_files(self.input.toPlainText(), self.attachments.inline())
         if self.conversation_id is None and not typed and not self.models.worker:
             self.meter.request_count(None, None, dropping=True)
             return

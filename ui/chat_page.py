@@ -18,6 +18,7 @@ from backends.events import Finished, GenerationRequest
 from ui.attachment_bar import AttachmentBar
 from ui.chat_follow import ScrollFollower
 from ui.chat_own_settings import ChatSettingsMixin, own_settings
+from ui.chat_searched_files import SearchedFilesMixin
 from ui.chat_session import ChatSession
 from ui.chat_settings import ChatSettingsPanel
 from ui.chat_summary import ChatSummarizer
@@ -69,13 +70,16 @@ class _Reply:
     model: str = ""
 
 
-class ChatPage(ChatSettingsMixin, QWidget):
+class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
     sig_reply_done = Signal(str)  # the reply's final status: done, stopped, error
 
     def __init__(self, store: ConversationStore, models: ModelController, settings: Callable[[], Settings],
-                 parent=None, *, save_model_defaults: Callable[[str, ModelDefaults], None] | None = None):
+                 parent=None, *, save_model_defaults: Callable[[str, ModelDefaults], None] | None = None,
+                 documents=None):
         super().__init__(parent)
         self.store, self.models, self.settings = store, models, settings
+        self.documents = documents  # app.chat_documents.ChatDocuments: files larger than the context, searched
+        self.searching = False  # a message waits for the excerpts of its searched files
         self.save_model_defaults = save_model_defaults
         self.own: ChatSettings | None = None  # the open chat's own settings (a new chat's, until it is created)
         self.conversation_id: int | None = None
@@ -140,7 +144,9 @@ class ChatPage(ChatSettingsMixin, QWidget):
         self.input.sig_send_requested.connect(self.send)
         self.meter = ContextMeter(self)
         self.attachments = AttachmentBar(self)
+        self.attachments.documents = documents
         self.attachments.sig_changed.connect(self.count_context)
+        self.attachments.sig_forgotten.connect(self._forget_file)
         self.input.sig_files_given.connect(self.attach)
         self.attach_button = QPushButton("Attach", self)
         self.attach_button.setAccessibleName("Attach files")
@@ -247,7 +253,7 @@ class ChatPage(ChatSettingsMixin, QWidget):
 
     @property
     def busy(self) -> bool:
-        return self.session.busy
+        return self.session.busy or self.searching
 
     def open_conversation(self, conversation: int) -> None:
         if conversation == self.conversation_id:
@@ -258,6 +264,7 @@ class ChatPage(ChatSettingsMixin, QWidget):
         self.own = own_settings(self.store.chat_settings(conversation))
         self._show_own_settings()
         self._rebuild()
+        self._show_chat_files()
         self.sidebar.refresh(conversation)
 
     def new_chat(self) -> None:
@@ -268,6 +275,7 @@ class ChatPage(ChatSettingsMixin, QWidget):
         self._show_own_settings()
         self.sidebar.list.setCurrentItem(None)
         self._rebuild()
+        self._show_chat_files()
         self.input.setFocus()
 
     def _deleted(self, conversation: int) -> None:
@@ -305,6 +313,8 @@ class ChatPage(ChatSettingsMixin, QWidget):
         view.sig_variant_requested.connect(self.show_variant)
         view.sig_branch_requested.connect(self.branch_from)
         view.sig_delete_requested.connect(self.delete_from)
+        if role == "assistant" and (asked := next((v for v in reversed(self.views()) if v.role == "user"), None)):
+            view.set_sources(asked.text)  # the searched files' parts it was given
         self.messages.insertWidget(self.messages.count() - 1, view)
         self.empty.hide()
         return view
@@ -340,11 +350,17 @@ class ChatPage(ChatSettingsMixin, QWidget):
             self.show_notice(STILL_WRITING)
             return
         try:  # every file as read, still there and unchanged, or nothing is sent
-            files = self.attachments.ready()
+            files, searched = self.attachments.ready()
         except AttachmentError as e:
             self.show_notice(str(e))
             return
-        question, text = text, message_with_files(text, files)
+        if searched:
+            self._search_then_send(text, files, searched, lambda message: self._post(text, message))
+        else:
+            self._post(text, message_with_files(text, files))
+
+    def _post(self, question: str, text: str) -> None:
+        """Store the message (with its files) and start the reply."""
         edited = self._stored(self.editing) if self.editing is not None else None
         self.editing = None
         if self.conversation_id is None:
@@ -359,14 +375,18 @@ class ChatPage(ChatSettingsMixin, QWidget):
             self._rebuild()
         else:
             self._show_variants(self._add_view("user", text, message.id))  # after "Branch from here": 2/2
+        kept = self.attachments.sent()
+        self._keep_searched(kept)  # searched again for every later message of this chat
         self.input.clear()
         self.attachments.clear()
+        if kept:
+            self._show_chat_files()
         self.sidebar.refresh(self.conversation_id)
         self.follow()
         self._start_reply()
 
     def attach(self, paths: list) -> None:
-        self.attachments.worker = self.models.worker
+        self.attachments.worker, self.attachments.model_name = self.models.worker, self.models.name
         self.attachments.add_paths(paths)
 
     def _attach_clicked(self) -> None:

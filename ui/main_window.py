@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from PySide6.QtCore import QEvent, QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
@@ -44,8 +45,12 @@ class MainWindow(QMainWindow):
         self.load_progress = LoadProgress()
         self.host = ModelHost(self._open_worker)
         self.models = ModelController(self.host, self)
+        from app.chat_documents import ChatDocuments, embedding_models
+
+        self.documents = ChatDocuments(store.path.parent / "documents.sqlite3", lambda: embedding_models(library),
+                                       lambda name: Path(m.path) if (m := library.get(name)) else None)
         self.chat = ChatPage(store, self.models, lambda: self.settings.current, self,
-                             save_model_defaults=self._save_model_defaults)
+                             save_model_defaults=self._save_model_defaults, documents=self.documents)
         self.models_page = ModelsPage(library, make_hub_client, lambda: self.settings.current, self)
         self.settings_page = SettingsPage(settings, self)
         self.server_page = ServerPage(self.host, settings, library.names, self)
@@ -328,4 +333,5 @@ class MainWindow(QMainWindow):
         self.server_page.stop_and_wait()
         self.models_page.downloads.cancel_all()
         self.host.close()
+        self.documents.close()
         super().closeEvent(event)

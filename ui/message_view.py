@@ -183,7 +183,14 @@ class MessageView(QFrame):
         self.figures.setFont(font)
         self.figures.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.figures.setAccessibleName("Reply figures")
+        self.sources = QLabel(wordWrap=True)  # a reply's excerpts of searched files, by page or lines
+        self.sources.setObjectName("figures")
+        self.sources.setFont(font)
+        self.sources.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.sources.setAccessibleName("Sources")
+        self.sources.hide()
         layout.addWidget(self.note)
+        layout.addWidget(self.sources)
         layout.addWidget(self.figures)
         row = QHBoxLayout()
         row.setSpacing(2)
@@ -225,6 +232,13 @@ class MessageView(QFrame):
         b.clicked.connect(slot)
         row.addWidget(b)
         return b
+
+    def set_sources(self, question: str) -> None:
+        """Show, under this reply, where the excerpts in `question` (the message it answers) come from."""
+        text = sources_text(split_files(question)[0])
+        self.sources.setText(text)
+        self.sources.setToolTip("The parts of the searched files the model was given with the question")
+        self.sources.setVisible(bool(text))
 
     def set_model(self, name: str) -> None:
         self.model_label.setText(name[:80])
@@ -368,8 +382,7 @@ class MessageView(QFrame):
     def _render(self) -> None:
         if self.role == "user":  # the user's own words, exactly as typed; attached files as a line each
             files, question = split_files(self._text)
-            chips = "".join(f'<p style="color: gray">Attached: {html.escape(name)} · {lines:,} '
-                            f'line{"s" if lines != 1 else ""}</p>' for name, lines in files)
+            chips = "".join(f'<p style="color: gray">{_file_line(f)}</p>' for f in files)
             self.body.setHtml(f'{chips}<p style="white-space: pre-wrap">{html.escape(question)}</p>')
             self._fold_if_long(question)
             return
@@ -383,6 +396,20 @@ class MessageView(QFrame):
                 QGuiApplication.clipboard().setText(self._code_blocks[index])
         elif url.scheme() in ("http", "https"):
             QDesktopServices.openUrl(url)
+
+
+def _file_line(f) -> str:
+    if f.excerpts:
+        shown, _, parts = f.excerpts.partition(" of ")
+        return (f"Searched: {html.escape(f.name)} · {shown} excerpt{'s' if shown != '1' else ''} of {parts} "
+                f"parts")
+    return f'Attached: {html.escape(f.name)} · {f.lines:,} line{"s" if f.lines != 1 else ""}'
+
+
+def sources_text(files) -> str:
+    """Under a reply: the searched files' excerpts the model was given, by where they come from."""
+    return "Sources: " + "; ".join(f"{f.name}: {', '.join(f.places)}" for f in files if f.excerpts and f.places) \
+        if any(f.excerpts and f.places for f in files) else ""
 
 
 def _when(created: float | None) -> str:

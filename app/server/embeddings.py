@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import queue
-import threading
-from concurrent.futures import Future
-from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from app.embedding_service import EmbeddingService
 from app.server.schemas import UnsupportedField, _Request
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
@@ -44,58 +41,6 @@ class EmbeddingsRequest(_Request):
             if not item:  # OpenAI refuses them too: an empty text has no meaning to embed
                 raise UnsupportedField("input", f"input[{i}] is empty")
         return list(items)
-
-
-class EmbeddingService:
-    """The embedding models by name, one loaded at a time, owned by one thread."""
-
-    def __init__(self, models: Callable[[], dict[str, Path]]):
-        self._models = models
-        self._jobs: queue.Queue = queue.Queue()
-        self._name: str | None = None
-        self._embedder = None
-        self._thread = threading.Thread(target=self._loop, name="lantern-embed", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, fn, args = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as e:  # the request's error, raised where it awaits
-                    future.set_exception(e)
-        self._close()
-
-    def known(self) -> dict[str, Path]:
-        return self._models()
-
-    def embed(self, name: str, inputs: list[str | list[int]]) -> Future:
-        """A Future of (vectors, tokens read) for `inputs` on model `name` (a KeyError for an unknown name)."""
-        path = self.known()[name]
-        future: Future = Future()
-        self._jobs.put((future, self._run, (name, path, inputs)))
-        return future
-
-    def _run(self, name: str, path: Path, inputs: list[str | list[int]]):
-        from backends.embedder import Embedder
-
-        if self._name != name:
-            if self._embedder is not None:
-                self._embedder.close()
-            self._embedder, self._name = None, None
-            self._embedder, self._name = Embedder(path), name
-        tokens = [self._embedder.tokenize(i) if isinstance(i, str) else i for i in inputs]
-        return self._embedder.embed(tokens), sum(len(t) for t in tokens)
-
-    def close(self) -> None:
-        self._jobs.put(None)  # after the jobs already queued
-        self._thread.join()
-
-    def _close(self) -> None:
-        if self._embedder is not None:
-            self._embedder.close()
-        self._embedder = None
 
 
 def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth, chat, wait_s: float) -> None:
