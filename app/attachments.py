@@ -23,8 +23,21 @@ TEXT_SUFFIXES = {
 }
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic"}
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+# Said wherever an image is given: what can see, and why it cannot be sent here.
+VISION_HELP = ("Models that see images (Gemma 3 4B and larger, Qwen2.5-VL, SmolVLM, LLaVA) need a projector file "
+               "(mmproj-….gguf) beside the model; Lantern does not run projectors yet, so images cannot be sent to "
+               "any model here. Describe the image in words, or attach its text (a PDF or a document) instead.")
+
+
 class AttachmentError(LanternError):
     """A file that cannot be attached, with the reason in the user's words."""
+
+
+def is_image(data: bytes, suffix: str = "") -> bool:
+    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or \
+        data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1") or (suffix in IMAGE_SUFFIXES and not data.isascii())
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,8 @@ def read_attachment(path: Path) -> Attachment:
     except OSError as e:
         raise AttachmentError(f"{name} cannot be read: {e.strerror or e}.") from None
     suffix = path.suffix.lower()
+    if is_image(data[:64], suffix):
+        raise AttachmentError(f"{name} is an image. {VISION_HELP}")
     pages = 0
     if data[:5] == b"%PDF-" or suffix == ".pdf":
         kind, (text, pages) = "pdf", _pdf_text(data, name)

@@ -39,11 +39,13 @@ class ChatSettings(BaseModel):
     preset: str | None = Field(None, max_length=60)  # the preset these came from, if any
 
     def overrides(self) -> dict:
-        return {k: v for k, v in self.model_dump(exclude={"preset", "name", "n_ctx"}).items() if v is not None}
+        return {k: v for k, v in self.model_dump(exclude={"preset", "name", "n_ctx", "chat_template"}).items() if v is not None}
 
 
 class ModelDefaults(ChatSettings):
     n_ctx: int | None = Field(None, ge=0, le=1 << 20)
+    # a Jinja chat template used instead of the model's own (a fixed or simpler one); checked when it is saved
+    chat_template: str | None = Field(None, max_length=500_000)
 
 
 class Preset(ChatSettings):
@@ -112,8 +114,11 @@ class Settings(BaseModel):
     def load_options(self) -> LoadOptions:
         return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers)
 
-    def engine_options(self) -> EngineOptions:
-        return EngineOptions(prompt_lookup=self.prompt_lookup, draft_max=self.draft_max)
+    def engine_options(self, model: str | None = None) -> EngineOptions:
+        """For `model`: with the chat template its defaults set instead of its own, if any."""
+        defaults = self.model_defaults.get(model) if model else None
+        return EngineOptions(prompt_lookup=self.prompt_lookup, draft_max=self.draft_max,
+                             chat_template=defaults.chat_template if defaults else None)
 
 
 # Old field names -> new ones, by the version that renamed them.

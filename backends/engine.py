@@ -49,6 +49,7 @@ class EngineOptions:
     # Forward-pass seconds by pass size, given instead of measured at load and then learnt (tests that drive the
     # adaptive policy must not depend on this machine's speed or load).
     forward_costs: dict[int, float] | None = None
+    chat_template: str | None = None  # used instead of the model's own (a model's defaults can set one)
 
     def validate(self) -> None:
         if not 1 <= self.draft_max <= 64:
@@ -88,9 +89,9 @@ class Engine:
         limits = TemplateLimits(max_chars=max(1 << 20, 16 * runtime.n_ctx))
         # A model without a chat template is usually a base model: it continues text, and chats with it run on
         # as "User: ... Assistant: ..." (the window says so; completions suit it)
-        self.has_chat_template = bool(runtime.chat_template)
-        self.template = ChatTemplate(runtime.chat_template, bos_token=sp.bos_text, eos_token=sp.eos_text,
-                                     limits=limits)
+        template = self.options.chat_template or runtime.chat_template
+        self.has_chat_template = bool(template)
+        self.template = ChatTemplate(template, bos_token=sp.bos_text, eos_token=sp.eos_text, limits=limits)
         source = self.template.source
         self.style = ModelStyle(detect(source, template_takes_tools=self.template.caps.tools), think_tags(source),
                                 harmony="<|channel|>" in source and "<|message|>" in source)

@@ -34,9 +34,15 @@ def test_every_bad_file_says_why(tmp_path):
     with open(big, "wb") as f:  # 200 MB, sparse: refused by its size before a byte is read
         f.truncate(200 << 20)
     cases.append((big, "is 210 MB; Lantern attaches files up to 50 MB"))
-    binary = tmp_path / "photo.txt"
-    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200))
+    binary = tmp_path / "program.txt"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(200))
     cases.append((binary, "is not text (binary data)"))
+    photo = tmp_path / "photo.txt"  # an image, whatever its name says: what can see images is said
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200))
+    cases.append((photo, "photo.txt is an image. Models that see images"))
+    webp = tmp_path / "shot.webp"
+    webp.write_bytes(b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(40))
+    cases.append((webp, "shot.webp is an image"))
     latin = tmp_path / "old.txt"
     latin.write_bytes("café crème brûlée à la carte ".encode("latin-1") * 20)
     cases.append((latin, "is not UTF-8 text"))

@@ -65,3 +65,8 @@ def test_presets_model_defaults_and_a_chats_own_settings_stack_in_that_order(tmp
     file.update(model_defaults={**s.model_defaults, "gemma": ModelDefaults(temperature=0.3)})
     again = SettingsFile(tmp_path / "settings.json")
     assert again.current.model_defaults["gemma"].temperature == 0.3 and again.current.presets[0].name == "precise"
+    # a model's own chat template goes to its engine only, never into a chat's sampling
+    templated = Settings(model_defaults={"smol": ModelDefaults(chat_template="{{ messages }}")})
+    assert templated.engine_options("smol").chat_template == "{{ messages }}"
+    assert templated.engine_options("other").chat_template is None and templated.engine_options().chat_template is None
+    assert templated.for_chat("smol").model_dump() == Settings(model_defaults=templated.model_defaults).model_dump()

@@ -47,7 +47,7 @@ def test_attached_files_reach_the_model_and_bad_ones_send_nothing(qtbot, make_wi
 
     n = len(stored(w))
     binary = tmp_path / "photo.txt"
-    binary.write_bytes(b"\x89PNG\x00\x00" + bytes(100))
+    binary.write_bytes(b"\x00\x01\x02garbage\x00" + bytes(100))
     w.chat.attach([binary])
     chip = w.chat.attachments.chips()[0]
     qtbot.waitUntil(lambda: bool(chip.error), timeout=30_000)

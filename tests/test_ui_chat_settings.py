@@ -88,6 +88,73 @@ def test_a_models_own_context_size_is_what_it_loads_with(qtbot, make_window):
     with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
         w.models.reload()
     assert w.models.worker.call(lambda e: e.runtime.n_ctx).result(timeout=60) == 1024
+    w.chat.settings_button.click()
+    w.chat.chat_settings.boxes["top_k"].setValue(9)
+    w.chat.chat_settings.save_button.click()  # saving sampling keeps the model's context size
+    saved = w.settings.current.model_defaults["smollm2-135m-instruct"]
+    assert saved.n_ctx == 1024 and saved.top_k == 9
+
+
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\nMY TEMPLATE {{ m.content }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_a_models_own_chat_template_is_checked_saved_and_loaded_with(qtbot, make_window):
+    from PySide6.QtCore import QTimer
+
+    w = make_window(max_tokens=8)
+    assert send(qtbot, w, "Hi") == "done"
+    own = w.models.worker.call(lambda e: e.runtime.chat_template).result(timeout=60)
+    seen = []
+
+    def edit(text: str, then_cancel: bool = False) -> None:
+        dialog = w.chat.template_dialog
+        seen.append(dialog.editor.toPlainText())
+        dialog.editor.setPlainText(text)
+        dialog.save_button.click()
+        seen.append(dialog.problem.text() if dialog.problem.isVisibleTo(dialog) else "")
+        if then_cancel:
+            dialog.reject()
+
+    QTimer.singleShot(0, lambda: edit("{% for m in messages %}{{ m.content ", then_cancel=True))
+    w.chat.edit_template()  # a broken template: said in the dialog, nothing saved
+    assert seen[0] == own and "does not compile" in seen[1]
+    assert "smollm2-135m-instruct" not in w.settings.current.model_defaults
+    QTimer.singleShot(0, lambda: edit("{{ 'no messages in me' }}", then_cancel=True))
+    w.chat.edit_template()
+    assert "leaves out the user's message" in seen[3]
+
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        QTimer.singleShot(0, lambda: edit(TEMPLATE))
+        w.chat.edit_template()  # saved, and the model is loaded again with it
+    assert w.settings.current.model_defaults["smollm2-135m-instruct"].chat_template == TEMPLATE
+    assert "now uses your chat template" in w.chat.notice.text()
+    prompt = w.models.worker.call(lambda e: e.template.render_raw([{"role": "user", "content": "Hi"}])).result(60)
+    assert prompt == "<|im_start|>user\nMY TEMPLATE Hi<|im_end|>\n<|im_start|>assistant\n"
+    assert send(qtbot, w, "Hello") == "done"
+
+    def use_own() -> None:
+        seen.append(w.chat.template_dialog.editor.toPlainText())
+        w.chat.template_dialog.own_button.click()
+
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        QTimer.singleShot(0, use_own)
+        w.chat.edit_template()
+    assert seen[-1] == TEMPLATE and w.settings.current.model_defaults["smollm2-135m-instruct"].chat_template is None
+    assert w.models.worker.call(lambda e: e.template.source).result(60) == own
+
+
+def test_the_image_button_and_an_attached_image_say_which_models_can_see(qtbot, make_window, tmp_path):
+    w = make_window(max_tokens=8)
+    w.chat.image_button.click()
+    assert w.chat.notice.text().startswith("smollm2-135m-instruct cannot see images. Models that see images")
+    assert "mmproj" in w.chat.notice.text()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
+    w.chat.attach([photo])
+    [chip] = w.chat.attachments.chips()
+    qtbot.waitUntil(lambda: bool(chip.error), timeout=30_000)
+    assert "photo.jpg is an image. Models that see images" in chip.text()
 
 
 def test_the_context_meter_counts_what_the_engine_will_read_and_says_what_happens_at_the_limit(qtbot, make_window):

@@ -97,6 +97,26 @@ def test_a_long_message_is_folded_and_every_message_says_when_it_was_written(qtb
     assert not short.expand_button.isVisibleTo(short) and "," in short.time_label.text()  # "3 Nov, 14:03"
 
 
+def test_a_long_reply_opens_whole_and_folds_once_it_is_written(qtbot):
+    reply = MessageView("assistant", "", message_id=3, status="streaming")
+    qtbot.addWidget(reply)
+    reply.resize(600, 400)
+    reply.show()
+    qtbot.waitExposed(reply)
+    for i in range(120):
+        reply.append(f"- point {i}\n")
+    assert not reply.expand_button.isVisibleTo(reply)  # nothing folds while it streams in
+    reply.finish("done")
+    whole = reply.body.height()
+    assert reply.expand_button.isVisibleTo(reply) and reply.expand_button.text() == "Show less"
+    assert whole > reply.body.fontMetrics().lineSpacing() * 60  # opened whole: it is what was asked for
+    reply.expand_button.click()
+    assert reply.body.height() < whole / 5 and reply.expand_button.text() == "Show all (121 lines)"
+    short = MessageView("assistant", "A short answer.", message_id=4)
+    qtbot.addWidget(short)
+    assert not short.expand_button.isVisibleTo(short)
+
+
 def test_jump_to_latest_shows_when_the_end_is_out_of_sight(qtbot, make_window):
     w = make_window()
     c = w.store.create("Long")

@@ -77,10 +77,32 @@ class ChatSettingsMixin:
 
     def _save_for_model(self, values: ChatSettings) -> None:
         model = self.models.name or self.settings().model
-        if self.save_model_defaults is not None:
-            self.save_model_defaults(model, ModelDefaults(**values.model_dump(exclude={"preset"})))
+        if self.save_model_defaults is not None:  # its context size and template stay as they were
+            kept = self.settings().model_defaults.get(model) or ModelDefaults()
+            self.save_model_defaults(model, kept.model_copy(update=values.model_dump(exclude={"preset"})))
             self.show_notice(f"New chats with {model} start from these settings.")
 
+
+    def edit_template(self) -> None:
+        """The loaded model's chat template, replaced for this model (kept in its defaults); reloaded to use it."""
+        from ui.template_dialog import TemplateDialog
+
+        model = self.models.name or self.settings().model
+        kept = self.settings().model_defaults.get(model) or ModelDefaults()
+        own = None
+        if (worker := self.models.worker) is not None:
+            try:
+                own = worker.call(lambda e: e.runtime.chat_template).result(timeout=30)
+            except Exception:  # not loaded (yet): the editor starts empty
+                own = None
+        dialog = self.template_dialog = TemplateDialog(model, kept.chat_template, own, self)
+        if not dialog.exec() or dialog.template == kept.chat_template or self.save_model_defaults is None:
+            return
+        self.save_model_defaults(model, kept.model_copy(update={"chat_template": dialog.template}))
+        self.show_notice(f"{model} now uses {'its own chat template' if dialog.template is None else 'your chat template'}"
+                         "; it is loaded again to use it.")
+        if self.models.worker is not None and self.models.name == model:
+            self.models.reload()
 
 
 def own_settings(saved: dict | None) -> ChatSettings | None:

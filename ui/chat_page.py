@@ -153,6 +153,10 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
         self.attach_button.setToolTip("Text, Markdown, code, CSV, JSON, HTML, PDF or Word files (or drop them on the "
                                       "message box)")
         self.attach_button.clicked.connect(self._attach_clicked)
+        self.image_button = QPushButton("Image", self)
+        self.image_button.setAccessibleName("Attach an image")
+        self.image_button.setToolTip("Which models can see images")
+        self.image_button.clicked.connect(self._image_clicked)
         self.summarizer = ChatSummarizer(self)
         self.summarizer.sig_summarized.connect(self._start_from_summary)
         self.summarizer.sig_failed.connect(lambda why: self.show_notice(f"The summary failed: {why}"))
@@ -176,6 +180,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
         self.chat_settings.hide()
         self.chat_settings.sig_changed.connect(self._own_settings_changed)
         self.chat_settings.sig_save_for_model.connect(self._save_for_model)
+        self.chat_settings.sig_template_requested.connect(self.edit_template)
         self.settings_button = QPushButton("Chat settings", self, checkable=True)
         self.settings_button.setAccessibleName("This chat's settings")
         self.settings_button.setToolTip("A preset, the system prompt and sampling for this chat only")
@@ -186,6 +191,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.attach_button)
+        buttons.addWidget(self.image_button)
         buttons.addWidget(self.settings_button)
         row.addLayout(buttons)
         right = QWidget(self)
@@ -394,6 +400,12 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
 
         patterns = " ".join(f"*{s}" for s in sorted(TEXT_SUFFIXES | {".pdf", ".docx"}))
         self.attach(dialogs.open_paths(self, "Attach files", f"Documents ({patterns});;All files (*)"))
+
+    def _image_clicked(self) -> None:
+        from app.attachments import VISION_HELP
+
+        model = self.models.name or self.settings().model
+        self.show_notice(f"{model} cannot see images. {VISION_HELP}")
 
     def regenerate(self, message_id: int) -> None:
         """Another reply in this one's place; the earlier ones stay as variants (‹ 1/2 ›)."""

@@ -20,6 +20,7 @@ class ChatSettingsPanel(QFrame):
 
     sig_changed = Signal(object)  # ChatSettings, or None: the chat follows the defaults again
     sig_save_for_model = Signal(object)  # ChatSettings: new chats with this model start from these
+    sig_template_requested = Signal()  # edit the loaded model's chat template
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -63,6 +64,9 @@ class ChatSettingsPanel(QFrame):
         self.save_button = QPushButton("Save as this model's defaults", self)
         self.save_button.setToolTip("New chats with this model start from these settings")
         self.save_button.clicked.connect(lambda: self.sig_save_for_model.emit(self.values()))
+        self.template_button = QPushButton("Model's chat template…", self)
+        self.template_button.setToolTip("Use another chat template for this model (a fixed or simpler one)")
+        self.template_button.clicked.connect(self.sig_template_requested)
         title = QLabel("This chat's settings", self)
         title.setObjectName("speaker")
         layout = QVBoxLayout(self)
@@ -70,6 +74,7 @@ class ChatSettingsPanel(QFrame):
         layout.addLayout(form)
         layout.addWidget(self.reset_button)
         layout.addWidget(self.save_button)
+        layout.addWidget(self.template_button)
         layout.addStretch(1)
         self.setMinimumWidth(240)
         self.setMaximumWidth(360)

@@ -161,7 +161,7 @@ class MainWindow(QMainWindow):
         local = self.library.find(name)  # this window's library (the default one in the app; a test's own)
         model = local.path if local is not None and name not in BUILTIN_NAMES else name
         return start_worker(model, backend=s.backend, options=replace(s.load_options(), on_progress=progress.update),
-                            engine_options=s.engine_options(), remote_url=s.remote_url if s.backend == "remote" else None)
+                            engine_options=s.engine_options(name), remote_url=s.remote_url if s.backend == "remote" else None)
 
     def _loading(self, name: str) -> None:
         self.picker.blockSignals(True)  # the endpoint may have switched models: the picker shows what loads

@@ -16,6 +16,7 @@ from ui.markdown import math_svg, render_markdown
 from ui.theme import is_dark
 
 FOLD_LINES, FOLD_CHARS, FOLDED_LINES = 15, 1500, 8  # a message longer than this shows this many lines at first
+REPLY_FOLD_LINES = 40  # a finished reply longer than this can be folded (it opens unfolded: it is what was asked for)
 STATUS_NOTES = {"stopped": "Stopped.", "cut_off": "Cut off: Lantern stopped while this reply was being written.",
                 "error": "Failed."}
 
@@ -110,7 +111,7 @@ class MessageView(QFrame):
                  created: float | None = None, parent=None):
         super().__init__(parent)
         self.role, self.message_id, self.status = role, message_id, status
-        self._expanded = False
+        self._expanded = role != "user"  # a long message of the user's opens folded, a long reply unfolded
         self._text, self._code_blocks = text, []
         self.setObjectName(f"message-{role}")  # styled by ui.theme.chat_style: the user's words in a bubble
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
@@ -314,6 +315,8 @@ class MessageView(QFrame):
         self.figures.setVisible(bool(stats))
         self.set_model((stats or {}).get("model") or self.model_label.text())
         self._show_typing()
+        if self.role != "user":
+            self._fold_if_long(self._text)  # finished: a long reply can be folded now
 
     def menu(self) -> QMenu:
         menu = QMenu(self)
@@ -372,11 +375,15 @@ class MessageView(QFrame):
 
     def _fold_if_long(self, shown: str) -> None:
         lines = shown.count("\n") + 1
-        long = self.role == "user" and (lines > FOLD_LINES or len(shown) > FOLD_CHARS)
+        if self.role == "user":
+            long = lines > FOLD_LINES or len(shown) > FOLD_CHARS
+        else:  # a reply folds once it is written: folding text as it streams in would hide it
+            long = self.status != "streaming" and lines > REPLY_FOLD_LINES
         self.body.collapsed_height = None if self._expanded or not long else \
             self.body.fontMetrics().lineSpacing() * FOLDED_LINES
         self.expand_button.setVisible(long)
         self.expand_button.setText("Show less" if self._expanded else f"Show all ({lines:,} lines)")
+        self.expand_button.setAccessibleName("Fold this message" if self._expanded else "Show the whole message")
         self.body._fit()
 
     def _render(self) -> None:
@@ -388,6 +395,7 @@ class MessageView(QFrame):
             return
         markup, self._code_blocks = render_markdown(self._text, theme="dark" if is_dark() else "light")
         self.body.setHtml(markup)
+        self._fold_if_long(self._text)
 
     def _link(self, url: QUrl) -> None:
         if url.scheme() == "copy-code":
