@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from backends.llamacpp_slots import SlotsMixin
 from backends.runtime import (InvalidRequestError, LanternError, LoadOptions, ModelLoadError, SpecialTokens,
                               check_forward, check_token_ids)
 
@@ -102,8 +103,9 @@ def check_gguf_file(path: Path, *, check_header: bool = True) -> None:
         read_checked_header(path)  # every value llama.cpp would assert on, checked first
 
 
-class LlamaCppRuntime:
-    """One GGUF model, one llama.cpp context, one sequence."""
+class LlamaCppRuntime(SlotsMixin):
+    """One GGUF model, one llama.cpp context; one sequence (seq 0) through the Runtime interface, and up to
+    `options.slots` sequences through backends/llamacpp_slots.py."""
 
     name = "llamacpp"
     can_truncate = True
@@ -123,7 +125,7 @@ class LlamaCppRuntime:
         _init_backend()
         self._model = self._ctx = self._batch = None
         self._embed_ctx = self._embed_batch = None  # a second context, made on the first embeddings request
-        self._n_past = 0
+        self._past = [0]  # tokens in the cache, by sequence
 
         mparams = C.llama_model_default_params()
         gpu_layers = options.n_gpu_layers or 0
@@ -174,7 +176,8 @@ class LlamaCppRuntime:
         cparams = C.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = cparams.n_ubatch = min(options.n_batch, n_ctx)
-        cparams.n_seq_max = 1
+        cparams.n_seq_max = options.slots
+        cparams.kv_unified = options.slots > 1  # the slots share every cell, not a fixed slice of n_ctx each
         threads = options.n_threads or default_threads()
         cparams.n_threads = cparams.n_threads_batch = threads
         flash = options.flash_attn
@@ -191,6 +194,9 @@ class LlamaCppRuntime:
         # Recurrent layers keep snapshots of their last states, so a rejected draft rolls back (LFM2, Qwen3.5,
         # Nemotron-H: llama.cpp turns this off for architectures that cannot).
         recurrent = C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model)
+        if recurrent and options.slots > 1:
+            raise ModelLoadError("Several slots run on models without recurrent layers only (for now); load this "
+                                 "one with one slot.")
         cparams.n_rs_seq = RECURRENT_SNAPSHOTS if recurrent else 0
         _cache_sizes.clear()
         self._ctx = C.llama_init_from_model(self._model, cparams)
@@ -200,6 +206,8 @@ class LlamaCppRuntime:
         self.n_ctx = int(C.llama_n_ctx(self._ctx))
         self.n_batch = int(cparams.n_batch)
         self.n_threads = threads
+        self.slots = options.slots
+        self._past = [0] * options.slots
         self._mem = C.llama_get_memory(self._ctx)
         self._vocab = C.llama_model_get_vocab(self._model)
         self.n_vocab = int(C.llama_vocab_n_tokens(self._vocab))
@@ -235,7 +243,15 @@ class LlamaCppRuntime:
 
     @property
     def n_past(self) -> int:
-        return self._n_past
+        return self._past[0]
+
+    @property
+    def _n_past(self) -> int:  # the Runtime interface's one sequence is seq 0
+        return self._past[0]
+
+    @_n_past.setter
+    def _n_past(self, value: int) -> None:
+        self._past[0] = value
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -270,6 +286,7 @@ class LlamaCppRuntime:
     def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
         n = len(tokens)
         rows = check_forward(self, tokens, start, rows)
+        self._check_room(n)
         out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
         wanted = {r: i for i, r in enumerate(rows)}
         try:
@@ -302,48 +319,17 @@ class LlamaCppRuntime:
 
     def truncate(self, n_keep: int) -> bool:
         """Drop the cache from `n_keep` on; False (and nothing dropped) where that cannot be done exactly."""
-        if n_keep < 0:
-            raise InvalidRequestError("truncate() needs n_keep >= 0.")
-        if n_keep >= self._n_past:
-            return True
-        if self.sliding_window and n_keep > 0:
-            # A restored state holds only the last window of the sliding layers: the token at n_keep must still see
-            # the window before it, or the reply would come from a wrong cache.
-            low = int(self._C.llama_memory_seq_pos_min(self._mem, 0))
-            if low > max(0, n_keep - self.sliding_window):
-                return False
-        if not self._C.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
-            return False
-        self._n_past = n_keep
-        return True
+        return self.truncate_seq(0, n_keep)
 
     def reset(self) -> None:
         self._C.llama_memory_clear(self._mem, True)
-        self._n_past = 0
+        self._past = [0] * len(self._past)
 
     def save_state(self) -> bytearray:
-        size = int(self._C.llama_state_seq_get_size(self._ctx, 0))
-        buf = bytearray(size)
-        written = self._C.llama_state_seq_get_data(self._ctx, (ctypes.c_uint8 * size).from_buffer(buf), size, 0)
-        if written != size:
-            raise RuntimeFailure("llama.cpp could not save the KV state.")
-        return buf  # bytes-like; copying a state of 100 MB again would buy nothing
+        return self.save_seq(0)
 
     def restore_state(self, data: bytes, n_tokens: int) -> None:
-        if not 0 < n_tokens <= self.n_ctx:
-            raise InvalidRequestError(f"A saved state of {n_tokens} tokens does not fit the context of {self.n_ctx}.")
-        self.reset()
-        if isinstance(data, bytearray):
-            src = (ctypes.c_uint8 * len(data)).from_buffer(data)
-        else:
-            src = ctypes.cast(ctypes.c_char_p(bytes(data)), ctypes.POINTER(ctypes.c_uint8))
-        if not self._C.llama_state_seq_set_data(self._ctx, src, len(data), 0):
-            self.reset()
-            raise RuntimeFailure("llama.cpp could not restore the saved KV state.")
-        if int(self._C.llama_memory_seq_pos_max(self._mem, 0)) + 1 != n_tokens:
-            self.reset()
-            raise RuntimeFailure("The restored KV state does not hold the expected number of tokens.")
-        self._n_past = n_tokens
+        self.restore_seq(0, data, n_tokens)
 
     # -- embeddings from this (chat) model: its last hidden states, mean-pooled ------------------------
 

@@ -43,6 +43,9 @@ class LoadOptions:
     n_batch: int = 512
     flash_attn: bool | None = None  # None: off on the CPU, llama.cpp's choice with GPU layers
     allow_context_beyond_training: bool = False
+    # KV sequences in one context (llama.cpp): several conversations decoded in one batch share the whole context's
+    # cells (a unified cache), each with its own positions. 1 is one conversation at a time.
+    slots: int = 1
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 
@@ -51,6 +54,8 @@ class LoadOptions:
             raise ModelLoadError(f"Context size must be positive, got {self.n_ctx}.")
         if self.n_batch < 1:
             raise ModelLoadError(f"Batch size must be at least 1, got {self.n_batch}.")
+        if not 1 <= self.slots <= 64:
+            raise ModelLoadError(f"Slots must be between 1 and 64, got {self.slots}.")
         if self.n_threads is not None and not 1 <= self.n_threads <= 512:  # ggml's own limit is 512
             raise ModelLoadError(f"Thread count must be between 1 and 512, got {self.n_threads}.")
         if self.n_gpu_layers is not None and self.n_gpu_layers < -1:

@@ -1,0 +1,173 @@
+"""Several KV sequences ("slots") in one llama.cpp context: each conversation keeps its own positions, and one
+decode computes a batch whose rows belong to different sequences (continuous batching's step). The cache is unified:
+the slots share all n_ctx cells instead of a fixed slice each.
+
+A mixin of backends.llamacpp.LlamaCppRuntime (it owns the context, `_past` per sequence, and `_mem`). Every input is
+checked here, before llama.cpp sees it: a bad sequence id or position would reach a GGML assertion there.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Sequence
+
+import numpy as np
+
+from backends.runtime import InvalidRequestError, check_token_ids
+
+
+class SlotsMixin:
+    def seq_past(self, seq: int) -> int:
+        """How many tokens sequence `seq` holds."""
+        self._check_seq(seq)
+        return self._past[seq]
+
+    def _check_seq(self, seq: int) -> None:
+        if not (isinstance(seq, (int, np.integer)) and not isinstance(seq, bool) and 0 <= seq < len(self._past)):
+            raise InvalidRequestError(f"Sequence {seq!r} is not one of this context's {len(self._past)} slots.")
+
+    def _check_room(self, new: int) -> None:
+        """The slots share the context's cells: `new` more tokens must fit beside every slot's."""
+        used = sum(self._past)
+        if used + new > self.n_ctx:
+            raise InvalidRequestError(f"{new} more tokens do not fit: the slots hold {used} of the context's "
+                                      f"{self.n_ctx} tokens.")
+
+    def forward_seqs(self, items: Sequence[tuple[int, Sequence[int], Sequence[int] | None]]) -> list[np.ndarray]:
+        """One step for several sequences at once: for each (seq, tokens, rows), `tokens` are appended to `seq` at its
+        end, and the logits of `rows` (indices into tokens; None: the last) come back, an array per item, in order.
+
+        Sequences are distinct within a call. A failure takes every sequence back to where it was."""
+        if not items:
+            raise InvalidRequestError("forward_seqs() needs at least one sequence.")
+        for seq, _t, _r in items:
+            self._check_seq(seq)
+        seqs = [int(seq) for seq, _t, _r in items]
+        if len(set(seqs)) != len(seqs):
+            raise InvalidRequestError("forward_seqs() takes each sequence once per call.")
+        flat: list[tuple[int, int, int, int | None]] = []  # (seq, token, position, output index)
+        outputs = []
+        total = 0
+        for seq, tokens, rows in items:
+            seq = int(seq)
+            n = len(tokens)
+            if n == 0:
+                raise InvalidRequestError(f"Sequence {seq} was given no tokens.")
+            if self._past[seq] + n > self.n_ctx:
+                raise InvalidRequestError(f"{self._past[seq] + n} tokens do not fit the context of {self.n_ctx}.")
+            rows = [n - 1] if rows is None else list(rows)
+            if any(not (isinstance(r, (int, np.integer)) and 0 <= r < n) for r in rows) or len(set(rows)) != len(rows):
+                raise InvalidRequestError(f"Rows of sequence {seq} must be distinct indices below {n}.")
+            check_token_ids(tokens, self.n_vocab)
+            wanted = {r: total + i for i, r in enumerate(rows)}
+            total += len(rows)
+            outputs.append(len(rows))
+            start = self._past[seq]
+            flat += [(seq, int(t), start + j, wanted.get(j)) for j, t in enumerate(tokens)]
+        self._check_room(len(flat))
+        out = np.empty((total, self.n_vocab), dtype=np.float32)
+        before = list(self._past)
+        try:
+            for lo in range(0, len(flat), self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT otherwise)
+                chunk = flat[lo:lo + self.n_batch]
+                self._decode_rows(chunk)
+                for i, (seq, _t, pos, index) in enumerate(chunk):
+                    if index is not None:
+                        ptr = self._C.llama_get_logits_ith(self._ctx, i)
+                        ctypes.memmove(out[index].ctypes.data, ptr, self.n_vocab * 4)
+                    self._past[seq] = pos + 1
+        except BaseException:
+            for seq, n in enumerate(before):  # cache and counts in step, whatever happened
+                if self._past[seq] != n:
+                    self._C.llama_memory_seq_rm(self._mem, seq, n, -1)
+                    self._past[seq] = n
+            raise
+        split, at = [], 0
+        for n in outputs:
+            split.append(out[at:at + n])
+            at += n
+        return split
+
+    def _decode_rows(self, rows: list[tuple[int, int, int, int | None]]) -> None:
+        from backends.llamacpp import RuntimeFailure, _last_error
+
+        b = self._batch
+        for j, (seq, token, pos, index) in enumerate(rows):
+            b.token[j] = token
+            b.pos[j] = pos
+            b.n_seq_id[j] = 1
+            b.seq_id[j][0] = seq
+            b.logits[j] = index is not None
+        b.n_tokens = len(rows)
+        rc = self._C.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise RuntimeFailure(f"llama.cpp failed to process the tokens (code {rc}): {_last_error()}")
+
+    def truncate_seq(self, seq: int, n_keep: int) -> bool:
+        """Drop sequence `seq` from `n_keep` on; False (and nothing dropped) where that cannot be done exactly."""
+        self._check_seq(seq)
+        if n_keep < 0:
+            raise InvalidRequestError("truncate() needs n_keep >= 0.")
+        if n_keep >= self._past[seq]:
+            return True
+        if self.sliding_window and n_keep > 0:
+            # A restored state holds only the last window of the sliding layers: the token at n_keep must still see
+            # the window before it, or the reply would come from a wrong cache.
+            low = int(self._C.llama_memory_seq_pos_min(self._mem, seq))
+            if low > max(0, n_keep - self.sliding_window):
+                return False
+        if not self._C.llama_memory_seq_rm(self._mem, seq, n_keep, -1):
+            return False
+        self._past[seq] = n_keep
+        return True
+
+    def clear_seq(self, seq: int) -> None:
+        self._check_seq(seq)
+        self._C.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        self._past[seq] = 0
+
+    def copy_seq(self, src: int, dst: int, n_tokens: int) -> None:
+        """Make `dst` hold the first `n_tokens` of `src` (a shared system prompt or tool list, computed once). The
+        cells are shared, not copied: no memory is taken until the two sequences differ."""
+        self._check_seq(src)
+        self._check_seq(dst)
+        if src == dst or not 0 < n_tokens <= self._past[src]:
+            raise InvalidRequestError(f"copy_seq() copies 1 to {self._past[src]} tokens to another sequence.")
+        if self.sliding_window and n_tokens < self._past[src]:
+            low = int(self._C.llama_memory_seq_pos_min(self._mem, src))
+            if low > max(0, n_tokens - self.sliding_window):
+                raise InvalidRequestError("The window of that prefix is no longer in the cache.")
+        self.clear_seq(dst)
+        self._C.llama_memory_seq_cp(self._mem, src, dst, 0, n_tokens)
+        self._past[dst] = n_tokens
+
+    def save_seq(self, seq: int) -> bytearray:
+        from backends.llamacpp import RuntimeFailure
+
+        self._check_seq(seq)
+        size = int(self._C.llama_state_seq_get_size(self._ctx, seq))
+        buf = bytearray(size)
+        written = self._C.llama_state_seq_get_data(self._ctx, (ctypes.c_uint8 * size).from_buffer(buf), size, seq)
+        if written != size:
+            raise RuntimeFailure("llama.cpp could not save the KV state.")
+        return buf  # bytes-like; copying a state of 100 MB again would buy nothing
+
+    def restore_seq(self, seq: int, data: bytes, n_tokens: int) -> None:
+        """Put a saved state back into sequence `seq` (the other sequences keep theirs)."""
+        from backends.llamacpp import RuntimeFailure
+
+        self._check_seq(seq)
+        if not 0 < n_tokens <= self.n_ctx:
+            raise InvalidRequestError(f"A saved state of {n_tokens} tokens does not fit the context of {self.n_ctx}.")
+        self.clear_seq(seq)
+        self._check_room(n_tokens)
+        if isinstance(data, bytearray):
+            src = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        else:
+            src = ctypes.cast(ctypes.c_char_p(bytes(data)), ctypes.POINTER(ctypes.c_uint8))
+        if not self._C.llama_state_seq_set_data(self._ctx, src, len(data), seq):
+            self.clear_seq(seq)
+            raise RuntimeFailure("llama.cpp could not restore the saved KV state.")
+        if int(self._C.llama_memory_seq_pos_max(self._mem, seq)) + 1 != n_tokens:
+            self.clear_seq(seq)
+            raise RuntimeFailure("The restored KV state does not hold the expected number of tokens.")
+        self._past[seq] = n_tokens
