@@ -1,0 +1,301 @@
+"""Several conversations at once on one model (continuous batching), with each conversation's KV reuse and prompt
+lookup kept: issue 20's scheduler.
+
+One thread owns the model (the scheduler). Each slot runs an ordinary Engine on a thread of its own, against a
+SlotRuntime: a view of one KV sequence whose forward() hands its tokens to the scheduler and waits. Each step the
+scheduler gathers what every generating slot asked for and computes it as one batch: the slots' next tokens (or
+verified drafts) first, then chunks of waiting prompts up to n_batch, so a long prompt never holds the others' tokens
+for more than one step. Everything else that touches llama.cpp (cutting back, saving and restoring a slot) runs on
+the scheduler's thread too, between steps.
+
+A request goes to the free slot whose cached tokens share the longest prefix with its prompt (llama.cpp's slot
+similarity); the state cache is shared by all slots, so a conversation that lost its slot comes back from it.
+Greedy and seeded replies equal their solo replies up to numerical near ties (a batch's logits differ slightly from
+a single sequence's: tests/conftest.py).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from backends.events import GenerationRequest
+from backends.runtime import LanternError
+from backends.state_cache import StateCache, common_prefix_len
+from backends.worker import _DONE, Generation, _fail
+
+GATHER_S = 0.002  # how long a step waits for slots still choosing their next tokens (Python, between passes)
+
+
+@dataclass
+class _Forward:
+    seq: int
+    tokens: list[int]
+    rows: list[int]
+    done: int = 0  # tokens computed so far (a long prompt goes in chunks, one a step)
+    out: list[np.ndarray] = field(default_factory=list)
+    future: Future = field(default_factory=Future)
+
+
+class Scheduler:
+    """Owns the multi-sequence runtime; computes the slots' passes in batches (see the module's words)."""
+
+    def __init__(self, runtime, *, gather_s: float = GATHER_S):
+        self.runtime = runtime
+        self.gather_s = gather_s
+        self._lock = threading.Condition()
+        self._ops: deque = deque()  # (fn, future): run between steps, in order
+        self._waiting: dict[int, _Forward] = {}
+        self._active: set[int] = set()  # slots with a reply in progress (their forwards are awaited)
+        self._closed = False
+        self.steps: list[list[tuple[int, int]]] = []  # (seq, tokens) of each batch: for tests and figures
+        self.keep_steps = False
+        self._thread = threading.Thread(target=self._loop, name="lantern-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- from the slots' threads --------------------------------------------------------------------
+
+    def run(self, fn: Callable[[], object]):
+        """`fn()` on the scheduler's thread, between steps; its result or exception here."""
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise LanternError("The model was unloaded.")
+            self._ops.append((fn, future))
+            self._lock.notify_all()
+        return future.result()
+
+    def forward(self, seq: int, tokens: Sequence[int], rows: Sequence[int]) -> np.ndarray:
+        job = _Forward(seq, [int(t) for t in tokens], list(rows))
+        with self._lock:
+            if self._closed:
+                raise LanternError("The model was unloaded.")
+            self._waiting[seq] = job
+            self._lock.notify_all()
+        return job.future.result()
+
+    def set_active(self, seq: int, active: bool) -> None:
+        with self._lock:
+            (self._active.add if active else self._active.discard)(seq)
+            self._lock.notify_all()
+
+    # -- the scheduler's thread ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._ops and not self._waiting:
+                    self._lock.wait()
+                if self._closed:
+                    break
+                ops = list(self._ops)
+                self._ops.clear()
+            for fn, future in ops:
+                try:
+                    future.set_result(fn())
+                except BaseException as e:
+                    future.set_exception(e)
+            if ops:
+                continue  # an op may have freed or filled a slot: look again before the step
+            with self._lock:  # a short wait for slots still choosing their tokens, so their rows join this step
+                deadline = time.monotonic() + self.gather_s
+                while (not self._closed and not self._ops and
+                       not self._active <= set(self._waiting) and time.monotonic() < deadline):
+                    self._lock.wait(max(0.0, deadline - time.monotonic()))
+                if self._ops:
+                    continue
+                jobs = list(self._waiting.values())
+            if jobs:
+                self._step(jobs)
+        with self._lock:
+            left = list(self._waiting.values()) + [f for _fn, f in self._ops]
+            self._waiting.clear()
+            self._ops.clear()
+        for job in left:
+            (job.future if isinstance(job, _Forward) else job).set_exception(LanternError("The model was unloaded."))
+
+    def _step(self, jobs: list[_Forward]) -> None:
+        """One batch: every short pass (a next token, a draft) whole, then prompt chunks in arrival order."""
+        budget = self.runtime.n_batch
+        items, taken = [], []
+        short = [j for j in jobs if len(j.tokens) - j.done <= 32]
+        long_ = [j for j in jobs if len(j.tokens) - j.done > 32]
+        for job in short + long_:
+            left = len(job.tokens) - job.done
+            n = left if job in short else min(left, budget)
+            if n <= 0 or (job in long_ and budget <= 0):
+                continue
+            lo, hi = job.done, job.done + n
+            items.append((job.seq, job.tokens[lo:hi], [r - lo for r in job.rows if lo <= r < hi]))
+            taken.append((job, hi))
+            budget -= n
+        if self.keep_steps:
+            self.steps.append([(seq, len(tokens)) for seq, tokens, _r in items])
+        try:
+            outs = self.runtime.forward_seqs(items)
+        except BaseException as e:
+            with self._lock:
+                for job, _hi in taken:
+                    self._waiting.pop(job.seq, None)
+            for job, _hi in taken:
+                job.future.set_exception(e)
+            return
+        finished = []
+        for (job, hi), out in zip(taken, outs):
+            job.out.append(out)
+            job.done = hi
+            if hi == len(job.tokens):
+                finished.append(job)
+        with self._lock:
+            for job in finished:
+                self._waiting.pop(job.seq, None)
+        for job in finished:
+            job.future.set_result(np.concatenate(job.out) if len(job.out) > 1 else job.out[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join(30)
+
+
+class SlotRuntime:
+    """One KV sequence of a multi-sequence runtime, with the Runtime interface an Engine expects."""
+
+    def __init__(self, scheduler: Scheduler, seq: int):
+        self._scheduler, self.seq = scheduler, seq
+        self._rt = scheduler.runtime
+
+    def __getattr__(self, name):  # what does not touch the cache: facts, tokenizer (read-only in llama.cpp)
+        return getattr(self._rt, name)
+
+    @property
+    def n_past(self) -> int:
+        return self._rt.seq_past(self.seq)
+
+    def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
+        from backends.runtime import check_forward
+
+        rows = check_forward(self, tokens, start, rows)
+        return self._scheduler.forward(self.seq, tokens, rows)
+
+    def truncate(self, n_keep: int) -> bool:
+        return self._scheduler.run(lambda: self._rt.truncate_seq(self.seq, n_keep))
+
+    def reset(self) -> None:
+        self._scheduler.run(lambda: self._rt.clear_seq(self.seq))
+
+    def save_state(self):
+        return self._scheduler.run(lambda: self._rt.save_seq(self.seq))
+
+    def restore_state(self, data, n_tokens: int) -> None:
+        self._scheduler.run(lambda: self._rt.restore_seq(self.seq, data, n_tokens))
+
+    def close(self) -> None:
+        pass  # the scheduler's owner closes the model
+
+
+class LockedStateCache:
+    """The state cache shared by the slots' threads, one at a time."""
+
+    def __init__(self, cache: StateCache):
+        self._cache, self._lock = cache, threading.RLock()
+
+    def __getattr__(self, name):
+        attr = getattr(self._cache, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+        return locked
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+
+class SlotWorker:
+    """Replies for several requests at once, one per slot; the EngineWorker's submit() and close()."""
+
+    def __init__(self, runtime, *, options=None, state_cache: StateCache | None = None, gather_s: float = GATHER_S):
+        from backends.engine import Engine
+
+        self.runtime = runtime
+        self.scheduler = Scheduler(runtime, gather_s=gather_s)
+        shared = LockedStateCache(state_cache if state_cache is not None else StateCache())
+        self.engines = []
+        for seq in range(runtime.slots):
+            self.scheduler.set_active(seq, True)  # its load-time measurement runs through the scheduler
+            try:
+                self.engines.append(Engine(SlotRuntime(self.scheduler, seq), state_cache=shared, options=options))
+            finally:
+                self.scheduler.set_active(seq, False)
+            # (forward-pass costs are measured once per model and context: the other slots reuse them)
+        self._free = list(range(runtime.slots))
+        self._queue: deque[Generation] = deque()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        gen = Generation(request)
+        with self._lock:
+            if self._closed:
+                _fail(gen)
+                return gen
+            self._queue.append(gen)
+            self._dispatch()
+        return gen
+
+    def _dispatch(self) -> None:
+        """Under the lock: the oldest waiting request to the free slot that holds the most of its prompt."""
+        while self._queue and self._free:
+            gen = self._queue.popleft()
+            if gen.cancelled:
+                gen.put(_DONE)
+                continue
+            seq = self._best_slot(gen.request)
+            self._free.remove(seq)
+            self.scheduler.set_active(seq, True)
+            thread = threading.Thread(target=self._run, args=(seq, gen), name=f"lantern-slot-{seq}", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+
+    def _best_slot(self, request: GenerationRequest) -> int:
+        try:
+            prompt = self.engines[0]._prompt_tokens(request)[0]
+        except Exception:  # the request's own error comes from its reply; any slot will do
+            return self._free[0]
+        return max(self._free, key=lambda s: (common_prefix_len(self.engines[s].cached_tokens, prompt), -s))
+
+    def _run(self, seq: int, gen: Generation) -> None:
+        try:
+            for event in self.engines[seq].generate(gen.request, cancel=gen._cancel):
+                gen.put(event)
+        except Exception as e:
+            gen.put(e)
+        finally:
+            self.scheduler.set_active(seq, False)
+            gen.put(_DONE)
+            with self._lock:
+                self._free.append(seq)
+                self._dispatch()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiting = list(self._queue)
+            self._queue.clear()
+        for gen in waiting:
+            _fail(gen)
+        for thread in list(self._threads):
+            thread.join(30)
+        self.scheduler.close()
+        self.runtime.close()

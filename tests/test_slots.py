@@ -1,0 +1,170 @@
+"""Several conversations at once (continuous batching, issue 20) on the real starter model: replies equal to the same
+requests run alone (greedy, up to near ties: tests/conftest.py), one slot cancelled leaving the others, a long
+prompt read in chunks between the others' tokens, and a conversation's next turn going back to the slot that holds
+it (its prompt reported cached)."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from backends.engine import EngineOptions
+from backends.events import GenerationRequest
+from backends.sampling import SamplingParams
+from conftest import load
+
+GREEDY = SamplingParams(temperature=0)
+QUESTIONS = ["Name three colours of the rainbow.", "Write a haiku about the sea.", "What is 12 times 12?",
+             "Say hello in French."]
+
+
+def _request(question: str, max_tokens: int = 24, **extra) -> GenerationRequest:
+    return GenerationRequest(messages=[{"role": "user", "content": question}], sampling=GREEDY,
+                             max_tokens=max_tokens, **extra)
+
+
+def _tokens(gen) -> tuple[list[int], object]:
+    from backends.events import TextDelta
+
+    tokens, final = [], None
+    for event in gen:
+        if isinstance(event, TextDelta):
+            tokens.extend(event.tokens)
+        else:
+            final = event
+    return tokens, final
+
+
+@pytest.fixture(scope="module")
+def solo_replies(smollm2_path):
+    """Each question alone, plain greedy on one sequence: the reference tokens and each step's top-two gap."""
+    from conftest import reference_greedy
+
+    rt = load(smollm2_path, n_ctx=2048)
+    from backends.engine import Engine
+
+    engine = Engine(rt, options=EngineOptions(prompt_lookup=False))
+    out = {}
+    for q in QUESTIONS:
+        prompt = engine._prompt_tokens(_request(q))[0]
+        out[q] = reference_greedy(rt, prompt, 24)
+    rt.close()
+    return out
+
+
+@pytest.fixture
+def slots(smollm2_path):
+    from backends.slots import SlotWorker
+
+    made = []
+
+    def make(n: int, **options):
+        w = SlotWorker(load(smollm2_path, n_ctx=2048, n_batch=options.pop("n_batch", 512), slots=n),
+                       options=EngineOptions(**{"prompt_lookup": False, **options}))
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_replies_beside_others_equal_their_solo_replies(n, slots, solo_replies, smollm2_path):
+    from conftest import assert_same_up_to_near_tie
+
+    w = slots(n)
+    w.scheduler.keep_steps = True
+    gens = [w.submit(_request(q)) for q in QUESTIONS]  # more requests than slots wait for one
+    results = [_tokens(g) for g in gens]
+    ends = w.runtime.special.end_of_turn
+    for q, (tokens, final) in zip(QUESTIONS, results):
+        reference, gaps = solo_replies[q]
+        assert final.reason in ("stop", "length")
+        assert_same_up_to_near_tie(reference, gaps, tokens, ends=ends)
+    widest = max(len(step) for step in w.scheduler.steps)
+    assert widest == min(n, len(QUESTIONS))  # with n slots, n sequences were computed in one batch
+
+
+def test_cancelling_one_slot_leaves_the_others_untouched(slots, solo_replies):
+    from conftest import assert_same_up_to_near_tie
+
+    w = slots(2)
+    long = w.submit(_request(QUESTIONS[1], max_tokens=400, ignore_eos=True))
+    other = w.submit(_request(QUESTIONS[0]))
+    first = threading.Event()
+
+    def cancel_soon():
+        from backends.events import TextDelta
+
+        for event in long:
+            if isinstance(event, TextDelta) and not first.is_set():
+                first.set()
+                long.cancel()
+
+    t = threading.Thread(target=cancel_soon)
+    t.start()
+    tokens, final = _tokens(other)
+    t.join(60)
+    assert first.is_set()
+    reference, gaps = solo_replies[QUESTIONS[0]]
+    assert_same_up_to_near_tie(reference, gaps, tokens, ends=w.runtime.special.end_of_turn)
+    again, final = _tokens(w.submit(_request(QUESTIONS[2])))  # the cancelled slot is free again
+    assert final.reason in ("stop", "length") and again
+
+
+def test_a_long_prompt_is_read_in_chunks_between_the_others_tokens(slots):
+    w = slots(2, n_batch=128)
+    w.scheduler.keep_steps = True
+    talker = w.submit(_request(QUESTIONS[1], max_tokens=120, ignore_eos=True))
+    from backends.events import TextDelta
+
+    it = iter(talker)
+    while not isinstance(next(it), TextDelta):  # the first is decoding before the long prompt comes
+        pass
+    long_text = "The keeper wrote the weather in the log every hour of the night. " * 60  # ~900 tokens
+    reader = w.submit(_request(long_text + "What did the keeper write?", max_tokens=4))
+    _tokens(reader)
+    for _ in it:
+        pass
+    assert all(sum(n for _s, n in step) <= 128 + 32 for step in w.scheduler.steps)  # never more than a chunk
+    mixed = [step for step in w.scheduler.steps if len(step) == 2 and max(n for _s, n in step) > 32]
+    assert len(mixed) >= 5  # the prompt went in chunks, each beside the other's next token
+
+
+def test_a_conversations_next_turn_goes_back_to_the_slot_that_holds_it(slots):
+    w = slots(2)
+    chat = [{"role": "user", "content": "You are a lighthouse keeper. " * 30 + "Who are you?"}]
+    text, tokens, final = "", [], None
+    from backends.events import TextDelta
+
+    for event in w.submit(GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=12)):
+        if isinstance(event, TextDelta):
+            text += event.text
+        else:
+            final = event
+    _tokens(w.submit(_request(QUESTIONS[0])))  # another conversation, in the other slot
+    follow = chat + [{"role": "assistant", "content": text}, {"role": "user", "content": "And your name?"}]
+    _, again = _tokens(w.submit(GenerationRequest(messages=follow, sampling=GREEDY, max_tokens=4)))
+    assert again.stats.cached_tokens >= final.stats.prompt_tokens  # only the new turn was read
+
+
+def test_prompt_lookup_runs_per_slot_with_the_same_replies(slots, smollm2_path):
+    from backends.engine import Engine
+    from conftest import assert_same_up_to_near_tie, reference_greedy
+
+    text = ("The keeper climbs the stairs every evening at dusk. She checks the lamp, cleans the lens and winds the "
+            "clockwork that turns the light.")
+    copy = _request(f"Repeat this text exactly:\n\n{text}", max_tokens=40)
+    rt = load(smollm2_path, n_ctx=2048)
+    prompts = {q: Engine(rt, options=EngineOptions(prompt_lookup=False))._prompt_tokens(r)[0]
+               for q, r in (("copy", copy), ("other", _request(QUESTIONS[3])))}
+    references = {q: reference_greedy(rt, p, 40 if q == "copy" else 24) for q, p in prompts.items()}
+    rt.close()
+    w = slots(2, prompt_lookup=True, adaptive_draft=False, forward_costs={1: 0.01, 8: 0.011, 17: 0.012})
+    a, b = w.submit(copy), w.submit(_request(QUESTIONS[3]))
+    (copied, final), (other, _f) = _tokens(a), _tokens(b)
+    ends = w.runtime.special.end_of_turn
+    assert_same_up_to_near_tie(*references["copy"], copied, ends=ends)
+    assert_same_up_to_near_tie(*references["other"], other, ends=ends)
+    assert final.stats.tokens_per_forward > 1.5  # drafts from its own prompt, verified in the shared batch
