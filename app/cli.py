@@ -23,6 +23,8 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--n-gpu-layers", type=int, default=None,
                    help="layers to put on the GPU (-1: all; default: as many as fit)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--slots", type=int, default=1,
+                   help="conversations computed at once in one batch, sharing the context (llama.cpp; default 1)")
     p.add_argument("--allow-long-context", action="store_true", help="allow a context beyond the model's training")
     p.add_argument("--prompt-lookup", action=argparse.BooleanOptionalAction, default=True,
                    help="draft tokens from the conversation and verify them in one pass (default: on)")
@@ -162,7 +164,7 @@ def _model(args) -> str | None:
 
 def _options(args) -> LoadOptions:
     return LoadOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
-                       allow_context_beyond_training=args.allow_long_context)
+                       allow_context_beyond_training=args.allow_long_context, slots=args.slots)
 
 
 def _remote(args) -> dict:

@@ -78,6 +78,9 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
     if backend == "remote" or remote_url:
         return _remote_worker(model, remote_url, remote_key, backend)
 
+    if options.slots > 1:
+        return _slot_worker(model, backend, options, engine_options, state_cache)
+
     def make() -> Engine:  # on the engine thread: reading the model's metadata is file work too
         plan = plan_load(model, backend=backend, options=options)
         log.info("%s: %s", plan.label, plan.reason)
@@ -85,6 +88,21 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
                       backend_reason=plan.reason)
 
     return EngineWorker(make)
+
+
+def _slot_worker(model, backend: str, options: LoadOptions, engine_options, state_cache):
+    """Several conversations at once (backends/slots.py): llama.cpp only."""
+    from backends.slots import SlotWorker
+
+    def make():
+        plan = plan_load(model, backend=backend, options=options)
+        if plan.backend != "llamacpp":
+            raise ModelLoadError(f"Several slots run on llama.cpp only; {plan.label} runs one conversation at a "
+                                 "time (load it with one slot).")
+        log.info("%s: %s; %d slots", plan.label, plan.reason, options.slots)
+        return open_runtime(plan), {"backend": plan.label, "backend_reason": plan.reason}
+
+    return SlotWorker(make, options=engine_options, state_cache=state_cache)
 
 
 def _remote_worker(model, url: str | None, key: str | None, backend: str) -> EngineWorker:

@@ -222,49 +222,94 @@ class LockedStateCache:
 
 
 class SlotWorker:
-    """Replies for several requests at once, one per slot; the EngineWorker's submit() and close()."""
+    """Replies for several requests at once, one per slot, with the EngineWorker's interface (submit, call,
+    wait_ready, when_ready, close): the model loads on a thread of its own, from `make_runtime()`."""
 
-    def __init__(self, runtime, *, options=None, state_cache: StateCache | None = None, gather_s: float = GATHER_S):
-        from backends.engine import Engine
-
-        self.runtime = runtime
-        self.scheduler = Scheduler(runtime, gather_s=gather_s)
-        shared = LockedStateCache(state_cache if state_cache is not None else StateCache())
-        self.engines = []
-        for seq in range(runtime.slots):
-            self.scheduler.set_active(seq, True)  # its load-time measurement runs through the scheduler
-            try:
-                self.engines.append(Engine(SlotRuntime(self.scheduler, seq), state_cache=shared, options=options))
-            finally:
-                self.scheduler.set_active(seq, False)
-            # (forward-pass costs are measured once per model and context: the other slots reuse them)
-        self._free = list(range(runtime.slots))
-        self._queue: deque[Generation] = deque()
+    def __init__(self, make_runtime, *, options=None, state_cache: StateCache | None = None,
+                 gather_s: float = GATHER_S):
+        self._free: list[int] = []
+        self._queue: deque = deque()  # Generations, and (fn, Future) calls
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self.runtime = self.scheduler = None
+        self.engines = []
+        self._ready: Future = Future()
+        self._loader = threading.Thread(target=self._load, args=(make_runtime, options, state_cache, gather_s),
+                                        name="lantern-slots-load", daemon=True)
+        self._loader.start()
 
-    def submit(self, request: GenerationRequest) -> Generation:
-        gen = Generation(request)
+    def _load(self, make_runtime, options, state_cache, gather_s) -> None:
+        from backends.engine import Engine
+
+        try:
+            made = make_runtime() if callable(make_runtime) else make_runtime
+            # make_runtime may also give the Engine's own arguments (the backend's label, why it was chosen)
+            self.runtime, extra = made if isinstance(made, tuple) else (made, {})
+            self.scheduler = Scheduler(self.runtime, gather_s=gather_s)
+            shared = LockedStateCache(state_cache if state_cache is not None else StateCache())
+            for seq in range(self.runtime.slots):
+                self.scheduler.set_active(seq, True)  # its load-time measurement runs through the scheduler
+                try:  # (forward-pass costs are measured once per model and context: the other slots reuse them)
+                    self.engines.append(Engine(SlotRuntime(self.scheduler, seq), state_cache=shared, options=options,
+                                               **extra))
+                finally:
+                    self.scheduler.set_active(seq, False)
+        except BaseException as e:
+            if self.scheduler is not None:
+                self.scheduler.close()
+            if self.runtime is not None:
+                self.runtime.close()
+            self._ready.set_exception(e)
+            with self._lock:
+                self._closed = True
+                waiting = list(self._queue)
+                self._queue.clear()
+            for job in waiting:
+                _fail(job if isinstance(job, Generation) else job[1])
+            return
+        self._ready.set_result(self.engines[0])
         with self._lock:
-            if self._closed:
-                _fail(gen)
-                return gen
-            self._queue.append(gen)
+            self._free = list(range(self.runtime.slots))
             self._dispatch()
+
+    def wait_ready(self, timeout: float | None = None):
+        """Block until the model is loaded; re-raises a load error."""
+        return self._ready.result(timeout)
+
+    def when_ready(self, callback) -> None:
+        self._ready.add_done_callback(callback)
+
+    def submit(self, request) -> Generation:
+        gen = request if isinstance(request, Generation) else Generation(request)
+        self._enqueue(gen)
         return gen
 
+    def call(self, fn) -> Future:
+        """Run `fn(engine)` on a free slot's engine (after the requests already queued)."""
+        future: Future = Future()
+        self._enqueue((fn, future))
+        return future
+
+    def _enqueue(self, job) -> None:
+        with self._lock:
+            if not self._closed:
+                self._queue.append(job)
+                self._dispatch()
+                return
+        _fail(job if isinstance(job, Generation) else job[1])
+
     def _dispatch(self) -> None:
-        """Under the lock: the oldest waiting request to the free slot that holds the most of its prompt."""
+        """Under the lock: the oldest waiting job to the free slot that holds the most of its prompt."""
         while self._queue and self._free:
-            gen = self._queue.popleft()
-            if gen.cancelled:
-                gen.put(_DONE)
+            job = self._queue.popleft()
+            if isinstance(job, Generation) and job.cancelled:
+                job.put(_DONE)  # its client left while it waited: the model never sees it
                 continue
-            seq = self._best_slot(gen.request)
+            seq = self._best_slot(job.request) if isinstance(job, Generation) else self._free[-1]
             self._free.remove(seq)
             self.scheduler.set_active(seq, True)
-            thread = threading.Thread(target=self._run, args=(seq, gen), name=f"lantern-slot-{seq}", daemon=True)
+            thread = threading.Thread(target=self._run, args=(seq, job), name=f"lantern-slot-{seq}", daemon=True)
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
 
@@ -275,27 +320,43 @@ class SlotWorker:
             return self._free[0]
         return max(self._free, key=lambda s: (common_prefix_len(self.engines[s].cached_tokens, prompt), -s))
 
-    def _run(self, seq: int, gen: Generation) -> None:
+    def _run(self, seq: int, job) -> None:
         try:
-            for event in self.engines[seq].generate(gen.request, cancel=gen._cancel):
-                gen.put(event)
-        except Exception as e:
-            gen.put(e)
+            if isinstance(job, Generation):
+                try:
+                    for event in self.engines[seq].generate(job.request, cancel=job._cancel):
+                        job.put(event)
+                except Exception as e:
+                    job.put(e)
+                finally:
+                    job.put(_DONE)
+            else:
+                fn, future = job
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(self.engines[seq]))
+                    except BaseException as e:
+                        future.set_exception(e)
         finally:
             self.scheduler.set_active(seq, False)
-            gen.put(_DONE)
             with self._lock:
                 self._free.append(seq)
-                self._dispatch()
+                if not self._closed:
+                    self._dispatch()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
         with self._lock:
             self._closed = True
             waiting = list(self._queue)
             self._queue.clear()
-        for gen in waiting:
-            _fail(gen)
+        for job in waiting:
+            _fail(job if isinstance(job, Generation) else job[1])
+        self._loader.join(timeout)
         for thread in list(self._threads):
-            thread.join(30)
-        self.scheduler.close()
-        self.runtime.close()
+            thread.join(timeout)
+        if self.scheduler is not None:
+            self.scheduler.close()
+        for engine in self.engines:
+            engine.close()  # its SlotRuntime leaves the model open
+        if self.runtime is not None and self._ready.done() and self._ready.exception() is None:
+            self.runtime.close()

@@ -74,6 +74,7 @@ def main() -> int:
         for n in (1, 2, 4):
             worker = SlotWorker(LlamaCppRuntime(resolve_model(name), LoadOptions(n_ctx=4096, slots=n)),
                                 options=EngineOptions(prompt_lookup=False))
+            worker.wait_ready(120)
             run(worker, n, 8, [f"Say the number {i}." for i in range(n)])  # warm-up; the measured prompts are cold
             speed, firsts = run(worker, n, args.tokens)
             worker.close()

@@ -61,6 +61,7 @@ def slots(smollm2_path):
     def make(n: int, **options):
         w = SlotWorker(load(smollm2_path, n_ctx=2048, n_batch=options.pop("n_batch", 512), slots=n),
                        options=EngineOptions(**{"prompt_lookup": False, **options}))
+        w.wait_ready(120)
         made.append(w)
         return w
 
@@ -168,3 +169,81 @@ def test_prompt_lookup_runs_per_slot_with_the_same_replies(slots, smollm2_path):
     assert_same_up_to_near_tie(*references["copy"], copied, ends=ends)
     assert_same_up_to_near_tie(*references["other"], other, ends=ends)
     assert final.stats.tokens_per_forward > 1.5  # drafts from its own prompt, verified in the shared batch
+
+
+def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_path, solo_replies):
+    """`lantern serve --slots 4`: four official openai clients at once, each reply its solo reply (up to near ties)."""
+    import time
+
+    import httpx
+    import openai
+
+    from app.server.api import ServerSettings
+    from app.server.run import LanternServer
+    from app.server.service import ModelService, default_opener
+    from backends.runtime import LoadOptions
+    from models.registry import BUILTIN_MODELS
+
+    name = "smollm2-135m-instruct"
+    service = ModelService(name, models=lambda: list(BUILTIN_MODELS), max_queue=16,
+                           open_worker=default_opener(options=LoadOptions(n_ctx=2048, slots=4),
+                                                      engine_options=EngineOptions(prompt_lookup=False)))
+    server = LanternServer(service, ServerSettings(port=0)).start()
+    try:
+        deadline = time.monotonic() + 120
+        while httpx.get(server.base_url.removesuffix("/v1") + "/health").json()["status"] == "loading" and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        from backends.slots import SlotWorker
+
+        worker = service._worker
+        assert isinstance(worker, SlotWorker) and worker.wait_ready(60)
+        worker.scheduler.keep_steps = True
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        replies: dict[str, str] = {}
+
+        def ask(q: str) -> None:
+            r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": q}], temperature=0,
+                                               max_tokens=24)
+            replies[q] = r.choices[0].message.content
+
+        threads = [threading.Thread(target=ask, args=(q,)) for q in QUESTIONS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        rt = load(smollm2_path, n_ctx=256)
+        try:
+            for q in QUESTIONS:
+                reference, gaps = solo_replies[q]
+                got = rt.tokenize(replies[q], add_bos=False, parse_special=False)
+                expected = [t for t in reference if t not in rt.special.end_of_turn]
+                part = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), None)
+                if part is None:
+                    assert rt.detokenize(expected) == replies[q]
+                else:  # parted from the solo reply only at a near tie
+                    assert gaps[part] < 0.7, (q, part, replies[q])
+        finally:
+            rt.close()
+        assert max(len(step) for step in worker.scheduler.steps) >= 2  # the clients' tokens shared batches
+    finally:
+        server.stop()
+
+
+def test_the_command_line_takes_slots_and_mlx_says_it_runs_one_at_a_time(smollm2_mlx_path):
+    from test_cli import lantern
+
+    from app.wiring import start_worker
+    from backends.runtime import LoadOptions, ModelLoadError
+
+    args = ["generate", "--model", "smollm2-135m-instruct", "--max-tokens", "8", "--temperature", "0", "--n-ctx",
+            "512", "The capital of France is"]
+    one, two = lantern(*args), lantern(*args, "--slots", "2")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout and "llamacpp (CPU)" in two.stderr  # one request: the same greedy reply
+    bad = lantern(*args, "--slots", "65")
+    assert bad.returncode != 0 and "Slots must be between 1 and 64" in bad.stderr
+    worker = start_worker(smollm2_mlx_path, backend="mlx", options=LoadOptions(n_ctx=512, slots=2))
+    with pytest.raises(ModelLoadError, match="Several slots run on llama.cpp only"):
+        worker.wait_ready(60)
+    worker.close()
