@@ -261,12 +261,7 @@ class SlotWorker:
             if self.runtime is not None:
                 self.runtime.close()
             self._ready.set_exception(e)
-            with self._lock:
-                self._closed = True
-                waiting = list(self._queue)
-                self._queue.clear()
-            for job in waiting:
-                _fail(job if isinstance(job, Generation) else job[1])
+            self._refuse_waiting()
             return
         self._ready.set_result(self.engines[0])
         with self._lock:
@@ -344,13 +339,17 @@ class SlotWorker:
                 if not self._closed:
                     self._dispatch()
 
-    def close(self, timeout: float = 30.0) -> None:
+    def _refuse_waiting(self) -> None:
+        """No more jobs: the waiting ones end at once, saying so."""
         with self._lock:
             self._closed = True
             waiting = list(self._queue)
             self._queue.clear()
         for job in waiting:
             _fail(job if isinstance(job, Generation) else job[1])
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._refuse_waiting()
         self._loader.join(timeout)
         for thread in list(self._threads):
             thread.join(timeout)
