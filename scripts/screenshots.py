@@ -1,5 +1,6 @@
 """Screenshots for the README, in the light and the dark theme: an empty chat, a chat with streamed replies, the
-models page, the settings page (`NAME-light.png`, `NAME-dark.png`), and `features-THEME.png`: a chat written into
+models page, the settings page (`NAME-light.png`, `NAME-dark.png`), `search-THEME.png` (a question answered from a
+searched file, with its sources), and `features-THEME.png`: a chat written into
 the store here (math, a table, a quote, an attached file, a regenerated reply's ‹ 2/2 ›) with its Chat settings open,
 a file chip and the context meter.
 
@@ -86,6 +87,13 @@ def main(out: Path) -> int:
         w.chat.settings_button.setChecked(False)
         w.chat.attachments.clear()
         w.chat.input.clear()
+        if not hasattr(w, "_search_chat"):
+            w._search_chat = _search_chat(w.store)
+        w.chat.open_conversation(w._search_chat)
+        QTimer.singleShot(800, lambda: searched(theme))
+
+    def searched(theme: str) -> None:
+        shoot(f"search-{theme}")
         if theme == "light":
             QTimer.singleShot(300, lambda: pages("dark"))
         else:
@@ -107,6 +115,25 @@ $$E = m g h$$
 | Weight | drives the clockwork |
 
 > Wind the weight up every four hours, or the light stops."""
+
+
+def _search_chat(store) -> int:
+    """A question about a file larger than the context: its excerpts in the message, the sources under the reply."""
+    from app.attachments import message_with_files
+    from app.document_search import Excerpt
+
+    excerpts = [Excerpt(1, "keepers-manual.pdf", 41, "page 87", "In fog the keeper starts the horn, which sounds twice "
+                        "every minute until the air clears. The fog log records when it started and stopped.", 1.0),
+                Excerpt(1, "keepers-manual.pdf", 112, "pages 214–215", "A keeper who hears a ship's horn answers it "
+                        "with three blasts, so the ship knows the rock is near.", 0.9)]
+    c = store.create("What to do in fog")
+    question = "What should the keeper do when fog comes in?"
+    store.add(c.id, "user", message_with_files(question, [], [("keepers-manual.pdf", 612, excerpts)]))
+    store.add(c.id, "assistant", "Start the fog horn: it sounds **twice every minute** until the air clears, and the "
+              "times go into the fog log. If a ship sounds its horn, answer with three blasts so it knows the rock "
+              "is near.", stats={"ttft_ms": 2310, "decode_tokens_per_s": 98, "cached_tokens": 0,
+                                 "prompt_tokens": 1040, "model": "smollm2-135m-instruct"})
+    return c.id
 
 
 def _features_chat(store, notes: Path) -> int:
