@@ -57,8 +57,11 @@ def check_messages(messages: list[ChatMessage]) -> list[dict]:
         if isinstance(content, list):
             for part in content:
                 if not isinstance(part, TextPart):
+                    kind = part.get("type")
+                    why = (" (no model here can see images: Lantern does not run vision projectors, mmproj, yet)"
+                           if kind in ("image_url", "image", "input_image") else "")
                     raise UnsupportedField(f"messages[{i}].content",
-                                           f"{part.get('type')!r} parts are not supported: only text")
+                                           f"{str(kind)[:40]!r} parts are not supported: only text{why}")
             content = [{"type": "text", "text": p.text} for p in content]
         d: dict = {"role": "system" if m.role == "developer" else m.role, "content": content}
         if m.tool_calls and m.role != "assistant":
