@@ -228,6 +228,7 @@ class SlotWorker:
     def __init__(self, make_runtime, *, options=None, state_cache: StateCache | None = None,
                  gather_s: float = GATHER_S):
         self._free: list[int] = []
+        self._used: dict[int, float] = {}  # when each slot last finished a job
         self._queue: deque = deque()  # Generations, and (fn, Future) calls
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -313,12 +314,39 @@ class SlotWorker:
             prompt = self.engines[0]._prompt_tokens(request)[0]
         except Exception:  # the request's own error comes from its reply; any slot will do
             return self._free[0]
-        return max(self._free, key=lambda s: (common_prefix_len(self.engines[s].cached_tokens, prompt), -s))
+        # the longest shared prefix; on a tie the slot holding least (another conversation's cache stays), then the
+        # one used longest ago
+        return max(self._free, key=lambda s: (common_prefix_len(self.engines[s].cached_tokens, prompt),
+                                              -self.runtime.seq_past(s), -self._used.get(s, 0.0), -s))
+
+    def _make_room(self, seq: int, request: GenerationRequest) -> None:
+        """Idle slots give their cells back when `request` would not fit beside them: each one's state goes to the
+        state cache (a conversation that comes back is restored, not computed again), least recently used first."""
+        try:
+            prompt = self.engines[seq]._prompt_tokens(request)[0]
+        except Exception:
+            return  # the request's own error comes from its reply
+        rt = self.runtime
+        need = len(prompt) + min(request.max_tokens or rt.n_ctx // 4, rt.n_ctx // 4)
+        while sum(rt.seq_past(s) for s in range(rt.slots) if s != seq) + need > rt.n_ctx:
+            with self._lock:
+                idle = sorted((s for s in self._free if rt.seq_past(s)), key=lambda s: self._used.get(s, 0.0))
+                if not idle:
+                    return  # every other slot is busy: the reply says what does not fit
+                victim = idle[0]
+                self._free.remove(victim)  # claimed while it is emptied
+            try:
+                self.engines[victim]._save_current()
+                self.engines[victim].forget_cache()
+            finally:
+                with self._lock:
+                    self._free.append(victim)
 
     def _run(self, seq: int, job) -> None:
         try:
             if isinstance(job, Generation):
                 try:
+                    self._make_room(seq, job.request)
                     for event in self.engines[seq].generate(job.request, cancel=job._cancel):
                         job.put(event)
                 except Exception as e:
@@ -335,6 +363,7 @@ class SlotWorker:
         finally:
             self.scheduler.set_active(seq, False)
             with self._lock:
+                self._used[seq] = time.monotonic()
                 self._free.append(seq)
                 if not self._closed:
                     self._dispatch()

@@ -247,3 +247,22 @@ def test_the_command_line_takes_slots_and_mlx_says_it_runs_one_at_a_time(smollm2
     with pytest.raises(ModelLoadError, match="Several slots run on llama.cpp only"):
         worker.wait_ready(60)
     worker.close()
+
+
+def test_an_idle_slot_gives_its_cells_to_a_request_that_needs_them_and_comes_back_from_the_state_cache(smollm2_path):
+    from backends.slots import SlotWorker
+
+    w = SlotWorker(load(smollm2_path, n_ctx=512, slots=2), options=EngineOptions(prompt_lookup=False))
+    try:
+        w.wait_ready(120)
+        first = GenerationRequest(prompt="Lighthouse keepers log the weather. " * 50, sampling=GREEDY, max_tokens=8)
+        other = GenerationRequest(prompt="Bees visit flowers all day long. " * 50, sampling=GREEDY, max_tokens=8)
+        _, a = _tokens(w.submit(first))
+        assert sum(w.runtime.seq_past(s) for s in range(2)) > 256  # more than half the shared cells
+        _, b = _tokens(w.submit(other))  # into the empty slot; the idle one is emptied to make room
+        assert b.reason == "length" and b.stats.cached_tokens == 0
+        assert sorted(w.runtime.seq_past(s) == 0 for s in range(2)) == [False, True]
+        _, again = _tokens(w.submit(first))
+        assert again.stats.cached_tokens >= a.stats.prompt_tokens - 1  # restored from the state cache
+    finally:
+        w.close()
