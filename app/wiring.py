@@ -44,6 +44,11 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         raise ModelLoadError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
     options.validate()
     path = resolve_model(model)
+    from models.projectors import is_projector
+
+    if path.suffix.lower() == ".gguf" and is_projector(path):
+        raise ModelLoadError(f"{path.name} is a vision projector, not a model: load the model beside it (Lantern "
+                             "finds its projector there).")
     info = describe_model(path)
     choice = choose_backend(hardware or detect(), info, n_ctx=options.n_ctx, backend=backend,
                             n_gpu_layers=options.n_gpu_layers)
@@ -55,7 +60,15 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         reason += f" (the GGUF file converted once to {path})"
     if choice.backend == "mlx":
         return LoadPlan(path, "mlx", options, reason, choice.advice)
-    return LoadPlan(path, "llamacpp", replace(options, n_gpu_layers=choice.n_gpu_layers), reason, choice.advice)
+    options = replace(options, n_gpu_layers=choice.n_gpu_layers)
+    if options.projector is None and options.slots == 1:  # images need one slot (for now)
+        from models.projectors import find_projector
+
+        found = find_projector(path)
+        options = replace(options, projector=str(found) if found else "")
+        if found:
+            reason += f"; sees images through {found.name}"
+    return LoadPlan(path, "llamacpp", options, reason, choice.advice)
 
 
 def open_runtime(plan: LoadPlan):

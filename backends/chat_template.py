@@ -6,6 +6,7 @@ template cannot take is rewritten first (backends/template_caps.py), as llama.cp
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 
 from backends.runtime import InvalidRequestError, LanternError
 from backends.template_budget import BudgetedSandbox, OverBudget, TemplateLimits
+from backends.vision import MAX_IMAGE_BYTES, marker_for
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -56,6 +58,8 @@ class Message:
     tool_call_id: str | None = None  # a tool message: the call it answers
     name: str | None = None  # a tool message: the function's name
     reasoning: str | None = None  # an assistant's thinking, for templates that keep it
+    # Images in the message (their bytes): each stands in `content` as its marker (backends/vision.py).
+    images: tuple[bytes, ...] = ()
 
 
 class Arguments(dict):
@@ -90,8 +94,11 @@ def parse_messages(messages: Sequence[Mapping[str, Any] | Message]) -> list[Mess
         reasoning = m.get("reasoning_content")
         if reasoning is not None and not isinstance(reasoning, str):
             raise InvalidRequestError(f"messages[{i}].reasoning_content must be a string.")
-        parsed.append(Message(role, None if content is None else _text_content(content, i), calls,
-                              m.get("tool_call_id"), m.get("name"), reasoning))
+        images: list[bytes] = []
+        text = None if content is None else _text_content(content, i, images)
+        if images and role != "user":
+            raise InvalidRequestError(f"messages[{i}]: only user messages may carry images.")
+        parsed.append(Message(role, text, calls, m.get("tool_call_id"), m.get("name"), reasoning, tuple(images)))
     return parsed
 
 
@@ -110,17 +117,45 @@ def _tool_call(call: Any, where: str) -> ToolCall:
     return ToolCall(str(call.get("id") or ""), f["name"], f["arguments"])
 
 
-def _text_content(content: Any, i: int) -> str:
+def _text_content(content: Any, i: int, images: list[bytes]) -> str:
+    """The content's text; image parts go to `images` and stand in the text as their markers."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         texts = []
-        for part in content:
-            if not (isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                raise InvalidRequestError(f"messages[{i}].content: only text parts are supported.")
-            texts.append(part["text"])
+        for j, part in enumerate(content):
+            if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, Mapping) and part.get("type") == "image_url":
+                data = _image_data(part.get("image_url"), f"messages[{i}].content[{j}]")
+                images.append(data)
+                texts.append(marker_for(data))
+            else:
+                raise InvalidRequestError(f"messages[{i}].content[{j}]: only text and image_url parts are supported.")
         return "".join(texts)
-    raise InvalidRequestError(f"messages[{i}].content must be a string or a list of text parts.")
+    raise InvalidRequestError(f"messages[{i}].content must be a string or a list of text and image parts.")
+
+
+def _image_data(image_url: Any, where: str) -> bytes:
+    """An image_url part's bytes: a data: URL (base64); Lantern never fetches a URL from a request."""
+    url = image_url.get("url") if isinstance(image_url, Mapping) else image_url
+    if not isinstance(url, str):
+        raise InvalidRequestError(f"{where}.image_url.url must be a string (a data: URL).")
+    if not url.startswith("data:"):
+        raise InvalidRequestError(f"{where}: Lantern does not fetch images from URLs; send the image itself as a "
+                                  "data: URL (data:image/png;base64,...).")
+    head, sep, body = url.partition(",")
+    if not sep or not head.endswith(";base64"):
+        raise InvalidRequestError(f"{where}: the data: URL must be base64 (data:image/png;base64,...).")
+    if len(body) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise InvalidRequestError(f"{where}: the image is over {MAX_IMAGE_BYTES // 1_000_000} MB.")
+    try:
+        data = base64.b64decode(body, validate=True)
+    except ValueError:
+        raise InvalidRequestError(f"{where}: the data: URL is not valid base64.") from None
+    if not data:
+        raise InvalidRequestError(f"{where}: the image is empty.")
+    return data
 
 
 class ChatTemplate:

@@ -54,7 +54,12 @@ class PromptLookupDrafter:
         for n in range(min(self.ngram_max, len(toks)), 0, -1):
             pos = self._follow[n].get(tuple(toks[-n:]))
             if pos is not None:
-                return toks[pos:pos + limit], n
+                draft = toks[pos:pos + limit]
+                for i, t in enumerate(draft):
+                    if t < 0:  # an image's position (backends/vision.py) is never a token to draft
+                        draft = draft[:i]
+                        break
+                return draft, n
         return [], 0
 
 

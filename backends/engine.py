@@ -26,6 +26,7 @@ from backends.state_cache import StateCache, common_prefix_len
 from backends.template_budget import TemplateLimits
 from backends.text import TextStream
 from backends.tool_formats import detect
+from backends.vision import MARKER, image_start
 
 # Discarding at least this many cached tokens first saves them, so the conversation can come back.
 SAVE_WHEN_DISCARDING = 64
@@ -96,6 +97,7 @@ class Engine:
         self.style = ModelStyle(detect(source, template_takes_tools=self.template.caps.tools), think_tags(source),
                                 harmony="<|channel|>" in source and "<|message|>" in source)
         self._grammar_tokenizer = None  # built on the first constrained request
+        self._images: dict[str, list[int]] = {}  # this request's images: marker -> their positions' ids
         self._prompt_logits: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()  # prompt -> its last logits
         self._tokens: list[int] = []  # exactly the ids in the KV cache
         self._pending: list[int] = []  # generated ids after them, not fed yet (the last sampled one)
@@ -143,6 +145,7 @@ class Engine:
             tokens = self.tokenize_reusing(request.prompt, add_bos=self.runtime.special.add_bos)
             return self._check_fits(tokens, n_ctx), 0, None, 0
         messages = parse_messages(request.messages or [])
+        self._images = self._prepare_images(messages)
         dropped = 0
         while True:
             plan = plan_reply(request, messages, self.style)
@@ -161,6 +164,38 @@ class Engine:
         cuts_back = rt.can_truncate and not getattr(rt, "sliding_window", 0)
         shared = 0 if cuts_back else self._shared_end(plan.messages, parts, add_bos, tokens)
         return tokens, dropped, plan, shared
+
+    def _prepare_images(self, messages: list[Message]) -> dict[str, list[int]]:
+        """Each image in the messages, decoded by the model's projector: marker -> its positions' ids."""
+        images = [data for m in messages for data in m.images]
+        if not images:
+            return {}
+        vision = getattr(self.runtime, "vision", None)
+        if vision is None:
+            why = ("it was loaded without a vision projector (an mmproj GGUF beside the model file)"
+                   if self.runtime.name == "llamacpp" and getattr(self.runtime, "slots", 1) == 1 else
+                   "Lantern runs images on llama.cpp with one slot only (for now)")
+            raise InvalidRequestError(f"This model cannot see images: {why}. Send text only, or load a model that "
+                                      "sees (Gemma 3, SmolVLM, LLaVA...) with its projector.", param="messages")
+        return dict(vision.prepare(data) for data in images)
+
+    def _tokenize_piece(self, text: str, *, parse_special: bool) -> list[int]:
+        """Tokenize a piece of the prompt; the markers of this request's images become their positions."""
+        tokenize = self.runtime.tokenize
+        if not self._images or "\ue000" not in text:
+            return tokenize(text, add_bos=False, parse_special=parse_special)
+        out, at = [], 0
+        for m in MARKER.finditer(text):
+            ids = self._images.get(m.group(0))
+            if ids is None:
+                continue  # a marker typed as text, of no image here: it stays text
+            if m.start() > at:
+                out += tokenize(text[at:m.start()], add_bos=False, parse_special=parse_special)
+            out += ids
+            at = m.end()
+        if at < len(text):
+            out += tokenize(text[at:], add_bos=False, parse_special=parse_special)
+        return out
 
     def _shared_end(self, messages: list[Message], parts: list[tuple[str, bool]], add_bos: bool,
                     tokens: list[int]) -> int:
@@ -227,7 +262,7 @@ class Engine:
             end = start + len(piece)
             if end > best_off:
                 chunk = piece[max(0, best_off - start):].decode("utf-8")
-                tokens += self.runtime.tokenize(chunk, add_bos=False, parse_special=not literal)
+                tokens += self._tokenize_piece(chunk, parse_special=not literal)
             start = end
         return tokens
 
@@ -287,7 +322,7 @@ class Engine:
                 self._tokens = []  # the cache was reset; compute from scratch
                 n_common = 0
         self._pending = []
-        n_keep = min(n_common, len(prompt) - 1)  # at least one token is fed, for fresh logits...
+        n_keep = image_start(prompt, min(n_common, len(prompt) - 1))  # at least one token is fed, for fresh logits...
         if n_common >= len(prompt) and tuple(prompt) in self._prompt_logits:
             n_keep = len(prompt)  # ...unless this very prompt's logits were kept
         if not rt.truncate(n_keep):
@@ -370,6 +405,8 @@ class Engine:
         stops = [reused + lo for lo in range(rt.n_batch, len(todo), rt.n_batch)]
         if reused < shared < len(prompt) - 1 and self._needs_checkpoints(shared):
             stops = sorted({*stops, shared})
+        if self._images:  # an image is encoded whole: a chunk ends before it, never inside it
+            stops = sorted({image_start(prompt, s) for s in stops} - {reused})
         for lo, hi in zip([reused, *stops], [*stops, len(prompt)]) if todo else ():
             if cancel.is_set():
                 yield Finished("cancelled", _stats(base, counters, t0, None, None, 0, reply))

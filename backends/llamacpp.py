@@ -118,6 +118,10 @@ class LlamaCppRuntime(SlotsMixin):
         self.model_path = Path(path)
         options.validate()
         check_gguf_file(self.model_path, check_header=verify)  # the test load's child runs after these checks
+        if options.projector:
+            from backends.vision import check_projector_file
+
+            check_projector_file(Path(options.projector))
         if verify:
             from backends.load_probe import verify_in_child
 
@@ -126,6 +130,7 @@ class LlamaCppRuntime(SlotsMixin):
         self._model = self._ctx = self._batch = None
         self._embed_ctx = self._embed_batch = None  # a second context, made on the first embeddings request
         self._past = [0]  # tokens in the cache, by sequence
+        self.vision = None  # a Projector (backends/vision.py) when the model was loaded with one
 
         mparams = C.llama_model_default_params()
         gpu_layers = options.n_gpu_layers or 0
@@ -143,9 +148,19 @@ class LlamaCppRuntime(SlotsMixin):
             raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {_last_error()}")
         try:
             self._setup_context(options)
+            if options.projector:
+                self._load_projector(Path(options.projector), options)
         except BaseException:
             self.close()
             raise
+
+    def _load_projector(self, path: Path, options: LoadOptions) -> None:
+        from backends.vision import Projector
+
+        if options.slots > 1:
+            raise ModelLoadError("Images run with one slot (for now): load this model with one slot to use its "
+                                 f"vision projector {path.name}, or without the projector.")
+        self.vision = Projector(path, self._model, n_threads=self.n_threads, use_gpu=bool(options.n_gpu_layers))
 
     def _watch_progress(self, mparams, on_progress) -> Callable[[], bool]:
         """Hand llama.cpp's load progress to `on_progress`; returns whether the listener cancelled."""
@@ -268,6 +283,8 @@ class LlamaCppRuntime(SlotsMixin):
     def token_bytes(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
+            if token < 0 and self.vision is not None:  # an image's position: its marker (backends/vision.py)
+                return self.vision.piece(token)
             check_token_ids([token], self.n_vocab)
             buf = ctypes.create_string_buffer(64)
             n = self._C.llama_token_to_piece(self._vocab, token, buf, 64, 0, True)
@@ -285,19 +302,33 @@ class LlamaCppRuntime(SlotsMixin):
 
     def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
         n = len(tokens)
-        rows = check_forward(self, tokens, start, rows)
+        if self.vision is not None and any(t < 0 for t in tokens if isinstance(t, (int, np.integer))):
+            runs = self.vision.runs(list(tokens))  # images come whole; their ids are checked there
+            rows = check_forward(self, [0] * n, start, rows)
+            for lo, hi, image in runs:
+                if image is None:
+                    check_token_ids(tokens[lo:hi], self.n_vocab)
+                elif any(lo <= r < hi for r in rows):
+                    raise InvalidRequestError("forward() gives no logits at an image's positions.")
+        else:
+            rows = check_forward(self, tokens, start, rows)
+            runs = [(0, n, None)]
         self._check_room(n)
         out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
         wanted = {r: i for i, r in enumerate(rows)}
         try:
-            for lo in range(0, n, self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT otherwise)
-                hi = min(lo + self.n_batch, n)
-                self._decode(tokens, lo, hi, start, wanted)
-                for r in range(lo, hi):
-                    if r in wanted:
-                        ptr = self._C.llama_get_logits_ith(self._ctx, r - lo)
-                        ctypes.memmove(out[wanted[r]].ctypes.data, ptr, self.n_vocab * 4)
-                self._n_past = start + hi
+            for run_lo, run_hi, image in runs:
+                if image is not None:
+                    self._n_past = self.vision.evaluate(image, self._ctx, start + run_lo, 0, self.n_batch)
+                    continue
+                for lo in range(run_lo, run_hi, self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT)
+                    hi = min(lo + self.n_batch, run_hi)
+                    self._decode(tokens, lo, hi, start, wanted)
+                    for r in range(lo, hi):
+                        if r in wanted:
+                            ptr = self._C.llama_get_logits_ith(self._ctx, r - lo)
+                            ctypes.memmove(out[wanted[r]].ctypes.data, ptr, self.n_vocab * 4)
+                    self._n_past = start + hi
         except BaseException:
             # Keep the cache and our count in step whatever happened.
             self._C.llama_memory_seq_rm(self._mem, 0, self._n_past, -1)
@@ -378,6 +409,9 @@ class LlamaCppRuntime(SlotsMixin):
 
     def close(self) -> None:
         C = self._C
+        if getattr(self, "vision", None) is not None:
+            self.vision.close()
+            self.vision = None
         if self._embed_batch is not None:
             C.llama_batch_free(self._embed_batch)
             self._embed_batch = None

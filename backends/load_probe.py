@@ -29,7 +29,8 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
         return
     spec = json.dumps({"path": str(path), "n_ctx": options.n_ctx, "n_gpu_layers": options.n_gpu_layers,
                        "n_batch": options.n_batch, "flash_attn": options.flash_attn,
-                       "allow_context_beyond_training": options.allow_context_beyond_training})
+                       "allow_context_beyond_training": options.allow_context_beyond_training,
+                       "projector": options.projector or None})
     cmd = [sys.executable, PROBE_ARG, spec] if getattr(sys, "frozen", False) else \
         [sys.executable, "-m", "backends.load_probe", spec]
     env = {**os.environ, "LANTERN_IN_LOAD_PROBE": "1"}
@@ -58,6 +59,10 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
         return
     if proc.returncode == CLEAN_FAILURE and message:
         raise ModelLoadError(message[-1])
+    if options.projector:  # the model alone loaded before (or loads now): the projector is what to blame
+        raise ModelLoadError(f"{path.name} with the vision projector {Path(options.projector).name} made llama.cpp "
+                             f"{_how(proc.returncode)} in a test process, so Lantern will not load them{_reason(err)}. "
+                             "The projector is damaged or not made for this model; load the model without it.")
     raise ModelLoadError(f"{path.name} made llama.cpp {_how(proc.returncode)} while loading it in a test process, "
                          f"so Lantern will not load it{_reason(err)}. The file is damaged or not a model "
                          "llama.cpp can run.")
@@ -79,8 +84,12 @@ def _reason(err: bytes) -> str:
 
 def _key(path: Path, options: LoadOptions) -> str:
     st = path.stat()
-    return json.dumps([os.path.realpath(path), st.st_size, st.st_mtime_ns, options.n_ctx, options.n_gpu_layers,
-                       options.n_batch, options.flash_attn, options.allow_context_beyond_training])
+    key = [os.path.realpath(path), st.st_size, st.st_mtime_ns, options.n_ctx, options.n_gpu_layers,
+           options.n_batch, options.flash_attn, options.allow_context_beyond_training]
+    if options.projector:  # the projector too: a new or changed one is tried in the child first
+        pst = Path(options.projector).stat()
+        key += [os.path.realpath(options.projector), pst.st_size, pst.st_mtime_ns]
+    return json.dumps(key)
 
 
 def _cache_file() -> Path:
@@ -118,7 +127,13 @@ def child_main(spec_json: str) -> int:
         rt = LlamaCppRuntime(spec.pop("path"), LoadOptions(**spec), verify=False)
         try:
             first = rt.special.bos if rt.special.bos is not None else 0
-            rt.forward([first], 0)
+            if rt.vision is not None:  # encode one small image: a projector's graph runs only then
+                from backends.vision import probe_image
+
+                _marker, ids = rt.vision.prepare(probe_image())
+                rt.forward([first, *ids, first], 0)
+            else:
+                rt.forward([first], 0)
         finally:
             rt.close()
     except LanternError as e:

@@ -46,6 +46,9 @@ class LoadOptions:
     # KV sequences in one context (llama.cpp): several conversations decoded in one batch share the whole context's
     # cells (a unified cache), each with its own positions. 1 is one conversation at a time.
     slots: int = 1
+    # A vision projector (an mmproj GGUF) for this model: images in messages become positions in its cache
+    # (llama.cpp). None: app/wiring.plan_load looks for one beside the model; "" means none.
+    projector: str | None = None
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 

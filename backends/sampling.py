@@ -110,6 +110,9 @@ def _make_penalties(params: SamplingParams) -> Callable[[np.ndarray, Sequence[in
         if not recent:
             return logits
         ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
+        if ids[0] < 0:  # images' positions (negative ids, backends/vision.py) are no tokens to penalise
+            keep = ids >= 0
+            ids, counts = ids[keep], counts[keep]
         x = logits.astype(np.float32, copy=True)
         vals = x[ids].astype(np.float64)
         if params.repeat_penalty != 1.0:

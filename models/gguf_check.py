@@ -29,8 +29,9 @@ def read_checked_header(path: Path) -> GGUFHeader:
     return header
 
 
-def check_header(header: GGUFHeader, *, file_size: int, name: str) -> None:
-    _Check(header, file_size, name).run()
+def check_header(header: GGUFHeader, *, file_size: int, name: str, projector: bool = False) -> None:
+    """`projector`: a vision projector (backends/vision.py checks its own keys): values and tensors only."""
+    _Check(header, file_size, name).run(projector=projector)
 
 
 class _Check:
@@ -42,14 +43,15 @@ class _Check:
     def fail(self, why: str):
         raise ModelLoadError(f"{self.name} cannot be loaded: {why}.")
 
-    def run(self) -> None:
+    def run(self, *, projector: bool = False) -> None:
         arch = self.meta.get("general.architecture")
         if self.types.get("general.architecture") != 8 or not arch:
             self.fail("it names no architecture (general.architecture)")
         self.arch = arch
         self.check_numbers_are_finite()
-        self.check_hyperparameters()
-        self.check_vocabulary()
+        if not projector:
+            self.check_hyperparameters()
+            self.check_vocabulary()
         self.check_tensors()
 
     # -- values -----------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class RepoListing:
     choices: list[FileChoice]
     files: dict[str, dict]  # name -> {"size", "sha256" (None for small git files), "blob_id" (git's sha1)}
     refused: tuple[str, ...] = ()  # file names that may not become paths here (shown, never downloaded)
+    projectors: tuple[str, ...] = ()  # vision projectors (mmproj GGUFs): one comes with the model pulled
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ class HubClient:
                 raise HubError(f"The Hub's listing of {repo} is malformed ({type(e).__name__}); "
                                "Lantern cannot use it.") from None
         meta, refused = _checked_files(repo, info)
-        ggufs = sorted(f for f in meta if f.endswith(".gguf"))
+        ggufs = sorted(f for f in meta if f.endswith(".gguf") and not _is_projector_name(f))
+        projectors = tuple(sorted(f for f in meta if f.endswith(".gguf") and _is_projector_name(f)))
         groups: dict[str, list[str]] = {}  # the parts of a split share one name
         for f in ggufs:
             groups.setdefault(SPLIT.sub(".gguf", f), []).append(f)
@@ -124,7 +126,8 @@ class HubClient:
         if not ggufs and "config.json" in meta and any(f.endswith(".safetensors") for f in meta):
             result.append(FileChoice("mlx", tuple(sorted(meta)), sum(m["size"] for m in meta.values())))
         commit = info.sha if isinstance(info.sha, str) and re.fullmatch(r"[0-9a-f]{40}", info.sha) else None
-        return RepoListing(repo, commit, sorted(result, key=lambda c: c.size_bytes), meta, tuple(refused))
+        return RepoListing(repo, commit, sorted(result, key=lambda c: c.size_bytes), meta, tuple(refused),
+                           projectors if ggufs else ())
 
     def describe(self, listing: RepoListing, choice: FileChoice):
         """A ModelInfo before any download: a GGUF header read with a ranged request (4 MB, then 32 MB),
@@ -185,16 +188,19 @@ class HubClient:
         staging = downloads / check_name(repo.replace("/", "--"), what="repository id")
         inside(downloads, staging, what="download folder")
         staging.mkdir(exist_ok=True)
-        have = sum(p.stat().st_size for f in choice.files for p in (staging / f, _partial(staging / f)) if p.is_file())
+        projector = _pick_projector(listing.projectors, meta) if choice.label != "mlx" else None
+        wanted = (*choice.files, *([projector] if projector else []))
+        total = choice.size_bytes + (meta[projector]["size"] if projector else 0)
+        have = sum(p.stat().st_size for f in wanted for p in (staging / f, _partial(staging / f)) if p.is_file())
         split = choice.label != "mlx" and len(choice.files) > 1
-        need = choice.size_bytes - have + (choice.size_bytes if split else 0)  # joining writes it once more
+        need = total - have + (choice.size_bytes if split else 0)  # joining writes it once more
         free = self._disk_free(staging)
         if need > free:
             raise HubError(f"Not enough disk space for {repo} ({choice.label}): it needs {need / 1e9:.2f} GB more, "
                            f"{free / 1e9:.2f} GB are free in {staging}.")
-        tracker = _Tracker(choice.size_bytes, on_progress, cancel or threading.Event())
+        tracker = _Tracker(total, on_progress, cancel or threading.Event())
         self.unchecked = []  # files the Hub publishes no hash for (said so by the CLI and the window)
-        for f in choice.files:
+        for f in wanted:
             inside(staging, staging / f, what="file")
             digest = self._download(repo, listing.commit, f, meta[f]["size"], staging, tracker)
             if not _verify(staging / f, meta[f], digest):
@@ -207,6 +213,10 @@ class HubClient:
             join_split_gguf(staging / choice.files[0], staging / model_file)
             for f in choice.files:
                 (staging / f).unlink()
+        if projector:  # beside the model file, where app/wiring.py looks for it
+            beside = (staging / model_file).parent / Path(projector).name
+            if beside != staging / projector:
+                (staging / projector).replace(beside)
         staging.replace(target)
         path = target if choice.label == "mlx" else target / model_file
         try:
@@ -299,6 +309,21 @@ class _Tracker:
         speed = (done - self.start_bytes) / elapsed if elapsed > 0 else 0.0
         if self.report is not None:
             self.report(DownloadProgress(self.file, done, self.total, speed))
+
+
+def _is_projector_name(name: str) -> bool:
+    return "mmproj" in Path(name).name.lower()
+
+
+def _pick_projector(names: tuple[str, ...], meta: dict) -> str | None:
+    """The projector to pull with a model: F16 first (what its makers publish it as), else the smallest."""
+    if not names:
+        return None
+    for quant in ("F16", "BF16", "Q8_0", "F32"):
+        for name in names:
+            if quant.lower() in Path(name).name.lower():
+                return name
+    return min(names, key=lambda n: meta[n]["size"])
 
 
 def _partial(path: Path) -> Path:

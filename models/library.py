@@ -127,15 +127,22 @@ class ModelLibrary:
         if not src.exists():
             raise LibraryError(f"Nothing to import at {src}.")
         if src.is_dir() and not (src / "config.json").is_file():
-            files = sorted(src.glob("*.gguf"))
+            from models.projectors import is_projector
+
+            files = sorted(f for f in src.glob("*.gguf") if not is_projector(f))  # projectors come with their model
             if not files:
-                raise LibraryError(f"{src} holds no .gguf files and is not an MLX model folder.")
+                raise LibraryError(f"{src} holds no .gguf model files and is not an MLX model folder.")
             if name and len(files) > 1:
                 raise LibraryError("A name can only be given when importing one model.")
             return [self._import_one(f, link=link, name=name) for f in files]
         return [self._import_one(src, link=link, name=name)]
 
     def _import_one(self, src: Path, *, link: bool, name: str | None) -> LocalModel:
+        from models.projectors import find_projector, is_projector
+
+        if src.is_file() and is_projector(src):
+            raise LibraryError(f"{src.name} is a vision projector, not a model: import the model beside it (its "
+                               "projector comes with it).")
         name = check_model_name(name) if name is not None else model_name(src.stem if src.is_file() else src.name)
         found = describe(src, name=name, source="import")  # refuse what is not a model before copying anything
         if src.is_file():  # and what llama.cpp would refuse or abort on: a test load in a child process
@@ -152,8 +159,12 @@ class ModelLibrary:
         if folder.exists():
             raise LibraryError(f"{folder} already exists and is not a registered model; move it away first.")
         target = folder / _own_file_name(src)
+        projector = find_projector(src) if src.is_file() else None
         self._copy(src, target)
         try:
+            if projector is not None:  # the model's eyes travel with it (app/wiring.py finds them beside it)
+                own = _own_file_name(projector)
+                self._copy(projector, folder / (own if own != target.name else "mmproj.gguf"))
             return self.add(target, name=name, source="import")
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

@@ -55,14 +55,23 @@ def check_messages(messages: list[ChatMessage]) -> list[dict]:
     for i, m in enumerate(messages):
         content = m.content
         if isinstance(content, list):
-            for part in content:
-                if not isinstance(part, TextPart):
+            parts = []
+            for j, part in enumerate(content):
+                if isinstance(part, TextPart):
+                    parts.append({"type": "text", "text": part.text})
+                elif part.get("type") == "image_url":  # decoded and checked by the engine (backends/chat_template)
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    if not isinstance(url, str) or not url.startswith("data:"):
+                        raise UnsupportedField(f"messages[{i}].content",
+                                               f"content[{j}]: Lantern does not fetch images from URLs; send the "
+                                               "image itself as a data: URL (data:image/png;base64,...)")
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+                else:
                     kind = part.get("type")
-                    why = (" (no model here can see images: Lantern does not run vision projectors, mmproj, yet)"
-                           if kind in ("image_url", "image", "input_image") else "")
                     raise UnsupportedField(f"messages[{i}].content",
-                                           f"{str(kind)[:40]!r} parts are not supported: only text{why}")
-            content = [{"type": "text", "text": p.text} for p in content]
+                                           f"{str(kind)[:40]!r} parts are not supported: only text and image_url")
+            content = parts
         d: dict = {"role": "system" if m.role == "developer" else m.role, "content": content}
         if m.tool_calls and m.role != "assistant":
             raise UnsupportedField(f"messages[{i}].tool_calls", "only assistant messages make tool calls")
