@@ -26,9 +26,10 @@ TEXT_SUFFIXES = {
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic"}
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 # Said wherever an image is given: what can see, and why it cannot be sent here.
-VISION_HELP = ("Models that see images (Gemma 3 4B and larger, Qwen2.5-VL, SmolVLM, LLaVA) need a projector file "
-               "(mmproj-….gguf) beside the model; Lantern does not run projectors yet, so images cannot be sent to "
-               "any model here. Describe the image in words, or attach its text (a PDF or a document) instead.")
+VISION_HELP = ("Models that see images (Gemma 3 4B and larger, SmolVLM, LLaVA) need their projector file "
+               "(mmproj-….gguf) beside the model: Lantern finds it there (a pull from the Hub brings it along) and "
+               "takes images through its endpoint (image_url parts). The chat window does not send images yet: "
+               "describe the image in words, or attach its text (a PDF or a document) instead.")
 
 
 class AttachmentError(LanternError):

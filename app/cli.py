@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from backends.engine import EngineOptions
@@ -25,6 +26,8 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--slots", type=int, default=1,
                    help="conversations computed at once in one batch, sharing the context (llama.cpp; default 1)")
+    p.add_argument("--projector", default=None, metavar="PATH|none",
+                   help="a vision projector (mmproj GGUF) for the model; default: one found beside the model file")
     p.add_argument("--allow-long-context", action="store_true", help="allow a context beyond the model's training")
     p.add_argument("--prompt-lookup", action=argparse.BooleanOptionalAction, default=True,
                    help="draft tokens from the conversation and verify them in one pass (default: on)")
@@ -164,7 +167,15 @@ def _model(args) -> str | None:
 
 def _options(args) -> LoadOptions:
     return LoadOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
-                       allow_context_beyond_training=args.allow_long_context, slots=args.slots)
+                       allow_context_beyond_training=args.allow_long_context, slots=args.slots,
+                       projector=_projector(getattr(args, "projector", None)))
+
+
+def _projector(given: str | None) -> str | None:
+    """--projector: None looks beside the model, "none" (or "") loads none, else the file (checked at load)."""
+    if given is None:
+        return None
+    return "" if given.strip().lower() in ("", "none") else str(Path(given).expanduser())
 
 
 def _remote(args) -> dict:

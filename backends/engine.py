@@ -139,6 +139,7 @@ class Engine:
     def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], int, ReplyPlan | None, int]:
         """The prompt's tokens, the turns dropped to fit it, the reply's plan, and where its shared part ends."""
         n_ctx = self.runtime.n_ctx
+        self._images = {}
         if request.prompt is not None:
             if request.tools or request.json_schema is not None:
                 raise InvalidRequestError("Tools and JSON replies need chat messages, not a raw prompt.")

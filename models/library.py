@@ -131,7 +131,8 @@ class ModelLibrary:
 
             files = sorted(f for f in src.glob("*.gguf") if not is_projector(f))  # projectors come with their model
             if not files:
-                raise LibraryError(f"{src} holds no .gguf model files and is not an MLX model folder.")
+                raise LibraryError(f"{src} holds no .gguf files (other than vision projectors) and is not an MLX "
+                                  "model folder.")
             if name and len(files) > 1:
                 raise LibraryError("A name can only be given when importing one model.")
             return [self._import_one(f, link=link, name=name) for f in files]

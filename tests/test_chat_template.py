@@ -61,7 +61,8 @@ def test_fallback_for_models_without_a_template():
     ([], "empty"),
     ([{"role": "wizard", "content": "x"}], "role"),
     ([{"role": "user", "content": 3}], "content"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], "text parts"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], "does not fetch images from URLs"),
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], "only text and image_url parts"),
     (["hello"], "object"),
 ])
 def test_bad_messages(messages, match):

@@ -259,3 +259,16 @@ def test_the_endpoint_takes_image_url_parts_from_the_openai_client(model_folder)
     finally:
         server.stop()
         library.remove(path)
+
+
+def test_the_command_line_takes_a_projector_or_none(model_folder):
+    from test_cli import lantern
+
+    model = str(model_folder / "smollm2.gguf")
+    missing = lantern("generate", "--model", model, "--projector", str(model_folder / "gone.gguf"), "--max-tokens",
+                      "2", "--n-ctx", "512", "Hello")
+    assert missing.returncode != 0 and "gone.gguf is not there" in missing.stderr
+    for projector in ("none", str(model_folder / "mmproj-tiny-f16.gguf")):
+        r = lantern("generate", "--model", model, "--projector", projector, "--max-tokens", "4", "--n-ctx", "512",
+                    "The capital of France is")
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr
