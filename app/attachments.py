@@ -27,9 +27,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".ti
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 # Said wherever an image is given: what can see, and why it cannot be sent here.
 VISION_HELP = ("Models that see images (Gemma 3 4B and larger, SmolVLM, LLaVA) need their projector file "
-               "(mmproj-….gguf) beside the model: Lantern finds it there (a pull from the Hub brings it along) and "
-               "takes images through its endpoint (image_url parts). The chat window does not send images yet: "
-               "describe the image in words, or attach its text (a PDF or a document) instead.")
+               "(mmproj-….gguf) beside the model: Lantern finds it there, and a pull from the Hub brings it along. "
+               "Pick such a model, or describe the image in words.")
 
 
 class AttachmentError(LanternError):
@@ -183,13 +182,15 @@ class FileInMessage:
     places: tuple[str, ...] = ()  # where the excerpts come from: "page 34", "lines 120–161"
 
 
+_IMAGE_TAG = re.compile(r'<image sha256="([0-9a-f]{64})" name="([^"\n]*)"/>\n')  # app/chat_images.py
 _FILE = re.compile(r'<document name="([^"\n]*)"(?: excerpts="(\d+ of \d+)")?>\n(.*?)\n</document>\n\n', re.S)
 _PLACE = re.compile(r"(?:^|\n\n)\[((?:page|pages|line|lines) [0-9–]+)\]\n")
 
 
 def split_files(message: str) -> tuple[list[FileInMessage], str]:
-    """The files a message carries (for the bubble, and a reply's sources) and the question after them."""
-    files, at = [], 0
+    """The files a message carries (for the bubble, and a reply's sources) and the question after them (and after
+    the message's images)."""
+    files, at = [], split_images(message)[1]
     while m := _FILE.match(message, at):
         body = m.group(3)
         places = tuple(dict.fromkeys(_PLACE.findall(body))) if m.group(2) else ()
@@ -197,6 +198,15 @@ def split_files(message: str) -> tuple[list[FileInMessage], str]:
                                    places))
         at = m.end()
     return files, message[at:]
+
+
+def split_images(message: str) -> tuple[list[tuple[str, str]], int]:
+    """The images a stored message names first, as (sha256, name), and where the rest of it starts."""
+    images, at = [], 0
+    while m := _IMAGE_TAG.match(message, at):
+        images.append((m.group(1), html.unescape(m.group(2))))
+        at = m.end()
+    return images, at
 
 
 def describe(file: Attachment) -> str:

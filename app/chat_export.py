@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.attachments import split_images
 from app.conversations import ConversationStore, ImportedChat, ImportedMessage, StoredMessage
 from backends.runtime import LanternError
 
@@ -69,7 +70,8 @@ def chat_markdown(store: ConversationStore, conversation: int) -> str:
         out += [f"## {'You' if m.role == 'user' else 'Assistant'}" + (f" ({model})" if model else ""), ""]
         if m.reasoning:
             out += ["<details><summary>Thinking</summary>", "", m.reasoning, "", "</details>", ""]
-        out += [m.content, ""]
+        images, at = split_images(m.content) if m.role == "user" else ([], 0)
+        out += [*(f"*(image: {name})*" for _, name in images), m.content[at:], ""]
         if m.role == "assistant" and (figures := figures_text(m.stats)):
             out += [f"*{figures}*", ""]
     return "\n".join(out)

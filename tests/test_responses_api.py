@@ -112,6 +112,8 @@ def test_structured_output_and_reasoning_items(servers):
     ({"input": "Hi", "frobnicate": 1}, "frobnicate"),
     ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": [{"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+     "input[0].content[0].image_url"),
+    ({"input": [{"type": "message", "role": "user", "content": [{"type": "input_file", "file_id": "x"}]}]},
      "input[0].content[0].type"),
     ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "x"}]}, "input[0].call_id"),
     ({"input": "Hi", "background": True}, "background"),

@@ -144,19 +144,6 @@ def test_a_models_own_chat_template_is_checked_saved_and_loaded_with(qtbot, make
     assert w.models.worker.call(lambda e: e.template.source).result(60) == own
 
 
-def test_the_image_button_and_an_attached_image_say_which_models_can_see(qtbot, make_window, tmp_path):
-    w = make_window(max_tokens=8)
-    w.chat.image_button.click()
-    assert w.chat.notice.text().startswith("smollm2-135m-instruct cannot see images. Models that see images")
-    assert "mmproj" in w.chat.notice.text()
-    photo = tmp_path / "photo.jpg"
-    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
-    w.chat.attach([photo])
-    [chip] = w.chat.attachments.chips()
-    qtbot.waitUntil(lambda: bool(chip.error), timeout=30_000)
-    assert "photo.jpg is an image. Models that see images" in chip.text()
-
-
 def test_the_context_meter_counts_what_the_engine_will_read_and_says_what_happens_at_the_limit(qtbot, make_window):
     w = make_window(n_ctx=512, max_tokens=8)
     meter = w.chat.meter

@@ -235,30 +235,65 @@ def test_a_pull_from_the_hub_brings_the_projector_beside_the_model(tmp_path, smo
     assert not (path.parent / "mmproj-smol-q8_0.gguf").exists()
 
 
-def test_the_endpoint_takes_image_url_parts_from_the_openai_client(model_folder):
+@pytest.fixture(scope="module")
+def seeing_server(model_folder):
     from app.server.api import ServerSettings
     from app.server.run import LanternServer
     from app.server.service import ModelService, default_opener
-
     from models.library import ModelLibrary
 
     library = ModelLibrary()
-    path = "smollm2-seeing"  # a linked model whose folder holds its projector
-    library.add(model_folder / "smollm2.gguf", name=path, source="import", linked=True)
-    service = ModelService(path, models=lambda: [path], open_worker=default_opener(options=LoadOptions(n_ctx=2048)))
+    name = "smollm2-seeing"  # a linked model whose folder holds its projector
+    library.add(model_folder / "smollm2.gguf", name=name, source="import", linked=True)
+    service = ModelService(name, models=lambda: [name], open_worker=default_opener(options=LoadOptions(n_ctx=2048)))
     server = LanternServer(service, ServerSettings(port=0)).start()
-    try:
-        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
-        r = client.chat.completions.create(model=path, max_tokens=6, temperature=0, messages=asking(png_bytes()))
-        assert r.choices[0].message.content and r.usage.prompt_tokens > 4
-        again = client.chat.completions.create(model=path, max_tokens=6, temperature=0, messages=asking(png_bytes()))
-        assert again.choices[0].message.content == r.choices[0].message.content
-        bad = httpx.post(server.base_url + "/chat/completions", json={
-            "model": path, "max_tokens": 2, "messages": asking(b"GIF89a broken")})
-        assert bad.status_code == 400 and "could not be read" in bad.json()["error"]["message"]
-    finally:
-        server.stop()
-        library.remove(path)
+    yield server, name
+    server.stop()
+    library.remove(name)
+
+
+def test_the_endpoint_takes_image_url_parts_from_the_openai_client(seeing_server):
+    server, name = seeing_server
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    r = client.chat.completions.create(model=name, max_tokens=6, temperature=0, messages=asking(png_bytes()))
+    assert r.choices[0].message.content and r.usage.prompt_tokens > 4
+    again = client.chat.completions.create(model=name, max_tokens=6, temperature=0, messages=asking(png_bytes()))
+    assert again.choices[0].message.content == r.choices[0].message.content
+    assert again.usage.prompt_tokens_details.cached_tokens >= r.usage.prompt_tokens - 1  # the image too
+    bad = httpx.post(server.base_url + "/chat/completions", json={
+        "model": name, "max_tokens": 2, "messages": asking(b"GIF89a broken")})
+    assert bad.status_code == 400 and "could not be read" in bad.json()["error"]["message"]
+
+
+def test_the_responses_and_messages_apis_take_images_too(seeing_server):
+    import anthropic
+
+    server, name = seeing_server
+    image = base64.b64encode(png_bytes()).decode()
+    chat = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    reference = chat.chat.completions.create(model=name, max_tokens=6, temperature=0, messages=asking(png_bytes()))
+    r = chat.responses.create(model=name, max_output_tokens=6, temperature=0, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is in this picture?"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{image}"}]}])
+    # the same prompt as the chat request's (text, then the image); replies may part at near ties (conftest.py)
+    assert r.output_text and r.usage.input_tokens == reference.usage.prompt_tokens
+    claude = anthropic.Anthropic(base_url=root_of(server), api_key="x", max_retries=0)
+    m = claude.messages.create(model=name, max_tokens=6, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": image}},
+        {"type": "text", "text": "What is in this picture?"}]}])
+    # images come first in a Messages turn: the same positions, before the text
+    used = m.usage.input_tokens + m.usage.cache_read_input_tokens  # Anthropic counts cache reads apart
+    assert m.content[0].text and used == reference.usage.prompt_tokens
+    with pytest.raises(anthropic.BadRequestError, match="does not fetch images"):
+        claude.messages.create(model=name, max_tokens=2, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}])
+    with pytest.raises(openai.BadRequestError, match="data: URL"):
+        chat.responses.create(model=name, max_output_tokens=2, input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": "https://x/y.png"}]}])
+
+
+def root_of(server) -> str:
+    return server.base_url.removesuffix("/v1")
 
 
 def test_the_command_line_takes_a_projector_or_none(model_folder):

@@ -13,7 +13,8 @@ from pathlib import Path
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QToolButton, QWidget
 
-from app.attachments import Attachment, AttachmentError, describe, read_attachment
+from app.attachments import VISION_HELP, Attachment, AttachmentError, describe
+from app.chat_images import ImageFile, read_any
 from ui.tasks import run_task
 
 INLINE_SHARE = 0.5  # files up to this share of the context go into the message whole
@@ -57,6 +58,10 @@ class Chip(QToolButton):
         if self.file is None:
             self.setText(f"{self.path.name} · reading…")
             return
+        if isinstance(self.file, ImageFile):
+            seen = f"{self.tokens:,} image tokens" if self.tokens is not None else f"{self.file.size / 1e3:,.0f} kB"
+            self.setText(f"🖼 {self.path.name} · {seen}  ✕")
+            return
         tokens = f" · {self.tokens:,} tokens" if self.tokens is not None else ""
         search = ""
         if self.search and self.searched is not None:
@@ -94,7 +99,7 @@ class AttachmentBar(QWidget):
     def add_paths(self, paths: list[Path]) -> None:
         for path in paths:
             chip = self._add(Chip(Path(path), self))
-            run_task(lambda p=chip.path: read_attachment(p), lambda f, c=chip: self._read(c, f),
+            run_task(lambda p=chip.path: read_any(p), lambda f, c=chip: self._read(c, f),
                      lambda e, c=chip: self._failed(c, e))
         self.setVisible(bool(self.chips()))
         self.sig_changed.emit()
@@ -140,7 +145,11 @@ class AttachmentBar(QWidget):
 
     def inline(self) -> list[Attachment]:
         """The files that go into the message whole, as far as they are read."""
-        return [c.file for c in self.chips() if c.file is not None and not c.search and not c.error]
+        return [c.file for c in self.chips() if isinstance(c.file, Attachment) and not c.search and not c.error]
+
+    def images(self) -> list[ImageFile]:
+        """The images the model was found to see (counted by its projector), for the context meter."""
+        return [c.file for c in self.chips() if isinstance(c.file, ImageFile) and c.tokens and not c.error]
 
     def ready(self) -> tuple[list[Attachment], list[SearchedFile]]:
         """The files to send whole and the files to search; AttachmentError (shown on its chip) if one is still being
@@ -179,7 +188,18 @@ class AttachmentBar(QWidget):
         chip.show_state()
         self.sig_changed.emit()
         worker = self.worker
-        if worker is not None:  # counted by the model's own tokenizer, on its thread
+        if worker is not None and isinstance(file, ImageFile):  # the model's projector counts its positions
+            model = self.model_name or "This model"
+
+            def positions(e):
+                vision = getattr(e.runtime, "vision", None)
+                if vision is None:
+                    raise AttachmentError(f"{model} cannot see images. {VISION_HELP}")
+                return len(vision.prepare(file.data)[1]), e.runtime.n_ctx
+
+            run_task(lambda: worker.call(positions).result(timeout=300), lambda r: self._counted(chip, *r),
+                     lambda e: self._failed(chip, e))
+        elif worker is not None:  # counted by the model's own tokenizer, on its thread
             def count(e):
                 return len(e.runtime.tokenize(file.text, add_bos=False, parse_special=False)), e.runtime.n_ctx
 
@@ -198,8 +218,8 @@ class AttachmentBar(QWidget):
         """Whole while the files fit in half the context, smallest first; the rest are searched."""
         if not self.n_ctx:
             return
-        counted = sorted((c for c in self.chips() if c.tokens is not None and not c.kept and not c.error),
-                         key=lambda c: c.tokens)
+        counted = sorted((c for c in self.chips() if c.tokens is not None and not c.kept and not c.error
+                          and not isinstance(c.file, ImageFile)), key=lambda c: c.tokens)
         used = 0
         for chip in counted:
             used += chip.tokens

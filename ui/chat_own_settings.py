@@ -3,6 +3,7 @@ context meter's count, and a new chat from a summary (a mixin of ui.chat_page.Ch
 from __future__ import annotations
 
 from app.attachments import message_with_files
+from app.chat_images import with_images
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import GenerationRequest
 from ui.chat_summary import summary_prompt
@@ -36,7 +37,9 @@ class ChatSettingsMixin:
             self.meter.request_count(None, None, dropping=True)
             return
         history = self._history() if self.conversation_id is not None else self._system_only(settings)
-        messages = history + ([{"role": "user", "content": typed}] if typed.strip() else [])
+        images = self.attachments.images()  # those the model sees, counted as the engine will place them
+        messages = history + ([{"role": "user", "content": with_images(typed, images)}]
+                              if typed.strip() or images else [])
         request = GenerationRequest(messages=messages, max_tokens=settings.max_tokens) if messages else None
         self.meter.request_count(self.models.worker, request, dropping=settings.overflow == "drop_oldest")
 

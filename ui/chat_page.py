@@ -12,11 +12,13 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
                                QVBoxLayout, QWidget)
 
 from app.attachments import TEXT_SUFFIXES, AttachmentError, message_with_files
+from app.chat_images import ImageStore
 from app.conversations import LATEST, ConversationStore
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
 from ui.attachment_bar import AttachmentBar
 from ui.chat_follow import ScrollFollower
+from ui.chat_images import ChatImagesMixin
 from ui.chat_own_settings import ChatSettingsMixin, own_settings
 from ui.chat_searched_files import SearchedFilesMixin
 from ui.chat_session import ChatSession
@@ -70,7 +72,7 @@ class _Reply:
     model: str = ""
 
 
-class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
+class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
     sig_reply_done = Signal(str)  # the reply's final status: done, stopped, error
 
     def __init__(self, store: ConversationStore, models: ModelController, settings: Callable[[], Settings],
@@ -79,6 +81,8 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
         super().__init__(parent)
         self.store, self.models, self.settings = store, models, settings
         self.documents = documents  # app.chat_documents.ChatDocuments: files larger than the context, searched
+        self.images = ImageStore(store.path.parent / "images")  # the chats' images, by SHA-256
+        MessageView.image_source = self.images.get
         self.searching = False  # a message waits for the excerpts of its searched files
         self.save_model_defaults = save_model_defaults
         self.own: ChatSettings | None = None  # the open chat's own settings (a new chat's, until it is created)
@@ -246,6 +250,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
         self.model_note.setVisible(not self.models.chat_template)
         self._show_own_settings()  # the model's own defaults may apply now
         self._show_empty()
+        self._ask_whether_the_model_sees()
         self.count_context()
 
     # -- what is on screen ------------------------------------------------------------------------
@@ -357,13 +362,14 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
             return
         try:  # every file as read, still there and unchanged, or nothing is sent
             files, searched = self.attachments.ready()
+            files, images = self._with_stored_images(files)
         except AttachmentError as e:
             self.show_notice(str(e))
             return
         if searched:
-            self._search_then_send(text, files, searched, lambda message: self._post(text, message))
+            self._search_then_send(text, files, searched, lambda message: self._post(text, images + message))
         else:
-            self._post(text, message_with_files(text, files))
+            self._post(text, images + message_with_files(text, files))
 
     def _post(self, question: str, text: str) -> None:
         """Store the message (with its files) and start the reply."""
@@ -400,12 +406,6 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
 
         patterns = " ".join(f"*{s}" for s in sorted(TEXT_SUFFIXES | {".pdf", ".docx"}))
         self.attach(dialogs.open_paths(self, "Attach files", f"Documents ({patterns});;All files (*)"))
-
-    def _image_clicked(self) -> None:
-        from app.attachments import VISION_HELP
-
-        model = self.models.name or self.settings().model
-        self.show_notice(f"{model} cannot see images. {VISION_HELP}")
 
     def regenerate(self, message_id: int) -> None:
         """Another reply in this one's place; the earlier ones stay as variants (‹ 1/2 ›)."""
@@ -500,7 +500,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, QWidget):
         path = self.store.path_to(upto) if upto is not None else self.store.messages(self.conversation_id)
         for m in path:
             if m.status != "error" and m.content:
-                message = {"role": m.role, "content": m.content}
+                message = {"role": m.role, "content": self._content(m.role, m.content)}
                 if m.reasoning:  # for templates that keep it; the others drop it
                     message["reasoning_content"] = m.reasoning
                 history.append(message)

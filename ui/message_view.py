@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, 
 
 from app.chat_export import figures_text  # one wording for the window and the exports
 from ui.icons import icon, set_icon
-from app.attachments import split_files
+from app.attachments import split_files, split_images
 from ui.markdown import math_svg, render_markdown
 from ui.theme import is_dark
 
@@ -389,13 +389,33 @@ class MessageView(QFrame):
     def _render(self) -> None:
         if self.role == "user":  # the user's own words, exactly as typed; attached files as a line each
             files, question = split_files(self._text)
-            chips = "".join(f'<p style="color: gray">{_file_line(f)}</p>' for f in files)
+            chips = "".join(self._image_line(digest, name) for digest, name in split_images(self._text)[0])
+            chips += "".join(f'<p style="color: gray">{_file_line(f)}</p>' for f in files)
             self.body.setHtml(f'{chips}<p style="white-space: pre-wrap">{html.escape(question)}</p>')
             self._fold_if_long(question)
             return
         markup, self._code_blocks = render_markdown(self._text, theme="dark" if is_dark() else "light")
         self.body.setHtml(markup)
         self._fold_if_long(self._text)
+
+    # the chat page's image store (app/chat_images.ImageStore.get): a user message's images shown small
+    image_source = None
+    THUMBNAIL = 160
+
+    def _image_line(self, digest: str, name: str) -> str:
+        from PySide6.QtCore import Qt
+        from PySide6.QtGui import QImage, QTextDocument
+
+        data = type(self).image_source(digest) if type(self).image_source is not None else None
+        image = QImage.fromData(data) if data else QImage()
+        line = f'<p style="color: gray">Image: {html.escape(name)}</p>'
+        if image.isNull():
+            return line
+        small = image.scaled(self.THUMBNAIL, self.THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
+                             Qt.TransformationMode.SmoothTransformation)
+        url = QUrl(f"lantern-image:{digest}")
+        self.body.document().addResource(QTextDocument.ResourceType.ImageResource, url, small)
+        return f'<p><img src="{url.toString()}" width="{small.width()}" height="{small.height()}"></p>{line}'
 
     def _link(self, url: QUrl) -> None:
         if url.scheme() == "copy-code":

@@ -158,7 +158,7 @@ def _check_block(block: dict, kinds: set[str], where: str, fields: set[str]) -> 
     extra = set(block) - fields - {"type"} - IGNORED_BLOCK_FIELDS
     if extra:
         raise UnsupportedField(f"{where}.{sorted(extra)[0]}", f"unknown field {sorted(extra)[0]!r}")
-    for name in fields - {"input", "content", "is_error", "signature"}:
+    for name in fields - {"input", "content", "is_error", "signature", "source"}:
         if not isinstance(block.get(name), str):
             raise UnsupportedField(f"{where}.{name}", f"{name} must be a string")
     return kind
@@ -194,13 +194,16 @@ def _assistant(blocks: list[dict], where: str, calls: dict[str, str]) -> dict:
 
 def _user(blocks: list[dict], where: str, calls: dict[str, str]) -> list[dict]:
     """A user turn: its tool results as tool messages (first, as Anthropic orders them), then its text."""
-    out, texts = [], []
+    out, texts, images = [], [], []
     for j, block in enumerate(blocks):
         at = f"{where}.content[{j}]"
-        kind = _check_block(block, {"text", "tool_result"}, at, {"text": {"text"}, "tool_result": {
-            "tool_use_id", "content", "is_error"}}.get(block.get("type"), set()))
+        kind = _check_block(block, {"text", "tool_result", "image"}, at, {"text": {"text"}, "tool_result": {
+            "tool_use_id", "content", "is_error"}, "image": {"source"}}.get(block.get("type"), set()))
         if kind == "text":
             texts.append(block["text"])
+            continue
+        if kind == "image":
+            images.append(_image_part(block.get("source"), f"{at}.source"))
             continue
         if block["tool_use_id"] not in calls:
             raise UnsupportedField(f"{at}.tool_use_id", f"tool_result answers {block['tool_use_id']!r}, which no "
@@ -216,11 +219,23 @@ def _user(blocks: list[dict], where: str, calls: dict[str, str]) -> list[dict]:
             content = f"Error: {content}"  # the model reads that the tool failed
         out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "name": calls[block["tool_use_id"]],
                     "content": content})
-    if texts:
-        out.append({"role": "user", "content": "\n\n".join(texts)})
+    if texts or images:  # images as image_url parts, checked and decoded by the engine (backends/chat_template.py)
+        text = "\n\n".join(texts)
+        out.append({"role": "user", "content": [*images, {"type": "text", "text": text}] if images else text})
     if not out:
         raise UnsupportedField(f"{where}.content", "a user message needs text or tool_result blocks")
     return out
+
+
+def _image_part(source, where: str) -> dict:
+    """An Anthropic image block's source as an image_url part: base64 data only (Lantern never fetches a URL)."""
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        raise UnsupportedField(where, "an image's source must be {\"type\": \"base64\", \"media_type\": ..., "
+                                      "\"data\": ...}: Lantern does not fetch images from URLs")
+    media, data = source.get("media_type"), source.get("data")
+    if not isinstance(media, str) or not media.startswith("image/") or not isinstance(data, str):
+        raise UnsupportedField(where, "an image's source needs media_type (image/...) and data (base64)")
+    return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
 
 
 def _tool_choice(choice: dict | None, tools: list) -> tuple[str, str | None, bool]:

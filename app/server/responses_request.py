@@ -150,6 +150,25 @@ def _text_of(content, where: str, kinds: set[str]) -> str:
     return "".join(texts)
 
 
+def _with_images(content: list, where: str) -> list[dict]:
+    """A user message's input_text and input_image parts as chat parts (the engine checks and decodes the images)."""
+    out = []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "input_text" and isinstance(part.get("text"), str):
+            out.append({"type": "text", "text": part["text"]})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str) or not url.startswith("data:"):
+                raise UnsupportedField(f"{where}[{k}].image_url", "an input_image is a data: URL here (Lantern does "
+                                                                   "not fetch URLs or keep files)")
+            out.append({"type": "image_url", "image_url": {"url": url}})
+        else:
+            raise UnsupportedField(f"{where}[{k}].type", f"{kind!r} parts are not supported here: only input_text "
+                                                          "and input_image")
+    return out
+
+
 def input_messages(items: str | list[dict], calls: dict[str, str]) -> list[dict]:
     """The request's `input` as engine messages; function outputs must answer a call made before them."""
     if isinstance(items, str):
@@ -164,7 +183,12 @@ def input_messages(items: str | list[dict], calls: dict[str, str]) -> list[dict]
             if role not in ("user", "system", "developer", "assistant"):
                 raise UnsupportedField(f"{where}.role", f"{role!r} is not one of user, system, developer, assistant")
             parts = {"output_text", "refusal"} if role == "assistant" else {"input_text"}
-            text = _text_of(item.get("content"), f"{where}.content", parts)
+            content = item.get("content")
+            if role == "user" and isinstance(content, list) and any(
+                    isinstance(p, dict) and p.get("type") == "input_image" for p in content):
+                text = _with_images(content, f"{where}.content")
+            else:
+                text = _text_of(content, f"{where}.content", parts)
             if role == "assistant":
                 out.append({"role": "assistant", "content": text, **({"reasoning_content": thinking}
                                                                     if thinking else {})})
