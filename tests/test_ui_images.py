@@ -66,6 +66,18 @@ def test_an_image_goes_with_the_message_to_a_model_that_sees(qtbot, make_window,
     assert second["cached_tokens"] >= first["prompt_tokens"]
     assert w.chat.attachments.chips() == []
 
+    from PySide6.QtCore import QMimeData
+    from PySide6.QtGui import QImage
+
+    mime = QMimeData()
+    mime.setImageData(QImage(str(kept)))  # a screenshot pasted: attached as a PNG kept in Lantern's folder
+    w.chat.input.insertFromMimeData(mime)
+    [pasted] = w.chat.attachments.chips()
+    qtbot.waitUntil(lambda: pasted.tokens is not None, timeout=60_000)
+    assert pasted.path.parent == w.chat.images.folder / "pasted" and pasted.text().startswith("🖼 pasted-")
+    assert w.chat.input.toPlainText() == ""
+    pasted.click()
+
     kept.write_bytes(b"damaged")  # no longer the image it was: said to the model, never sent as another image
     history = w.chat._history()
     [parts] = [m["content"] for m in history if isinstance(m["content"], list)]

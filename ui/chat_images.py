@@ -38,6 +38,24 @@ class ChatImagesMixin:
         patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
         self.attach(dialogs.open_paths(self, "Attach images", f"Images ({patterns});;All files (*)"))
 
+    def _attach_pasted(self, image) -> None:
+        """A pasted image (a screenshot) becomes a PNG in Lantern's own folder, attached like a file."""
+        import time
+
+        if self.images is None or image is None or image.isNull():
+            return
+        folder = self.images.folder / "pasted"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self.show_notice(f"The pasted image could not be kept: {e.strerror or e}.")
+            return
+        path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns() % 1000000:06d}.png"
+        if not image.save(str(path), "PNG"):
+            self.show_notice("The pasted image could not be kept (is the disk full?).")
+            return
+        self.attach([path])
+
     def _with_stored_images(self, files: list) -> tuple[list, str]:
         """The documents among `files`, and the tags of its images, each kept in the image store first (an image
         that cannot be kept raises AttachmentError: nothing is sent)."""

@@ -44,13 +44,17 @@ class MessageInput(QPlainTextEdit):
     sig_send_requested = Signal()
     sig_files_given = Signal(list)  # paths of local files dropped or pasted
 
+    sig_image_pasted = Signal(object)  # a QImage pasted (a screenshot), not a file
+
     def canInsertFromMimeData(self, source) -> bool:
-        return source.hasUrls() or super().canInsertFromMimeData(source)
+        return source.hasUrls() or source.hasImage() or super().canInsertFromMimeData(source)
 
     def insertFromMimeData(self, source) -> None:
         files = [Path(u.toLocalFile()) for u in source.urls() if u.isLocalFile()] if source.hasUrls() else []
         if files:
             self.sig_files_given.emit(files)
+        elif source.hasImage():
+            self.sig_image_pasted.emit(source.imageData())
         else:
             super().insertFromMimeData(source)
 
@@ -152,6 +156,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.attachments.sig_changed.connect(self.count_context)
         self.attachments.sig_forgotten.connect(self._forget_file)
         self.input.sig_files_given.connect(self.attach)
+        self.input.sig_image_pasted.connect(self._attach_pasted)
         self.attach_button = QPushButton("Attach", self)
         self.attach_button.setAccessibleName("Attach files")
         self.attach_button.setToolTip("Text, Markdown, code, CSV, JSON, HTML, PDF or Word files (or drop them on the "
