@@ -1,6 +1,7 @@
 """Screenshots for the README, in the light and the dark theme: an empty chat, a chat with streamed replies, the
 models page, the settings page (`NAME-light.png`, `NAME-dark.png`), `search-THEME.png` (a question answered from a
-searched file, with its sources), and `features-THEME.png`: a chat written into
+searched file, with its sources), `images-THEME.png` (a picture in a chat, shown small), and
+`features-THEME.png`: a chat written into
 the store here (math, a table, a quote, an attached file, a regenerated reply's ‹ 2/2 ›) with its Chat settings open,
 a file chip and the context meter.
 
@@ -94,6 +95,16 @@ def main(out: Path) -> int:
 
     def searched(theme: str) -> None:
         shoot(f"search-{theme}")
+        if not hasattr(w, "_image_chat"):
+            w._image_chat = _image_chat(w.store, Path(os.environ["LANTERN_DATA_DIR"]) / "lighthouse.png")
+        w.chat.open_conversation(w._image_chat)
+        w.chat.input.setPlainText("Is the light on?")
+        QTimer.singleShot(800, lambda: pictured(theme))
+
+    def pictured(theme: str) -> None:
+        shoot(f"images-{theme}")
+        w.chat.attachments.clear()
+        w.chat.input.clear()
         if theme == "light":
             QTimer.singleShot(300, lambda: pages("dark"))
         else:
@@ -133,6 +144,41 @@ def _search_chat(store) -> int:
               "times go into the fog log. If a ship sounds its horn, answer with three blasts so it knows the rock "
               "is near.", stats={"ttft_ms": 2310, "decode_tokens_per_s": 98, "cached_tokens": 0,
                                  "prompt_tokens": 1040, "model": "smollm2-135m-instruct"})
+    return c.id
+
+
+def _lighthouse() -> bytes:
+    """A small picture of a lighthouse on a rock (drawn here: no image ships with Lantern)."""
+    import numpy as np
+
+    from backends.vision import png_bytes
+
+    h, w = 240, 320
+    y = np.arange(h)[:, None, None] / h
+    sky = np.array([120, 180, 235]) * (1 - 0.4 * y) + 40 * y
+    img = np.broadcast_to(sky, (h, w, 3)).copy()
+    img[170:] = [30, 90, 150]  # the sea
+    xs = np.arange(w)
+    img[150:185][:, (xs > 110) & (xs < 230)] = [70, 65, 60]  # the rock
+    for row in range(60, 160):  # the tower, narrowing upwards, in red and white bands
+        half = 14 + (row - 60) * 10 // 100
+        img[row, 170 - half:170 + half] = [200, 40, 40] if (row // 20) % 2 else [240, 240, 235]
+    img[40:60, 156:184] = [90, 90, 95]  # the lamp room
+    return png_bytes(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _image_chat(store, picture: Path) -> int:
+    """A question about a picture: the image kept with the chat and shown small in the bubble."""
+    from app.chat_images import ImageStore, image_tags, read_image
+
+    picture.write_bytes(_lighthouse())
+    image = read_image(picture)
+    ImageStore(store.path.parent / "images").put(image)
+    c = store.create("The lighthouse picture")
+    store.add(c.id, "user", image_tags([image]) + "What is this, and what colours is it painted?")
+    store.add(c.id, "assistant", "A lighthouse on a rock at sea, painted in **red and white bands**, with the lamp "
+              "room at the top; the sky is clear.", stats={"ttft_ms": 640, "decode_tokens_per_s": 41,
+                                                            "cached_tokens": 0, "prompt_tokens": 291})
     return c.id
 
 

@@ -18,6 +18,7 @@ from app.chat_images import ImageFile, read_any
 from ui.tasks import run_task
 
 INLINE_SHARE = 0.5  # files up to this share of the context go into the message whole
+MAX_CHIP_WIDTH = 640
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Chip(QToolButton):
         if self.error:
             self.setText(f"⚠ {self.error}  ✕")
             self.setStyleSheet("color: #c62828")
+            self.setToolTip(f"{self.error}\nClick to take this file off the message.")
+            self.setMaximumWidth(MAX_CHIP_WIDTH)  # a long reason must not widen the window: it is in the tooltip
             return
         if self.kept:
             self.setText(f"🔍 {self.path.name} · searched in this chat ({self.searched.parts:,} parts)  ✕")
