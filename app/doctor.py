@@ -31,6 +31,7 @@ def run_doctor(args) -> int:
         print("  llama.cpp: not installed")
     print(f"  MLX: {hw.mlx_version or 'not installed'}")
     print(f"  document search: {_document_search()}")
+    print(f"  images: {_images()}")
     print(f"Models (planned for a {args.n_ctx}-token context)")
     options = LoadOptions(n_ctx=args.n_ctx)
     from models.library import ModelLibrary
@@ -59,6 +60,17 @@ def _document_search() -> str:
         db.close()
         return f"sqlite-vec {version} in SQLite {apsw.sqlite_lib_version()}"
     except Exception as e:  # a broken install: said here, the rest of Lantern works
+        return f"unavailable ({type(e).__name__}: {e})"
+
+
+def _images() -> str:
+    """Whether llama.cpp's mtmd (vision projectors) loads here."""
+    try:
+        import llama_cpp.mtmd_cpp as mtmd
+
+        return f"llama.cpp's mtmd (media marker {mtmd.mtmd_default_marker().decode()}), for models with a " \
+               "vision projector (mmproj) beside them"
+    except Exception as e:  # no libmtmd in this install: images are refused with a message, the rest works
         return f"unavailable ({type(e).__name__}: {e})"
 
 

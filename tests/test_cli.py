@@ -83,6 +83,7 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     assert "llama-cpp-python 0.3.36" in r.stdout and "features: CPU" in r.stdout
     assert "MLX: " in r.stdout
     assert re.search(r"document search: sqlite-vec v[0-9.]+ in SQLite 3\.", r.stdout)  # tests/test_packaging.py runs it in the bundle
+    assert "images: llama.cpp's mtmd (media marker <__media__>)" in r.stdout
     lines = {line.split(":")[0].strip(): line for line in r.stdout.splitlines()}
     # this machine has no usable GPU (CI neither): every local model runs on llama.cpp's CPU backend
     assert "llamacpp (CPU): no usable GPU" in lines["smollm2-135m-instruct"]

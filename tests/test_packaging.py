@@ -56,6 +56,7 @@ def test_the_bundle_runs_the_command_line_and_the_starter_model_without_python(b
     assert out.stdout.strip() and "tok/s" in out.stderr and "Traceback" not in out.stderr
     out = subprocess.run([str(lantern), "doctor"], env=bare_env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "document search: sqlite-vec v" in out.stdout, out.stdout + out.stderr
+    assert "images: llama.cpp's mtmd" in out.stdout, out.stdout  # libmtmd is in the bundle
 
 
 def test_the_bundled_window_starts_offscreen_without_a_traceback(built, bare_env):
