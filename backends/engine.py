@@ -383,6 +383,10 @@ class Engine:
         if self._policy is not None:
             self._policy.forget()
 
+    def adopt_cache(self, tokens: Sequence[int]) -> None:
+        """The runtime's cache was given `tokens` from elsewhere (another slot's shared prefix): they count as cached."""
+        self._tokens, self._pending = list(tokens), []
+
     def forget_cache(self) -> None:
         """Drop the live KV cache (the saved states stay)."""
         self.runtime.reset()

@@ -36,6 +36,9 @@ class GenerationRequest:
     json_schema: Mapping[str, Any] | None = None  # the reply is JSON valid against this schema
     template_options: Mapping[str, Any] = field(default_factory=dict)  # enable_thinking, reasoning_effort...
     prediction: str | None = None  # text the reply is expected to resemble: a source of drafts
+    # With several slots (backends/slots.py), a request of a higher priority starts first and its prompt is read
+    # first: the window's chat (1) is never queued behind the endpoint's batch jobs (0). Not part of any API.
+    priority: int = 0
     # Told (tokens read, of how many) after each chunk of a prompt the model reads, on the engine's thread: the
     # window shows a long paste being read. Not part of any API.
     on_prefill: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
@@ -75,6 +78,7 @@ class GenerationStats:
     accepted_prediction_tokens: int = 0  # drafted from the prediction and accepted
     mask_ms: float = 0.0  # constrained decoding: time spent on token masks
     reasoning_ms: float = 0.0  # from the start until the reasoning block closed
+    queued_ms: float = 0.0  # from the request's arrival until its reply began (a queue, or waiting for room)
 
     @property
     def acceptance_rate(self) -> float:

@@ -30,6 +30,11 @@ from backends.state_cache import StateCache, common_prefix_len
 from backends.worker import _DONE, Generation, _fail
 
 GATHER_S = 0.002  # how long a step waits for slots still choosing their next tokens (Python, between passes)
+SHARE_AT_LEAST = 32  # a prefix another slot holds is shared when it is this many tokens longer than a slot's own
+
+
+def _priority(job) -> int:
+    return job.request.priority if isinstance(job, Generation) else 0
 
 
 @dataclass
@@ -37,6 +42,7 @@ class _Forward:
     seq: int
     tokens: list[int]
     rows: list[int]
+    priority: int = 0
     done: int = 0  # tokens computed so far (a long prompt goes in chunks, one a step)
     out: list[np.ndarray] = field(default_factory=list)
     future: Future = field(default_factory=Future)
@@ -70,8 +76,8 @@ class Scheduler:
             self._lock.notify_all()
         return future.result()
 
-    def forward(self, seq: int, tokens: Sequence[int], rows: Sequence[int]) -> np.ndarray:
-        job = _Forward(seq, [int(t) for t in tokens], list(rows))
+    def forward(self, seq: int, tokens: Sequence[int], rows: Sequence[int], *, priority: int = 0) -> np.ndarray:
+        job = _Forward(seq, [int(t) for t in tokens], list(rows), priority)
         with self._lock:
             if self._closed:
                 raise LanternError("The model was unloaded.")
@@ -120,11 +126,12 @@ class Scheduler:
             (job.future if isinstance(job, _Forward) else job).set_exception(LanternError("The model was unloaded."))
 
     def _step(self, jobs: list[_Forward]) -> None:
-        """One batch: every short pass (a next token, a draft) whole, then prompt chunks in arrival order."""
+        """One batch: every short pass (a next token, a draft) whole, then prompt chunks, the higher priority's
+        first, else in arrival order."""
         budget = self.runtime.n_batch
         items, taken = [], []
         short = [j for j in jobs if len(j.tokens) - j.done <= 32]
-        long_ = [j for j in jobs if len(j.tokens) - j.done > 32]
+        long_ = sorted((j for j in jobs if len(j.tokens) - j.done > 32), key=lambda j: -j.priority)
         for job in short + long_:
             left = len(job.tokens) - job.done
             n = left if job in short else min(left, budget)
@@ -170,6 +177,7 @@ class SlotRuntime:
     def __init__(self, scheduler: Scheduler, seq: int):
         self._scheduler, self.seq = scheduler, seq
         self._rt = scheduler.runtime
+        self.priority = 0  # the running request's (its prompt chunks go first when higher)
 
     def __getattr__(self, name):  # what does not touch the cache: facts, tokenizer (read-only in llama.cpp)
         return getattr(self._rt, name)
@@ -182,7 +190,7 @@ class SlotRuntime:
         from backends.runtime import check_forward
 
         rows = check_forward(self, tokens, start, rows)
-        return self._scheduler.forward(self.seq, tokens, rows)
+        return self._scheduler.forward(self.seq, tokens, rows, priority=self.priority)
 
     def truncate(self, n_keep: int) -> bool:
         return self._scheduler.run(lambda: self._rt.truncate_seq(self.seq, n_keep))
@@ -231,6 +239,7 @@ class SlotWorker:
         self._used: dict[int, float] = {}  # when each slot last finished a job
         self._queue: deque = deque()  # Generations, and (fn, Future) calls
         self._lock = threading.Lock()
+        self._slot_done = threading.Condition(self._lock)  # a slot finished: its cells can be given back
         self._threads: list[threading.Thread] = []
         self._closed = False
         self.runtime = self.scheduler = None
@@ -298,7 +307,8 @@ class SlotWorker:
     def _dispatch(self) -> None:
         """Under the lock: the oldest waiting job to the free slot that holds the most of its prompt."""
         while self._queue and self._free:
-            job = self._queue.popleft()
+            job = max(self._queue, key=_priority)  # the first of the highest priority (max keeps the first)
+            self._queue.remove(job)
             if isinstance(job, Generation) and job.cancelled:
                 job.put(_DONE)  # its client left while it waited: the model never sees it
                 continue
@@ -319,20 +329,27 @@ class SlotWorker:
         return max(self._free, key=lambda s: (common_prefix_len(self.engines[s].cached_tokens, prompt),
                                               -self.runtime.seq_past(s), -self._used.get(s, 0.0), -s))
 
-    def _make_room(self, seq: int, request: GenerationRequest) -> None:
-        """Idle slots give their cells back when `request` would not fit beside them: each one's state goes to the
-        state cache (a conversation that comes back is restored, not computed again), least recently used first."""
+    def _make_room(self, seq: int, gen: Generation) -> None:
+        """Idle slots give their cells back when the request would not fit beside them: each one's state goes to the
+        state cache (a conversation that comes back is restored, not computed again), least recently used first.
+        While the other slots are all busy, the request waits for one to finish (it may be cancelled meanwhile)."""
         try:
-            prompt = self.engines[seq]._prompt_tokens(request)[0]
+            prompt = self.engines[seq]._prompt_tokens(gen.request)[0]
         except Exception:
             return  # the request's own error comes from its reply
         rt = self.runtime
-        need = len(prompt) + min(request.max_tokens or rt.n_ctx // 4, rt.n_ctx // 4)
+        # room for the prompt and some reply; a longer reply may still find the cells taken (and says so)
+        need = len(prompt) + min(gen.request.max_tokens or rt.n_ctx // 4, rt.n_ctx // 4)
+        if need > rt.n_ctx:
+            return  # it cannot fit even alone: its reply says so (nothing to wait for)
         while sum(rt.seq_past(s) for s in range(rt.slots) if s != seq) + need > rt.n_ctx:
             with self._lock:
                 idle = sorted((s for s in self._free if rt.seq_past(s)), key=lambda s: self._used.get(s, 0.0))
                 if not idle:
-                    return  # every other slot is busy: the reply says what does not fit
+                    if self._closed or gen.cancelled:
+                        return
+                    self._slot_done.wait(0.25)  # a busy slot finishing leaves its cells to give back
+                    continue
                 victim = idle[0]
                 self._free.remove(victim)  # claimed while it is emptied
             try:
@@ -342,13 +359,48 @@ class SlotWorker:
                 with self._lock:
                     self._free.append(victim)
 
+    def _share_prefix(self, seq: int, request: GenerationRequest) -> None:
+        """Start from another slot's cells when it holds a longer prefix of the prompt than this slot does (one
+        system prompt, one tool list): llama_memory_seq_cp shares those cells, nothing is computed again."""
+        try:
+            prompt = self.engines[seq]._prompt_tokens(request)[0]
+        except Exception:
+            return
+        engine, rt = self.engines[seq], self.runtime
+        own = common_prefix_len(engine.cached_tokens, prompt)
+
+        def copy() -> int:  # on the scheduler's thread: no pass of any slot runs meanwhile
+            best, source = own, None
+            for other in range(rt.slots):
+                if other == seq:
+                    continue
+                # a snapshot, bounded by what the cache really holds (its engine may be between a cut and a note)
+                n = min(common_prefix_len(list(self.engines[other].cached_tokens), prompt), rt.seq_past(other))
+                if n > best:
+                    best, source = n, other
+            if source is None or best < own + SHARE_AT_LEAST:
+                return None
+            rt.clear_seq(seq)
+            try:
+                rt.copy_seq(source, seq, best)
+            except LanternError:  # a sliding window that no longer covers that prefix: this slot starts empty
+                return 0
+            return best
+
+        if len(engine.cached_tokens) - own >= 64:
+            engine._save_current()  # this slot's own conversation stays in the state cache
+        shared = self.scheduler.run(copy)
+        if shared is not None:
+            engine.adopt_cache(prompt[:shared])
+
     def _run(self, seq: int, job) -> None:
         try:
             if isinstance(job, Generation):
                 try:
-                    self._make_room(seq, job.request)
-                    for event in self.engines[seq].generate(job.request, cancel=job._cancel):
-                        job.put(event)
+                    self._make_room(seq, job)
+                    self._share_prefix(seq, job.request)
+                    self.engines[seq].runtime.priority = job.request.priority
+                    job.run_on(self.engines[seq])
                 except Exception as e:
                     job.put(e)
                 finally:
@@ -365,6 +417,7 @@ class SlotWorker:
             with self._lock:
                 self._used[seq] = time.monotonic()
                 self._free.append(seq)
+                self._slot_done.notify_all()
                 if not self._closed:
                     self._dispatch()
 
@@ -374,6 +427,7 @@ class SlotWorker:
             self._closed = True
             waiting = list(self._queue)
             self._queue.clear()
+            self._slot_done.notify_all()  # a request waiting for room stops waiting
         for job in waiting:
             _fail(job if isinstance(job, Generation) else job[1])
 

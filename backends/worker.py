@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 from backends.engine import Engine
@@ -24,6 +26,15 @@ class Generation:
         self.request = request
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel = threading.Event()
+        self.created = time.monotonic()
+
+    def run_on(self, engine: Engine) -> None:
+        """Generate on `engine` here; the final figures say how long the request waited before it began."""
+        queued_ms = (time.monotonic() - self.created) * 1000
+        for event in engine.generate(self.request, cancel=self._cancel):
+            if isinstance(event, Finished):
+                event = replace(event, stats=replace(event.stats, queued_ms=round(queued_ms, 1)))
+            self.put(event)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -147,8 +158,7 @@ class EngineWorker:
                 raise ModelLoadError("No model is loaded: it failed to load.")
             if gen.cancelled:  # its client left while it waited in the queue: the model never sees it
                 return
-            for event in engine.generate(gen.request, cancel=gen._cancel):
-                gen.put(event)
+            gen.run_on(engine)
         except Exception as e:
             gen.put(e)
         finally:

@@ -266,3 +266,140 @@ def test_an_idle_slot_gives_its_cells_to_a_request_that_needs_them_and_comes_bac
         assert again.stats.cached_tokens >= a.stats.prompt_tokens - 1  # restored from the state cache
     finally:
         w.close()
+
+
+def _first_delta(gen):
+    """Iterate `gen` until its first text (the prompt is in its slot's cache then); the rest of it, to finish."""
+    from backends.events import TextDelta
+
+    it = iter(gen)
+    for event in it:
+        if isinstance(event, TextDelta):
+            return it
+    raise AssertionError("no text came")
+
+
+def _ordered(order: list, name: str, gen) -> tuple[list[int], object]:
+    """Collect `gen` and note in `order` when its first text and its end came (in the order they happened)."""
+    from backends.events import TextDelta
+
+    tokens, final = [], None
+    for event in gen:
+        if isinstance(event, TextDelta):
+            if not tokens:
+                order.append(f"{name} started")
+            tokens.extend(event.tokens)
+        else:
+            final = event
+    order.append(f"{name} ended")
+    return tokens, final
+
+
+def test_a_request_that_needs_room_waits_for_a_busy_slot_instead_of_failing(smollm2_path):
+    from backends.slots import SlotWorker
+
+    w = SlotWorker(load(smollm2_path, n_ctx=512, slots=2), options=EngineOptions(prompt_lookup=False))
+    try:
+        w.wait_ready(120)
+        busy = GenerationRequest(prompt="Lighthouse keepers log the weather. " * 55, sampling=GREEDY,
+                                 max_tokens=100, ignore_eos=True)  # ~330 prompt tokens, then 100 more
+        late = GenerationRequest(prompt="Bees visit flowers all day long. " * 30, sampling=GREEDY, max_tokens=8)
+        order: list[str] = []
+        rest = _first_delta(w.submit(busy))
+        order.append("busy started")
+        gen = w.submit(late)  # ~200 tokens and its reply do not fit beside the busy slot's: it waits
+        results = {}
+        t = threading.Thread(target=lambda: results.setdefault("late", _ordered(order, "late", gen)))
+        t.start()
+        for _ in rest:
+            pass
+        order.append("busy ended")
+        t.join(120)
+        tokens, final = results["late"]
+        assert final.reason == "length" and final.error is None and len(tokens) == 8
+        assert order.index("busy ended") < order.index("late started")  # it began once the busy slot was done
+        assert final.stats.queued_ms > 0  # its figures say it waited
+    finally:
+        w.close()
+
+
+def test_a_request_waiting_for_room_can_be_cancelled(smollm2_path):
+    from backends.slots import SlotWorker
+
+    w = SlotWorker(load(smollm2_path, n_ctx=512, slots=2), options=EngineOptions(prompt_lookup=False))
+    try:
+        w.wait_ready(120)
+        rest = _first_delta(w.submit(GenerationRequest(prompt="Lighthouse keepers log the weather. " * 55,
+                                                       sampling=GREEDY, max_tokens=150, ignore_eos=True)))
+        waiting = w.submit(GenerationRequest(prompt="Bees visit flowers all day long. " * 30, sampling=GREEDY,
+                                             max_tokens=8))
+        waiting.cancel()
+        tokens, final = _tokens(waiting)
+        assert final.reason == "cancelled" and tokens == []
+        busy = [e for e in rest]
+        assert busy[-1].reason == "length" and busy[-1].stats.completion_tokens == 150  # untouched
+    finally:
+        w.close()
+
+
+def test_a_long_system_prompt_in_a_busy_slot_is_shared_not_computed_again(smollm2_path):
+    from backends.engine import Engine
+    from backends.slots import SlotWorker
+    from conftest import assert_same_up_to_near_tie, reference_greedy
+
+    system = {"role": "system", "content": "You keep the Eddystone light. Log the weather every hour. " * 25}
+    first = GenerationRequest(messages=[system, {"role": "user", "content": "Write the night's log."}],
+                              sampling=GREEDY, max_tokens=80, ignore_eos=True)
+    second = GenerationRequest(messages=[system, {"role": "user", "content": "What is 12 times 12?"}],
+                               sampling=GREEDY, max_tokens=16)
+    solo = Engine(load(smollm2_path, n_ctx=2048), options=EngineOptions(prompt_lookup=False))
+    prompt = solo._prompt_tokens(second)[0]
+    shared_part = solo._shared_end(*_split_for_shared_end(solo, second))
+    reference, gaps = reference_greedy(solo.runtime, prompt, 16)
+    solo.close()
+    assert shared_part > 200
+
+    w = SlotWorker(load(smollm2_path, n_ctx=2048, slots=2), options=EngineOptions(prompt_lookup=False))
+    try:
+        w.wait_ready(120)
+        rest = _first_delta(w.submit(first))  # slot 0 holds the system prompt and is busy
+        tokens, final = _tokens(w.submit(second))  # slot 1 starts from slot 0's cells
+        assert final.stats.cached_tokens >= shared_part  # the system prompt was not computed again
+        assert_same_up_to_near_tie(reference, gaps, tokens, ends=w.runtime.special.end_of_turn)
+        for _ in rest:
+            pass
+    finally:
+        w.close()
+
+
+def _split_for_shared_end(engine, request):
+    """The arguments Engine._shared_end takes for `request` (where its system part ends)."""
+    from backends.chat_template import parse_messages
+    from backends.reply_plan import plan_reply
+
+    plan = plan_reply(request, parse_messages(request.messages), engine.style)
+    parts, add_bos = engine._render(plan.messages, tools=plan.tools, options=plan.options)
+    return plan.messages, parts, add_bos, engine.tokenize_reusing(parts, add_bos=add_bos)
+
+
+def test_the_windows_request_goes_before_the_endpoints_queued_ones(smollm2_path):
+    from backends.slots import SlotWorker
+
+    w = SlotWorker(load(smollm2_path, n_ctx=1024, slots=1), options=EngineOptions(prompt_lookup=False))
+    try:
+        w.wait_ready(120)
+        rest = _first_delta(w.submit(_request(QUESTIONS[1], max_tokens=60, ignore_eos=True)))
+        batch = w.submit(_request(QUESTIONS[0], max_tokens=4))  # queued first, from the endpoint
+        window = w.submit(_request(QUESTIONS[2], max_tokens=4, priority=1))  # then the window's chat
+        order: list[str] = []
+        threads = [threading.Thread(target=_ordered, args=(order, name, gen))
+                   for name, gen in (("batch", batch), ("window", window))]
+        for t in threads:
+            t.start()
+        for _ in rest:
+            pass
+        for t in threads:
+            t.join(120)
+        assert order.index("window ended") < order.index("batch started")
+    finally:
+        w.close()

@@ -518,7 +518,8 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         request = GenerationRequest(messages=self._history(after), sampling=settings.sampling(),
                                     max_tokens=settings.max_tokens,
                                     drop_oldest_turns=settings.overflow == "drop_oldest",
-                                    prompt_lookup=settings.prompt_lookup, **self.request_options)
+                                    prompt_lookup=settings.prompt_lookup, priority=1,  # before the endpoint's
+                                    **self.request_options)
         reply = self.store.add(self.conversation_id, "assistant", "", status="streaming",
                                parent=LATEST if after is None else after)
         self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic(),
