@@ -61,7 +61,7 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
     if choice.backend == "mlx":
         return LoadPlan(path, "mlx", options, reason, choice.advice)
     options = replace(options, n_gpu_layers=choice.n_gpu_layers)
-    if options.projector is None and options.slots == 1:  # images need one slot (for now)
+    if options.projector is None:
         from models.projectors import find_projector
 
         found = find_projector(path)

@@ -174,8 +174,7 @@ class Engine:
         vision = getattr(self.runtime, "vision", None)
         if vision is None:
             why = ("it was loaded without a vision projector (an mmproj GGUF beside the model file)"
-                   if self.runtime.name == "llamacpp" and getattr(self.runtime, "slots", 1) == 1 else
-                   "Lantern runs images on llama.cpp with one slot only (for now)")
+                   if self.runtime.name == "llamacpp" else "Lantern runs images on llama.cpp only (for now)")
             raise InvalidRequestError(f"This model cannot see images: {why}. Send text only, or load a model that "
                                       "sees (Gemma 3, SmolVLM, LLaVA...) with its projector.", param="messages")
         return dict(vision.prepare(data) for data in images)

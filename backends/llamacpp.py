@@ -157,9 +157,6 @@ class LlamaCppRuntime(SlotsMixin):
     def _load_projector(self, path: Path, options: LoadOptions) -> None:
         from backends.vision import Projector
 
-        if options.slots > 1:
-            raise ModelLoadError("Images run with one slot (for now): load this model with one slot to use its "
-                                 f"vision projector {path.name}, or without the projector.")
         self.vision = Projector(path, self._model, n_threads=self.n_threads, use_gpu=bool(options.n_gpu_layers))
 
     def _watch_progress(self, mparams, on_progress) -> Callable[[], bool]:
@@ -347,6 +344,18 @@ class LlamaCppRuntime(SlotsMixin):
         rc = self._C.llama_decode(self._ctx, b)
         if rc != 0:
             raise RuntimeFailure(f"llama.cpp failed to process the tokens (code {rc}): {_last_error()}")
+
+    def evaluate_image(self, seq: int, image) -> None:
+        """Put a prepared image's positions at the end of sequence `seq` (a slot's image: backends/slots.py)."""
+        self._check_seq(seq)
+        self._check_room(image.n_pos)
+        before = self._past[seq]
+        try:
+            self._past[seq] = self.vision.evaluate(image, self._ctx, before, seq, self.n_batch)
+        except BaseException:
+            self._C.llama_memory_seq_rm(self._mem, seq, before, -1)
+            self._past[seq] = before
+            raise
 
     def truncate(self, n_keep: int) -> bool:
         """Drop the cache from `n_keep` on; False (and nothing dropped) where that cannot be done exactly."""

@@ -189,8 +189,34 @@ class SlotRuntime:
     def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
         from backends.runtime import check_forward
 
+        vision = getattr(self._rt, "vision", None)
+        if vision is not None and any(t < 0 for t in tokens):
+            return self._forward_with_images(vision, [int(t) for t in tokens], start, rows)
         rows = check_forward(self, tokens, start, rows)
         return self._scheduler.forward(self.seq, tokens, rows, priority=self.priority)
+
+    def _forward_with_images(self, vision, tokens: list[int], start: int, rows) -> np.ndarray:
+        """Text runs batched with the other slots; each image encoded between steps (backends/vision.py)."""
+        from backends.runtime import InvalidRequestError, check_forward
+
+        runs = vision.runs(tokens)  # images whole, as prepared
+        rows = check_forward(self, [0] * len(tokens), start, rows)
+        if any(image is not None and lo <= r < hi for lo, hi, image in runs for r in rows):
+            raise InvalidRequestError("forward() gives no logits at an image's positions.")
+        out = np.empty((len(rows), self._rt.n_vocab), dtype=np.float32)
+        try:
+            for lo, hi, image in runs:
+                if image is not None:
+                    self._scheduler.run(lambda image=image: self._rt.evaluate_image(self.seq, image))
+                    continue
+                want = [(i, r - lo) for i, r in enumerate(rows) if lo <= r < hi]
+                got = self._scheduler.forward(self.seq, tokens[lo:hi], [r for _i, r in want], priority=self.priority)
+                for (i, _r), row in zip(want, got):
+                    out[i] = row
+        except BaseException:
+            self._scheduler.run(lambda: self._rt.truncate_seq(self.seq, start))  # nothing of it stays
+            raise
+        return out
 
     def truncate(self, n_keep: int) -> bool:
         return self._scheduler.run(lambda: self._rt.truncate_seq(self.seq, n_keep))

@@ -307,3 +307,36 @@ def test_the_command_line_takes_a_projector_or_none(model_folder):
         r = lantern("generate", "--model", model, "--projector", projector, "--max-tokens", "4", "--n-ctx", "512",
                     "The capital of France is")
         assert r.returncode == 0 and r.stdout.strip(), r.stderr
+
+
+def test_images_run_on_slots_beside_another_conversation(smollm2_path, projector):
+    from backends.engine import EngineOptions
+    from backends.slots import SlotWorker
+    from conftest import assert_same_up_to_near_tie, reference_greedy
+
+    seeing = GenerationRequest(messages=asking(png_bytes(seed=5)), max_tokens=12, sampling=GREEDY)
+    solo = Engine(LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=2048, projector=str(projector))),
+                  options=EngineOptions(prompt_lookup=False))
+    solo_prompt = solo._prompt_tokens(seeing)[0]
+    reference, gaps = reference_greedy(solo.runtime, solo_prompt, 12)
+    solo.close()
+    w = SlotWorker(LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=2048, slots=2, projector=str(projector))),
+                   options=EngineOptions(prompt_lookup=False))
+    try:
+        w.wait_ready(120)
+        talker = iter(w.submit(GenerationRequest(messages=[{"role": "user", "content": "Tell me about the sea."}],
+                                                 max_tokens=60, ignore_eos=True, sampling=GREEDY)))
+        next(talker)  # decoding in one slot while the image is read in the other
+        tokens, done = [], None
+        for event in w.submit(seeing):
+            if isinstance(event, TextDelta):
+                tokens.extend(event.tokens)
+            else:
+                done = event
+        assert done.error is None and done.stats.prompt_tokens == len(solo_prompt)
+        assert_same_up_to_near_tie(reference, gaps, tokens, ends=w.runtime.special.end_of_turn)
+        rest = list(talker)
+        assert rest[-1].reason == "length"
+    finally:
+        w.close()
+
