@@ -36,9 +36,9 @@ class Lookup:
     policy: DraftLengthPolicy
     adaptive: bool = True  # False: always draft as much as the match and the policy's draft_max allow
 
-    def choose(self, n_match: int, available: int) -> int:
+    def choose(self, n_match: int, available: int, others: int = 0) -> int:
         if self.adaptive:
-            return self.policy.choose(n_match, available)
+            return self.policy.choose(n_match, available, others=others)
         return min(available, self.policy.draft_max)
 
 
@@ -65,20 +65,23 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
     if lookup is not None:  # indexing the new prompt tokens waits until the first token is out
         lookup.drafter.sync(context)
     shadow = _Shadow()
+    batch_others = getattr(runtime, "batch_others", None)
     while True:
         if token in ends:
             return
         # Room for the drafts, the token they follow, and one new token after them.
         limit = min(max_new - produced - 1, runtime.n_ctx - runtime.n_past - 2)
         draft, n_match = lookup.drafter.propose(limit) if lookup is not None else ([], 0)
-        k = lookup.choose(n_match, len(draft)) if draft else 0
+        # other conversations decoding in the same passes (backends/slots.py): their rows share each pass
+        others = batch_others() if draft and batch_others is not None else 0
+        k = lookup.choose(n_match, len(draft), others) if draft else 0
         counters.forwards += 1
         if k == 0:
             t0 = time.perf_counter()
             logits = runtime.forward([token], runtime.n_past)[0]
             fed.append(token)
             token = sampler(logits, context)
-            if lookup is not None:  # timed like a verification step: the pass and its sampling
+            if lookup is not None and not others:  # timed like a verification step: the pass and its sampling
                 lookup.policy.observe_cost(1, time.perf_counter() - t0)
                 shadow.follow(lookup.policy, n_match, draft, token)
             push(token)
@@ -88,7 +91,8 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
         draft = draft[:k]
         t0 = time.perf_counter()
         out = _verify(runtime, fed, token, draft, sampler, context, ends)
-        lookup.policy.observe_cost(k + 1, time.perf_counter() - t0)
+        if not others:  # beside others, a pass's time is the whole batch's: no measure of k + 1 rows
+            lookup.policy.observe_cost(k + 1, time.perf_counter() - t0)
         accepted = sum(1 for a, b in zip(out, draft) if a == b)
         counters.drafted += len(draft)
         counters.accepted += accepted

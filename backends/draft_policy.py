@@ -81,17 +81,30 @@ class DraftLengthPolicy:
         a1 = min(a1, 0.999)
         return 1 + a0 * (1 - a1 ** k) / (1 - a1)
 
-    def choose(self, n_match: int, limit: int) -> int:
+    def choose(self, n_match: int, limit: int, *, others: int = 0) -> int:
+        """`others`: rows other conversations put in the same pass (backends/slots.py). A draft row then costs what
+        another conversation's token would, so drafts must raise the tokens the whole pass gives per second:
+        (others + E(k)) / cost(others + 1 + k) against (others + 1) / cost(others + 1). With no others that is this
+        conversation's own speed."""
         limit = min(limit, self.draft_max)
         if limit <= 0 or n_match == 0:
             return 0
+        if not self.learn_costs:
+            others = 0  # a seeded reply's draft lengths follow from its own text alone, never from other requests
         # A draft must promise a clear gain: the estimates are noisy and a wasted draft slows open chat.
-        best_k, best_rate = 0, self.margin / self._costs[1]
+        best_k, best_rate = 0, (others + self.margin) / self.cost(others + 1)
         for k in range(1, limit + 1):
-            rate = self.expected_tokens(n_match, k) / self._costs[k + 1]
+            rate = (others + self.expected_tokens(n_match, k)) / self.cost(others + 1 + k)
             if rate > best_rate:
                 best_k, best_rate = k, rate
+        if best_k == 0 and others:
+            return 0  # no probes beside other conversations: a probe's rows would slow them all
         if best_k == 0:
+            if self.learn_costs and len(self._ratio) >= 2:
+                # A pass of several tokens was seen, so the costs are known; whether the text turned to copying is
+                # learnt from the plain steps' shadow drafts (backends/decoding.py), free. A probe here cost open
+                # chat 3-4% on a CPU where a pass of 5 tokens costs 3 of 1 (benchmarks/bench_slots_lookup.py).
+                return 0
             self._since_probe += 1
             if self._since_probe >= self.probe_every:  # the text may have turned to copying: look again
                 self._since_probe = 0
@@ -133,7 +146,11 @@ class DraftLengthPolicy:
         self._costs = costs.tolist()
 
     def cost(self, n_tokens: int) -> float:
-        return self._costs[n_tokens]
+        """A pass of `n_tokens` rows; beyond the table (a batch of many slots), its last step continued."""
+        table = self._costs
+        if n_tokens < len(table):
+            return table[n_tokens]
+        return table[-1] + (table[-1] - table[-2]) * (n_tokens - len(table) + 1)
 
     def update(self, n_match: int, drafted: int, accepted: int) -> None:
         if drafted <= 0:

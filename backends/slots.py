@@ -30,7 +30,10 @@ from backends.state_cache import StateCache, common_prefix_len
 from backends.worker import _DONE, Generation, _fail
 
 GATHER_S = 0.002  # how long a step waits for slots still choosing their next tokens (Python, between passes)
-SHARE_AT_LEAST = 32  # a prefix another slot holds is shared when it is this many tokens longer than a slot's own
+# A prefix another slot holds is shared when it is this many tokens longer than a slot's own: long system prompts and
+# tool lists, where it saves a real prefill. A prompt read in two pieces gives logits up to ~1.2 apart from the same
+# prompt read whole (llama.cpp's kernels differ by batch size), so short prefixes are not worth that difference.
+SHARE_AT_LEAST = 256
 
 
 def _priority(job) -> int:
@@ -84,6 +87,9 @@ class Scheduler:
             self._waiting[seq] = job
             self._lock.notify_all()
         return job.future.result()
+
+    def active_count(self) -> int:
+        return len(self._active)  # read without the lock: a set's length, a moment's figure
 
     def set_active(self, seq: int, active: bool) -> None:
         with self._lock:
@@ -185,6 +191,10 @@ class SlotRuntime:
     @property
     def n_past(self) -> int:
         return self._rt.seq_past(self.seq)
+
+    def batch_others(self) -> int:
+        """How many other slots have a reply in progress (their rows share this slot's passes)."""
+        return self._scheduler.active_count() - 1
 
     def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
         from backends.runtime import check_forward

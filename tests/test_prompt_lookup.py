@@ -250,3 +250,24 @@ def test_plain_steps_check_the_draft_that_was_not_sent():
         shadow.follow(policy, 2, [1, 2], token)
     shadow.follow(policy, 0, [], 4)  # no proposal: nothing learnt
     assert seen == [(3, 3, 2), (2, 2, 2)]
+
+
+def test_beside_other_conversations_a_draft_must_raise_what_the_whole_pass_gives():
+    from backends.draft_policy import DraftLengthPolicy
+
+    costs = {1: 0.010, 2: 0.015, 4: 0.025, 8: 0.045, 16: 0.085}  # a CPU: each more row costs about 5 ms
+    policy = DraftLengthPolicy(costs)
+    for _ in range(40):  # copied text: drafts mostly right (6 of 8)
+        policy.update(3, 8, 6)
+    assert policy.choose(3, 8) > 0  # alone, drafting pays
+    assert policy.choose(3, 8, others=1) > 0  # beside one other conversation it still does
+    perfect = DraftLengthPolicy(costs)
+    for _ in range(40):
+        perfect.update(3, 8, 8)
+    assert perfect.choose(3, 8, others=7) > 0  # a row that is always right is worth another conversation's
+    modest = DraftLengthPolicy(costs)
+    for _ in range(40):  # chat: drafts right half the time
+        modest.update(3, 4, 1)
+        modest.update(3, 4, 0)
+    # beside three or seven, its rows would slow them all more than they give, and it never probes there
+    assert all(modest.choose(3, 8, others=n) == 0 for n in (3, 7) for _ in range(100))

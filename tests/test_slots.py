@@ -16,6 +16,8 @@ from conftest import load
 GREEDY = SamplingParams(temperature=0)
 QUESTIONS = ["Name three colours of the rainbow.", "Write a haiku about the sea.", "What is 12 times 12?",
              "Say hello in French."]
+MORE = ["Name a fruit that is yellow.", "What colour is the sky?", "Count from one to five.",
+        "Describe a cat in one sentence."]  # with QUESTIONS: eight clients for four slots
 
 
 def _request(question: str, max_tokens: int = 24, **extra) -> GenerationRequest:
@@ -45,7 +47,7 @@ def solo_replies(smollm2_path):
 
     engine = Engine(rt, options=EngineOptions(prompt_lookup=False))
     out = {}
-    for q in QUESTIONS:
+    for q in QUESTIONS + MORE:
         prompt = engine._prompt_tokens(_request(q))[0]
         out[q] = reference_greedy(rt, prompt, 24)
     rt.close()
@@ -172,7 +174,11 @@ def test_prompt_lookup_runs_per_slot_with_the_same_replies(slots, smollm2_path):
 
 
 def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_path, solo_replies):
-    """`lantern serve --slots 4`: four official openai clients at once, each reply its solo reply (up to near ties)."""
+    """`lantern serve --slots 8`: eight official openai clients at once, each reply its solo reply (up to near ties).
+
+    Each client has a slot of its own, so each prompt is read whole as the solo reference's was: a prompt read after
+    a cached prefix (another conversation's system part in a reused slot) can part from its solo reply beyond the
+    near-tie rule, which is calibrated for batches only (backends/slots.py, SHARE_AT_LEAST)."""
     import time
 
     import httpx
@@ -186,7 +192,7 @@ def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_pat
 
     name = "smollm2-135m-instruct"
     service = ModelService(name, models=lambda: list(BUILTIN_MODELS), max_queue=16,
-                           open_worker=default_opener(options=LoadOptions(n_ctx=2048, slots=4),
+                           open_worker=default_opener(options=LoadOptions(n_ctx=2048, slots=8),
                                                       engine_options=EngineOptions(prompt_lookup=False)))
     server = LanternServer(service, ServerSettings(port=0)).start()
     try:
@@ -207,14 +213,15 @@ def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_pat
                                                max_tokens=24)
             replies[q] = r.choices[0].message.content
 
-        threads = [threading.Thread(target=ask, args=(q,)) for q in QUESTIONS]
+        threads = [threading.Thread(target=ask, args=(q,)) for q in QUESTIONS + MORE]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
         rt = load(smollm2_path, n_ctx=256)
         try:
-            for q in QUESTIONS:
+            assert sorted(replies) == sorted(QUESTIONS + MORE)
+            for q in QUESTIONS + MORE:
                 reference, gaps = solo_replies[q]
                 got = rt.tokenize(replies[q], add_bos=False, parse_special=False)
                 expected = [t for t in reference if t not in rt.special.end_of_turn]
@@ -347,7 +354,7 @@ def test_a_long_system_prompt_in_a_busy_slot_is_shared_not_computed_again(smollm
     from backends.slots import SlotWorker
     from conftest import assert_same_up_to_near_tie, reference_greedy
 
-    system = {"role": "system", "content": "You keep the Eddystone light. Log the weather every hour. " * 25}
+    system = {"role": "system", "content": "You keep the Eddystone light. Log the weather every hour. " * 30}
     first = GenerationRequest(messages=[system, {"role": "user", "content": "Write the night's log."}],
                               sampling=GREEDY, max_tokens=80, ignore_eos=True)
     second = GenerationRequest(messages=[system, {"role": "user", "content": "What is 12 times 12?"}],
@@ -357,7 +364,7 @@ def test_a_long_system_prompt_in_a_busy_slot_is_shared_not_computed_again(smollm
     shared_part = solo._shared_end(*_split_for_shared_end(solo, second))
     reference, gaps = reference_greedy(solo.runtime, prompt, 16)
     solo.close()
-    assert shared_part > 200
+    assert shared_part > 256  # (backends/slots.py shares prefixes of 256 tokens and more)
 
     w = SlotWorker(load(smollm2_path, n_ctx=2048, slots=2), options=EngineOptions(prompt_lookup=False))
     try:

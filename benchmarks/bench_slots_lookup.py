@@ -1,0 +1,89 @@
+"""Prompt lookup beside other conversations: aggregate decode with lookup on and off at 1, 2, 4 and 8 slots, on a
+reply that quotes its prompt (lookup's best case) and on open-ended stories (its worst: drafts rarely right).
+
+    .venv/bin/python benchmarks/bench_slots_lookup.py [--model NAME] [--tokens N] [--no-write]
+
+backends.slots.SlotWorker with n slots and n concurrent greedy requests, each different. With others decoding, the
+draft policy counts a draft row at what another conversation's token would cost (backends/draft_policy.py): the
+target is never to be slower than without drafting, at any slot count. Writes its section of docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from bench_slots import run  # noqa: E402
+
+PARAGRAPHS = [
+    "The keeper climbed the hundred steps at dusk, trimmed the wick, wound the clockwork and lit the lamp.",
+    "Bees leave the hive at first light, visit a few hundred flowers and come back heavy with pollen.",
+    "The market opens at six: fish on ice, bread still warm, oranges stacked in pyramids by the gate.",
+    "Rain forms when warm air rises, cools and lets its water gather into drops around specks of dust.",
+    "The fox waited by the wall until the farmer's lamp went out, then slipped under the gate at a run.",
+    "Snow fell all night; by morning the road was gone and the village was quiet under a white sky.",
+    "The letter was short: the harvest was good, the roof was mended and the dog had learnt a new trick.",
+    "The moon rose over the bay, and the boats came in one by one with their lanterns swinging.",
+]
+STORIES = ["Tell me about lighthouses.", "Write a story about a fox.", "Explain how rain forms.",
+           "Describe a busy market.", "What do bees do all day?", "Tell me about the moon.",
+           "Write a letter to a friend.", "Describe a winter morning."]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    from backends.engine import EngineOptions
+    from backends.llamacpp import LlamaCppRuntime
+    from backends.runtime import LoadOptions
+    from backends.slots import SlotWorker
+    from models.registry import resolve_model
+
+    # a reply that copies ~100 tokens of its prompt (the starter repeats a text once, not three times)
+    quoting = [f"Copy this text exactly:\n\n{' '.join(PARAGRAPHS[i:] + PARAGRAPHS[:i])[:480]}"
+               for i in range(len(PARAGRAPHS))]
+    rows = []
+    for n in (1, 2, 4, 8):
+        speeds = {}
+        for workload, questions in (("quoting", quoting), ("stories", STORIES)):
+            runs = {False: [], True: []}
+            for _ in range(args.repeats):  # off and on in turn, so a busy moment falls on both
+                for lookup in (False, True):
+                    worker = SlotWorker(LlamaCppRuntime(resolve_model(args.model),
+                                                        LoadOptions(n_ctx=8192, slots=n)),
+                                        options=EngineOptions(prompt_lookup=lookup))
+                    worker.wait_ready(120)
+                    run(worker, n, 8, [f"Say the number {i}." for i in range(n)])  # warm-up
+                    runs[lookup].append(run(worker, n, args.tokens, questions)[0])
+                    worker.close()
+            for lookup in (False, True):
+                speeds[workload, lookup] = statistics.median(runs[lookup])
+            rows.append((f"{n}", workload, f"{speeds[workload, False]:.1f}", f"{speeds[workload, True]:.1f}",
+                         f"{speeds[workload, True] / speeds[workload, False]:.2f}x"))
+            print(rows[-1], flush=True)
+    body = (f"## Prompt lookup beside other conversations\n\nMachine: {machine()}. Command: "
+            f"`.venv/bin/python benchmarks/bench_slots_lookup.py --tokens {args.tokens} --repeats {args.repeats}`. "
+            "Date: "
+            f"{datetime.date.today()}.\n\n{args.model}, n slots and n concurrent greedy requests of {args.tokens} "
+            "tokens (ignore_eos), each different: replies that quote their prompt, and open-ended stories. Aggregate "
+            f"decode tokens/s without and with prompt lookup, medians of {args.repeats} runs taken in turn; the draft "
+            "policy weighs a draft row against another conversation's token (target: never below 1.00x):\n\n"
+            + markdown_table(("slots", "replies", "lookup off tok/s", "lookup on tok/s", "on / off"), rows) + "\n")
+    print(body)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "benchmarks.md", "slots-lookup", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
