@@ -10,8 +10,9 @@ the scheduler's thread too, between steps.
 
 A request goes to the free slot whose cached tokens share the longest prefix with its prompt (llama.cpp's slot
 similarity); the state cache is shared by all slots, so a conversation that lost its slot comes back from it.
-Greedy and seeded replies equal their solo replies up to numerical near ties (a batch's logits differ slightly from
-a single sequence's: tests/conftest.py).
+Greedy replies equal their solo replies up to numerical near ties (a batch's logits differ slightly from a single
+sequence's: tests/conftest.py). A seeded reply draws the same number at every position alone or beside others, so it
+parts from its solo reply only where a batch moves a token's boundary across a close draw (tests/test_slots.py).
 """
 from __future__ import annotations
 

@@ -410,3 +410,80 @@ def test_the_windows_request_goes_before_the_endpoints_queued_ones(smollm2_path)
         assert order.index("window ended") < order.index("batch started")
     finally:
         w.close()
+
+
+def test_json_replies_in_two_slots_at_once_each_follow_their_own_schema(slots):
+    import json
+
+    import jsonschema
+
+    person = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 16},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+              "required": ["name", "age"], "additionalProperties": False}
+    city = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                             "sunny": {"type": "boolean"}},
+            "required": ["city", "sunny"], "additionalProperties": False}
+    w = slots(2)
+    w.scheduler.keep_steps = True
+    gens = [w.submit(GenerationRequest(messages=[{"role": "user", "content": ask}], json_schema=schema,
+                                       sampling=GREEDY, max_tokens=60))
+            for ask, schema in (("A person as JSON.", person), ("The weather in Paris as JSON.", city))]
+    results = {}
+    threads = [threading.Thread(target=lambda i=i, g=g: results.setdefault(i, g.text())) for i, g in enumerate(gens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i, schema in enumerate((person, city)):  # each slot kept its own grammar's masks
+        text, final = results[i]
+        assert final.reason == "stop" and final.stats.mask_ms > 0, final
+        jsonschema.validate(json.loads(text), schema)
+    assert max(len(step) for step in w.scheduler.steps) == 2  # they were computed side by side
+
+
+def test_a_seeded_reply_beside_another_conversation_is_its_solo_reply_up_to_close_draws(slots, smollm2_path):
+    """The rule (backends/slots.py): a seeded reply draws the same number at each position alone or beside others,
+    so it is its solo reply, except where a batch's slightly different logits move a token's boundary across the
+    draw: the runs may part only at a draw that lay within a few percent of the probability mass of a boundary."""
+    from backends.engine import Engine
+
+    params = SamplingParams(temperature=0.8, seed=11)
+    seeded = GenerationRequest(messages=[{"role": "user", "content": QUESTIONS[1]}], max_tokens=24, sampling=params)
+    solo = Engine(load(smollm2_path, n_ctx=2048), options=EngineOptions(prompt_lookup=False))
+    prompt = solo._prompt_tokens(seeded)[0]
+    alone = _tokens(solo.generate(seeded))[0]
+    margins = _draw_margins(solo.runtime, prompt, alone, params)
+    solo.close()
+    w = slots(2)
+    w.scheduler.keep_steps = True
+    talker = _first_delta(w.submit(_request(QUESTIONS[0], max_tokens=60, ignore_eos=True)))
+    beside, final = _tokens(w.submit(seeded))
+    for _ in talker:
+        pass
+    assert max(len(step) for step in w.scheduler.steps) == 2  # its tokens were computed beside the other's
+    part = next((i for i, (a, b) in enumerate(zip(alone, beside)) if a != b), None)
+    if part is None:
+        assert beside == alone
+    else:
+        assert margins[part] < 0.08, (part, margins[part])  # a close draw, never a different stream of numbers
+
+
+def _draw_margins(runtime, prompt: list[int], tokens: list[int], params) -> list[float]:
+    """For each token of a seeded solo reply: how far its draw lay from the nearest token boundary (probability)."""
+    import numpy as np
+
+    from backends.sampling import _filtered_probs
+
+    runtime.reset()
+    logits = runtime.forward(prompt, 0)[0]
+    context, margins = list(prompt), []
+    for t in tokens:
+        ids, probs = _filtered_probs(logits, params)
+        cum = np.cumsum(probs) / probs.sum()
+        u = np.random.default_rng([params.seed, len(context)]).random()  # as backends/sampling.py draws
+        j = int(np.searchsorted(cum, u))
+        assert int(ids[j]) == t  # the same draw as the reply's
+        margins.append(float(min(u - (cum[j - 1] if j else 0.0), cum[j] - u)))
+        context.append(t)
+        logits = runtime.forward([t], runtime.n_past)[0]
+    return margins
