@@ -40,7 +40,7 @@ def run_doctor(args) -> int:
         try:
             plan = plan_load(name, options=options, hardware=hw)
             line = f"{plan.label}: {plan.reason}" + (f" ({plan.advice})" if plan.advice else "")
-            line += _style(plan.path)
+            line += _style(plan.path, args.n_ctx)
         except LanternError as e:
             line = f"cannot run: {e}"
         print(f"  {name}: {line}")
@@ -74,12 +74,15 @@ def _images() -> str:
         return f"unavailable ({type(e).__name__}: {e})"
 
 
-def _style(path) -> str:
-    """'; tool calls: hermes; reasoning: <think></think>' for a model file ('' for one that cannot be read)."""
+def _style(path, n_ctx: int) -> str:
+    """'; KV cache 90 MiB …; tool calls: hermes; reasoning: <think></think>' for a model file ('' for one that cannot
+    be read). The slots (--slots) share that one cache: more slots take no more memory."""
     from models.info import describe_model
 
     try:
         info = describe_model(path)
     except LanternError:
         return ""
-    return f"; tool calls: {info.tool_format}" + (f"; reasoning: {info.reasoning}" if info.reasoning else "")
+    kv = info.kv_bytes(n_ctx or min(info.n_ctx_train or 4096, 8192))
+    return (f"; KV cache {kv / 2 ** 20:,.0f} MiB (shared by all its slots); tool calls: {info.tool_format}"
+            + (f"; reasoning: {info.reasoning}" if info.reasoning else ""))

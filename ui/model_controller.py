@@ -72,5 +72,10 @@ class ModelController(QObject):
         self.chat_template = getattr(engine, "has_chat_template", True)
         self.backend = getattr(engine, "backend", "") or "remote"
         notes = list(getattr(engine, "notes", []))
+        runtime = getattr(engine, "runtime", None)
+        cache = getattr(runtime, "cache_bytes", 0)
+        if cache:  # what the KV cache took, and how many conversations share it
+            slots = getattr(runtime, "slots", 1)
+            notes.append(f"KV cache {cache / 2 ** 20:,.0f} MiB" + (f", shared by {slots} slots." if slots > 1 else "."))
         self.reason = " ".join([getattr(engine, "backend_reason", "") or "", *notes]).strip()
         self.sig_model_loaded.emit(name, self.backend, self.reason)
