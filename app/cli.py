@@ -24,8 +24,9 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--n-gpu-layers", type=int, default=None,
                    help="layers to put on the GPU (-1: all; default: as many as fit)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--slots", type=int, default=1,
-                   help="conversations computed at once in one batch, sharing the context (llama.cpp; default 1)")
+    p.add_argument("--slots", type=int, default=None,
+                   help="conversations computed at once in one batch, sharing the context (llama.cpp; serve: 4 where "
+                        "the model can batch, else 1; chat and generate: 1)")
     p.add_argument("--projector", default=None, metavar="PATH|none",
                    help="a vision projector (mmproj GGUF) for the model; default: one found beside the model file")
     p.add_argument("--allow-long-context", action="store_true", help="allow a context beyond the model's training")
@@ -167,8 +168,17 @@ def _model(args) -> str | None:
 
 def _options(args) -> LoadOptions:
     return LoadOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
-                       allow_context_beyond_training=args.allow_long_context, slots=args.slots,
+                       allow_context_beyond_training=args.allow_long_context, slots=_slots(args),
                        projector=_projector(getattr(args, "projector", None)))
+
+
+def _slots(args) -> int:
+    """--slots, else Lantern's choice for `serve` (app/wiring.py: 4 where the model batches) and 1 for one user."""
+    from app.wiring import AUTO
+
+    if args.slots is not None:
+        return args.slots
+    return AUTO if getattr(args, "command", None) == "serve" else 1
 
 
 def _projector(given: str | None) -> str | None:

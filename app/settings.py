@@ -71,6 +71,9 @@ class Settings(BaseModel):
     remote_url: str | None = None
     n_ctx: int = Field(4096, ge=0, le=1 << 20)
     n_gpu_layers: int | None = Field(None, ge=-1)  # None: as many as fit
+    # conversations computed at once (the window's chat and the endpoint's clients): 0 is 4 where the model can
+    # batch them (llama.cpp; not MLX, recurrent or embedding models), else 1 (app/wiring.py)
+    slots: int = Field(0, ge=0, le=64)
     system_prompt: str = ""
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -112,7 +115,7 @@ class Settings(BaseModel):
                               repeat_penalty=self.repeat_penalty, seed=seed)
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers)
+        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, slots=self.slots)
 
     def engine_options(self, model: str | None = None) -> EngineOptions:
         """For `model`: with the chat template its defaults set instead of its own, if any."""

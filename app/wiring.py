@@ -12,6 +12,8 @@ from backends.worker import EngineWorker
 from models.registry import resolve_model
 
 BACKENDS = ("auto", "llamacpp", "mlx", "remote")
+AUTO = 0  # LoadOptions.slots: Lantern chooses (DEFAULT_SLOTS where the model can batch, else 1)
+DEFAULT_SLOTS = 4
 log = logging.getLogger("lantern")
 
 
@@ -91,6 +93,8 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
     if backend == "remote" or remote_url:
         return _remote_worker(model, remote_url, remote_key, backend)
 
+    if options.slots == AUTO:
+        return _auto_worker(model, backend, options, engine_options, state_cache)
     if options.slots > 1:
         return _slot_worker(model, backend, options, engine_options, state_cache)
 
@@ -101,6 +105,29 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
                       backend_reason=plan.reason)
 
     return EngineWorker(make)
+
+
+def _auto_worker(model, backend: str, options: LoadOptions, engine_options, state_cache):
+    """DEFAULT_SLOTS slots where llama.cpp batches conversations, else one (decided once the model is planned)."""
+    from backends.auto_worker import AutoWorker
+
+    def decide():
+        plan = plan_load(model, backend=backend, options=replace(options, slots=1))
+        slots = DEFAULT_SLOTS if _can_batch(plan) else 1
+        return start_worker(model, backend=backend, options=replace(options, slots=slots),
+                            engine_options=engine_options, state_cache=state_cache)
+
+    return AutoWorker(decide)
+
+
+def _can_batch(plan: LoadPlan) -> bool:
+    """llama.cpp models that write text and keep no recurrent state (those cannot share a context's cells yet)."""
+    from models.info import describe_model
+
+    if plan.backend != "llamacpp":
+        return False
+    info = describe_model(plan.path)
+    return not info.state_bytes and not info.pooling
 
 
 def _slot_worker(model, backend: str, options: LoadOptions, engine_options, state_cache):

@@ -117,6 +117,8 @@ class LlamaCppRuntime(SlotsMixin):
         self._C = C
         self.model_path = Path(path)
         options.validate()
+        if options.slots < 1:
+            raise ModelLoadError("The slot count must be chosen before a model loads (app/wiring.py chooses for 0).")
         check_gguf_file(self.model_path, check_header=verify)  # the test load's child runs after these checks
         if options.projector:
             from backends.vision import check_projector_file

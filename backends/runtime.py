@@ -44,7 +44,8 @@ class LoadOptions:
     flash_attn: bool | None = None  # None: off on the CPU, llama.cpp's choice with GPU layers
     allow_context_beyond_training: bool = False
     # KV sequences in one context (llama.cpp): several conversations decoded in one batch share the whole context's
-    # cells (a unified cache), each with its own positions. 1 is one conversation at a time.
+    # cells (a unified cache), each with its own positions. 1 is one conversation at a time; 0 lets app/wiring.py
+    # choose (4 where llama.cpp can batch the model).
     slots: int = 1
     # A vision projector (an mmproj GGUF) for this model: images in messages become positions in its cache
     # (llama.cpp). None: app/wiring.plan_load looks for one beside the model; "" means none.
@@ -57,8 +58,8 @@ class LoadOptions:
             raise ModelLoadError(f"Context size must be positive, got {self.n_ctx}.")
         if self.n_batch < 1:
             raise ModelLoadError(f"Batch size must be at least 1, got {self.n_batch}.")
-        if not 1 <= self.slots <= 64:
-            raise ModelLoadError(f"Slots must be between 1 and 64, got {self.slots}.")
+        if not 0 <= self.slots <= 64:  # 0: Lantern chooses (app/wiring.py), never given to a runtime
+            raise ModelLoadError(f"Slots must be between 1 and 64 (or 0: chosen for the model), got {self.slots}.")
         if self.n_threads is not None and not 1 <= self.n_threads <= 512:  # ggml's own limit is 512
             raise ModelLoadError(f"Thread count must be between 1 and 512, got {self.n_threads}.")
         if self.n_gpu_layers is not None and self.n_gpu_layers < -1:

@@ -1,0 +1,116 @@
+"""The worker for a model whose slot count Lantern chooses (issue 20's default): several slots where llama.cpp can
+batch conversations, one where it cannot (MLX, recurrent and embedding models). Which it is can only be known once
+the model is planned (its file read, an MLX copy perhaps made), so that is decided on a thread of its own; requests
+and calls made meanwhile wait for it, in order."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Callable
+
+from backends.worker import Generation, _fail
+
+
+class AutoWorker:
+    """EngineWorker's interface (submit, call, wait_ready, when_ready, close) over the worker `decide()` returns."""
+
+    def __init__(self, decide: Callable[[], object]):
+        self._inner = None
+        self._pending: list = []  # Generations and (fn, Future) calls made before the worker was chosen
+        self._lock = threading.Lock()
+        self._closed = False
+        self._ready: Future = Future()
+        self._thread = threading.Thread(target=self._choose, args=(decide,), name="lantern-choose-slots",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def inner(self):
+        """The chosen worker (a SlotWorker or an EngineWorker), once chosen."""
+        return self._inner
+
+    def _choose(self, decide) -> None:
+        try:
+            inner = decide()
+        except BaseException as e:
+            with self._lock:
+                self._closed = True
+                pending, self._pending = self._pending, []
+            self._ready.set_exception(e)
+            for job in pending:
+                _fail(job if isinstance(job, Generation) else job[1])
+            return
+        with self._lock:
+            self._inner = inner
+            pending, self._pending = self._pending, []
+            closed = self._closed
+        for job in pending:
+            self._forward(inner, job)
+        inner.when_ready(self._loaded)
+        if closed:
+            inner.close()
+
+    def _loaded(self, future: Future) -> None:
+        error = future.exception()
+        if error is not None:
+            self._ready.set_exception(error)
+        else:
+            self._ready.set_result(future.result())
+
+    @staticmethod
+    def _forward(inner, job) -> None:
+        if isinstance(job, Generation):
+            inner.submit(job)
+            return
+        fn, future = job
+        _chain(inner.call(fn), future)
+
+    def wait_ready(self, timeout: float | None = None):
+        return self._ready.result(timeout)
+
+    def when_ready(self, callback) -> None:
+        self._ready.add_done_callback(callback)
+
+    def submit(self, request) -> Generation:
+        gen = request if isinstance(request, Generation) else Generation(request)
+        self._enqueue(gen)
+        return gen
+
+    def call(self, fn) -> Future:
+        future: Future = Future()
+        self._enqueue((fn, future))
+        return future
+
+    def _enqueue(self, job) -> None:
+        with self._lock:
+            inner = self._inner
+            if inner is None and not self._closed:
+                self._pending.append(job)
+                return
+        if inner is None:
+            _fail(job if isinstance(job, Generation) else job[1])
+        else:
+            self._forward(inner, job)
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            self._closed = True
+            inner = self._inner
+        if inner is None:
+            self._thread.join(timeout)  # a choice under way closes what it made (above)
+            inner = self._inner
+        if inner is not None:
+            inner.close(timeout)
+
+
+def _chain(source: Future, target: Future) -> None:
+    def done(f: Future) -> None:
+        if not target.set_running_or_notify_cancel():
+            return
+        error = f.exception()
+        if error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(f.result())
+
+    source.add_done_callback(done)
