@@ -487,3 +487,26 @@ def _draw_margins(runtime, prompt: list[int], tokens: list[int], params) -> list
         context.append(t)
         logits = runtime.forward([t], runtime.n_past)[0]
     return margins
+
+
+def test_lantern_chooses_four_slots_where_the_model_batches_and_one_where_it_cannot(smollm2_path, smollm2_mlx_path):
+    from app.wiring import AUTO, start_worker
+    from backends.runtime import LoadOptions
+    from backends.slots import SlotWorker
+    from backends.worker import EngineWorker
+
+    chosen = start_worker(str(smollm2_path), options=LoadOptions(n_ctx=1024, slots=AUTO))
+    try:
+        early = chosen.submit(_request(QUESTIONS[2], max_tokens=4))  # before the choice: it waits, then runs
+        counted = chosen.call(lambda e: e.runtime.n_ctx)
+        tokens, final = _tokens(early)
+        assert final.reason in ("stop", "length") and tokens and counted.result(60) == 1024
+        assert isinstance(chosen.inner, SlotWorker) and chosen.inner.runtime.slots == 4
+    finally:
+        chosen.close()
+    mlx = start_worker(str(smollm2_mlx_path), backend="mlx", options=LoadOptions(n_ctx=1024, slots=AUTO))
+    try:
+        text, final = mlx.submit(_request(QUESTIONS[2], max_tokens=4)).text()
+        assert final.reason in ("stop", "length") and isinstance(mlx.inner, EngineWorker)  # one at a time there
+    finally:
+        mlx.close()
