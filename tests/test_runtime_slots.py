@@ -119,4 +119,6 @@ def test_bad_sequences_and_an_overfull_context_are_errors_that_change_nothing(sm
     finally:
         rt.close()
     with pytest.raises(ModelLoadError, match="Slots must be between 1 and 64"):
-        load(smollm2_path, slots=0)
+        load(smollm2_path, slots=65)
+    with pytest.raises(ModelLoadError, match="slot count must be chosen before a model loads"):
+        load(smollm2_path, slots=0)  # 0 is app/wiring.py's "choose", never a runtime's
