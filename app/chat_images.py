@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.attachments import AttachmentError, is_image, read_attachment, split_images
+from app.attachments import Attachment, AttachmentError, is_image, read_attachment, split_images
 from models.owned_files import atomic_write
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024  # as the engine takes (backends/vision.py)
@@ -34,13 +34,7 @@ class ImageFile:
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
-    def still_there(self) -> None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            raise AttachmentError(f"{self.name} is gone since it was attached; attach it again.") from None
-        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
-            raise AttachmentError(f"{self.name} changed since it was attached; attach it again.")
+    still_there = Attachment.still_there  # the same check as a document's: gone or changed since it was read
 
 
 def read_image(path: Path) -> ImageFile:
