@@ -132,6 +132,7 @@ class LlamaCppRuntime(SlotsMixin):
         self._model = self._ctx = self._batch = None
         self._embed_ctx = self._embed_batch = None  # a second context, made on the first embeddings request
         self._past = [0]  # tokens in the cache, by sequence
+        self._shared: dict[tuple[int, int], int] = {}
         self.vision = None  # a Projector (backends/vision.py) when the model was loaded with one
 
         mparams = C.llama_model_default_params()
@@ -222,6 +223,7 @@ class LlamaCppRuntime(SlotsMixin):
         self.n_threads = threads
         self.slots = options.slots
         self._past = [0] * options.slots
+        self._shared: dict[tuple[int, int], int] = {}  # slots sharing their first cells (llamacpp_slots.py)
         self._mem = C.llama_get_memory(self._ctx)
         self._vocab = C.llama_model_get_vocab(self._model)
         self.n_vocab = int(C.llama_vocab_n_tokens(self._vocab))
@@ -366,6 +368,7 @@ class LlamaCppRuntime(SlotsMixin):
     def reset(self) -> None:
         self._C.llama_memory_clear(self._mem, True)
         self._past = [0] * len(self._past)
+        self._shared = {}
 
     def save_state(self) -> bytearray:
         return self.save_seq(0)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from backends.runtime import InvalidRequestError, check_token_ids
+from backends.runtime import InvalidRequestError, check_forward_seqs
 
 
 class SlotsMixin:
@@ -27,42 +27,58 @@ class SlotsMixin:
 
     def _check_room(self, new: int) -> None:
         """The slots share the context's cells: `new` more tokens must fit beside every slot's."""
-        used = sum(self._past)
+        used = self.cells_used()
         if used + new > self.n_ctx:
             raise InvalidRequestError(f"{new} more tokens do not fit: the slots hold {used} of the context's "
                                       f"{self.n_ctx} tokens.")
+
+    def cells_used(self, *, without: int | None = None) -> int:
+        """The context's cells the slots hold (those of sequence `without` left out): a prefix copied from one slot
+        to another is one set of cells until either cuts it back, so it counts once."""
+        seqs = [s for s in range(len(self._past)) if s != without and self._past[s]]
+        shared = self._shared  # (a, b) with a < b: their first n cells are the same
+        # Between these positions who holds a cell and who shares it does not change.
+        points = sorted({0} | {self._past[s] for s in seqs} | {n for (a, b), n in shared.items()
+                                                                if a in seqs and b in seqs})
+        used = 0
+        for lo, hi in zip(points, points[1:]):
+            holders = [s for s in seqs if self._past[s] >= hi]
+            group = {s: s for s in holders}  # holders of one shared cell are one group (union-find)
+
+            def root(s: int) -> int:
+                while group[s] != s:
+                    s = group[s]
+                return s
+            for (a, b), n in shared.items():
+                if n >= hi and a in group and b in group:
+                    group[root(a)] = root(b)
+            used += (hi - lo) * len({root(s) for s in holders})
+        return used
+
+    def _unshare(self, seq: int, n_keep: int) -> None:
+        """Sequence `seq` now holds only its first `n_keep` positions: it shares no cell beyond them."""
+        shared = self._shared
+        for pair, n in list(shared.items()):
+            if seq in pair:
+                if min(n, n_keep):
+                    shared[pair] = min(n, n_keep)
+                else:
+                    del shared[pair]
 
     def forward_seqs(self, items: Sequence[tuple[int, Sequence[int], Sequence[int] | None]]) -> list[np.ndarray]:
         """One step for several sequences at once: for each (seq, tokens, rows), `tokens` are appended to `seq` at its
         end, and the logits of `rows` (indices into tokens; None: the last) come back, an array per item, in order.
 
         Sequences are distinct within a call. A failure takes every sequence back to where it was."""
-        if not items:
-            raise InvalidRequestError("forward_seqs() needs at least one sequence.")
-        for seq, _t, _r in items:
-            self._check_seq(seq)
-        seqs = [int(seq) for seq, _t, _r in items]
-        if len(set(seqs)) != len(seqs):
-            raise InvalidRequestError("forward_seqs() takes each sequence once per call.")
         flat: list[tuple[int, int, int, int | None]] = []  # (seq, token, position, output index)
         outputs = []
         total = 0
-        for seq, tokens, rows in items:
-            seq = int(seq)
-            n = len(tokens)
-            if n == 0:
-                raise InvalidRequestError(f"Sequence {seq} was given no tokens.")
-            if self._past[seq] + n > self.n_ctx:
-                raise InvalidRequestError(f"{self._past[seq] + n} tokens do not fit the context of {self.n_ctx}.")
-            rows = [n - 1] if rows is None else list(rows)
-            if any(not (isinstance(r, (int, np.integer)) and 0 <= r < n) for r in rows) or len(set(rows)) != len(rows):
-                raise InvalidRequestError(f"Rows of sequence {seq} must be distinct indices below {n}.")
-            check_token_ids(tokens, self.n_vocab)
+        for seq, tokens, rows in check_forward_seqs(self, items):
             wanted = {r: total + i for i, r in enumerate(rows)}
             total += len(rows)
             outputs.append(len(rows))
             start = self._past[seq]
-            flat += [(seq, int(t), start + j, wanted.get(j)) for j, t in enumerate(tokens)]
+            flat += [(seq, t, start + j, wanted.get(j)) for j, t in enumerate(tokens)]
         self._check_room(len(flat))
         out = np.empty((total, self.n_vocab), dtype=np.float32)
         before = list(self._past)
@@ -118,12 +134,14 @@ class SlotsMixin:
         if not self._C.llama_memory_seq_rm(self._mem, seq, n_keep, -1):
             return False
         self._past[seq] = n_keep
+        self._unshare(seq, n_keep)
         return True
 
     def clear_seq(self, seq: int) -> None:
         self._check_seq(seq)
         self._C.llama_memory_seq_rm(self._mem, seq, -1, -1)
         self._past[seq] = 0
+        self._unshare(seq, 0)
 
     def copy_seq(self, src: int, dst: int, n_tokens: int) -> None:
         """Make `dst` hold the first `n_tokens` of `src` (a shared system prompt or tool list, computed once). The
@@ -139,6 +157,11 @@ class SlotsMixin:
         self.clear_seq(dst)
         self._C.llama_memory_seq_cp(self._mem, src, dst, 0, n_tokens)
         self._past[dst] = n_tokens
+        shared = self._shared
+        for other in range(len(self._past)):  # dst shares what src shares with others, as far as it copied
+            n = n_tokens if other == src else min(n_tokens, shared.get((min(src, other), max(src, other)), 0))
+            if other != dst and n:
+                shared[(min(dst, other), max(dst, other))] = n
 
     def save_seq(self, seq: int) -> bytearray:
         from backends.llamacpp import RuntimeFailure

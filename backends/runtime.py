@@ -95,6 +95,33 @@ def check_forward(runtime, tokens: Sequence[int], start: int, rows: Sequence[int
     return rows
 
 
+def check_forward_seqs(runtime, items) -> list[tuple[int, list[int], list[int]]]:
+    """Check forward_seqs()'s arguments against a multi-sequence runtime (`seq_past`, `slots`); returns them as
+    (seq, tokens, rows) with the rows filled in (default: the last). A bad sequence or position would reach a GGML
+    assertion in llama.cpp, and corrupt another conversation's cache anywhere."""
+    if not items:
+        raise InvalidRequestError("forward_seqs() needs at least one sequence.")
+    checked, seen = [], set()
+    for seq, tokens, rows in items:
+        if not (isinstance(seq, (int, np.integer)) and not isinstance(seq, bool) and 0 <= seq < runtime.slots):
+            raise InvalidRequestError(f"Sequence {seq!r} is not one of this context's {runtime.slots} slots.")
+        seq = int(seq)
+        if seq in seen:
+            raise InvalidRequestError("forward_seqs() takes each sequence once per call.")
+        seen.add(seq)
+        n = len(tokens)
+        if n == 0:
+            raise InvalidRequestError(f"Sequence {seq} was given no tokens.")
+        if runtime.seq_past(seq) + n > runtime.n_ctx:
+            raise InvalidRequestError(f"{runtime.seq_past(seq) + n} tokens do not fit the context of {runtime.n_ctx}.")
+        rows = [n - 1] if rows is None else list(rows)
+        if any(not (isinstance(r, (int, np.integer)) and 0 <= r < n) for r in rows) or len(set(rows)) != len(rows):
+            raise InvalidRequestError(f"Rows of sequence {seq} must be distinct indices below {n}.")
+        check_token_ids(tokens, runtime.n_vocab)
+        checked.append((seq, [int(t) for t in tokens], [int(r) for r in rows]))
+    return checked
+
+
 def check_token_ids(tokens: Sequence[int], n_vocab: int) -> None:
     for t in tokens:
         if not (isinstance(t, (int, np.integer)) and 0 <= t < n_vocab):

@@ -379,7 +379,7 @@ class SlotWorker:
         need = len(prompt) + min(gen.request.max_tokens or rt.n_ctx // 4, rt.n_ctx // 4)
         if need > rt.n_ctx:
             return  # it cannot fit even alone: its reply says so (nothing to wait for)
-        while sum(rt.seq_past(s) for s in range(rt.slots) if s != seq) + need > rt.n_ctx:
+        while rt.cells_used(without=seq) + need > rt.n_ctx:
             with self._lock:
                 idle = sorted((s for s in self._free if rt.seq_past(s)), key=lambda s: self._used.get(s, 0.0))
                 if not idle:

@@ -90,6 +90,30 @@ def test_a_shared_prefix_is_computed_once_and_slots_change_only_themselves(smoll
         rt.close()
 
 
+def test_a_copied_prefix_takes_its_cells_once_until_a_slot_cuts_it_back(smollm2_path):
+    """The room check counts cells as llama.cpp holds them: filling the context to its last cell by that count
+    succeeds in llama.cpp too, and one more token is refused."""
+    rt = load(smollm2_path, n_ctx=256, slots=3)
+    try:
+        rt.forward_seqs([(0, [1] * 150, None)])
+        rt.copy_seq(0, 1, 150)
+        rt.copy_seq(1, 2, 150)  # a copy of a copy: the same cells again
+        assert [rt.seq_past(s) for s in range(3)] == [150, 150, 150] and rt.cells_used() == 150
+        rt.forward_seqs([(1, [2] * 50, None)])
+        assert rt.cells_used() == 200 and rt.cells_used(without=1) == 150
+        assert rt.truncate_seq(2, 100) and rt.cells_used() == 200  # its first 100 are still slot 0's and 1's
+        rt.clear_seq(0)
+        assert rt.cells_used() == 200  # slot 1 keeps those cells, and slot 2 still shares 100 of them
+        with pytest.raises(InvalidRequestError, match="do not fit: the slots hold 200 of the context's 256"):
+            rt.forward_seqs([(2, [3] * 57, None)])
+        rt.forward_seqs([(2, [3] * 56, None)])  # the last free cells, found by llama.cpp as counted here
+        assert rt.cells_used() == 256 and rt.seq_past(2) == 156
+        rt.clear_seq(1)
+        assert rt.cells_used() == 156  # slot 2's first 100 were shared with slot 1, the rest its own
+    finally:
+        rt.close()
+
+
 def test_bad_sequences_and_an_overfull_context_are_errors_that_change_nothing(smollm2_path):
     rt = load(smollm2_path, n_ctx=256, slots=2)
     try:
