@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from backends.mlx_slots import MlxSlotsMixin
 from backends.runtime import (InvalidRequestError, LanternError, LoadOptions, ModelLoadError, SpecialTokens,
                               check_forward, check_token_ids)
 
@@ -53,13 +54,16 @@ def check_mlx_folder(path: Path) -> None:
         raise ModelLoadError(f"{path} has no model*.safetensors weights.")
 
 
-class MlxRuntime:
-    """One MLX model folder, one mlx-lm prompt cache, one sequence."""
+class MlxRuntime(MlxSlotsMixin):
+    """One MLX model folder; one mlx-lm prompt cache per sequence: seq 0 through the Runtime interface, and up to
+    `options.slots` through backends/mlx_slots.py."""
 
     name = "mlx"
 
     def __init__(self, path: str | Path, options: LoadOptions = LoadOptions()):
         options.validate()
+        if options.slots < 1:
+            raise ModelLoadError("The slot count must be chosen before a model loads (app/wiring.py chooses for 0).")
         _reject_llamacpp_only(options)
         self.model_path = Path(path)
         check_mlx_folder(self.model_path)
@@ -73,11 +77,18 @@ class MlxRuntime:
         except (ValueError, KeyError, OSError, RuntimeError, TypeError) as e:
             raise ModelLoadError(f"mlx-lm could not load {self.model_path}: {e}") from None
         self._make_cache = make_prompt_cache
-        self._cache = make_prompt_cache(self._model)
-        self._n_past = 0
+        self.slots = options.slots
+        self._seq_caches = [make_prompt_cache(self._model) for _ in range(self.slots)]
+        self._seq_pasts = [0] * self.slots
         # A rotating (sliding-window) cache is trimmable only until its window fills, so only the
         # kinds that can always roll back count: others would fail in the middle of a reply.
         fixed = sorted({type(c).__name__ for c in self._cache} - ALWAYS_TRIMMABLE)
+        kinds = sorted({type(c).__name__ for c in self._cache} - {"KVCache"})
+        if self.slots > 1 and kinds:
+            self.close()
+            raise ModelLoadError(f"Several slots run on MLX for models whose layers keep plain KV caches; this one "
+                                 f"has {', '.join(kinds)} (a sliding window or a recurrent state): load it with one "
+                                 "slot.")
         self.can_truncate = not fixed
         self.rollback_tokens = 0 if self.can_truncate or not all(_markable(c) for c in self._cache) \
             else MARK_ROLLBACK_TOKENS
@@ -108,6 +119,23 @@ class MlxRuntime:
     def n_past(self) -> int:
         return self._n_past
 
+    # The Runtime interface's one sequence is seq 0.
+    @property
+    def _cache(self) -> list:
+        return self._seq_caches[0]
+
+    @_cache.setter
+    def _cache(self, value: list) -> None:
+        self._seq_caches[0] = value
+
+    @property
+    def _n_past(self) -> int:
+        return self._seq_pasts[0]
+
+    @_n_past.setter
+    def _n_past(self, value: int) -> None:
+        self._seq_pasts[0] = value
+
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
         if len(text) >= 1 << 30:
             raise InvalidRequestError("Text too long to tokenize.")
@@ -126,32 +154,16 @@ class MlxRuntime:
     # -- the KV cache ---------------------------------------------------------------------------
 
     def forward(self, tokens: Sequence[int], start: int, *, rows: Sequence[int] | None = None) -> np.ndarray:
-        mx = self._mx
         rows = check_forward(self, tokens, start, rows)
         tokens = [int(t) for t in tokens]
-        first = min(rows)
+        if self.slots > 1:
+            self._check_room(len(tokens))  # the other slots' tokens count too
         if self.rollback_tokens and len(tokens) > 1:
             # a verification (or a prefill) that may be taken back; not single tokens: a mark keeps the old state
             # alive, so each step would copy it (a sliding window's ring buffer, a recurrent state) to write the next
             self._mark = _Mark(start, tokens, [_snapshot(c) for c in self._cache])
-        out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
-        where = {r: i for i, r in enumerate(rows)}
         try:
-            # Rows before the first wanted one only fill the cache: MLX is lazy, so their logits
-            # (n x vocab floats) are never computed.
-            for lo in range(0, first, self.n_batch):
-                hi = min(lo + self.n_batch, first)
-                self._model(mx.array([tokens[lo:hi]]), cache=self._cache)
-                mx.eval([c.state for c in self._cache])
-                self._n_past = start + hi
-            for lo in range(first, len(tokens), self.n_batch):
-                hi = min(lo + self.n_batch, len(tokens))
-                wanted = [r for r in range(lo, hi) if r in where]
-                logits = self._model(mx.array([tokens[lo:hi]]), cache=self._cache)[0]
-                picked = logits[mx.array([r - lo for r in wanted])].astype(mx.float32)
-                mx.eval(picked, [c.state for c in self._cache])
-                out[[where[r] for r in wanted]] = np.array(picked, copy=False)
-                self._n_past = start + hi
+            return self._forward_seq(0, tokens, rows)
         except LanternError:
             self._roll_back()
             raise
@@ -161,6 +173,29 @@ class MlxRuntime:
         except BaseException:
             self._roll_back()
             raise
+
+    def _forward_seq(self, seq: int, tokens: list[int], rows: list[int]) -> np.ndarray:
+        """Append `tokens` to sequence `seq`'s cache (checked before), in n_batch chunks; the logits of `rows`."""
+        mx = self._mx
+        cache, start = self._seq_caches[seq], self._seq_pasts[seq]
+        first = min(rows)
+        out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
+        where = {r: i for i, r in enumerate(rows)}
+        # Rows before the first wanted one only fill the cache: MLX is lazy, so their logits
+        # (n x vocab floats) are never computed.
+        for lo in range(0, first, self.n_batch):
+            hi = min(lo + self.n_batch, first)
+            self._model(mx.array([tokens[lo:hi]]), cache=cache)
+            mx.eval([c.state for c in cache])
+            self._seq_pasts[seq] = start + hi
+        for lo in range(first, len(tokens), self.n_batch):
+            hi = min(lo + self.n_batch, len(tokens))
+            wanted = [r for r in range(lo, hi) if r in where]
+            logits = self._model(mx.array([tokens[lo:hi]]), cache=cache)[0]
+            picked = logits[mx.array([r - lo for r in wanted])].astype(mx.float32)
+            mx.eval(picked, [c.state for c in cache])
+            out[[where[r] for r in wanted]] = np.array(picked, copy=False)
+            self._seq_pasts[seq] = start + hi
         return out
 
     def _roll_back(self) -> None:
@@ -218,35 +253,45 @@ class MlxRuntime:
         self._mark = None
 
     def save_state(self) -> bytes:
+        return self._save(self._cache, self._n_past)
+
+    @staticmethod
+    def _save(cache: list, n_past: int) -> bytes:
         from mlx_lm.models.cache import save_prompt_cache
 
         buf = io.BytesIO()
-        save_prompt_cache(buf, [_trimmed(c, self._n_past) for c in self._cache], {"n_tokens": str(self._n_past)})
+        save_prompt_cache(buf, [_trimmed(c, n_past) for c in cache], {"n_tokens": str(n_past)})
         return buf.getvalue()
 
     def restore_state(self, data: bytes, n_tokens: int) -> None:
-        from mlx_lm.models.cache import load_prompt_cache
-
         if not 0 < n_tokens <= self.n_ctx:
             raise InvalidRequestError(f"A saved state of {n_tokens} tokens does not fit the context of {self.n_ctx}.")
         self.reset()
+        if self.slots > 1:
+            self._check_room(n_tokens)
+        self._cache = self._load(data, n_tokens)
+        self._n_past = n_tokens
+        self._mark = None
+
+    def _load(self, data: bytes, n_tokens: int) -> list:
+        from mlx_lm.models.cache import load_prompt_cache
+
         try:
             buf = io.BytesIO(bytes(data))
             buf.name = "state.safetensors"  # mx.load picks the format by the file name
             cache, meta = load_prompt_cache(buf, return_metadata=True)
         except (RuntimeError, ValueError, KeyError) as e:
             raise MlxFailure(f"The saved MLX state cannot be read: {e}") from None
-        if len(cache) != len(self._cache) or meta.get("n_tokens") != str(n_tokens):
+        if len(cache) != len(self._cache) or meta.get("n_tokens") != str(n_tokens) \
+                or [type(c) for c in cache] != [type(c) for c in self._cache]:
             raise MlxFailure("The saved MLX state does not belong to this model or holds another number of tokens.")
-        self._cache = cache
-        self._n_past = n_tokens
-        self._mark = None
+        return cache
 
     def close(self) -> None:
         # Nothing of MLX's may still be computing or referenced when the interpreter ends: a lazy array freed
         # during finalization, after MLX's own threads, aborts the process ("terminate called...").
         self._mark = None
-        self._cache = []
+        self._seq_caches = [[] for _ in self._seq_caches]
         self._model = None
         self._mx.synchronize()
         self._mx.clear_cache()

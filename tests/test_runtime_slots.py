@@ -146,3 +146,64 @@ def test_bad_sequences_and_an_overfull_context_are_errors_that_change_nothing(sm
         load(smollm2_path, slots=65)
     with pytest.raises(ModelLoadError, match="slot count must be chosen before a model loads"):
         load(smollm2_path, slots=0)  # 0 is app/wiring.py's "choose", never a runtime's
+
+
+def test_mlx_slots_decode_together_as_alone_and_each_slot_changes_only_itself(smollm2_mlx_path):
+    """MLX's slots (backends/mlx_slots.py): each conversation its own mlx-lm cache, the rows of several stacked into
+    one model call. The same weights as the starter, converted."""
+    from conftest import load_mlx
+
+    solo = load_mlx(smollm2_mlx_path, n_ctx=1024)
+    prompts = [_tokens(solo, p) for p in PROMPTS]
+    references = [reference_greedy(solo, p, 10) for p in prompts]
+    solo.close()
+    rt = load_mlx(smollm2_mlx_path, n_ctx=1024, slots=4)
+    try:
+        together = _batched_greedy(rt, prompts, 10)
+        for (reference, gaps), reply in zip(references, together):
+            assert_same_up_to_near_tie(reference, gaps, reply)
+        held = [rt.seq_past(s) for s in range(4)]
+        assert held[:3] == [len(p) + len(r) for p, r in zip(prompts, together)] and held[3] == 0
+        assert rt.n_past == held[0] and rt.cells_used() == sum(held)
+
+        rt.copy_seq(2, 3, len(prompts[2]))  # slot 3 starts from slot 2's prompt, and goes its own way
+        [from_copy] = rt.forward_seqs([(3, [together[2][0]], None)])
+        assert int(np.argmax(from_copy[0])) == together[2][1]  # what slot 2 chose there
+        saved = rt.save_seq(1)
+        assert rt.truncate_seq(1, 2) and rt.seq_past(1) == 2
+        rt.restore_seq(1, saved, held[1])
+        assert [rt.seq_past(s) for s in range(3)] == held[:3]
+        # every slot continues where it was: one call with rows of four sequences (the first three given their last
+        # token once more) gives each the logits of its own text read alone
+        step = [(s, [r[-1]], None) for s, r in enumerate(together)] + [(3, [together[2][1]], None)]
+        nxt = rt.forward_seqs(step)
+        assert [rt.seq_past(s) for s in range(4)] == [n + 1 for n in held[:3]] + [len(prompts[2]) + 2]
+        alone = load_mlx(smollm2_mlx_path, n_ctx=1024)
+        try:
+            for s, r in enumerate(together):
+                alone.reset()
+                [row] = alone.forward(prompts[s] + r + r[-1:], 0)
+                assert np.abs(row - nxt[s][0]).max() < 0.5  # the same logits, up to batch rounding
+        finally:
+            alone.close()
+
+        with pytest.raises(InvalidRequestError, match="each sequence once"):
+            rt.forward_seqs([(0, [1], None), (0, [2], None)])
+        with pytest.raises(InvalidRequestError, match="not one of this context's 4 slots"):
+            rt.forward_seqs([(4, [1], None)])
+        with pytest.raises(InvalidRequestError, match="do not fit: the slots hold"):
+            rt.forward_seqs([(3, [1] * (1025 - rt.cells_used()), None)])
+        assert rt.seq_past(3) == len(prompts[2]) + 2  # refused before anything ran
+    finally:
+        rt.close()
+
+
+def test_mlx_models_whose_caches_cannot_be_stacked_load_with_one_slot_only(smollm2_mlx_path, tmp_path):
+    from conftest import load_mlx
+    from tiny_models import write_mlx
+
+    folder = write_mlx("gemma3_text", smollm2_mlx_path, tmp_path / "gemma3")  # a 16-token sliding window
+    with pytest.raises(ModelLoadError, match="Several slots run on MLX for models whose layers keep plain KV caches"
+                                             "; this one has RotatingKVCache"):
+        load_mlx(folder, slots=2)
+    load_mlx(folder, slots=1).close()  # one slot as before

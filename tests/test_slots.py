@@ -237,11 +237,13 @@ def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_pat
         server.stop()
 
 
-def test_the_command_line_takes_slots_and_mlx_says_it_runs_one_at_a_time(smollm2_mlx_path):
+def test_the_command_line_takes_slots_and_mlx_runs_them_too(smollm2_mlx_path):
     from test_cli import lantern
 
     from app.wiring import start_worker
-    from backends.runtime import LoadOptions, ModelLoadError
+    from backends.runtime import LoadOptions
+    from backends.slots import SlotWorker
+    from conftest import assert_same_up_to_near_tie, reference_greedy
 
     args = ["generate", "--model", "smollm2-135m-instruct", "--max-tokens", "8", "--temperature", "0", "--n-ctx",
             "512", "The capital of France is"]
@@ -250,10 +252,24 @@ def test_the_command_line_takes_slots_and_mlx_says_it_runs_one_at_a_time(smollm2
     assert two.stdout == one.stdout and "llamacpp (CPU)" in two.stderr  # one request: the same greedy reply
     bad = lantern(*args, "--slots", "65")
     assert bad.returncode != 0 and "Slots must be between 1 and 64" in bad.stderr
+    # MLX runs slots too (backends/mlx_slots.py): two requests at once, each its reply alone (greedy, same weights)
+    requests = [_request(q, max_tokens=6) for q in QUESTIONS[:2]]
+    alone = start_worker(smollm2_mlx_path, backend="mlx", options=LoadOptions(n_ctx=512))
+    try:
+        solo = alone.call(lambda e: [reference_greedy(e.runtime, e._prompt_tokens(r)[0], 6) for r in requests])
+        solo, ends = solo.result(120), alone.call(lambda e: e.runtime.special.end_of_turn).result(10)
+    finally:
+        alone.close()
     worker = start_worker(smollm2_mlx_path, backend="mlx", options=LoadOptions(n_ctx=512, slots=2))
-    with pytest.raises(ModelLoadError, match="Several slots run on llama.cpp only"):
-        worker.wait_ready(60)
-    worker.close()
+    try:
+        gens = [worker.submit(r) for r in requests]
+        for (reference, gaps), gen in zip(solo, gens):
+            tokens, final = _tokens(gen)
+            assert tokens and final.reason in ("stop", "length")
+            assert_same_up_to_near_tie(reference, gaps, tokens, ends)
+        assert isinstance(worker, SlotWorker) and worker.runtime.name == "mlx" and worker.runtime.slots == 2
+    finally:
+        worker.close()
 
 
 def test_an_idle_slot_gives_its_cells_to_a_request_that_needs_them_and_comes_back_from_the_state_cache(smollm2_path):
