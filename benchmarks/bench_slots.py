@@ -1,12 +1,15 @@
 """Several conversations at once (continuous batching): aggregate decode speed and each client's time to first token
 with 1, 2 and 4 concurrent requests, each in its own slot of one model, against the same requests one at a time.
 
-    .venv/bin/python benchmarks/bench_slots.py [--models NAME,...] [--tokens N] [--no-write]
+    .venv/bin/python benchmarks/bench_slots.py [--models NAME,...] [--tokens N] [--mlx-tokens N] [--no-write]
 
-Runs backends.slots.SlotWorker directly (the endpoint and the window do not use it yet), greedy, prompt lookup off
+Runs backends.slots.SlotWorker directly (as the endpoint and the window do, without HTTP), greedy, prompt lookup off
 (plain decoding: what batching alone gives), every request a different question and `--tokens` long (ignore_eos).
-Aggregate speed: all reply tokens over the wall time from the first submit to the last token. Writes its section of
-docs/benchmarks.md. Not yet measured here: 8 clients, llama.cpp's server (-np 4) and llama-cpp-python's server.
+Aggregate speed: all reply tokens over the wall time from the first submit to the last token. Beside it, the ceiling:
+llama.cpp's own decode of n rows (forward_seqs alone, one token per slot, median of 20 steps), as n times one row's
+step time over n rows'. The starter converted to MLX runs the same requests, shorter (`--mlx-tokens`; 0: not at all).
+Writes its section of docs/benchmarks.md; benchmarks/bench_slots_servers.py measures through the endpoint against
+llama.cpp's server and llama-cpp-python's.
 """
 from __future__ import annotations
 
@@ -23,8 +26,6 @@ sys.path[:0] = [str(ROOT)]
 
 from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
 
-RAW = ("forward_seqs alone, one token per slot: SmolLM2 9.9 ms a step for 1 row, 16.9 for 2, 25.0 for 4 (1.6x the "
-       "tokens a second at 4); Gemma 3 270M 17.1, 29.8 and 39.2 ms (1.76x).")
 QUESTIONS = ["Tell me about lighthouses.", "Write a story about a fox.", "Explain how rain forms.",
              "Describe a busy market.", "What do bees do all day?", "Tell me about the moon.",
              "Write a letter to a friend.", "Describe a winter morning."]
@@ -56,10 +57,32 @@ def run(worker, n: int, tokens: int, questions=QUESTIONS) -> tuple[float, list[f
     return sum(counts) / (time.perf_counter() - t0), firsts
 
 
+def raw_steps(runtime, counts=(1, 2, 4), steps: int = 20) -> dict[int, float]:
+    """Seconds a step of llama.cpp's own decode takes for n rows, one token per sequence, each after a short prompt."""
+    out = {}
+    for n in counts:
+        for s in range(n):
+            runtime.clear_seq(s)
+        runtime.forward_seqs([(s, runtime.tokenize(q, add_bos=True), None) for s, q in enumerate(QUESTIONS[:n])])
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            runtime.forward_seqs([(s, [42], None) for s in range(n)])
+            times.append(time.perf_counter() - t0)
+        out[n] = statistics.median(times)
+    runtime.clear_seq(0)
+    t0 = time.perf_counter()
+    runtime.forward_seqs([(0, [42] * runtime.n_batch, None)])  # one prefill chunk: the TTFT target's allowance
+    out["chunk"] = time.perf_counter() - t0
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="gemma3-270m,smollm2-135m-instruct")
     parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--mlx-tokens", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each case; the median run is reported")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from backends.engine import EngineOptions
@@ -68,33 +91,65 @@ def main() -> int:
     from backends.slots import SlotWorker
     from models.registry import resolve_model
 
-    rows = []
-    for name in args.models.split(","):
+    rows, chunk_times = [], []
+    runs = [(name, "llamacpp", args.tokens) for name in args.models.split(",")]
+    if args.mlx_tokens:
+        runs.append(("smollm2-135m-instruct", "mlx", args.mlx_tokens))
+    for name, backend, tokens in runs:
+        path = resolve_model(name)
+        if backend == "mlx":
+            import tempfile
+
+            from backends.mlx_runtime import MlxRuntime
+            from models.convert import convert_gguf_to_mlx
+
+            path = convert_gguf_to_mlx(path, Path(tempfile.mkdtemp(prefix="lantern-bench-")) / "mlx")
+            make = lambda n: MlxRuntime(path, LoadOptions(n_ctx=4096, slots=n))  # noqa: E731
+        else:
+            make = lambda n: LlamaCppRuntime(path, LoadOptions(n_ctx=4096, slots=n))  # noqa: E731
+        raw_rt = make(4)
+        raw = raw_steps(raw_rt, steps=20 if backend == "llamacpp" else 5)
+        raw_rt.close()
+        chunk_times.append(f"{name}{' on MLX' if backend == 'mlx' else ''} {raw['chunk'] * 1000:.0f} ms for "
+                           f"{raw_rt.n_batch} tokens")
+        workers = {}
+        for n in (1, 2, 4):  # all loaded at once, so the runs interleave (this machine's speed drifts)
+            workers[n] = SlotWorker(make(n), options=EngineOptions(prompt_lookup=False))
+            workers[n].wait_ready(120)
+            run(workers[n], n, 4, [f"Say the number {i}." for i in range(n)])  # warm-up; measured prompts are cold
+        results: dict[int, list] = {n: [] for n in workers}
+        for r in range(args.repeats):  # a run is a second or two: one hiccup moves it, so the median of several
+            for n, worker in workers.items():  # (each round's questions are new to the cache, as in real use)
+                results[n].append(run(worker, n, tokens, [f"Request {r + 1}. {q}" for q in QUESTIONS]))
+        for worker in workers.values():
+            worker.close()
         solo_speed = solo_first = None
         for n in (1, 2, 4):
-            worker = SlotWorker(LlamaCppRuntime(resolve_model(name), LoadOptions(n_ctx=4096, slots=n)),
-                                options=EngineOptions(prompt_lookup=False))
-            worker.wait_ready(120)
-            run(worker, n, 8, [f"Say the number {i}." for i in range(n)])  # warm-up; the measured prompts are cold
-            speed, firsts = run(worker, n, args.tokens)
-            worker.close()
+            speed, firsts = sorted(results[n], key=lambda result: result[0])[args.repeats // 2]
             if n == 1:
                 solo_speed, solo_first = speed, firsts[0]
-            rows.append((name, f"{n}", f"{speed:.1f}", f"{speed / solo_speed:.2f}x",
+            rows.append((name if backend == "llamacpp" else f"{name} (MLX, {tokens} tokens)", f"{n}", f"{speed:.1f}",
+                         f"{speed / solo_speed:.2f}x", f"{n * raw[1] / raw[n]:.2f}x ({raw[n] * 1000:.1f} ms)",
                          f"{statistics.median(firsts) * 1000:.0f}", f"{max(firsts) * 1000:.0f}",
-                         f"{max(firsts) / solo_first:.2f}"))
+                         f"{max(firsts) / solo_first:.2f}",
+                         "yes" if max(firsts) <= 2 * solo_first + raw["chunk"] else "no"))
             print(rows[-1], flush=True)
+    chunks = ", ".join(chunk_times)
     body = (f"## Several conversations at once (continuous batching)\n\nMachine: {machine()}. Command: "
-            f"`.venv/bin/python benchmarks/bench_slots.py --tokens {args.tokens}`. Date: {datetime.date.today()}.\n\n"
+            f"`.venv/bin/python benchmarks/bench_slots.py --tokens {args.tokens} --mlx-tokens {args.mlx_tokens} "
+            f"--repeats {args.repeats}`. Date: {datetime.date.today()}.\n\n"
             f"n concurrent greedy requests of {args.tokens} tokens each, one slot each, on backends.slots.SlotWorker "
-            "(n_ctx 4096 shared by the slots, prompt lookup off):\n\n"
-            + markdown_table(("model", "clients", "aggregate tok/s", "vs 1 client", "TTFT median (ms)",
-                              "TTFT worst (ms)", "worst TTFT / solo"), rows)
-            + "\n\nOn this 2-core CPU llama.cpp's own decode of a batch costs nearly as much per row as one sequence: "
-            f"{RAW} The scheduler's steps are full batches (every step of a 2-slot run held both rows); the gap to the "
-            "raw figure is the slots' Python threads sharing the two cores with llama.cpp's.\n\nTargets (issue 20) on this CPU: at 4 clients at least 1.8x one client's aggregate on Gemma, and no "
-            "client's TTFT above twice its solo value plus one prefill chunk. Not measured yet: 8 clients through the "
-            "endpoint, llama.cpp's server with -np 4 and llama-cpp-python's server in the same run.\n")
+            f"(n_ctx 4096 shared by the slots, prompt lookup off), the run of median speed of {args.repeats} "
+            "(in rounds: 1, 2 and 4 clients in turn; each round's questions new to the cache):\n\n"
+            + markdown_table(("model", "clients", "aggregate tok/s", "vs 1 client",
+                              "ceiling: the runtime's own n-row step", "TTFT median (ms)", "TTFT worst (ms)",
+                              "worst TTFT / solo", "worst TTFT within 2 x solo + 1 chunk"), rows)
+            + "\n\nThe ceiling column is what batching can give at all on this machine: n times one row's step time over "
+            "an n-row step's, the runtime alone (no scheduler, no Python between steps). On this 2-core CPU a row "
+            "costs llama.cpp nearly as much in a batch as alone, and the `mlx[cpu]` wheel computes a batch's rows "
+            "one after another (its 4-row step costs about 4 times one row's). Targets (issue 20) on this CPU: at 4 "
+            "clients at least 1.8x one client's aggregate on Gemma, and no client's TTFT above twice its solo value "
+            f"plus one prefill chunk (its time measured here: {chunks}).\n")
     print(body)
     if not args.no_write:
         write_section(ROOT / "docs" / "benchmarks.md", "slots", body)
