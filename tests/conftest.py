@@ -16,9 +16,11 @@ pytest_plugins = ["window_fixtures"]  # the window tests' fixtures (make_window,
 
 # Greedy runs may part where llama.cpp's batched and single-token logits order two tokens
 # differently; that only happens when the reference's top two logits are this close. On this CPU
-# build a batch of 2+ changes the top-two gap by up to 0.62 (SmolLM2) and 0.47 (Gemma) against a
-# batch of one (test_runtime_llamacpp::test_batched_rows_match_single_token_logits measures it).
-NEAR_TIE = 0.7
+# build the shapes the slot scheduler makes (2 to 8 conversations' tokens in one pass, a token beside
+# another's prompt chunk, a prompt read in two pieces) change the top-two gap by up to 0.78 against the
+# solo run, a token a pass (`.venv/bin/python tests/near_tie.py`, 8 chats x 48 tokens, SmolLM2 and
+# Gemma 3; 2026-12-02); the margin leaves room for other CPUs' kernels.
+NEAR_TIE = 1.0
 
 # Tests never read or write the user's own settings, models or chats (tests that need a folder set their own).
 os.environ["LANTERN_DATA_DIR"] = tempfile.mkdtemp(prefix="lantern-test-data-")
