@@ -121,15 +121,23 @@ def _auto_worker(model, backend: str, options: LoadOptions, engine_options, stat
 
 
 def _can_batch(plan: LoadPlan) -> bool:
-    """llama.cpp models that write text and keep no recurrent state (those cannot share a context's cells yet).
+    """llama.cpp models that write text, where the slots' own windows and recurrent states (each slot keeps its own)
+    leave the model fitting where it fits alone: on the GPU, or in RAM.
     MLX runs slots when asked (--slots), but is not chosen for them: its CPU wheel computes a batch's rows one after
     another (1.1x the tokens a second at 4 slots, docs/benchmarks.md), and on Metal it has not been measured."""
+    from backends.hardware import detect
+    from models.fit import check_fit
     from models.info import describe_model
 
     if plan.backend != "llamacpp":
         return False
     info = describe_model(plan.path)
-    return not info.state_bytes and not info.pooling
+    if info.pooling:
+        return False
+    hw = detect()
+    one = check_fit(hw, info, n_ctx=plan.options.n_ctx)
+    many = check_fit(hw, info, n_ctx=plan.options.n_ctx, slots=DEFAULT_SLOTS)
+    return many.verdict != "no" and (many.verdict, many.n_gpu_layers) == (one.verdict, one.n_gpu_layers)
 
 
 def _slot_worker(model, backend: str, options: LoadOptions, engine_options, state_cache):

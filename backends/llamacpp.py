@@ -208,10 +208,9 @@ class LlamaCppRuntime(SlotsMixin):
         cparams.swa_full = False
         # Recurrent layers keep snapshots of their last states, so a rejected draft rolls back (LFM2, Qwen3.5,
         # Nemotron-H: llama.cpp turns this off for architectures that cannot).
+        # With slots, each sequence keeps a state (and its snapshots) of its own: llama.cpp gives the recurrent
+        # memory one cell per sequence.
         recurrent = C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model)
-        if recurrent and options.slots > 1:
-            raise ModelLoadError("Several slots run on models without recurrent layers only (for now); load this "
-                                 "one with one slot.")
         cparams.n_rs_seq = RECURRENT_SNAPSHOTS if recurrent else 0
         _cache_sizes.clear()
         self._ctx = C.llama_init_from_model(self._model, cparams)
@@ -223,6 +222,9 @@ class LlamaCppRuntime(SlotsMixin):
         self.n_threads = threads
         self.slots = options.slots
         self._past = [0] * options.slots
+        # Tokens of each sequence in its last decode: a recurrent state rolls back only within one decode, by fewer
+        # tokens than it read (its snapshots are that decode's; llama.cpp accepts more and leaves a wrong state).
+        self._last_read = [0] * options.slots
         self._shared: dict[tuple[int, int], int] = {}  # slots sharing their first cells (llamacpp_slots.py)
         self._mem = C.llama_get_memory(self._ctx)
         self._vocab = C.llama_model_get_vocab(self._model)
@@ -325,6 +327,7 @@ class LlamaCppRuntime(SlotsMixin):
                 for lo in range(run_lo, run_hi, self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT)
                     hi = min(lo + self.n_batch, run_hi)
                     self._decode(tokens, lo, hi, start, wanted)
+                    self._last_read[0] = hi - lo
                     for r in range(lo, hi):
                         if r in wanted:
                             ptr = self._C.llama_get_logits_ith(self._ctx, r - lo)
@@ -368,6 +371,7 @@ class LlamaCppRuntime(SlotsMixin):
     def reset(self) -> None:
         self._C.llama_memory_clear(self._mem, True)
         self._past = [0] * len(self._past)
+        self._last_read = [0] * len(self._past)
         self._shared = {}
 
     def save_state(self) -> bytearray:

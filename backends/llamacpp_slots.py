@@ -8,6 +8,7 @@ checked here, before llama.cpp sees it: a bad sequence id or position would reac
 from __future__ import annotations
 
 import ctypes
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -69,7 +70,8 @@ class SlotsMixin:
         """One step for several sequences at once: for each (seq, tokens, rows), `tokens` are appended to `seq` at its
         end, and the logits of `rows` (indices into tokens; None: the last) come back, an array per item, in order.
 
-        Sequences are distinct within a call. A failure takes every sequence back to where it was."""
+        Sequences are distinct within a call. A failure takes every sequence back to where it was (one with recurrent
+        layers keeps the decodes it completed: its state cannot go back over them)."""
         flat: list[tuple[int, int, int, int | None]] = []  # (seq, token, position, output index)
         outputs = []
         total = 0
@@ -83,9 +85,11 @@ class SlotsMixin:
         out = np.empty((total, self.n_vocab), dtype=np.float32)
         before = list(self._past)
         try:
-            for lo in range(0, len(flat), self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT otherwise)
-                chunk = flat[lo:lo + self.n_batch]
+            for chunk in _chunks(flat, [len(tokens) for _s, tokens, _r in items], self.n_batch):
                 self._decode_rows(chunk)
+                read = Counter(seq for seq, _t, _p, _i in chunk)
+                for seq, n in read.items():
+                    self._last_read[seq] = n
                 for i, (seq, _t, pos, index) in enumerate(chunk):
                     if index is not None:
                         ptr = self._C.llama_get_logits_ith(self._ctx, i)
@@ -93,9 +97,13 @@ class SlotsMixin:
                     self._past[seq] = pos + 1
         except BaseException:
             for seq, n in enumerate(before):  # cache and counts in step, whatever happened
-                if self._past[seq] != n:
+                if self._past[seq] == n:
+                    continue
+                if self.can_truncate:
                     self._C.llama_memory_seq_rm(self._mem, seq, n, -1)
                     self._past[seq] = n
+                else:  # a recurrent state cannot go back over a whole decode: it keeps the chunks it computed
+                    self._C.llama_memory_seq_rm(self._mem, seq, self._past[seq], -1)
             raise
         split, at = [], 0
         for n in outputs:
@@ -125,6 +133,15 @@ class SlotsMixin:
             raise InvalidRequestError("truncate() needs n_keep >= 0.")
         if n_keep >= self._past[seq]:
             return True
+        if not self.can_truncate and n_keep > 0:
+            back = self._past[seq] - n_keep
+            if back > min(self.rollback_tokens, self._last_read[seq] - 1):
+                return False  # beyond the snapshots of the last decode (see _last_read)
+            if not self._C.llama_memory_seq_rm(self._mem, seq, n_keep, -1):
+                return False
+            self._past[seq] = n_keep
+            self._last_read[seq] = 0  # one rollback a decode (llama.cpp's snapshot index is single-use)
+            return True
         if self.sliding_window and n_keep > 0:
             # A restored state holds only the last window of the sliding layers: the token at n_keep must still see
             # the window before it, or the reply would come from a wrong cache.
@@ -141,6 +158,7 @@ class SlotsMixin:
         self._check_seq(seq)
         self._C.llama_memory_seq_rm(self._mem, seq, -1, -1)
         self._past[seq] = 0
+        self._last_read[seq] = 0
         self._unshare(seq, 0)
 
     def copy_seq(self, src: int, dst: int, n_tokens: int) -> None:
@@ -148,6 +166,10 @@ class SlotsMixin:
         cells are shared, not copied: no memory is taken until the two sequences differ."""
         self._check_seq(src)
         self._check_seq(dst)
+        if not self.can_truncate:
+            # A recurrent state holds its sequence's end only, never a prefix; and llama.cpp would share one state
+            # between two sequences whose rollback snapshots then differ (it aborts on saving such a state).
+            raise InvalidRequestError("A model with recurrent layers cannot share a prefix between slots.")
         if src == dst or not 0 < n_tokens <= self._past[src]:
             raise InvalidRequestError(f"copy_seq() copies 1 to {self._past[src]} tokens to another sequence.")
         if self.sliding_window and n_tokens < self._past[src]:
@@ -194,3 +216,24 @@ class SlotsMixin:
             self.clear_seq(seq)
             raise RuntimeFailure("The restored KV state does not hold the expected number of tokens.")
         self._past[seq] = n_tokens
+
+
+def _chunks(flat: list, lengths: list[int], n_batch: int):
+    """`flat`'s rows in decodes of at most n_batch (a GGML_ASSERT beyond), never splitting an item that fits in one:
+    a draft read across two decodes could not be rolled back on a recurrent model (llama.cpp keeps the snapshots of
+    one decode's last tokens only). Longer items (prompt chunks) are split."""
+    chunk: list = []
+    at = 0
+    for n in lengths:
+        rows = flat[at:at + n]
+        at += n
+        if chunk and len(chunk) + n > n_batch and n <= n_batch:
+            yield chunk
+            chunk = []
+        while len(chunk) + len(rows) > n_batch:
+            room = n_batch - len(chunk)
+            yield chunk + rows[:room]
+            chunk, rows = [], rows[room:]
+        chunk += rows
+    if chunk:
+        yield chunk

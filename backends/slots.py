@@ -404,6 +404,8 @@ class SlotWorker:
         except Exception:
             return
         engine, rt = self.engines[seq], self.runtime
+        if not rt.can_truncate:
+            return  # a recurrent state holds its conversation's end, never a prefix to share
         own = common_prefix_len(engine.cached_tokens, prompt)
 
         def copy() -> int:  # on the scheduler's thread: no pass of any slot runs meanwhile

@@ -24,10 +24,11 @@ class Fit:
                 "cpu": "CPU only", "no": "too big"}[self.verdict]
 
 
-def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int) -> Fit:
-    """Weights plus KV cache at `n_ctx` plus a margin, against free GPU memory, unified memory and RAM."""
+def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1) -> Fit:
+    """Weights plus KV cache at `n_ctx` (for `slots` conversations at once) plus a margin, against free GPU memory,
+    unified memory and RAM."""
     n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train else n_ctx
-    need = model.size_bytes + model.kv_bytes(n_ctx)
+    need = model.size_bytes + model.kv_bytes(n_ctx, slots=slots)
     gib = f"{need / GiB:.1f} GiB"
     ram = hw.ram_available_bytes - RAM_MARGIN_BYTES
     if hw.apple_silicon:  # one memory for both

@@ -155,3 +155,109 @@ def test_a_new_conversation_with_the_same_system_prompt_starts_from_its_checkpoi
         assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
     finally:
         rt.close()
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def recurrent_gguf(request, smollm2_path, tmp_path_factory):
+    return FAMILIES[request.param](smollm2_path, tmp_path_factory.mktemp("tiny") / f"{request.param}-slots.gguf")
+
+
+def test_recurrent_slots_decode_together_as_alone_and_each_rolls_back_only_within_its_last_decode(recurrent_gguf):
+    """Each slot keeps a recurrent state of its own: prompts decoded together give their solo replies, and a slot
+    rolls back a rejected draft (fewer tokens than its last decode read: llama.cpp's snapshots are that decode's; it
+    would accept more and leave a wrong state) while the others stay as they were. No prefix can be shared."""
+    import numpy as np
+
+    from backends.runtime import InvalidRequestError
+
+    rt = load(recurrent_gguf, n_ctx=512, slots=3)
+    alone = load(recurrent_gguf, n_ctx=512)
+    try:
+        prompts = [rt.tokenize(t, add_bos=True) for t in ("The lighthouse keeper climbed", "def fib(n):",
+                                                          "Paris is the capital of")]
+        refs = [reference_greedy(alone, p, 8) for p in prompts]
+        rt.reset()
+        outs = rt.forward_seqs([(s, p, None) for s, p in enumerate(prompts)])
+        together = [[int(np.argmax(o[0]))] for o in outs]
+        for _ in range(7):
+            outs = rt.forward_seqs([(s, [t[-1]], None) for s, t in enumerate(together)])
+            for t, o in zip(together, outs):
+                t.append(int(np.argmax(o[0])))
+        for (reference, gaps), tokens in zip(refs, together):
+            assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
+
+        draft = [5, 6, 7, 8, 10]
+        for back in range(1, len(draft) + 1):
+            held = [rt.seq_past(s) for s in range(3)]
+            rt.forward_seqs([(0, [together[0][-1]], None), (1, draft, list(range(len(draft)))),
+                             (2, [together[2][-1]], None)])
+            keep = held[1] + len(draft) - back
+            done = rt.truncate_seq(1, keep)
+            assert done == (back < len(draft) and back <= rt.rollback_tokens), (back, rt.rollback_tokens)
+            if done:
+                [after] = rt.forward_seqs([(1, [9], None)])
+                alone.reset()
+                fresh = alone.forward(prompts[1] + together[1][:7] + draft[:len(draft) - back] + [9], 0)
+                assert np.abs(after[0] - fresh[0]).max() < 0.05  # a wrong state differs by tens
+                assert not rt.truncate_seq(1, keep) and rt.seq_past(1) == keep + 1  # a one-token decode: no snapshot
+            else:
+                assert rt.seq_past(1) == held[1] + len(draft)  # refused: nothing dropped
+            assert (rt.seq_past(0), rt.seq_past(2)) == (held[0] + 1, held[2] + 1)
+            rt.clear_seq(1)
+            rt.forward_seqs([(1, prompts[1] + together[1][:7], None)])
+        with pytest.raises(InvalidRequestError, match="recurrent"):
+            rt.copy_seq(0, 1, rt.seq_past(0))
+
+        saved, n = rt.save_seq(2), rt.seq_past(2)
+        [before] = rt.forward_seqs([(2, [11], None)])
+        rt.restore_seq(2, saved, n)
+        [again] = rt.forward_seqs([(2, [11], None)])
+        assert np.allclose(before, again, atol=1e-4)
+    finally:
+        rt.close()
+        alone.close()
+
+
+def test_a_recurrent_model_answers_several_conversations_at_once_each_as_alone(recurrent_gguf):
+    """Lantern gives a recurrent or hybrid model its 4 slots (their states are small beside the model); two replies
+    at once, each drafting from a prediction (rolled back where the draft is wrong), equal their solo greedy replies."""
+    from app.wiring import AUTO, start_worker
+    from backends.runtime import LoadOptions
+    from backends.slots import SlotWorker
+
+    worker = start_worker(str(recurrent_gguf), options=LoadOptions(n_ctx=1024, slots=AUTO))
+    alone = load(recurrent_gguf, n_ctx=1024)
+    try:
+        chats = [[{"role": "user", "content": f"Copy this: {words * 12}"}] for words in ("alpha beta gamma delta ",
+                                                                                         "one two three four ")]
+        plain = [run(Engine(alone), GenerationRequest(messages=c, sampling=GREEDY, max_tokens=32)) for c in chats]
+        gens = []
+        for chat, (text, _t, _f) in zip(chats, plain):  # every fifth word of the prediction wrong
+            changed = " ".join("zebra" if i % 5 == 3 else w for i, w in enumerate(text.split(" ")))
+            gens.append(worker.submit(GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=32,
+                                                        prompt_lookup=True, prediction=changed)))
+        results = [_reply_tokens(g) for g in gens]
+        assert isinstance(worker.inner, SlotWorker) and worker.inner.runtime.slots == 4
+        engine = Engine(alone)
+        for chat, (tokens, final) in zip(chats, results):
+            assert final.reason in ("stop", "length"), final
+            prompt = engine._prompt_tokens(GenerationRequest(messages=chat, sampling=GREEDY))[0]
+            reference, gaps = reference_greedy(alone, prompt, 32)
+            assert_same_up_to_near_tie(reference, gaps, tokens, alone.special.end_of_turn)
+            if alone.rollback_tokens:
+                assert 0 < final.stats.accepted_tokens < final.stats.drafted_tokens  # drafts kept and rolled back
+    finally:
+        worker.close()
+        alone.close()
+
+
+def _reply_tokens(gen) -> tuple[list[int], Finished]:
+    from backends.events import TextDelta
+
+    tokens, final = [], None
+    for event in gen:
+        if isinstance(event, TextDelta):
+            tokens.extend(event.tokens)
+        else:
+            final = event
+    return tokens, final
