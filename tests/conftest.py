@@ -84,6 +84,19 @@ def run(engine: Engine, request) -> tuple[str, list[int], object]:
     return "".join(text), tokens, final
 
 
+def reply_tokens(gen) -> tuple[list[int], object]:
+    """A Generation's (or any event stream's) token ids and its final event."""
+    from backends.events import TextDelta
+
+    tokens, final = [], None
+    for event in gen:
+        if isinstance(event, TextDelta):
+            tokens.extend(event.tokens)
+        else:
+            final = event
+    return tokens, final
+
+
 def reference_greedy(runtime, prompt: list[int], n: int) -> tuple[list[int], list[float]]:
     """Plain greedy decoding straight on the runtime: tokens and each step's top-two logit gap."""
     runtime.reset()

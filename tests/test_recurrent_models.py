@@ -10,7 +10,7 @@ from backends.engine import Engine
 from backends.events import Finished, GenerationRequest
 from backends.sampling import SamplingParams
 from backends.state_cache import common_prefix_len
-from conftest import assert_same_up_to_near_tie, load, load_mlx, reference_greedy, run
+from conftest import assert_same_up_to_near_tie, load, load_mlx, reference_greedy, reply_tokens, run
 from tiny_models import write_lfm2, write_mamba2, write_mlx, write_nemotron_h, write_qwen35
 
 GREEDY = SamplingParams(temperature=0, seed=1)
@@ -236,7 +236,7 @@ def test_a_recurrent_model_answers_several_conversations_at_once_each_as_alone(r
             changed = " ".join("zebra" if i % 5 == 3 else w for i, w in enumerate(text.split(" ")))
             gens.append(worker.submit(GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=32,
                                                         prompt_lookup=True, prediction=changed)))
-        results = [_reply_tokens(g) for g in gens]
+        results = [reply_tokens(g) for g in gens]
         assert isinstance(worker.inner, SlotWorker) and worker.inner.runtime.slots == 4
         engine = Engine(alone)
         for chat, (tokens, final) in zip(chats, results):
@@ -250,14 +250,3 @@ def test_a_recurrent_model_answers_several_conversations_at_once_each_as_alone(r
         worker.close()
         alone.close()
 
-
-def _reply_tokens(gen) -> tuple[list[int], Finished]:
-    from backends.events import TextDelta
-
-    tokens, final = [], None
-    for event in gen:
-        if isinstance(event, TextDelta):
-            tokens.extend(event.tokens)
-        else:
-            final = event
-    return tokens, final

@@ -12,6 +12,7 @@ from backends.engine import EngineOptions
 from backends.events import GenerationRequest
 from backends.sampling import SamplingParams
 from conftest import NEAR_TIE, load
+from conftest import reply_tokens as _tokens
 
 GREEDY = SamplingParams(temperature=0)
 QUESTIONS = ["Name three colours of the rainbow.", "Write a haiku about the sea.", "What is 12 times 12?",
@@ -23,18 +24,6 @@ MORE = ["Name a fruit that is yellow.", "What colour is the sky?", "Count from o
 def _request(question: str, max_tokens: int = 24, **extra) -> GenerationRequest:
     return GenerationRequest(messages=[{"role": "user", "content": question}], sampling=GREEDY,
                              max_tokens=max_tokens, **extra)
-
-
-def _tokens(gen) -> tuple[list[int], object]:
-    from backends.events import TextDelta
-
-    tokens, final = [], None
-    for event in gen:
-        if isinstance(event, TextDelta):
-            tokens.extend(event.tokens)
-        else:
-            final = event
-    return tokens, final
 
 
 @pytest.fixture(scope="module")
