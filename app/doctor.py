@@ -40,7 +40,7 @@ def run_doctor(args) -> int:
         try:
             plan = plan_load(name, options=options, hardware=hw)
             line = f"{plan.label}: {plan.reason}" + (f" ({plan.advice})" if plan.advice else "")
-            line += _style(plan.path, args.n_ctx)
+            line += _style(plan, args.n_ctx, hw)
         except LanternError as e:
             line = f"cannot run: {e}"
         print(f"  {name}: {line}")
@@ -74,15 +74,20 @@ def _images() -> str:
         return f"unavailable ({type(e).__name__}: {e})"
 
 
-def _style(path, n_ctx: int) -> str:
-    """'; KV cache 90 MiB …; tool calls: hermes; reasoning: <think></think>' for a model file ('' for one that cannot
-    be read). The slots (--slots) share that one cache: more slots take no more memory."""
+def _style(plan, n_ctx: int, hw) -> str:
+    """'; 4 slots, KV cache 90 MiB …; tool calls: hermes; reasoning: <think></think>' for a planned model ('' for one
+    whose file cannot be read). The slots `lantern serve` would run share the context's cells; each keeps its own
+    sliding window and recurrent state (models/info.py)."""
+    from app.wiring import auto_slots
     from models.info import describe_model
 
     try:
-        info = describe_model(path)
+        info = describe_model(plan.path)
     except LanternError:
         return ""
-    kv = info.kv_bytes(n_ctx or min(info.n_ctx_train or 4096, 8192))
-    return (f"; KV cache {kv / 2 ** 20:,.0f} MiB (shared by all its slots); tool calls: {info.tool_format}"
+    slots = auto_slots(plan, hw)
+    kv = info.kv_bytes(n_ctx or min(info.n_ctx_train or 4096, 8192), slots=slots)
+    held = "shared by its slots" if slots > 1 else "one conversation at a time"
+    return (f"; {slots} slot{'s' if slots > 1 else ''}, KV cache {kv / 2 ** 20:,.0f} MiB ({held}); tool calls: "
+            f"{info.tool_format}"
             + (f"; reasoning: {info.reasoning}" if info.reasoning else ""))

@@ -113,14 +113,19 @@ def _auto_worker(model, backend: str, options: LoadOptions, engine_options, stat
 
     def decide():
         plan = plan_load(model, backend=backend, options=replace(options, slots=1))
-        slots = DEFAULT_SLOTS if _can_batch(plan) else 1
+        slots = auto_slots(plan)
         return start_worker(model, backend=backend, options=replace(options, slots=slots),
                             engine_options=engine_options, state_cache=state_cache)
 
     return AutoWorker(decide)
 
 
-def _can_batch(plan: LoadPlan) -> bool:
+def auto_slots(plan: LoadPlan, hardware=None) -> int:
+    """The slots Lantern runs a planned model with when it chooses (AUTO): DEFAULT_SLOTS where it can batch, else 1."""
+    return DEFAULT_SLOTS if _can_batch(plan, hardware) else 1
+
+
+def _can_batch(plan: LoadPlan, hardware=None) -> bool:
     """llama.cpp models that write text, where the slots' own windows and recurrent states (each slot keeps its own)
     leave the model fitting where it fits alone: on the GPU, or in RAM.
     MLX runs slots when asked (--slots), but is not chosen for them: its CPU wheel computes a batch's rows one after
@@ -134,7 +139,7 @@ def _can_batch(plan: LoadPlan) -> bool:
     info = describe_model(plan.path)
     if info.pooling:
         return False
-    hw = detect()
+    hw = hardware or detect()
     one = check_fit(hw, info, n_ctx=plan.options.n_ctx)
     many = check_fit(hw, info, n_ctx=plan.options.n_ctx, slots=DEFAULT_SLOTS)
     return many.verdict != "no" and (many.verdict, many.n_gpu_layers) == (one.verdict, one.n_gpu_layers)

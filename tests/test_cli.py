@@ -87,7 +87,7 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     lines = {line.split(":")[0].strip(): line for line in r.stdout.splitlines()}
     # this machine has no usable GPU (CI neither): every local model runs on llama.cpp's CPU backend
     assert "llamacpp (CPU): no usable GPU" in lines["smollm2-135m-instruct"]
-    assert re.search(r"; KV cache [0-9,]+ MiB \(shared by all its slots\)", lines["smollm2-135m-instruct"])
+    assert re.search(r"; 4 slots, KV cache [0-9,]+ MiB \(shared by its slots\)", lines["smollm2-135m-instruct"])
     # the starter's ChatML template takes no tools: it calls them in the generic JSON format
     assert lines["smollm2-135m-instruct"].endswith("tool calls: generic")
 

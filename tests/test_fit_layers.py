@@ -19,16 +19,18 @@ def models(smollm2_path, gemma_path, tmp_path_factory):
             "mamba hybrid": write_nemotron_h(smollm2_path, tmp_path_factory.mktemp("tiny") / "nemotron_h.gguf")}
 
 
+@pytest.mark.parametrize("slots", [1, 4])
 @pytest.mark.parametrize("kind", ["plain", "sliding window", "recurrent", "hybrid", "gated deltanet", "mamba hybrid"])
-def test_the_cache_figure_is_within_ten_percent_of_llama_cpps_allocation(models, kind):
+def test_the_cache_figure_is_within_ten_percent_of_llama_cpps_allocation(models, kind, slots):
+    """With several slots the context's cells are shared; each slot keeps its own window and state."""
     info = describe_model(models[kind])
-    rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096))
+    rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096, slots=slots))
     try:
         allocated = rt.cache_bytes
     finally:
         rt.close()
     assert allocated > 0
-    assert abs(info.kv_bytes(4096) - allocated) <= 0.1 * allocated, (info, allocated)
+    assert abs(info.kv_bytes(4096, slots=slots) - allocated) <= 0.1 * allocated, (info, allocated)
 
 
 def test_each_layer_kind_is_counted_as_such(models):
