@@ -77,6 +77,16 @@ def raw_steps(runtime, counts=(1, 2, 4), steps: int = 20) -> dict[int, float]:
     return out
 
 
+def _on_a_thread(fn):
+    """`fn()` on a thread that ends with it. With an OpenMP build of llama.cpp a live thread that has computed keeps
+    its OpenMP team, and two teams on a 2-core machine make every later decode on the workers' threads ~3x slower
+    (libgomp's barriers stop spinning once its threads outnumber the cores; scripts/setup builds without OpenMP)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # its thread ends when the pool shuts down
+        return pool.submit(fn).result()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="gemma3-270m,smollm2-135m-instruct")
@@ -108,7 +118,7 @@ def main() -> int:
         else:
             make = lambda n: LlamaCppRuntime(path, LoadOptions(n_ctx=4096, slots=n))  # noqa: E731
         raw_rt = make(4)
-        raw = raw_steps(raw_rt, steps=20 if backend == "llamacpp" else 5)
+        raw = _on_a_thread(lambda: raw_steps(raw_rt, steps=20 if backend == "llamacpp" else 5))
         raw_rt.close()
         chunk_times.append(f"{name}{' on MLX' if backend == 'mlx' else ''} {raw['chunk'] * 1000:.0f} ms for "
                            f"{raw_rt.n_batch} tokens")
