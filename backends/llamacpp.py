@@ -323,6 +323,7 @@ class LlamaCppRuntime(SlotsMixin):
             for run_lo, run_hi, image in runs:
                 if image is not None:
                     self._n_past = self.vision.evaluate(image, self._ctx, start + run_lo, 0, self.n_batch)
+                    self._last_read[0] = 0  # an image's decodes are not a draft: nothing of them rolls back
                     continue
                 for lo in range(run_lo, run_hi, self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT)
                     hi = min(lo + self.n_batch, run_hi)
@@ -359,6 +360,7 @@ class LlamaCppRuntime(SlotsMixin):
         before = self._past[seq]
         try:
             self._past[seq] = self.vision.evaluate(image, self._ctx, before, seq, self.n_batch)
+            self._last_read[seq] = 0  # an image's decodes are not a draft: nothing of them rolls back
         except BaseException:
             self._C.llama_memory_seq_rm(self._mem, seq, before, -1)
             self._past[seq] = before

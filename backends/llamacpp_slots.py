@@ -73,9 +73,10 @@ class SlotsMixin:
         Sequences are distinct within a call. A failure takes every sequence back to where it was (one with recurrent
         layers keeps the decodes it completed: its state cannot go back over them)."""
         flat: list[tuple[int, int, int, int | None]] = []  # (seq, token, position, output index)
-        outputs = []
+        outputs, lengths = [], []
         total = 0
         for seq, tokens, rows in check_forward_seqs(self, items):
+            lengths.append(len(tokens))
             wanted = {r: total + i for i, r in enumerate(rows)}
             total += len(rows)
             outputs.append(len(rows))
@@ -85,7 +86,7 @@ class SlotsMixin:
         out = np.empty((total, self.n_vocab), dtype=np.float32)
         before = list(self._past)
         try:
-            for chunk in _chunks(flat, [len(tokens) for _s, tokens, _r in items], self.n_batch):
+            for chunk in _chunks(flat, lengths, self.n_batch):
                 self._decode_rows(chunk)
                 read = Counter(seq for seq, _t, _p, _i in chunk)
                 for seq, n in read.items():
