@@ -27,6 +27,11 @@ def run_doctor(args) -> int:
         gpu = hw.llamacpp_gpu_backend or ("GPU" if hw.llamacpp_gpu_offload else "none, CPU only")
         print(f"  llama.cpp (llama-cpp-python {hw.llamacpp_version}): GPU offload: {gpu}")
         print(f"    features: {hw.llamacpp_features}")
+        if "OPENMP = 1" in hw.llamacpp_features:
+            print("    note: this build uses OpenMP: once two threads have computed (a chat beside document search or "
+                  "/v1/embeddings) each decode can cost ~3x as much on a small machine; rebuild without it: "
+                  'CMAKE_ARGS="-DGGML_OPENMP=OFF" .venv/bin/pip install --force-reinstall --no-cache-dir '
+                  f"llama-cpp-python=={hw.llamacpp_version}")
     else:
         print("  llama.cpp: not installed")
     print(f"  MLX: {hw.mlx_version or 'not installed'}")

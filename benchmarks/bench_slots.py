@@ -80,7 +80,7 @@ def raw_steps(runtime, counts=(1, 2, 4), steps: int = 20) -> dict[int, float]:
 def _on_a_thread(fn):
     """`fn()` on a thread that ends with it. With an OpenMP build of llama.cpp a live thread that has computed keeps
     its OpenMP team, and two teams on a 2-core machine make every later decode on the workers' threads ~3x slower
-    (libgomp's barriers stop spinning once its threads outnumber the cores)."""
+    (libgomp's barriers stop spinning once its threads outnumber the cores; scripts/setup builds without OpenMP)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:  # its thread ends when the pool shuts down
