@@ -23,13 +23,14 @@ class Embedder:
     def __init__(self, path: str | Path, *, n_threads: int | None = None):
         import llama_cpp
 
-        from backends.llamacpp import check_gguf_file, default_threads
+        from backends.llamacpp import _init_backend, check_gguf_file, default_threads
         from models.info import describe_model
 
         path = Path(path)
         check_gguf_file(path)
         info = describe_model(path)
         self.n_ctx = info.n_ctx_train or 512
+        _init_backend()  # its AMX guard covers this Llama() too
         try:
             self._llm = llama_cpp.Llama(str(path), embedding=True, n_ctx=self.n_ctx, n_batch=self.n_ctx,
                                         n_ubatch=self.n_ctx, n_seq_max=MAX_SEQUENCES, verbose=False,

@@ -57,6 +57,18 @@ def _init_backend() -> None:
         _log_callback = on_log
         llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
+        if cpu_has_amx():
+            # llama-cpp-python's own Llama() (the embedder's) takes its defaults from here: the same AMX guard as ours
+            # (see use_extra_bufts below)
+            import llama_cpp.llama_cpp as low
+
+            defaults = low.llama_model_default_params
+
+            def amx_safe_params():
+                params = defaults()
+                params.use_extra_bufts = False
+                return params
+            low.llama_model_default_params = amx_safe_params
         _initialized = True
 
 

@@ -165,3 +165,14 @@ def test_load_progress_is_reported_and_a_listener_can_cancel_the_load(smollm2_pa
     LlamaCppRuntime(fresh, LoadOptions(n_ctx=256, on_progress=broken)).close()
     with pytest.raises(ModelLoadError, match="cancelled"):
         LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=256, on_progress=lambda progress: False))
+
+
+def test_llama_cpp_pythons_own_llama_gets_the_amx_guard_too():
+    """ggml's AMX matmul in 0.3.36 crashes on multi-token batches: every Llama() in the process (the embedder's, a
+    test's reference) loads without the extra buffer types that route weights to it, on CPUs with AMX."""
+    import llama_cpp.llama_cpp as low
+
+    from backends.llamacpp import _init_backend, cpu_has_amx
+
+    _init_backend()
+    assert low.llama_model_default_params().use_extra_bufts == (not cpu_has_amx())
