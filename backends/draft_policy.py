@@ -6,6 +6,10 @@ of load later is learnt within a few dozen steps, with no extra passes. Its expe
 come from two running rates per matched n-gram length: a0, that the first drafted token is right,
 and a1, that the next one is right when the one before was (copied text runs on in bursts, so a1 is
 usually far above a0): E(k) = 1 + a0 * (1 - a1^k) / (1 - a1).
+
+The rates carry from one reply to the next (an editing session quotes again and again), but a new reply starts
+halfway back to the prior, with no more weight than the prior: a reply that looped on its own phrases taught 4-grams
+rates of 0.9, and the next, open-ended one paid for drafts of 3-5 tokens, one in three right, until it was unlearnt.
 """
 from __future__ import annotations
 
@@ -50,9 +54,10 @@ class DraftLengthPolicy:
     """Chooses a draft length per step; 0 means plain decoding, with a short probe now and then."""
 
     def __init__(self, costs: dict[int, float], *, draft_max: int = 16, probe_every: int = 48,
-                 decay: float = 0.9, margin: float = 1.0, learn_costs: bool = True):
+                 decay: float = 0.9, margin: float = 1.05, learn_costs: bool = True):
         """`learn_costs=False` keeps `costs` as given (tests, and seeded requests, whose draft lengths must
-        depend on the text alone)."""
+        depend on the text alone). `margin`: the gain in tokens per second a draft must promise; the estimates
+        are noisy, and a draft that promises 2% loses that much as often as it wins it."""
         interpolate = _interpolate(costs)
         self._base = [0.0] + [interpolate(n) for n in range(1, draft_max + 2)]
         self._costs = list(self._base)  # looked up every step
@@ -71,6 +76,17 @@ class DraftLengthPolicy:
         """Drop what was learnt about acceptance (the measured costs stay)."""
         self._acc.clear()
         self._since_probe = max(0, self.probe_every - FIRST_PROBE_AFTER)
+
+    def new_reply(self) -> None:
+        """A reply begins: what earlier replies taught is drawn halfway back to the prior and weighs what the prior
+        does, so a few of this reply's own drafts (or shadow drafts) outweigh it."""
+        for n_match, counts in self._acc.items():
+            prior = _prior(n_match)
+            for first in (0, 2):  # [accepted, rejected] of the first token, then of the ones after it
+                seen, weight = counts[first] + counts[first + 1], prior[first] + prior[first + 1]
+                if seen > weight:
+                    for i in (first, first + 1):
+                        counts[i] = (counts[i] * weight / seen + prior[i]) / 2
 
     def rates(self, n_match: int) -> tuple[float, float]:
         fa, fr, ca, cr = self._acc.get(n_match) or _prior(n_match)
@@ -92,7 +108,7 @@ class DraftLengthPolicy:
         if not self.learn_costs:
             others = 0  # a seeded reply's draft lengths follow from its own text alone, never from other requests
         # A draft must promise a clear gain: the estimates are noisy and a wasted draft slows open chat.
-        best_k, best_rate = 0, (others + self.margin) / self.cost(others + 1)
+        best_k, best_rate = 0, self.margin * (others + 1) / self.cost(others + 1)
         for k in range(1, limit + 1):
             rate = (others + self.expected_tokens(n_match, k)) / self.cost(others + 1 + k)
             if rate > best_rate:

@@ -481,6 +481,7 @@ class Engine:
         if not use:
             return None
         lookup = self._lookup(seeded=request.sampling.seed is not None)
+        lookup.policy.new_reply()
         if request.prediction:
             predicted = self.runtime.tokenize(request.prediction, add_bos=False, parse_special=False)
             reply.predicted_tokens = len(predicted)

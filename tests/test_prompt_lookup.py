@@ -102,6 +102,45 @@ def test_a_busy_measurement_at_load_is_corrected_by_the_passes_actually_run():
     assert policy.cost(2) == pytest.approx(true.cost(2), rel=0.05)
 
 
+def test_a_new_reply_starts_halfway_back_to_the_prior():
+    """A reply that looped on its own phrases taught 4-grams that drafts are right; the next, open-ended reply must
+    not pay for long drafts until that is unlearnt."""
+    costs = {1: 1.0, 2: 2.0, 4: 2.5, 8: 4.0, 16: 7.0}  # a CPU: a pass of 2 costs two of 1, of 4 little more
+
+    def looped() -> DraftLengthPolicy:
+        policy = DraftLengthPolicy(costs, learn_costs=False)
+        for _ in range(40):
+            policy.update(4, 5, 5)
+        assert policy.choose(4, 16) == 16
+        return policy
+
+    def wasted(policy: DraftLengthPolicy) -> tuple[int, int]:
+        """Drafts and drafted rows until the policy stops drafting, when every draft misses."""
+        drafts = rows = 0
+        while (k := policy.choose(4, 16)) and drafts < 100:
+            policy.update(4, k, 0)
+            drafts, rows = drafts + 1, rows + k
+        return drafts, rows
+
+    policy = looped()
+    (a0, a1), prior = policy.rates(4), DraftLengthPolicy(costs).rates(4)
+    policy.new_reply()
+    assert policy.rates(4) == pytest.approx(((a0 + prior[0]) / 2, (a1 + prior[1]) / 2))
+    fresh, carried = wasted(policy), wasted(looped())
+    assert fresh[0] <= 3 and fresh[1] <= 16, fresh
+    assert carried[1] >= 4 * fresh[1], (fresh, carried)  # without new_reply: many more rows, 16 at a time
+    unchanged = DraftLengthPolicy(costs)  # nothing learnt: the prior stays as it is
+    unchanged.new_reply()
+    assert unchanged.rates(4) == prior
+
+
+def test_a_draft_must_promise_a_clear_gain():
+    # a 1-gram's prior (a0 = 1/3) on a CPU where a pass of 2 costs 1.3 of 1: 1.33 tokens for 1.3, a 2.5% gain
+    policy = DraftLengthPolicy({1: 1.0, 2: 1.3, 4: 2.0}, learn_costs=False)
+    assert policy.choose(1, 1) == 0
+    assert DraftLengthPolicy({1: 1.0, 2: 1.3, 4: 2.0}, learn_costs=False, margin=1.0).choose(1, 1) == 1
+
+
 def test_given_costs_are_not_learnt():
     policy = DraftLengthPolicy({1: 1.0, 2: 1.3}, draft_max=4, learn_costs=False)
     before = [policy.cost(n) for n in range(1, 6)]
@@ -264,7 +303,8 @@ def test_beside_other_conversations_a_draft_must_raise_what_the_whole_pass_gives
     perfect = DraftLengthPolicy(costs)
     for _ in range(40):
         perfect.update(3, 8, 8)
-    assert perfect.choose(3, 8, others=7) > 0  # a row that is always right is worth another conversation's
+    # a row that is always right is worth another conversation's, and a pass of 12 rows costs less than three of 4
+    assert perfect.choose(3, 8, others=3) > 0
     modest = DraftLengthPolicy(costs)
     for _ in range(40):  # chat: drafts right half the time
         modest.update(3, 4, 1)
