@@ -105,10 +105,14 @@ def test_a_rollback_that_fails_ends_the_reply_with_an_error_event(pure_mamba2):
     rt = load(pure_mamba2)
     try:
         engine = Engine(rt)
+        chat = [{"role": "user", "content": "Say: " + "one two three four " * 12}]
+        plain, _, _ = run(engine, GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=40))
+        # A prediction of the reply with every fifth word changed: its drafts are made whatever the draft policy
+        # has learnt, and a changed word's is rejected, whatever the random weights say.
+        changed = " ".join("zebra" if i % 5 == 3 else w for i, w in enumerate(plain.split(" ")))
         rt.can_truncate = True  # a runtime that misreports itself
-        events = list(engine.generate(GenerationRequest(
-            messages=[{"role": "user", "content": "Say: " + "one two three four " * 12}], sampling=GREEDY,
-            max_tokens=40, prompt_lookup=True)))
+        events = list(engine.generate(GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=40,
+                                                        prompt_lookup=True, prediction=changed)))
         final = events[-1]
         assert isinstance(final, Finished) and rt.rollback_tokens == 0
         assert final.reason == "error" and "could not drop rejected draft tokens" in final.error
