@@ -27,6 +27,7 @@ def run_doctor(args) -> int:
         gpu = hw.llamacpp_gpu_backend or ("GPU" if hw.llamacpp_gpu_offload else "none, CPU only")
         print(f"  llama.cpp (llama-cpp-python {hw.llamacpp_version}): GPU offload: {gpu}")
         print(f"    features: {hw.llamacpp_features}")
+        print(f"    threads: {_threads_now()}")
         if "OPENMP = 1" in hw.llamacpp_features:
             print("    note: this build uses OpenMP: once two threads have computed (a chat beside document search or "
                   "/v1/embeddings) each decode can cost ~3x as much on a small machine; rebuild without it: "
@@ -50,6 +51,23 @@ def run_doctor(args) -> int:
             line = f"cannot run: {e}"
         print(f"  {name}: {line}")
     return 0
+
+
+def _threads_now() -> str:
+    """What a model loaded now would compute with: the cores other programs leave free (backends/threads.py)."""
+    import time
+
+    from backends.llamacpp import default_threads
+    from backends.threads import ThreadChooser
+
+    most = default_threads()
+    chooser = ThreadChooser(most)
+    time.sleep(0.6)
+    threads = chooser.choose()
+    if chooser.others is None:
+        return f"{most} (the CPU load is unreadable here)"
+    return (f"{threads} now, up to {most} (other programs use {chooser.others:.1f} of {chooser.cores} cores; "
+            "fewer threads while they keep cores busy)")
 
 
 def _document_search() -> str:

@@ -24,6 +24,7 @@ class Embedder:
         import llama_cpp
 
         from backends.llamacpp import _init_backend, check_gguf_file, default_threads
+        from backends.threads import ThreadChooser
         from models.info import describe_model
 
         path = Path(path)
@@ -44,6 +45,9 @@ class Embedder:
             self.close()
             raise ModelLoadError(f"{path.name} does not pool its tokens into one vector: it is not an embedding "
                                  "model.")
+        # Fewer threads while other programs take cores, unless the user set a count (threads.py says why)
+        self._threads = ThreadChooser(default_threads()) if n_threads is None else None
+        self._threads_set = n_threads or default_threads()
         self.dimensions = self._llm.n_embd()
         self.n_vocab = self._llm.n_vocab()
         # Tokens per pass: every token of a pass attends to all of them (masked by sequence), so the cost grows with
@@ -78,6 +82,9 @@ class Embedder:
             for seq, tokens in enumerate(inputs[start:end]):
                 batch.add_sequence(list(tokens), seq, True)  # every token an output: the pooling reads them all
             llm._ctx.kv_cache_clear()
+            if self._threads is not None and self._threads.choose() != self._threads_set:
+                self._threads_set = self._threads.threads
+                llama_cpp.llama_set_n_threads(llm._ctx.ctx, self._threads_set, self._threads_set)
             llm._ctx.decode(batch)
             for seq in range(end - start):
                 vector = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, seq),

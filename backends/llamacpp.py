@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from backends.llamacpp_slots import SlotsMixin
+from backends.threads import ThreadChooser
 from backends.runtime import (InvalidRequestError, LanternError, LoadOptions, ModelLoadError, SpecialTokens,
                               check_forward, check_token_ids)
 
@@ -231,7 +232,10 @@ class LlamaCppRuntime(SlotsMixin):
             raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens: {_last_error()}")
         self.n_ctx = int(C.llama_n_ctx(self._ctx))
         self.n_batch = int(cparams.n_batch)
-        self.n_threads = threads
+        self.n_threads = threads  # the most it computes with
+        # Without a count from the user, fewer while other programs take cores (threads.py says why)
+        self._threads = ThreadChooser(threads) if options.n_threads is None else None
+        self._threads_set = {}  # context address -> the count llama.cpp has now
         self.slots = options.slots
         self._past = [0] * options.slots
         # Tokens of each sequence in its last decode: a recurrent state rolls back only within one decode, by fewer
@@ -352,6 +356,19 @@ class LlamaCppRuntime(SlotsMixin):
             raise
         return out
 
+    @property
+    def threads_in_use(self) -> int:
+        return self._threads.threads if self._threads is not None else self.n_threads
+
+    def _follow_load(self, ctx) -> None:
+        """Before a decode: the thread count the machine's load allows now."""
+        if self._threads is None:
+            return
+        n = self._threads.choose()
+        if self._threads_set.get(ctx) != n:
+            self._C.llama_set_n_threads(ctx, n, n)
+            self._threads_set[ctx] = n
+
     def _decode(self, tokens: Sequence[int], lo: int, hi: int, start: int, wanted: dict[int, int]) -> None:
         b = self._batch
         for j, r in enumerate(range(lo, hi)):
@@ -361,6 +378,7 @@ class LlamaCppRuntime(SlotsMixin):
             b.seq_id[j][0] = 0
             b.logits[j] = r in wanted
         b.n_tokens = hi - lo
+        self._follow_load(self._ctx)
         rc = self._C.llama_decode(self._ctx, b)
         if rc != 0:
             raise RuntimeFailure(f"llama.cpp failed to process the tokens (code {rc}): {_last_error()}")
@@ -431,6 +449,7 @@ class LlamaCppRuntime(SlotsMixin):
                 b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = int(t), j, 1, True
                 b.seq_id[j][0] = 0
             b.n_tokens = len(tokens)
+            self._follow_load(self._embed_ctx)
             rc = C.llama_decode(self._embed_ctx, b)
             if rc != 0:
                 raise RuntimeFailure(f"llama.cpp failed to embed input[{i}] (code {rc}): {_last_error()}")

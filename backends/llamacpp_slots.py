@@ -123,6 +123,7 @@ class SlotsMixin:
             b.seq_id[j][0] = seq
             b.logits[j] = index is not None
         b.n_tokens = len(rows)
+        self._follow_load(self._ctx)
         rc = self._C.llama_decode(self._ctx, b)
         if rc != 0:
             raise RuntimeFailure(f"llama.cpp failed to process the tokens (code {rc}): {_last_error()}")

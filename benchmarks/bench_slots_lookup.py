@@ -13,6 +13,7 @@ import argparse
 import datetime
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,17 @@ STORIES = ["Tell me about lighthouses.", "Write a story about a fox.", "Explain 
            "Write a letter to a friend.", "Describe a winter morning."]
 
 
+def measure(worker, n: int, tokens: int, questions: list[str]) -> float:
+    """Aggregate tokens/s over all the prompts, n at a time (each group starting once the one before has ended)."""
+    produced = elapsed = 0.0
+    for i in range(0, len(questions), n):
+        t0 = time.perf_counter()
+        speed, _firsts = run(worker, n, tokens, questions[i:] + questions[:i])
+        dt = time.perf_counter() - t0
+        produced, elapsed = produced + speed * dt, elapsed + dt
+    return produced / elapsed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -54,39 +66,42 @@ def main() -> int:
                for i in range(len(PARAGRAPHS))]
     rows = []
     for n in (1, 2, 4, 8):
-        speeds = {}
         for workload, questions in (("quoting", quoting), ("stories", STORIES)):
+            # One worker each, loaded once, measured in turn: off, on, off, on... so a busy moment falls on both.
+            # Every measurement runs all 8 prompts, n at a time, so each slot count sees the same texts.
+            workers = {lookup: SlotWorker(LlamaCppRuntime(resolve_model(args.model), LoadOptions(n_ctx=8192, slots=n)),
+                                          options=EngineOptions(prompt_lookup=lookup)) for lookup in (False, True)}
+            for worker in workers.values():
+                worker.wait_ready(120)
+                measure(worker, n, args.tokens, questions)  # warm-up: the prompts are cached from here on
             runs = {False: [], True: []}
             work = {False: [], True: []}  # (passes, rows) of each run: what lookup changed, free of timing noise
-            for _ in range(args.repeats):  # off and on in turn, so a busy moment falls on both
-                for lookup in (False, True):
-                    worker = SlotWorker(LlamaCppRuntime(resolve_model(args.model),
-                                                        LoadOptions(n_ctx=8192, slots=n)),
-                                        options=EngineOptions(prompt_lookup=lookup))
-                    worker.wait_ready(120)
-                    run(worker, n, 8, [f"Say the number {i}." for i in range(n)])  # warm-up
+            for _ in range(args.repeats):
+                for lookup, worker in workers.items():
                     worker.scheduler.keep_steps = True
                     worker.scheduler.steps.clear()
-                    runs[lookup].append(run(worker, n, args.tokens, questions)[0])
+                    runs[lookup].append(measure(worker, n, args.tokens, questions))
                     steps = worker.scheduler.steps
                     work[lookup].append((len(steps), sum(t for step in steps for _seq, t in step)))
-                    worker.close()
-            for lookup in (False, True):
-                speeds[workload, lookup] = statistics.median(runs[lookup])
+            for worker in workers.values():
+                worker.close()
+            speed = {k: statistics.median(v) for k, v in runs.items()}
+            paired = statistics.median(on / off for off, on in zip(runs[False], runs[True]))
             passes = {k: round(statistics.median(p for p, _r in v)) for k, v in work.items()}
             computed = {k: round(statistics.median(r for _p, r in v)) for k, v in work.items()}
-            rows.append((f"{n}", workload, f"{speeds[workload, False]:.1f}", f"{speeds[workload, True]:.1f}",
-                         f"{speeds[workload, True] / speeds[workload, False]:.2f}x",
+            rows.append((f"{n}", workload, f"{speed[False]:.1f}", f"{speed[True]:.1f}", f"{paired:.2f}x",
                          f"{passes[False]} / {passes[True]}", f"{computed[False]} / {computed[True]}"))
             print(rows[-1], flush=True)
     body = (f"## Prompt lookup beside other conversations\n\nMachine: {machine()}. Command: "
             f"`.venv/bin/python benchmarks/bench_slots_lookup.py --tokens {args.tokens} --repeats {args.repeats}`. "
             "Date: "
             f"{datetime.date.today()}.\n\n{args.model}, n slots and n concurrent greedy requests of {args.tokens} "
-            "tokens (ignore_eos), each different: replies that quote their prompt, and open-ended stories. Aggregate "
-            f"decode tokens/s without and with prompt lookup, medians of {args.repeats} runs taken in turn; the draft "
-            "policy weighs a draft row against another conversation's token (target: never below 1.00x):\n\n"
-            + markdown_table(("slots", "replies", "lookup off tok/s", "lookup on tok/s", "on / off", "passes off / on",
+            "tokens (ignore_eos), each different: replies that quote their prompt, and open-ended stories; each run "
+            "sends all 8 prompts, n at a time, to a worker loaded once (prompts cached after a warm-up). Aggregate "
+            f"decode tokens/s without and with prompt lookup, medians of {args.repeats} runs taken in turn, and the "
+            "median of each pair's ratio; the draft policy weighs a draft row against another conversation's token "
+            "(target: never below 1.00x):\n\n"
+            + markdown_table(("slots", "replies", "lookup off tok/s", "lookup on tok/s", "on / off (paired)", "passes off / on",
                               "tokens computed off / on"), rows)
             + "\n\nPasses and tokens computed (prompts, replies and drafts, medians) are counts, not timings: where "
             "lookup drafted nothing they are equal, and any gap between the two speeds is this machine's noise.\n")

@@ -83,6 +83,9 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     assert "llama-cpp-python 0.3.36" in r.stdout and "features: CPU" in r.stdout
     # scripts/setup builds llama.cpp without OpenMP (a second computing thread would slow every decode ~3x)
     assert "OPENMP" not in r.stdout and "uses OpenMP" not in r.stdout
+    # the count a model would compute with now, from the cores other programs leave free (backends/threads.py)
+    threads = re.search(r"threads: (\d+) now, up to (\d+) \(other programs use [0-9.]+ of (\d+) cores", r.stdout)
+    assert threads and 1 <= int(threads[1]) <= int(threads[2]) and int(threads[3]) >= 1, r.stdout
     assert "MLX: " in r.stdout
     assert re.search(r"document search: sqlite-vec v[0-9.]+ in SQLite 3\.", r.stdout)  # tests/test_packaging.py runs it in the bundle
     assert "images: llama.cpp's mtmd (media marker <__media__>)" in r.stdout
