@@ -8,7 +8,7 @@ GiB = 1 << 30
 
 def run_doctor(args) -> int:
     from app.wiring import plan_load
-    from backends.hardware import detect
+    from backends.hardware import build_advice, detect
 
     hw = detect()
     print("Machine")
@@ -24,15 +24,12 @@ def run_doctor(args) -> int:
         print(f"  note: {note}")
     print("Backends")
     if hw.llamacpp_version:
-        gpu = hw.llamacpp_gpu_backend or ("GPU" if hw.llamacpp_gpu_offload else "none, CPU only")
-        print(f"  llama.cpp (llama-cpp-python {hw.llamacpp_version}): GPU offload: {gpu}")
+        build, advice = build_advice(hw)
+        print(f"  llama.cpp (llama-cpp-python {hw.llamacpp_version}): build: {build}")
         print(f"    features: {hw.llamacpp_features}")
         print(f"    threads: {_threads_now()}")
-        if "OPENMP = 1" in hw.llamacpp_features:
-            print("    note: this build uses OpenMP: once two threads have computed (a chat beside document search or "
-                  "/v1/embeddings) each decode can cost ~3x as much on a small machine; rebuild without it: "
-                  'CMAKE_ARGS="-DGGML_OPENMP=OFF" .venv/bin/pip install --force-reinstall --no-cache-dir '
-                  f"llama-cpp-python=={hw.llamacpp_version}")
+        if advice:
+            print(f"    faster: {advice}")
     else:
         print("  llama.cpp: not installed")
     print(f"  MLX: {hw.mlx_version or 'not installed'}")

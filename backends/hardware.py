@@ -158,3 +158,28 @@ def _mlx_version() -> str | None:
         return importlib.metadata.version("mlx")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def build_advice(hw: Hardware) -> tuple[str, str]:
+    """Which llama.cpp build is installed, in words, and what would make this machine faster ('' if nothing)."""
+    if hw.llamacpp_version is None:
+        return "not installed", "scripts/setup installs it, built for this machine's GPU"
+    openmp = "OPENMP = 1" in hw.llamacpp_features
+    build = f"{hw.llamacpp_gpu_backend} (GPU offload)" if hw.llamacpp_gpu_offload else "CPU only"
+    if openmp:
+        build += ", with OpenMP"
+    again = ("run scripts/setup again (it builds for the GPU it finds), or: pip install --force-reinstall "
+             f"--no-cache-dir --no-binary llama-cpp-python llama-cpp-python=={hw.llamacpp_version} with CMAKE_ARGS=")
+    if hw.nvidia and hw.llamacpp_gpu_backend not in ("CUDA", "Vulkan"):
+        return build, (f"{hw.nvidia[0].name} is not used: this build has no CUDA. Rebuild for CUDA: {again}"
+                       '"-DGGML_CUDA=on"')
+    if hw.apple_silicon and hw.llamacpp_gpu_backend != "Metal":
+        return build, f"the Apple GPU is not used: this build has no Metal. Rebuild for Metal: {again}\"-DGGML_METAL=on\""
+    if openmp:
+        return build, ("once two threads have computed (a chat beside document search or /v1/embeddings) each "
+                       f"decode can cost ~3x as much on a small machine; rebuild without OpenMP: {again}"
+                       '"-DGGML_OPENMP=OFF"')
+    if not hw.gpus and not hw.apple_silicon:
+        return build, ""  # nothing a build can add: no GPU here
+    return build, ""
+

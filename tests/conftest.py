@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 import threading
 import time
 
-import numpy as np
-import pytest
-
-from backends.engine import Engine
+from backends.engine import Engine  # first: llama.cpp's libraries load before numpy's (backends/native.py)
 from backends.runtime import LoadOptions
 from models.registry import resolve_model
 
-pytest_plugins = ["window_fixtures"]  # the window tests' fixtures (make_window, hub)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# The window tests' fixtures (make_window, hub) need Qt; every other test collects and runs without it (a GPU
+# machine, a server without a desktop). A window test there fails at its own `import PySide6`, saying why.
+pytest_plugins = ["window_fixtures"] if importlib.util.find_spec("PySide6") else []
 
 # Greedy runs may part where llama.cpp's batched and single-token logits order two tokens
 # differently; that only happens when the reference's top two logits are this close. On this CPU
@@ -42,6 +45,14 @@ def no_thread_left_behind():
     pytest.fail(f"threads left running: {[t.name for t in left]}")
 
 
+def starter_label() -> str:
+    """Where this machine runs the starter, as the window and the CLI label it ("llamacpp (CPU)", "llamacpp (GPU)"):
+    the real machine's answer, which `lantern doctor` also reports (tests never assume there is no GPU)."""
+    from app.wiring import plan_load
+
+    return plan_load("smollm2-135m-instruct", options=LoadOptions(n_ctx=512)).label
+
+
 @pytest.fixture(scope="session")
 def smollm2_path():
     return resolve_model("smollm2-135m-instruct")
@@ -52,10 +63,43 @@ def gemma_path():
     return resolve_model("gemma3-270m")
 
 
+# `scripts/test --gpu`: the engine, runtime, slot, lookup, seed and server tests on the GPU build, every layer on the
+# GPU (the workers plan that by themselves on such a machine; the runtime fixtures here are told).
+GPU_MODE = os.environ.get("LANTERN_TEST_GPU") == "1"
+
+
 def load(path, **options):
     from backends.llamacpp import LlamaCppRuntime
 
-    return LlamaCppRuntime(path, LoadOptions(**{"n_ctx": 2048, **options}))
+    defaults = {"n_ctx": 2048, "n_gpu_layers": -1 if GPU_MODE else None}
+    return LlamaCppRuntime(path, LoadOptions(**{**defaults, **options}))
+
+
+def pytest_sessionstart(session):
+    if not GPU_MODE:
+        return
+    from backends.hardware import detect
+
+    hw = detect()
+    if not hw.llamacpp_gpu_offload or starter_label() != "llamacpp (GPU)":
+        raise pytest.UsageError(f"scripts/test --gpu needs llama.cpp built for this GPU; this build: "
+                                f"{hw.llamacpp_gpu_backend or 'CPU only'}, GPUs: {[g.name for g in hw.gpus]}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """In GPU mode the MLX variants are left out, and said so: the GPU suite checks the CUDA build."""
+    if not GPU_MODE:
+        return
+    mlx = [i for i in items if "mlx" in i.name.lower() or "smollm2_mlx_path" in getattr(i, "fixturenames", ())]
+    # scripts/gpu-check's machine has no network, and Gemma 3 (250 MB) does not travel to it with the starter
+    gemma = [i for i in items if os.environ.get("LANTERN_TEST_NO_GEMMA") == "1" and i not in mlx
+             and ("gemma" in i.name.lower() or "gemma_path" in getattr(i, "fixturenames", ()))]
+    if mlx or gemma:
+        config.hook.pytest_deselected(items=mlx + gemma)
+        items[:] = [i for i in items if i not in mlx and i not in gemma]
+        print(f"\nGPU mode: {len(mlx)} MLX tests deselected (the CUDA build is what this mode checks)"
+              + (f", {len(gemma)} Gemma 3 tests (LANTERN_TEST_NO_GEMMA: the model is not on this machine)"
+                 if gemma else ""))
 
 
 @pytest.fixture

@@ -81,6 +81,13 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     assert r.returncode == 0, r.stderr
     assert "cores" in r.stdout and "GiB RAM" in r.stdout
     assert "llama-cpp-python 0.3.36" in r.stdout and "features: CPU" in r.stdout
+    from backends.hardware import build_advice, detect
+    from conftest import starter_label
+
+    hw = detect()
+    build, advice = build_advice(hw)
+    assert f"build: {build}" in r.stdout  # CUDA (GPU offload) on an NVIDIA machine after scripts/setup, else CPU only
+    assert (f"faster: {advice}" in r.stdout) if advice else "faster:" not in r.stdout
     # scripts/setup builds llama.cpp without OpenMP (a second computing thread would slow every decode ~3x)
     assert "OPENMP" not in r.stdout and "uses OpenMP" not in r.stdout
     # the count a model would compute with now, from the cores other programs leave free (backends/threads.py)
@@ -90,8 +97,11 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     assert re.search(r"document search: sqlite-vec v[0-9.]+ in SQLite 3\.", r.stdout)  # tests/test_packaging.py runs it in the bundle
     assert "images: llama.cpp's mtmd (media marker <__media__>)" in r.stdout
     lines = {line.split(":")[0].strip(): line for line in r.stdout.splitlines()}
-    # this machine has no usable GPU (CI neither): every local model runs on llama.cpp's CPU backend
-    assert "llamacpp (CPU): no usable GPU" in lines["smollm2-135m-instruct"]
+    # where the starter runs here, as Lantern plans it in-process (CPU in CI; every layer on the GPU on a CUDA build)
+    label = starter_label()
+    assert lines["smollm2-135m-instruct"].strip().startswith(f"smollm2-135m-instruct: {label}: ")
+    if label == "llamacpp (CPU)" and not hw.gpus:
+        assert "llamacpp (CPU): no usable GPU" in lines["smollm2-135m-instruct"]
     assert re.search(r"; 4 slots, KV cache [0-9,]+ MiB \(shared by its slots\)", lines["smollm2-135m-instruct"])
     # the starter's ChatML template takes no tools: it calls them in the generic JSON format
     assert lines["smollm2-135m-instruct"].endswith("tool calls: generic")
