@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from backends.worker import EngineWorker
+from backends.worker import EngineWorker, retire
 
 Listener = Callable[[str | None, EngineWorker | None], None]
 
@@ -35,9 +35,9 @@ class ModelHost:
         with self._lock:
             if name == self.name and self.worker is not None:
                 return self.worker
-            old, self.worker, self.name = self.worker, self._open(name), name
+            self._retire(self.worker)  # first: the new model is fitted to the memory the old one frees
+            self.worker, self.name = self._open(name), name
             worker = self.worker
-        self._retire(old)
         self._tell(name, worker)
         return worker
 
@@ -62,10 +62,8 @@ class ModelHost:
             t.join(timeout)
 
     def _retire(self, old: EngineWorker | None) -> None:
-        if old is not None:  # queued replies finish first; nothing here waits for them
-            t = threading.Thread(target=old.close, name="lantern-unload", daemon=True)
-            t.start()
-            self._closing = [c for c in self._closing if c.is_alive()] + [t]
+        if old is not None:  # queued replies finish first; the next model's plan waits for it (backends/worker.py)
+            self._closing = [c for c in self._closing if c.is_alive()] + [retire(old)]
 
     def _tell(self, name: str | None, worker: EngineWorker | None) -> None:
         for listener in list(self._listeners):

@@ -52,8 +52,14 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         raise ModelLoadError(f"{path.name} is a vision projector, not a model: load the model beside it (Lantern "
                              "finds its projector there).")
     info = describe_model(path)
-    choice = choose_backend(hardware or detect(), info, n_ctx=options.n_ctx, backend=backend,
-                            n_gpu_layers=options.n_gpu_layers)
+    if hardware is None:
+        from backends.worker import wait_for_retired
+
+        if not wait_for_retired():  # a model being switched away from still holds memory: measured with it
+            log.warning("The previous model is still unloading; %s is fitted to the memory free now", path.name)
+        hardware = detect()
+    choice = choose_backend(hardware, info, n_ctx=options.n_ctx, backend=backend,
+                            n_gpu_layers=options.n_gpu_layers, slots=max(options.slots, 1))
     reason = choice.reason
     if choice.backend == "mlx" and info.format == "gguf":
         from models.convert import mlx_copy_of

@@ -32,8 +32,11 @@ from backends.vision import MARKER, image_start
 SAVE_WHEN_DISCARDING = 64
 # Restoring a saved state must win at least this many tokens over the live cache.
 RESTORE_WHEN_GAINING = 16
-# A typical CPU curve (seconds of a pass of n tokens, relative): seeded requests draft by it, never by timing.
-NOMINAL_COSTS = {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5}
+# Seconds of a pass of n tokens relative to one, by device: seeded requests draft by these, never by timing, so their
+# draft lengths follow from their text alone on a given device and build. A CPU computes each row; a GPU reads the
+# weights once for all of them, so passes of a few tokens cost about what one does.
+NOMINAL_COSTS = {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5}  # a typical CPU
+NOMINAL_GPU_COSTS = {1: 1.0, 2: 1.04, 4: 1.08, 8: 1.15, 16: 1.3}  # GPU_COSTS_MEASURED (docs/benchmarks.md)
 # The last-position logits of this many recent prompts are kept, so a fully cached prompt reuses them
 # instead of recomputing its last token in a batch of another size (which can change a near tie).
 PROMPT_LOGITS_KEPT = 16
@@ -493,7 +496,8 @@ class Engine:
         if seeded:
             # A seeded reply must come out the same every time: its draft lengths (which decide how the
             # forward passes are batched) follow from its own text alone, never from timing or earlier requests.
-            policy = DraftLengthPolicy(NOMINAL_COSTS, draft_max=self.options.draft_max, learn_costs=False)
+            nominal = NOMINAL_GPU_COSTS if getattr(self.runtime, "on_gpu", False) else NOMINAL_COSTS
+            policy = DraftLengthPolicy(nominal, draft_max=self.options.draft_max, learn_costs=False)
             return Lookup(self._drafter, policy, adaptive=self.options.adaptive_draft)
         if self._policy is None:
             given = self.options.forward_costs

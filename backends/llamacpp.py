@@ -122,6 +122,7 @@ class LlamaCppRuntime(SlotsMixin):
 
     name = "llamacpp"
     can_truncate = True
+    on_gpu = False
 
     def __init__(self, path: str | Path, options: LoadOptions = LoadOptions(), *, verify: bool = True):
         """`verify`: a file not loaded before is first loaded in a child process (backends/load_probe.py)."""
@@ -151,6 +152,7 @@ class LlamaCppRuntime(SlotsMixin):
         mparams = C.llama_model_default_params()
         gpu_layers = options.n_gpu_layers or 0
         mparams.n_gpu_layers = 0x7FFFFFFF if gpu_layers == -1 else gpu_layers
+        self.on_gpu = gpu_layers == -1 and bool(C.llama_supports_gpu_offload())
         # ggml's AMX matmul in llama-cpp-python 0.3.36 segfaults on multi-token batches (seen on Xeons
         # with AMX, Llama() included); the extra buffer types are what route weights to it.
         mparams.use_extra_bufts = not cpu_has_amx()

@@ -19,6 +19,8 @@ from backends.runtime import LoadOptions, ModelLoadError
 PROBE_ARG = "_load-probe"  # the hidden command the child runs (app/cli.py and `python -m backends.load_probe`)
 CLEAN_FAILURE = 3
 TIMEOUT_S = 600.0
+PROBE_N_CTX = 512
+PROBE_N_CTX_IMAGES = 4096
 
 
 def verify_in_child(path: Path, options: LoadOptions) -> None:
@@ -27,8 +29,13 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
     cache = _cache_file()
     if key in _read(cache):
         return
-    spec = json.dumps({"path": str(path), "n_ctx": options.n_ctx, "n_gpu_layers": options.n_gpu_layers,
-                       "n_batch": options.n_batch, "flash_attn": options.flash_attn,
+    # The child checks that the file loads and computes, not that a long context fits: with a small context it
+    # needs little beyond the weights, which it frees before this process loads them (so a first load on a GPU
+    # never holds two full copies of the cache).
+    small = PROBE_N_CTX_IMAGES if options.projector else PROBE_N_CTX  # an image's tokens fit (LLaVA's are 576)
+    spec = json.dumps({"path": str(path), "n_ctx": min(options.n_ctx or small, small),
+                       "n_gpu_layers": options.n_gpu_layers,
+                       "n_batch": min(options.n_batch, small), "flash_attn": options.flash_attn,
                        "allow_context_beyond_training": options.allow_context_beyond_training,
                        "projector": options.projector or None})
     cmd = [sys.executable, PROBE_ARG, spec] if getattr(sys, "frozen", False) else \

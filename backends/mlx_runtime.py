@@ -59,6 +59,7 @@ class MlxRuntime(MlxSlotsMixin):
     `options.slots` through backends/mlx_slots.py."""
 
     name = "mlx"
+    on_gpu = False  # set at load: Metal on Apple silicon
 
     def __init__(self, path: str | Path, options: LoadOptions = LoadOptions()):
         options.validate()
@@ -77,6 +78,7 @@ class MlxRuntime(MlxSlotsMixin):
         except (ValueError, KeyError, OSError, RuntimeError, TypeError) as e:
             raise ModelLoadError(f"mlx-lm could not load {self.model_path}: {e}") from None
         self._make_cache = make_prompt_cache
+        self.on_gpu = mx.default_device() == mx.gpu and mx.metal.is_available()
         self.slots = options.slots
         self._seq_caches = [make_prompt_cache(self._model) for _ in range(self.slots)]
         self._seq_pasts = [0] * self.slots

@@ -136,6 +136,7 @@ class Runtime(Protocol):
 
     name: str  # "llamacpp", "mlx"
     can_truncate: bool  # False: the cache cannot roll back (some MLX layer types), so no prompt lookup
+    on_gpu: bool  # every layer computes on a GPU (CUDA, Metal): a pass of a few tokens costs about what one does
     model_path: Path
     n_ctx: int
     n_ctx_train: int

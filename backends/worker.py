@@ -18,6 +18,40 @@ from backends.runtime import ModelLoadError
 
 _DONE = object()
 
+# Workers being closed in the background: a model planned meanwhile waits for them, so that the free GPU memory it
+# is fitted to is measured without the model that is leaving (a switch on a GPU would otherwise plan the new model
+# into what the old one still holds, and put fewer layers on the GPU).
+_retiring: set[threading.Event] = set()
+_retiring_lock = threading.Lock()
+RETIRE_WAIT_S = 60.0  # a switch waits this long for the old model's queued replies, then plans without it
+
+
+def retire(worker) -> threading.Thread:
+    """Close `worker` on a thread of its own (its queued replies finish first, then it frees its model)."""
+    done = threading.Event()
+    with _retiring_lock:
+        _retiring.add(done)
+
+    def close() -> None:
+        try:
+            worker.close()
+        finally:
+            with _retiring_lock:
+                _retiring.discard(done)
+            done.set()
+
+    t = threading.Thread(target=close, name="lantern-unload", daemon=True)
+    t.start()
+    return t
+
+
+def wait_for_retired(timeout: float = RETIRE_WAIT_S) -> bool:
+    """Wait until every worker retired so far has freed its model; False if one is still closing at `timeout`."""
+    deadline = time.monotonic() + timeout
+    with _retiring_lock:
+        pending = list(_retiring)
+    return all(e.wait(max(0.0, deadline - time.monotonic())) for e in pending)
+
 
 class Generation:
     """A submitted request: iterate it for events; `cancel()` stops it within one step."""

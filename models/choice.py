@@ -17,8 +17,8 @@ GPU_MARGIN_BYTES = 600 << 20
 GPU_MARGIN_SHARE = 0.05
 # macOS lets the GPU wire about this much of unified memory by default.
 METAL_WORKING_SET = 0.75
-CUDA_REBUILD = ('CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
-                '--no-binary llama-cpp-python "llama-cpp-python=={version}"')
+CUDA_REBUILD = ('run scripts/setup again (it builds for CUDA where the NVIDIA driver answers), or: CMAKE_ARGS="-DGGML_CUDA=on" '
+                'pip install --force-reinstall --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python=={version}"')
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,9 @@ class BackendChoice:
 
 
 def choose_backend(hw: Hardware, model: ModelInfo, *, n_ctx: int, backend: str = "auto",
-                   n_gpu_layers: int | None = None) -> BackendChoice:
-    """Pick a backend for `model` on `hw`; `backend` and `n_gpu_layers` override the choice."""
+                   n_gpu_layers: int | None = None, slots: int = 1) -> BackendChoice:
+    """Pick a backend for `model` on `hw`; `backend` and `n_gpu_layers` override the choice. `slots`: conversations
+    run at once, each with its own sliding windows and recurrent states beside the shared cells (models/info.py)."""
     if backend not in ("auto", "llamacpp", "mlx"):
         raise ModelLoadError(f"Unknown backend {backend!r}; choose auto, llamacpp or mlx.")
     n_ctx = n_ctx or min(model.n_ctx_train or 4096, 8192)
@@ -53,9 +54,9 @@ def choose_backend(hw: Hardware, model: ModelInfo, *, n_ctx: int, backend: str =
         return BackendChoice("llamacpp", n_gpu_layers, f"llama.cpp with {where} on the GPU (you set it)"
                              if n_gpu_layers else "llama.cpp on the CPU (you set --n-gpu-layers 0)")
     if hw.apple_silicon:
-        return _metal(hw, model, n_ctx)
+        return _metal(hw, model, n_ctx, slots)
     if hw.nvidia:
-        return _nvidia(hw, model, n_ctx)
+        return _nvidia(hw, model, n_ctx, slots)
     return BackendChoice("llamacpp", 0, f"no usable GPU: llama.cpp on the CPU ({hw.cpu_cores} cores)")
 
 
@@ -72,8 +73,8 @@ def _mlx(hw: Hardware, model: ModelInfo, backend: str, n_gpu_layers: int | None)
     return BackendChoice("mlx", -1 if hw.apple_silicon else 0, f"{why}: MLX on {device}")
 
 
-def _metal(hw: Hardware, model: ModelInfo, n_ctx: int) -> BackendChoice:
-    need = model.size_bytes + model.kv_bytes(n_ctx)
+def _metal(hw: Hardware, model: ModelInfo, n_ctx: int, slots: int) -> BackendChoice:
+    need = model.size_bytes + model.kv_bytes(n_ctx, slots=slots)
     if not hw.llamacpp_gpu_offload:
         return BackendChoice("llamacpp", 0, "Apple silicon, but this llama-cpp-python was built without Metal: "
                              "llama.cpp on the CPU", advice=_rebuild_hint(hw))
@@ -83,17 +84,18 @@ def _metal(hw: Hardware, model: ModelInfo, n_ctx: int) -> BackendChoice:
     return BackendChoice("llamacpp", -1, reason, advice="MLX-format models of this one run on MLX, often faster")
 
 
-def _nvidia(hw: Hardware, model: ModelInfo, n_ctx: int) -> BackendChoice:
+def _nvidia(hw: Hardware, model: ModelInfo, n_ctx: int, slots: int) -> BackendChoice:
     gpu = max(hw.nvidia, key=lambda g: g.free_bytes)
     if not hw.llamacpp_gpu_offload or hw.llamacpp_gpu_backend not in ("CUDA", "Vulkan"):
         return BackendChoice("llamacpp", 0, f"{gpu.name} found, but this llama-cpp-python was built without CUDA: "
                              "llama.cpp on the CPU", advice=_rebuild_hint(hw))
-    kv = model.kv_bytes(n_ctx)
+    kv = model.kv_bytes(n_ctx, slots=slots)
     need = model.size_bytes + kv
     room = gpu.free_bytes - GPU_MARGIN_BYTES - int(gpu.free_bytes * GPU_MARGIN_SHARE)
     free = f"{gpu.free_bytes / GiB:.1f} GiB free on {gpu.name}"
+    cache = f"KV cache for {slots} slots" if slots > 1 else "KV cache"
     if need <= room:
-        return BackendChoice("llamacpp", -1, f"every layer on the GPU: weights and KV cache need {need / GiB:.1f} GiB, "
+        return BackendChoice("llamacpp", -1, f"every layer on the GPU: weights and {cache} need {need / GiB:.1f} GiB, "
                              f"{free}")
     layers = model.n_layers
     per_layer = (model.size_bytes - model.output_bytes + kv) / max(layers, 1)

@@ -40,7 +40,7 @@ def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1) -> 
         verdict = "cpu" if need <= ram else "no"
         return Fit(verdict, 0, need, f"needs {gib}; MLX runs on the CPU here ({ram / GiB:.1f} GiB free)")
     if hw.llamacpp_version is not None and hw.nvidia and hw.llamacpp_gpu_offload:
-        layers = choose_backend(hw, model, n_ctx=n_ctx).n_gpu_layers
+        layers = choose_backend(hw, model, n_ctx=n_ctx, slots=slots).n_gpu_layers
         if layers == -1:
             return Fit("gpu", -1, need, f"needs {gib}, every layer on the GPU")
         if layers > 0:

@@ -11,7 +11,7 @@ from backends.engine import EngineOptions
 from backends.events import Event, GenerationRequest
 from backends.runtime import LanternError, LoadOptions
 from backends.state_cache import StateCache
-from backends.worker import EngineWorker, Generation
+from backends.worker import EngineWorker, Generation, retire
 
 log = logging.getLogger("lantern.server")
 
@@ -116,6 +116,9 @@ class ModelService:
     def _switch(self, name: str) -> None:
         """Start loading `name`; the old worker finishes what it has queued, then frees its model."""
         with self._lock:
+            if self._owns and self._worker is not None:  # freed first: the new model is fitted without it
+                retire(self._worker)
+                self._worker = None
             self._adopt(name, self._open(name))
 
     def adopt(self, name: str | None, worker: EngineWorker | None) -> None:
@@ -132,7 +135,7 @@ class ModelService:
         if worker is not None:
             threading.Thread(target=self._watch_load, args=(worker,), name="lantern-load-watch", daemon=True).start()
         if old is not None and self._owns:
-            threading.Thread(target=old.close, name="lantern-unload", daemon=True).start()
+            retire(old)
 
     def _watch_load(self, worker: EngineWorker) -> None:
         try:
