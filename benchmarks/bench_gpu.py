@@ -114,7 +114,10 @@ def decode(args, name, path):
     row = {}
     for who, make in (("lantern", lambda: lantern(args, path, "--no-prompt-lookup", "--slots", "1")),
                       ("llama-server", lambda: peer(args, path, "-np", "1"))):
-        s = make()
+        try:
+            s = make()
+        except Exception as e:
+            row[who] = {"error": str(e)}; print(f"decode {who}: {e}", flush=True); continue
         try:
             s.stream("/v1/completions", {**body, "max_tokens": 16})
             runs = [s.stream("/v1/completions", body) for _ in range(args.repeats)]
@@ -122,10 +125,12 @@ def decode(args, name, path):
                         "ready_s": s.ready_s}
         finally:
             s.close()
-    row["ratio"] = row["lantern"]["decode_tok_s"] / row["llama-server"]["decode_tok_s"]
+    if "decode_tok_s" in row.get("lantern", {}) and "decode_tok_s" in row.get("llama-server", {}):
+        row["ratio"] = row["lantern"]["decode_tok_s"] / row["llama-server"]["decode_tok_s"]
+    else:
+        row["ratio"] = float("nan")
     RESULTS.setdefault("decode", {})[name] = row
-    print(f"decode {name}: Lantern {row['lantern']['decode_tok_s']:.1f} tok/s, llama-server "
-          f"{row['llama-server']['decode_tok_s']:.1f} tok/s, ratio {row['ratio']:.3f}", flush=True)
+    print(f"decode {name}: " + json.dumps(row), flush=True)
 
 
 def pld(args, path, doc):
@@ -180,7 +185,10 @@ def slots(args, name, path):
     for who, make in (("lantern 1 slot", lambda: lantern(args, path, "--no-prompt-lookup", "--slots", "1")),
                       ("lantern", lambda: lantern(args, path, "--no-prompt-lookup", "--slots", "8")),
                       ("llama-server", lambda: peer(args, path, "-np", "8"))):
-        s = make()
+        try:
+            s = make()
+        except Exception as e:
+            row[who] = {"error": str(e)}; print(f"slots {who}: {e}", flush=True); continue
         try:
             s.stream("/v1/completions", {"prompt": prompt, "max_tokens": 8, "temperature": 0})
             for n in ((1,) if who.endswith("1 slot") else (1, 4, 8)):
@@ -200,6 +208,8 @@ def slots(args, name, path):
             s.close()
     RESULTS.setdefault("slots", {})[name] = row
     for who, r in row.items():
+        if "error" in r:
+            continue
         print(f"slots {name} {who}: " + ", ".join(f"{n} clients {v['agg_tok_s']:.0f} tok/s (x{v['agg_tok_s'] / r[1]['agg_tok_s']:.2f}, "
                                                    f"worst TTFT {v['worst_ttft_ms']:.0f} ms)" for n, v in r.items()), flush=True)
 

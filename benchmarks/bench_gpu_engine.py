@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,6 +29,8 @@ from backends.sampling import SamplingParams  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+# every layer on the GPU; BENCH_GPU_LAYERS=0 runs the same steps on a CPU (a smoke test of this script)
+LAYERS = int(os.environ.get("BENCH_GPU_LAYERS", "-1"))
 STORY = "Once upon a time, in a small village by the sea, there lived an old lighthouse keeper named"
 
 
@@ -47,7 +50,7 @@ def decode(path: str, repeats: int) -> dict:
     from backends.llamacpp import LlamaCppRuntime
     from backends.draft_policy import measure_forward_costs
 
-    rt = LlamaCppRuntime(path, LoadOptions(n_ctx=4096, n_gpu_layers=-1))
+    rt = LlamaCppRuntime(path, LoadOptions(n_ctx=4096, n_gpu_layers=LAYERS))
     try:
         engine = Engine(rt, options=EngineOptions(prompt_lookup=False))
         req = GenerationRequest(prompt=STORY, max_tokens=128, ignore_eos=True,
@@ -55,10 +58,10 @@ def decode(path: str, repeats: int) -> dict:
         reply(engine, GenerationRequest(prompt=STORY, max_tokens=8, sampling=SamplingParams(temperature=0.0)))
         rates = []
         for _ in range(repeats):
-            rt.reset()
+            engine.forget_cache()  # the engine's own reset: its record of the cache goes too
             tokens, final, _t0, t_first, t_end = reply(engine, req)
             rates.append((len(tokens) - 1) / (t_end - t_first))
-        rt.reset()
+        engine.forget_cache()
         costs = measure_forward_costs(rt, key=("bench", path))
         return {"decode_tok_s": statistics.median(rates), "runs": rates,
                 "stats_decode_tok_s": final.stats.decode_tokens_per_s,
@@ -67,17 +70,61 @@ def decode(path: str, repeats: int) -> dict:
         rt.close()
 
 
+def slot_overhead(path: str, repeats: int) -> dict:
+    """One client's decode on 1 slot and on 8, and the passes under them: where a lone client on many slots loses."""
+    from app.wiring import start_worker
+    from backends.llamacpp import LlamaCppRuntime
+
+    out = {}
+    for slots in (1, 8):
+        rt = LlamaCppRuntime(path, LoadOptions(n_ctx=4096, n_gpu_layers=LAYERS, slots=slots), verify=False)
+        try:
+            rt.forward([100, 200, 300], 0)
+            for how in ("forward", "forward_seqs"):
+                best = float("inf")
+                for _ in range(repeats):
+                    rt.truncate(3)
+                    t0 = time.perf_counter()
+                    for i in range(128):
+                        if how == "forward":
+                            rt.forward([500 + i], rt.n_past)
+                        else:
+                            rt.forward_seqs([(0, [500 + i], [0])])
+                    best = min(best, (time.perf_counter() - t0) / 128)
+                out[f"raw {how}, context of {slots} slots (ms)"] = 1000 * best
+        finally:
+            rt.close()
+        w = start_worker(path, options=LoadOptions(n_ctx=4096, n_gpu_layers=LAYERS, slots=slots),
+                         engine_options=EngineOptions(prompt_lookup=False))
+        try:
+            w.wait_ready(120)
+            req = GenerationRequest(prompt=STORY, max_tokens=128, ignore_eos=True,
+                                    sampling=SamplingParams(temperature=0.0))
+            rates = []
+            for _ in range(repeats + 1):
+                t_first, n = None, 0
+                for ev in w.submit(req):
+                    if isinstance(ev, TextDelta) and ev.tokens:
+                        t_first = t_first or time.perf_counter()
+                        n += len(ev.tokens)
+                rates.append((n - 1) / (time.perf_counter() - t_first))
+            out[f"worker, {slots} slots (tok/s)"] = statistics.median(rates[1:])
+        finally:
+            w.close()
+    return out
+
+
 def parting(path: str, doc: str) -> dict:
     from backends.llamacpp import LlamaCppRuntime
 
     src = Path(doc).read_text()[:1800]
     messages = [{"role": "user", "content": f"Repeat the following document exactly.\n\n{src}"}]
-    rt = LlamaCppRuntime(path, LoadOptions(n_ctx=4096, n_gpu_layers=-1))
+    rt = LlamaCppRuntime(path, LoadOptions(n_ctx=4096, n_gpu_layers=LAYERS))
     out = {}
     try:
         engine = Engine(rt, options=EngineOptions(prompt_lookup=True))
         prompt = engine._prompt_tokens(GenerationRequest(messages=messages))[0]
-        rt.reset()
+        engine.forget_cache()
         logits = rt.forward(prompt, 0)[0]
         ref, gaps = [], []
         for _ in range(400):
@@ -91,7 +138,7 @@ def parting(path: str, doc: str) -> dict:
         out["reference_tokens"] = len(ref)
         out["smallest_gaps"] = sorted(gaps)[:5]
         for name, seed in (("lookup", None), ("lookup seeded", 7), ("plain engine", None)):
-            rt.reset()
+            engine.forget_cache()
             req = GenerationRequest(messages=messages, max_tokens=400, prompt_lookup=name != "plain engine",
                                     sampling=SamplingParams(temperature=0.0, seed=seed))
             t0 = time.perf_counter()
@@ -123,6 +170,10 @@ def main() -> int:
                   f"pass costs relative to one token: "
                   + ", ".join(f"{n}: {c:.2f}" for n, c in r["costs_rel"].items()), flush=True)
             Path(args.out).write_text(json.dumps(results, indent=1))
+    if args.model_1b:
+        results["slot overhead 1b"] = slot_overhead(args.model_1b, args.repeats)
+        print("slot overhead 1b:", {k: round(v, 3) for k, v in results["slot overhead 1b"].items()}, flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
     if args.smol and args.doc:
         results["parting"] = parting(args.smol, args.doc)
         for k, v in results["parting"].items():
