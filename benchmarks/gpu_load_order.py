@@ -54,10 +54,12 @@ def foreign_extensions() -> list[str]:
 
 def bindings(model: str, out: Path) -> list[str]:
     """LD_DEBUG's bindings of std:: locale/regex/codecvt symbols in the old order, those not bound to libstdc++."""
-    log = out / "ld_debug"
+    import tempfile
+
+    log = Path(tempfile.mkdtemp()) / "ld_debug"
     run("ld_debug", LANTERN, model, env={"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(log)}, timeout=300)
     odd = []
-    for f in out.glob("ld_debug.*"):
+    for f in log.parent.glob("ld_debug.*"):
         for line in f.read_text(errors="replace").splitlines():
             if re.search(r"codecvt|locale|regex|ctype|collate", line) and "libstdc++" not in line.split("to ")[-1]:
                 odd.append(line.strip())
