@@ -179,7 +179,5 @@ def build_advice(hw: Hardware) -> tuple[str, str]:
         return build, ("once two threads have computed (a chat beside document search or /v1/embeddings) each "
                        f"decode can cost ~3x as much on a small machine; rebuild without OpenMP: {again}"
                        '"-DGGML_OPENMP=OFF"')
-    if not hw.gpus and not hw.apple_silicon:
-        return build, ""  # nothing a build can add: no GPU here
-    return build, ""
+    return build, ""  # the GPU is used, or there is none: nothing a build can add
 
