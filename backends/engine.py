@@ -36,7 +36,7 @@ RESTORE_WHEN_GAINING = 16
 # draft lengths follow from their text alone on a given device and build. A CPU computes each row; a GPU reads the
 # weights once for all of them, so passes of a few tokens cost about what one does.
 NOMINAL_COSTS = {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5}  # a typical CPU
-NOMINAL_GPU_COSTS = {1: 1.0, 2: 1.04, 4: 1.08, 8: 1.15, 16: 1.3}  # GPU_COSTS_MEASURED (docs/benchmarks.md)
+NOMINAL_GPU_COSTS = {1: 1.0, 2: 1.04, 4: 1.08, 8: 1.15, 16: 1.3}  # a guess until scripts/gpu-check measures one
 # The last-position logits of this many recent prompts are kept, so a fully cached prompt reuses them
 # instead of recomputing its last token in a batch of another size (which can change a near tie).
 PROMPT_LOGITS_KEPT = 16
