@@ -71,7 +71,11 @@ def read_attachment(path: Path) -> Attachment:
         if st.st_size > MAX_BYTES:
             raise AttachmentError(f"{name} is {st.st_size / 1e6:,.0f} MB; Lantern attaches files up to "
                                   f"{MAX_BYTES / 1e6:.0f} MB.")
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)  # at most one byte past the limit: a file that grew since stat is caught
+        if len(data) > MAX_BYTES:
+            raise AttachmentError(f"{name} is over {MAX_BYTES / 1e6:.0f} MB; Lantern attaches files up to "
+                                  f"{MAX_BYTES / 1e6:.0f} MB.")
     except AttachmentError:
         raise
     except OSError as e:

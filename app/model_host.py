@@ -21,6 +21,10 @@ class ModelHost:
         self.worker: EngineWorker | None = None
         self._listeners: list[Listener] = []
         self._closing: list[threading.Thread] = []
+        # Listeners hear changes one at a time and never an older one after a newer: two quick switches on two
+        # threads would otherwise leave the endpoint on the retired worker.
+        self._telling = threading.RLock()
+        self._change = 0
 
     def subscribe(self, listener: Listener) -> None:
         """`listener(name, worker)` runs on the caller's thread after each load or unload."""
@@ -37,8 +41,8 @@ class ModelHost:
                 return self.worker
             self._retire(self.worker)  # first: the new model is fitted to the memory the old one frees
             self.worker, self.name = self._open(name), name
-            worker = self.worker
-        self._tell(name, worker)
+            worker, change = self.worker, self._next_change()
+        self._tell(name, worker, change)
         return worker
 
     def reload(self) -> EngineWorker | None:
@@ -46,25 +50,37 @@ class ModelHost:
         with self._lock:
             name, old = self.name, self.worker
             self.worker = self.name = None
-        self._retire(old)
+            self._retire(old)
         return self.use(name) if name else None
 
     def unload(self) -> None:
         with self._lock:
             old, self.worker, self.name = self.worker, None, None
-        self._retire(old)
-        self._tell(None, None)
+            self._retire(old)
+            change = self._next_change()
+        self._tell(None, None, change)
 
     def close(self, timeout: float = 30.0) -> None:
         """Unload and wait for every engine thread to end (at exit)."""
         self.unload()
-        for t in self._closing:
+        with self._lock:
+            closing = list(self._closing)
+        for t in closing:
             t.join(timeout)
 
+    def _next_change(self) -> int:
+        self._change += 1
+        return self._change
+
     def _retire(self, old: EngineWorker | None) -> None:
+        """Called with the lock held."""
         if old is not None:  # queued replies finish first; the next model's plan waits for it (backends/worker.py)
             self._closing = [c for c in self._closing if c.is_alive()] + [retire(old)]
 
-    def _tell(self, name: str | None, worker: EngineWorker | None) -> None:
-        for listener in list(self._listeners):
-            listener(name, worker)
+    def _tell(self, name: str | None, worker: EngineWorker | None, change: int) -> None:
+        with self._telling:
+            with self._lock:
+                if change != self._change:
+                    return  # a newer change was made (and is told, or was told already)
+            for listener in list(self._listeners):
+                listener(name, worker)

@@ -1,5 +1,6 @@
 """The worker for a model whose slot count Lantern chooses (issue 20's default): several slots where llama.cpp can
-batch conversations, one where it cannot (MLX, recurrent and embedding models). Which it is can only be known once
+batch conversations (recurrent and hybrid models included, each slot with its own state), one where it cannot (MLX
+and embedding models). Which it is can only be known once
 the model is planned (its file read, an MLX copy perhaps made), so that is decided on a thread of its own; requests
 and calls made meanwhile wait for it, in order."""
 from __future__ import annotations
@@ -40,12 +41,12 @@ class AutoWorker:
             for job in pending:
                 _fail(job if isinstance(job, Generation) else job[1])
             return
-        with self._lock:
+        with self._lock:  # held while the queued jobs go on, so that none made meanwhile overtakes them
             self._inner = inner
             pending, self._pending = self._pending, []
             closed = self._closed
-        for job in pending:
-            self._forward(inner, job)
+            for job in pending:
+                self._forward(inner, job)
         inner.when_ready(self._loaded)
         if closed:
             inner.close()
@@ -87,10 +88,10 @@ class AutoWorker:
             if inner is None and not self._closed:
                 self._pending.append(job)
                 return
-        if inner is None:
-            _fail(job if isinstance(job, Generation) else job[1])
-        else:
-            self._forward(inner, job)
+            if inner is not None:
+                self._forward(inner, job)  # under the lock: in order with the jobs queued before the choice
+                return
+        _fail(job if isinstance(job, Generation) else job[1])
 
     def close(self, timeout: float = 30.0) -> None:
         with self._lock:

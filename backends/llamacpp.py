@@ -27,10 +27,25 @@ MAX_DEFAULT_CTX = 8192
 EMBED_CTX = 2048  # the longest input a chat model embeds (its own context of that many tokens, made when asked)
 _init_lock = threading.Lock()
 _initialized = False
-_recent_log: deque[str] = deque(maxlen=20)  # llama.cpp's last messages, quoted in load errors
 _CACHE_SIZE = re.compile(r"^(llama_kv_cache|llama_memory_recurrent): size = +([0-9.]+) MiB")
-_cache_sizes: list[float] = []  # MiB, as llama.cpp reports each cache it allocates
+# llama.cpp logs a load's messages on the thread that loads, so each thread keeps its own: two loads at once (a chat
+# model and the embedder) never quote each other's errors or count each other's caches.
+_per_thread = threading.local()
 _log_callback = None  # kept alive: C holds a pointer to it
+
+
+def _recent_log() -> deque[str]:
+    """This thread's last messages from llama.cpp, quoted in load errors."""
+    if not hasattr(_per_thread, "log"):
+        _per_thread.log = deque(maxlen=20)
+    return _per_thread.log
+
+
+def _cache_sizes() -> list[float]:
+    """MiB, as llama.cpp reported each cache it allocated on this thread."""
+    if not hasattr(_per_thread, "sizes"):
+        _per_thread.sizes = []
+    return _per_thread.sizes
 
 
 class RuntimeFailure(LanternError):
@@ -49,10 +64,10 @@ def _init_backend() -> None:
         def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             message = text.decode("utf-8", errors="replace").rstrip()
             if message:
-                _recent_log.append(message)
+                _recent_log().append(message)
                 size = _CACHE_SIZE.match(message)
                 if size:
-                    _cache_sizes.append(float(size.group(2)))
+                    _cache_sizes().append(float(size.group(2)))
                 log.debug("%s", message)
 
         _log_callback = on_log
@@ -157,7 +172,7 @@ class LlamaCppRuntime(SlotsMixin):
         # with AMX, Llama() included); the extra buffer types are what route weights to it.
         mparams.use_extra_bufts = not cpu_has_amx()
         cancelled = self._watch_progress(mparams, options.on_progress)
-        _recent_log.clear()
+        _recent_log().clear()
         self._model = C.llama_model_load_from_file(str(self.model_path).encode(), mparams)
         self._progress_cb = None
         if not self._model:
@@ -227,9 +242,9 @@ class LlamaCppRuntime(SlotsMixin):
         # memory one cell per sequence.
         recurrent = C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model)
         cparams.n_rs_seq = RECURRENT_SNAPSHOTS if recurrent else 0
-        _cache_sizes.clear()
+        _cache_sizes().clear()
         self._ctx = C.llama_init_from_model(self._model, cparams)
-        self.cache_bytes = int(sum(_cache_sizes) * (1 << 20))  # what llama.cpp allocated for the caches
+        self.cache_bytes = int(sum(_cache_sizes()) * (1 << 20))  # what llama.cpp allocated for the caches
         if not self._ctx:
             raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens: {_last_error()}")
         self.n_ctx = int(C.llama_n_ctx(self._ctx))
@@ -490,7 +505,7 @@ class LlamaCppRuntime(SlotsMixin):
 
 def _last_error() -> str:
     """The most telling of llama.cpp's recent messages (an "error ...: reason" line when there is one)."""
-    lines = [m for m in _recent_log if m]
+    lines = [m for m in _recent_log() if m]
     errors = [m for m in lines if "error" in m.lower()]
     if errors:
         return errors[-1].split("error loading model: ", 1)[-1]

@@ -46,16 +46,16 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
                             else None)
     deadline = time.monotonic() + TIMEOUT_S
     try:
-        while proc.poll() is None:
+        while True:
+            try:  # reads both pipes while it waits: a chatty child would otherwise block on a full pipe
+                out, err = proc.communicate(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass  # retrying communicate loses no output
             if _listener_cancels(options.on_progress):
                 raise ModelLoadError(f"Loading {path.name} was cancelled.")
             if time.monotonic() > deadline:
                 raise ModelLoadError(f"llama.cpp took over {TIMEOUT_S:.0f} s to load {path.name}; Lantern refused it.")
-            try:
-                proc.wait(0.05)
-            except subprocess.TimeoutExpired:
-                pass
-        out, err = proc.communicate()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -31,10 +31,15 @@ class CpuSample(NamedTuple):
 
 
 def usable_cores() -> int:
+    return len(_affinity()) or os.cpu_count() or 1
+
+
+def _affinity() -> set[int]:
+    """The cores this process may run on (a container or `taskset` may give fewer than the machine has)."""
     try:
-        return len(os.sched_getaffinity(0))  # a container or `taskset` may give fewer than the machine has
+        return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return set()
 
 
 _process = None
@@ -45,7 +50,7 @@ def sample_cpu() -> CpuSample:
     import psutil
 
     _process = _process or psutil.Process()
-    t = psutil.cpu_times()
+    t = _busy_of_our_cores(psutil)
     # Programs at a lower priority than Lantern yield their core to it, so they cost its threads no spinning:
     # their time counts only when Lantern itself runs niced (then its own time is in `nice` too).
     niced_lantern = getattr(os, "nice", None) is not None and os.nice(0) > 0
@@ -54,6 +59,26 @@ def sample_cpu() -> CpuSample:
         busy += getattr(t, "nice", 0.0)
     own = _process.cpu_times()
     return CpuSample(time.monotonic(), busy, own.user + own.system)
+
+
+class _Times(NamedTuple):
+    user: float = 0.0
+    system: float = 0.0
+    irq: float = 0.0
+    softirq: float = 0.0
+    steal: float = 0.0
+    nice: float = 0.0
+
+
+def _busy_of_our_cores(psutil):
+    """CPU times summed over the cores Lantern may use: work on cores it cannot use costs its threads nothing, and
+    the count it compares with is that of its own cores (usable_cores)."""
+    cores = _affinity()
+    per_core = psutil.cpu_times(percpu=True)
+    if not cores or len(cores) >= len(per_core) or max(cores) >= len(per_core):
+        return psutil.cpu_times()  # every core, or ids psutil does not list one by one (offline cores)
+    fields = [f for f in _Times._fields if hasattr(per_core[0], f)]
+    return _Times(**{f: sum(getattr(per_core[i], f) for i in cores) for f in fields})
 
 
 class ThreadChooser:

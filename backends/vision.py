@@ -71,8 +71,8 @@ class Projector:
         # mtmd logs through its own hook: into Lantern's log (and the errors kept for messages), not stderr
         M.mtmd_log_set(llamacpp._log_callback, None)
         M.mtmd_helper_log_set(llamacpp._log_callback, None)
-        _last_error, _recent_log = llamacpp._last_error, llamacpp._recent_log
-        _recent_log.clear()
+        _last_error = llamacpp._last_error
+        llamacpp._recent_log().clear()
         self._ctx = M.mtmd_init_from_file(str(self.path).encode(), model, params)
         if not self._ctx:
             raise ModelLoadError(f"llama.cpp could not load the vision projector {self.path.name}: {_last_error()}")

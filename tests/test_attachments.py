@@ -92,3 +92,28 @@ def test_the_model_reads_each_file_by_name_before_the_question(tmp_path):
     assert [(f.name, f.lines, f.excerpts) for f in files] == [('a "quoted".md', 1, ""), ("b.txt", 1, "")]
     assert question == "Compare them."  # what the bubble shows
     assert split_files('<document name="x">\nno end') == ([], '<document name="x">\nno end')
+
+
+def test_a_file_that_grows_after_its_size_was_checked_is_still_refused(tmp_path, monkeypatch):
+    """The size is checked, then the file read: at most one byte past the limit is read, so a file that grew in
+    between (a log being written) cannot get past it (issue 32)."""
+    import os
+    from pathlib import Path
+
+    from app import attachments
+
+    monkeypatch.setattr(attachments, "MAX_BYTES", 1000)
+    grown = tmp_path / "growing.log"
+    grown.write_text("x" * 5000)
+    real_stat = Path.stat
+
+    def stat_before_it_grew(self, *a, **k):
+        st = real_stat(self, *a, **k)
+        if self == grown:
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, 500,
+                                   st.st_atime, st.st_mtime, st.st_ctime))
+        return st
+
+    monkeypatch.setattr(Path, "stat", stat_before_it_grew)
+    with pytest.raises(AttachmentError, match="growing.log is over"):
+        read_attachment(grown)

@@ -191,3 +191,51 @@ def test_a_good_file_is_test_loaded_once_then_remembered(smollm2_path, tmp_path,
     (tmp_path / "cache" / "loaded-models.json").write_text("[[[")  # a damaged cache costs one more test load
     LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=512)).close()
     assert len(calls) == 3
+
+
+def test_a_chatty_test_load_is_read_while_it_runs(smollm2_path, tmp_path, monkeypatch):
+    """A child that writes more than a pipe holds (llama.cpp's logs, a backend's warnings) must not block until the
+    timeout: both pipes are read while it runs (issue 32)."""
+    from backends import load_probe
+    from backends.llamacpp import LlamaCppRuntime
+
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(load_probe, "TIMEOUT_S", 120.0)  # far past the load; the old code blocked until it
+    chatty = ("import sys, runpy; sys.stdout.write('x' * 1_000_000); sys.stdout.flush(); "
+              "sys.stderr.write('y' * 1_000_000); sys.stderr.flush(); "
+              "runpy.run_module('backends.load_probe', run_name='__main__')")
+    real = load_probe.subprocess.Popen
+    monkeypatch.setattr(load_probe.subprocess, "Popen",
+                        lambda cmd, **k: real([cmd[0], "-c", chatty, cmd[-1]], **k))
+    LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=512)).close()
+    assert load_probe._key(smollm2_path, LoadOptions(n_ctx=512)) in load_probe._read(
+        tmp_path / "cache" / "loaded-models.json")
+
+
+def test_cache_sizes_and_errors_are_those_of_the_load_on_this_thread(smollm2_path):
+    """Two loads at once (a chat model and the embedder) must not count each other's caches: llama.cpp's log is kept
+    per thread (issue 32). Another thread logs a huge cache all through this load."""
+    import threading
+
+    from backends import llamacpp
+    from backends.llamacpp import LlamaCppRuntime
+
+    alone = LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=512))
+    expected = alone.cache_bytes
+    alone.close()
+    stop = threading.Event()
+
+    def other_load():
+        while not stop.is_set():
+            llamacpp._log_callback(2, b"llama_kv_cache: size = 9999.00 MiB", None)
+
+    t = threading.Thread(target=other_load)
+    t.start()
+    try:
+        for _ in range(3):
+            rt = LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=512))
+            assert rt.cache_bytes == expected > 0
+            rt.close()
+    finally:
+        stop.set()
+        t.join()

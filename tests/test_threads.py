@@ -137,3 +137,21 @@ def test_the_logits_are_the_same_bits_at_any_thread_count(model, request):
         finally:
             rt.close()
     assert outputs[0].tobytes() == outputs[1].tobytes()
+
+
+def test_busy_time_is_read_from_the_cores_lantern_may_use_only(monkeypatch):
+    """Under `taskset` or in a container, work on cores Lantern cannot use must not drive its threads down: the busy
+    time compared with its own cores is that of those cores (issue 32)."""
+    import os
+    from collections import namedtuple
+
+    import psutil
+
+    T = namedtuple("T", "user nice system idle iowait irq softirq steal")
+    ours, others_core = T(1.0, 0, 0.5, 8, 0, 0, 0, 0), T(9.0, 0, 1.0, 0, 0, 0, 0, 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(psutil, "cpu_times",
+                        lambda percpu=False: [ours, ours, others_core, others_core] if percpu
+                        else T(*[2 * a + 2 * b for a, b in zip(ours, others_core)]))
+    sample = sample_cpu()
+    assert sample.busy == pytest.approx(3.0)  # cores 0 and 1: 1.5 each; the busy cores 2 and 3 are not Lantern's
