@@ -336,11 +336,20 @@ def run_bench(args) -> int:
     import datetime
     from pathlib import Path
 
+    if getattr(sys, "frozen", False):  # the app leaves the benchmarks and their peers out (packaging/lantern.spec)
+        print("lantern bench runs from a source checkout (scripts/setup), not in the installed app.", file=sys.stderr)
+        return 2
     from app import bench
     from app.benchdoc import machine, write_section
 
     if args.server:
-        from app import bench_server
+        from app import bench_server, peer_server
+
+        lacking = peer_server.missing() if not args.no_peers else []
+        if lacking:
+            print(f"The peer (llama-cpp-python's server) needs {', '.join(lacking)}: pip install 'lantern[bench]' "
+                  "(from a checkout: pip install -e '.[bench]'), or pass --no-peers.", file=sys.stderr)
+            return 2
 
         print(bench_server.run(repeats=args.repeats, write=not args.no_write, peers=not args.no_peers))
         return 0

@@ -32,7 +32,8 @@ def run_doctor(args) -> int:
             print(f"    faster: {advice}")
     else:
         print("  llama.cpp: not installed")
-    print(f"  MLX: {hw.mlx_version or 'not installed'}")
+    print(f"  MLX: {_mlx(hw.mlx_version)}")
+    print(f"  remote servers: {_remote()}")
     print(f"  document search: {_document_search()}")
     print(f"  images: {_images()}")
     print(f"Models (planned for a {args.n_ctx}-token context)")
@@ -65,6 +66,31 @@ def _threads_now() -> str:
         return f"{most} (the CPU load is unreadable here)"
     return (f"{threads} now, up to {most} (other programs use {chooser.others:.1f} of {chooser.cores} cores; "
             "fewer threads while they keep cores busy)")
+
+
+def _mlx(version: str | None) -> str:
+    """MLX's version, once mlx-lm's loader (and its tokenizer's transformers) imports: what the MLX backend needs."""
+    if not version:
+        return "not installed"
+    try:
+        import backends.mlx_runtime  # noqa: F401
+        import mlx_lm.utils  # noqa: F401 (imports transformers at module level)
+
+        return f"{version}, mlx-lm loads"
+    except Exception as e:  # a broken install or a bundle that left part out: said here
+        return f"{version}, but mlx-lm cannot load ({type(e).__name__}: {e})"
+
+
+def _remote() -> str:
+    """Whether the remote backend (an OpenAI-compatible server) can run here: it speaks through the openai client."""
+    try:
+        import openai
+
+        import backends.remote  # noqa: F401
+
+        return f"openai {openai.__version__} (lantern generate --backend remote --remote-url URL)"
+    except Exception as e:
+        return f"unavailable ({type(e).__name__}: {e})"
 
 
 def _document_search() -> str:

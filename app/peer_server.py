@@ -10,6 +10,16 @@ import sys
 from backends.llamacpp import cpu_has_amx
 
 
+SERVER_MODULES = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def missing() -> list[str]:
+    """The modules of llama-cpp-python's server extra this install lacks (`pip install 'lantern[bench]'`)."""
+    import importlib.util
+
+    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+
+
 def main() -> None:
     import llama_cpp.llama_cpp as low
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]  # 3.10: no tomllib
     out = Path(tempfile.mkdtemp(prefix="lantern-package-"))
     t0 = time.perf_counter()
     subprocess.run([str(ROOT / "packaging" / "build"), str(out)], check=True,
