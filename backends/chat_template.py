@@ -172,29 +172,35 @@ class ChatTemplate:
                               extensions=["jinja2.ext.loopcontrols", _GenerationTag])
         self._env = env
         env.filters["tojson"] = env.budgeted(_tojson)
-        env.globals.update(raise_exception=_raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+        env.globals.update(raise_exception=_raise_exception)  # strftime_now: per render, at its request's time
         try:
             self._template = env.from_string(self.source)
         except (TemplateError, OverBudget, RecursionError, MemoryError) as e:
             raise ChatTemplateError(f"The model's chat template does not compile: {e}") from None
         self._bos, self._eos = bos_token, eos_token
-        self.caps = probe(self)  # what this template takes, learnt by rendering probes
+        with env.one_budget():  # the probes share one time budget: a template that loops costs one, not each
+            self.caps = probe(self)  # what this template takes, learnt by rendering probes
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
-               tools: Sequence[Mapping] | None = None, options: Mapping[str, Any] | None = None) -> str:
-        """The prompt text. `tools` are OpenAI tool definitions; `options` extra template variables."""
+               tools: Sequence[Mapping] | None = None, options: Mapping[str, Any] | None = None,
+               now: datetime | None = None) -> str:
+        """The prompt text. `tools` are OpenAI tool definitions; `options` extra template variables; `now` the time
+        the template may print (strftime_now, firefunction's datetime): one per request, so its renders agree."""
         from backends.template_caps import adapt, tools_for
 
         return self.render_raw(adapt(messages, self.caps), add_generation_prompt=add_generation_prompt,
-                               tools=tools_for(tools, self.caps), options=options)
+                               tools=tools_for(tools, self.caps), options=options, now=now)
 
-    def render_raw(self, data: list[dict], *, add_generation_prompt: bool = True, tools=None, options=None) -> str:
+    def render_raw(self, data: list[dict], *, add_generation_prompt: bool = True, tools=None, options=None,
+                   now: datetime | None = None) -> str:
         """Render template-ready message dicts as they are (capability probes use this)."""
+        now = now or datetime.now()
         extra = {k: v for k, v in (options or {}).items() if k not in RESERVED}
         extra.setdefault("enable_thinking", True)  # as llama.cpp's server: thinking models think unless told not to
         # firefunction's names for the tools and the date
         extra.setdefault("functions", _tojson(list(tools), indent=2) if tools else "")
-        extra.setdefault("datetime", datetime.now().strftime("%b %d %Y %H:%M:%S GMT"))
+        extra.setdefault("datetime", now.strftime("%b %d %Y %H:%M:%S GMT"))
+        extra["strftime_now"] = now.strftime
         try:
             return self._env.run(
                 self._template, **extra, messages=data, add_generation_prompt=add_generation_prompt,
@@ -219,7 +225,12 @@ class ChatTemplate:
         reasoning); when putting the texts back gives exactly the real rendering, the parts are known. A template
         that changes text (trims it, tests it) cannot be split safely: then the whole text is one part.
         """
-        kw = dict(add_generation_prompt=add_generation_prompt, tools=tools, options=options)
+        # one time for both renders: a template that prints it (strftime_now) would otherwise differ between them
+        kw = dict(add_generation_prompt=add_generation_prompt, tools=tools, options=options, now=datetime.now())
+        with self._env.one_budget():  # both renders of the request within one time budget
+            return self._parts(messages, kw)
+
+    def _parts(self, messages: Sequence[Message], kw: dict) -> list[tuple[str, bool]]:
         text = self.render(messages, **kw)
         texts: list[str] = []
 

@@ -32,8 +32,8 @@ from backends.vision import MARKER, image_start
 SAVE_WHEN_DISCARDING = 64
 # Restoring a saved state must win at least this many tokens over the live cache.
 RESTORE_WHEN_GAINING = 16
-# Seconds of a pass of n tokens relative to one, by device: seeded requests draft by these, never by timing, so their
-# draft lengths follow from their text alone on a given device and build. A CPU computes each row; a GPU reads the
+# Seconds of a pass of n tokens relative to one, by device: seeded and greedy requests draft by these, never by
+# timing, so their draft lengths follow from their text alone on a given device and build. A CPU computes each row; a GPU reads the
 # weights once for all of them, so passes of a few tokens cost about what one does.
 NOMINAL_COSTS = {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5}  # a typical CPU
 NOMINAL_GPU_COSTS = {1: 1.0, 2: 1.04, 4: 1.08, 8: 1.15, 16: 1.3}  # a guess until scripts/gpu-check measures one
@@ -483,7 +483,9 @@ class Engine:
         use = (use or bool(request.prediction)) and self._can_draft
         if not use:
             return None
-        lookup = self._lookup(seeded=request.sampling.seed is not None)
+        # Greedy requests are reproducible too, seed or not: their draft lengths follow from their text, like a
+        # seeded reply's (issue 32: by timing, two runs on a busy machine parted at near ties).
+        lookup = self._lookup(seeded=request.sampling.seed is not None or request.sampling.temperature <= 0)
         lookup.policy.new_reply()
         if request.prediction:
             predicted = self.runtime.tokenize(request.prediction, add_bos=False, parse_special=False)

@@ -289,6 +289,8 @@ class MlxRuntime(MlxSlotsMixin):
             raise MlxFailure("The saved MLX state does not belong to this model or holds another number of tokens.")
         return cache
 
+    parks_its_thread = True  # the thread that ran it must not end (backends/worker.py: park_thread)
+
     def close(self) -> None:
         # Nothing of MLX's may still be computing or referenced when the interpreter ends: a lazy array freed
         # during finalization, after MLX's own threads, aborts the process ("terminate called...").

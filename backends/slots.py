@@ -27,6 +27,7 @@ import numpy as np
 
 from backends.events import GenerationRequest
 from backends.runtime import LanternError
+from backends.worker import park_thread
 from backends.state_cache import StateCache, common_prefix_len
 from backends.worker import _DONE, Generation, _fail
 
@@ -67,6 +68,7 @@ class Scheduler:
         self._closed = False
         self.steps: list[list[tuple[int, int]]] = []  # (seq, tokens) of each batch: for tests and figures
         self.keep_steps = False
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lantern-scheduler", daemon=True)
         self._thread.start()
 
@@ -153,6 +155,9 @@ class Scheduler:
             self._ops.clear()
         for job in left:
             (job.future if isinstance(job, _Forward) else job).set_exception(LanternError("The model was unloaded."))
+        self._finished.set()
+        if getattr(self.runtime, "parks_its_thread", False):
+            park_thread()
 
     def _step(self, jobs: list[_Forward]) -> None:
         """One batch: every short pass (a next token, a draft) whole, then prompt chunks, the higher priority's
@@ -197,7 +202,7 @@ class Scheduler:
         with self._lock:
             self._closed = True
             self._lock.notify_all()
-        self._thread.join(30)
+        self._finished.wait(30)
 
 
 class SlotRuntime:

@@ -45,6 +45,20 @@ def retire(worker) -> threading.Thread:
     return t
 
 
+PARKED_THREAD_NAME = "lantern-parked"
+
+
+def park_thread() -> None:
+    """End a thread that ran MLX by never ending it. MLX's Python module keeps thread-local values whose destructors
+    take the GIL when the thread's OS part ends, which comes after `join()` returns; at the interpreter's exit that
+    races with finalization, and the thread is then killed inside a destructor: "terminate called without an active
+    exception", SIGABRT (issue 32, seen in 8 of 10 runs of `lantern generate --backend mlx` on a busy machine).
+    A parked daemon thread waits on a lock without the GIL, so the process exits without running them. One per MLX
+    model loaded, a few kB each."""
+    threading.current_thread().name = PARKED_THREAD_NAME
+    threading.Event().wait()
+
+
 def wait_for_retired(timeout: float = RETIRE_WAIT_S) -> bool:
     """Wait until every worker retired so far has freed its model; False if one is still closing at `timeout`."""
     deadline = time.monotonic() + timeout
@@ -116,6 +130,7 @@ class EngineWorker:
         self._make_engine = make_engine
         self._closed = False  # set under _lock with the queue's end mark: nothing is queued behind it
         self._lock = threading.Lock()
+        self._finished = threading.Event()  # the model is freed (the thread may live on: park_thread)
         self._thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> Engine:
@@ -151,7 +166,7 @@ class EngineWorker:
             if not self._closed:
                 self._closed = True
                 self._jobs.put(None)
-        self._thread.join(timeout)
+        self._finished.wait(timeout)
 
     def _loop(self) -> None:
         try:
@@ -175,6 +190,7 @@ class EngineWorker:
         finally:
             with self._lock:
                 self._closed = True
+            park = engine is not None and getattr(engine.runtime, "parks_its_thread", False)
             if engine is not None:
                 engine.close()
             while True:  # whatever is left (the loop ended early) ends with an error instead of waiting forever
@@ -184,6 +200,10 @@ class EngineWorker:
                     break
                 if job is not None:
                     _fail(job if isinstance(job, Generation) else job[1])
+            engine = job = None
+            self._finished.set()
+            if park:
+                park_thread()
 
     @staticmethod
     def _run(engine: Engine | None, gen: Generation) -> None:

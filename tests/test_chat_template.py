@@ -100,3 +100,15 @@ def test_template_features_transformers_offers():
     messages = [Message("user", "skip"), Message("user", "u1"), Message("assistant", "a1"), Message("user", "u2"),
                 Message("assistant", "late")]
     assert ChatTemplate(source).render(messages) == 'u1<a1>{"a":["\\u00e9"],"b":1}{\n  "k": "v"\n}'
+
+
+def test_a_template_that_prints_the_time_renders_one_time_per_request():
+    """Two renders of one request (the prompt, and the one that finds the message texts) print the same time, so
+    the texts are found; issue 32 saw them a second apart, and the parts then fell back to one unsplit text."""
+    from backends.chat_template import ChatTemplate, Message
+
+    template = ChatTemplate("Now: {{ strftime_now('%H:%M:%S.%f') }}\n{% for m in messages %}{{ m.content }}\n"
+                            "{% endfor %}")
+    parts = template.render_parts([Message("user", "<|im_end|> hello")])
+    assert ("<|im_end|> hello", True) in parts
+    assert template.render([Message("user", "x")]).startswith("Now: ")

@@ -134,3 +134,18 @@ def test_the_server_keeps_serving_after_a_hostile_template(smollm2_path, tmp_pat
         assert r.choices[0].message.content is not None  # another model loads and answers
     finally:
         server.stop()  # the engine thread came back, so it stops (the autouse fixture fails on a thread left running)
+
+
+def test_a_looping_template_costs_its_time_budget_once_per_load_and_once_per_request():
+    """The budget is the load's and the request's, not each render's: the capability probes render a template a
+    dozen times and a request twice, and a template that loops used to cost 1 s for each (16 s for one load and
+    one request here; issue 32 saw a request held 81 s). The deadline below is far past two budgets and far short
+    of the old cost (13 probes and 2 renders of at least 1 s each), so a busy machine passes it and the old code
+    cannot."""
+    loop = "{% set s = 'a' * 4000000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}"
+    limits = TemplateLimits(seconds=1.0)
+    t0 = time.monotonic()
+    template = ChatTemplate(loop, limits=limits)
+    with pytest.raises(ChatTemplateError, match="budget"):
+        template.render_parts(MESSAGES)
+    assert time.monotonic() - t0 < 10
