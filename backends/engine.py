@@ -404,6 +404,8 @@ class Engine:
         base = dict(prompt_tokens=len(prompt), cached_tokens=reused, restored_tokens=restored,
                     prefill_tokens=len(todo), dropped_messages=dropped, backend=self.backend,
                     backend_reason=self.backend_reason)
+        if request.on_prompt is not None:
+            request.on_prompt(len(prompt), reused)
         counters = DecodeCounters()
         reply = _ReplyTimes(plan)
         logits = None

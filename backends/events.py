@@ -42,6 +42,9 @@ class GenerationRequest:
     # Told (tokens read, of how many) after each chunk of a prompt the model reads, on the engine's thread: the
     # window shows a long paste being read. Not part of any API.
     on_prefill: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+    # Told (prompt tokens, of them cached) once the prompt is known, before any event: Anthropic's stream opens with
+    # the prompt's count (message_start). Not part of any API.
+    on_prompt: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

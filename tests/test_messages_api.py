@@ -207,3 +207,53 @@ def test_the_model_may_be_left_out_and_count_tokens_counts_tools(servers):
     plain = httpx.post(root + "/v1/messages/count_tokens", json={"messages": ASK}, timeout=300).json()
     assert counted["input_tokens"] == r["usage"]["input_tokens"] + r["usage"]["cache_read_input_tokens"]
     assert counted["input_tokens"] > plain["input_tokens"] + 20  # the tools' descriptions are in the prompt
+
+
+def test_a_streamed_message_starts_with_the_prompts_real_count(servers):
+    """message_start carries the prompt's input_tokens, as Anthropic's API sends them (issue 32: it sent 0)."""
+    root = servers["smol-own"].base_url.removesuffix("/v1")
+    messages = [{"role": "user", "content": "Tell me about the sea in a few words, please."}]
+    counted = client(servers, "smol-own").messages.count_tokens(model="smol-own", messages=messages).input_tokens
+    body = {"model": "smol-own", "max_tokens": 4, "stream": True, "messages": messages}
+    with httpx.stream("POST", root + "/v1/messages", json=body, timeout=300) as r:
+        start = next(json.loads(line.split(": ", 1)[1]) for line in r.iter_lines() if line.startswith("data: "))
+    usage = start["message"]["usage"]
+    assert start["type"] == "message_start" and usage["output_tokens"] == 0
+    assert usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) == counted > 0
+
+
+def test_blocks_sent_back_as_the_sdk_dumps_them_are_accepted(servers):
+    """An agent returns the reply's blocks as the SDK dumps them (model_dump): every field the API defines, null
+    where it is optional, is accepted (issue 32: `caller` was refused with 400)."""
+    c = client(servers, "smol-hermes")
+    args = dict(model="smol-hermes", max_tokens=80, **GREEDY, tools=[WEATHER],
+                tool_choice={"type": "any", "disable_parallel_tool_use": True})
+    r = c.messages.create(messages=ASK, **args)
+    call = next(b for b in r.content if b.type == "tool_use")
+    dumped = [b.model_dump() for b in r.content]
+    assert "caller" in dumped[[b.type for b in r.content].index("tool_use")]  # the SDK's own field, sent back
+    history = [*ASK, {"role": "assistant", "content": dumped},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny",
+                                             "toolset_name": None, "cache_control": None}]}]
+    again = c.messages.create(messages=history, **{**args, "tool_choice": {"type": "none"}})
+    assert again.content and again.content[0].type == "text"
+
+
+def test_the_accepted_block_fields_cover_the_sdks_block_types():
+    """Every field the installed anthropic SDK defines on a block kind Lantern takes is accepted (a newer SDK's
+    new field fails here by name, not in an agent's hands)."""
+    import anthropic.types as t
+
+    from app.server.messages_request import DEFINED_UNUSED_FIELDS, IGNORED_BLOCK_FIELDS
+
+    used = {"text": {"text"}, "tool_use": {"id", "name", "input"}, "thinking": {"thinking", "signature"},
+            "redacted_thinking": {"data"}, "tool_result": {"tool_use_id", "content", "is_error"},
+            "image": {"source"}}
+    for kind, models in {"text": [t.TextBlock, t.TextBlockParam], "tool_use": [t.ToolUseBlock, t.ToolUseBlockParam],
+                         "thinking": [t.ThinkingBlock, t.ThinkingBlockParam],
+                         "redacted_thinking": [t.RedactedThinkingBlock, t.RedactedThinkingBlockParam],
+                         "tool_result": [t.ToolResultBlockParam], "image": [t.ImageBlockParam]}.items():
+        for model in models:
+            fields = set(getattr(model, "model_fields", None) or model.__annotations__) - {"type"}
+            unknown = fields - used[kind] - IGNORED_BLOCK_FIELDS - DEFINED_UNUSED_FIELDS.get(kind, set())
+            assert unknown == set(), (kind, model.__name__, unknown)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -63,7 +64,12 @@ def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) ->
 
     @app.post("/v1/messages", dependencies=[Depends(auth)])
     async def messages(body: MessagesRequest, request: Request):
-        engine_request = body.to_engine()
+        prompt = {"input_tokens": 0}  # the prompt's count once the engine knows it, before its first event
+
+        def on_prompt(n_prompt: int, n_cached: int) -> None:
+            prompt.update(input_tokens=n_prompt - n_cached, cache_read_input_tokens=n_cached)
+
+        engine_request = replace(body.to_engine(), on_prompt=on_prompt)
         model = body.model or service.model or ""
         gen = await admit(service, model, engine_request, wait_s=wait_s)
         events = gen.events()
@@ -79,7 +85,7 @@ def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) ->
         meta = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model}
         report = reporter(request)
         if body.stream:
-            return StreamingResponse(_stream(gen, first, events, meta, report, body.thinking_shown),
+            return StreamingResponse(_stream(gen, first, events, meta, report, body.thinking_shown, prompt),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         blocks: list[dict] = []
@@ -141,11 +147,12 @@ def _event(kind: str, body: dict) -> bytes:
         b"\n\n"
 
 
-async def _stream(gen, first, events, meta: dict, report, thinking_shown: bool) -> AsyncIterator[bytes]:
+async def _stream(gen, first, events, meta: dict, report, thinking_shown: bool,
+                  prompt_usage: dict) -> AsyncIterator[bytes]:
     """Anthropic's event sequence: message_start, a start/delta/stop run per content block, message_delta with the
     stop reason and usage, message_stop."""
     yield _event("message_start", {"message": {**meta, "content": [], "stop_reason": None, "stop_sequence": None,
-                                               "usage": {"input_tokens": 0, "output_tokens": 0}}})
+                                               "usage": {**prompt_usage, "output_tokens": 0}}})
     yield _event("ping", {})
     index, open_kind = -1, None
     calls: dict[int, int] = {}  # the engine's call index -> this message's block index

@@ -11,6 +11,14 @@ from backends.events import GenerationRequest
 from backends.sampling import SamplingParams
 
 IGNORED_BLOCK_FIELDS = {"cache_control", "citations"}  # prompt-caching hints: Lantern reuses every prefix anyway
+# Fields the Anthropic API defines on a block that change nothing here, accepted as given (null or a value) so that
+# an agent can send back a block as the SDK dumps it (issue 32: anthropic 2.17's tool_use has `caller` and
+# `toolset_name`). tests/test_messages_api.py checks this table against the installed SDK's block types.
+DEFINED_UNUSED_FIELDS = {
+    "tool_use": {"caller", "toolset_name"},  # who made the call (a direct call here) and its MCP toolset
+    "tool_result": {"toolset_name"},
+    "image": {"transformations"},
+}
 
 
 class AnthropicTool(_Strict):
@@ -155,7 +163,7 @@ def _check_block(block: dict, kinds: set[str], where: str, fields: set[str]) -> 
     kind = block.get("type")
     if kind not in kinds:
         raise UnsupportedField(f"{where}.type", f"{kind!r} blocks are not supported here: use {sorted(kinds)}")
-    extra = set(block) - fields - {"type"} - IGNORED_BLOCK_FIELDS
+    extra = set(block) - fields - {"type"} - IGNORED_BLOCK_FIELDS - DEFINED_UNUSED_FIELDS.get(kind, set())
     if extra:
         raise UnsupportedField(f"{where}.{sorted(extra)[0]}", f"unknown field {sorted(extra)[0]!r}")
     for name in fields - {"input", "content", "is_error", "signature", "source"}:
