@@ -20,7 +20,7 @@ from backends.drafting import PredictionDrafter, PromptLookupDrafter
 from backends.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
 from backends.reply import think_tags
 from backends.reply_plan import ModelStyle, ReplyPlan, plan_reply
-from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError, Runtime
+from backends.runtime import ContextFullError, ContextOverflowError, InvalidRequestError, LanternError, Runtime
 from backends.sampling import make_sampler
 from backends.state_cache import StateCache, common_prefix_len
 from backends.template_budget import TemplateLimits
@@ -33,8 +33,8 @@ SAVE_WHEN_DISCARDING = 64
 # Restoring a saved state must win at least this many tokens over the live cache.
 RESTORE_WHEN_GAINING = 16
 # Seconds of a pass of n tokens relative to one, by device: seeded and greedy requests draft by these, never by
-# timing, so their draft lengths follow from their text alone on a given device and build. A CPU computes each row; a GPU reads the
-# weights once for all of them, so passes of a few tokens cost about what one does.
+# timing, so their draft lengths follow from their text alone on a given device and build. A CPU computes each row;
+# a GPU reads the weights once for all of them, so passes of a few tokens cost about what one does.
 NOMINAL_COSTS = {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.5}  # a typical CPU
 NOMINAL_GPU_COSTS = {1: 1.0, 2: 1.04, 4: 1.08, 8: 1.15, 16: 1.3}  # a guess until scripts/gpu-check measures one
 # The last-position logits of this many recent prompts are kept, so a fully cached prompt reuses them
@@ -460,6 +460,8 @@ class Engine:
                 if cancel.is_set():
                     reason = "cancelled"
                     break
+        except ContextFullError:
+            pass  # the slots' shared context is full: the reply ends here, "length" as at a context's own end
         except LanternError as e:
             yield Finished("error", _stats(base, counters, t0, t_prefill, t_first, len(generated), reply),
                            error=str(e))

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from backends.runtime import InvalidRequestError, check_forward_seqs
+from backends.runtime import ContextFullError, InvalidRequestError, check_forward_seqs
 
 
 class SlotsMixin:
@@ -30,7 +30,7 @@ class SlotsMixin:
         """The slots share the context's cells: `new` more tokens must fit beside every slot's."""
         used = self.cells_used()
         if used + new > self.n_ctx:
-            raise InvalidRequestError(f"{new} more tokens do not fit: the slots hold {used} of the context's "
+            raise ContextFullError(f"{new} more tokens do not fit: the slots hold {used} of the context's "
                                       f"{self.n_ctx} tokens.")
 
     def cells_used(self, *, without: int | None = None) -> int:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from backends.runtime import InvalidRequestError, check_forward_seqs
+from backends.runtime import ContextFullError, InvalidRequestError, check_forward_seqs
 
 BATCH_AT_MOST = 32  # passes this short (next tokens, drafts) of equal length go in one call; longer ones alone
 
@@ -71,7 +71,7 @@ class MlxSlotsMixin:
         """The slots share the context's budget: `new` more tokens must fit beside every slot's."""
         used = self.cells_used()
         if used + new > self.n_ctx:
-            raise InvalidRequestError(f"{new} more tokens do not fit: the slots hold {used} of the context's "
+            raise ContextFullError(f"{new} more tokens do not fit: the slots hold {used} of the context's "
                                       f"{self.n_ctx} tokens.")
 
     def forward_seqs(self, items: Sequence[tuple[int, Sequence[int], Sequence[int] | None]]) -> list[np.ndarray]:

@@ -24,6 +24,11 @@ class InvalidRequestError(LanternError):
         self.param = param
 
 
+class ContextFullError(InvalidRequestError):
+    """The context's cells are all taken: slots share them, and a reply that grows needs more than the others leave.
+    The engine ends the reply there with "length", as at the end of a context of its own."""
+
+
 class ContextOverflowError(InvalidRequestError):
     """The prompt does not fit the model's context window."""
 

@@ -208,10 +208,11 @@ class Scheduler:
 class SlotRuntime:
     """One KV sequence of a multi-sequence runtime, with the Runtime interface an Engine expects."""
 
-    def __init__(self, scheduler: Scheduler, seq: int):
+    def __init__(self, scheduler: Scheduler, seq: int, make_room: Callable[[int, int], None] | None = None):
         self._scheduler, self.seq = scheduler, seq
         self._rt = scheduler.runtime
         self.priority = 0  # the running request's (its prompt chunks go first when higher)
+        self._make_room = make_room  # (seq, tokens): idle slots give back their cells as a reply grows
 
     def __getattr__(self, name):  # what does not touch the cache: facts, tokenizer (read-only in llama.cpp)
         return getattr(self._rt, name)
@@ -231,6 +232,8 @@ class SlotRuntime:
         if vision is not None and any(t < 0 for t in tokens):
             return self._forward_with_images(vision, [int(t) for t in tokens], start, rows)
         rows = check_forward(self, tokens, start, rows)
+        if self._make_room is not None:
+            self._make_room(self.seq, len(tokens))
         return self._scheduler.forward(self.seq, tokens, rows, priority=self.priority)
 
     def _forward_with_images(self, vision, tokens: list[int], start: int, rows) -> np.ndarray:
@@ -325,7 +328,8 @@ class SlotWorker:
             for seq in range(self.runtime.slots):
                 self.scheduler.set_active(seq, True)  # its load-time measurement runs through the scheduler
                 try:  # (forward-pass costs are measured once per model and context: the other slots reuse them)
-                    self.engines.append(Engine(SlotRuntime(self.scheduler, seq), state_cache=shared, options=options,
+                    self.engines.append(Engine(SlotRuntime(self.scheduler, seq, self._grow), state_cache=shared,
+                                               options=options,
                                                **extra))
                 finally:
                     self.scheduler.set_active(seq, False)
@@ -402,26 +406,42 @@ class SlotWorker:
         except Exception:
             return  # the request's own error comes from its reply
         rt = self.runtime
-        # room for the prompt and some reply; a longer reply may still find the cells taken (and says so)
+        # room for the prompt and some reply; a longer reply takes more from idle slots as it grows (_grow)
         need = len(prompt) + min(gen.request.max_tokens or rt.n_ctx // 4, rt.n_ctx // 4)
         if need > rt.n_ctx:
             return  # it cannot fit even alone: its reply says so (nothing to wait for)
         while rt.cells_used(without=seq) + need > rt.n_ctx:
+            if self._evict_idle(seq):
+                continue
             with self._lock:
-                idle = sorted((s for s in self._free if rt.seq_past(s)), key=lambda s: self._used.get(s, 0.0))
-                if not idle:
-                    if self._closed or gen.cancelled:
-                        return
-                    self._slot_done.wait(0.25)  # a busy slot finishing leaves its cells to give back
-                    continue
-                victim = idle[0]
-                self._free.remove(victim)  # claimed while it is emptied
-            try:
-                self.engines[victim]._save_current()
-                self.engines[victim].forget_cache()
-            finally:
-                with self._lock:
-                    self._free.append(victim)
+                if self._closed or gen.cancelled:
+                    return
+                self._slot_done.wait(0.25)  # a busy slot finishing leaves its cells to give back
+
+    def _grow(self, seq: int, n: int) -> None:
+        """Before `n` more tokens of slot `seq`'s reply: idle slots give back their cells (saved to the state cache,
+        least recently used first) until they fit. Where the busy slots hold the rest, the pass meets a full
+        context and the reply ends there with "length" (issue 32: it was an error)."""
+        rt = self.runtime
+        while rt.cells_used() + n > rt.n_ctx and self._evict_idle(seq):
+            pass
+
+    def _evict_idle(self, keep: int) -> bool:
+        """Empty the least recently used idle slot that holds cells (never `keep`); False when there is none."""
+        rt = self.runtime
+        with self._lock:
+            idle = sorted((s for s in self._free if s != keep and rt.seq_past(s)), key=lambda s: self._used.get(s, 0.0))
+            if not idle:
+                return False
+            victim = idle[0]
+            self._free.remove(victim)  # claimed while it is emptied
+        try:
+            self.engines[victim]._save_current()
+            self.engines[victim].forget_cache()
+        finally:
+            with self._lock:
+                self._free.append(victim)
+        return True
 
     def _share_prefix(self, seq: int, request: GenerationRequest) -> None:
         """Start from another slot's cells when it holds a longer prefix of the prompt than this slot does (one

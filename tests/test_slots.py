@@ -515,3 +515,29 @@ def test_lantern_chooses_four_slots_where_the_model_batches_and_one_where_it_can
         assert final.reason in ("stop", "length") and isinstance(mlx.inner, EngineWorker)  # one at a time there
     finally:
         mlx.close()
+
+
+@pytest.mark.parametrize("lookup", [False, True], ids=["plain", "prompt lookup"])
+def test_a_reply_that_grows_takes_room_from_idle_slots_and_ends_with_length_at_the_contexts_end(smollm2_path,
+                                                                                                lookup):
+    """Issue 32's reproduction: a 256-token context on 4 slots, four short replies left cached, then one reply asked
+    for 1000 tokens. Room was taken from idle slots only when a request was admitted, so the reply failed ("1 more
+    tokens do not fit"); it takes room as it grows now, and ends with "length" only when the context is full."""
+    from backends.slots import SlotWorker
+
+    w = SlotWorker(load(smollm2_path, n_ctx=256, slots=4), options=EngineOptions(prompt_lookup=lookup))
+    try:
+        w.wait_ready(120)
+        gens = [w.submit(_request(q, max_tokens=12)) for q in QUESTIONS]  # at once: one slot each
+        for gen in gens:
+            _, final = _tokens(gen)
+            assert final.reason in ("stop", "length") and final.error is None
+        assert sum(1 for s in range(4) if w.runtime.seq_past(s)) >= 2  # conversations left cached in idle slots
+        request = GenerationRequest(prompt="Once upon a time", sampling=GREEDY, max_tokens=1000, ignore_eos=True)
+        tokens, final = _tokens(w.submit(request))
+        assert final.error is None and final.reason == "length"
+        # the whole context, short of at most one draft: the other slots' cells were given back
+        assert final.stats.prompt_tokens + final.stats.completion_tokens >= 256 - 17
+        assert len(tokens) == final.stats.completion_tokens
+    finally:
+        w.close()
