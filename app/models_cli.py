@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 from backends.runtime import LanternError
@@ -113,30 +112,24 @@ def _pull(args) -> int:
 
 
 class _ProgressBar:
-    """One line on stderr, redrawn at most ten times a second: percent, size, speed, time left."""
+    """A tqdm bar on stderr in bytes: percent, size, speed and time left, fed by the pull's progress reports."""
 
     def __init__(self):
-        self._last = 0.0
-        self._shown = False
+        self._bar = None
 
     def show(self, p) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.1 and p.done_bytes < p.total_bytes:
-            return
-        self._last = now
-        pct = 100 * p.done_bytes / p.total_bytes if p.total_bytes else 100
-        width = 30
-        filled = int(width * pct / 100)
-        eta = f"{p.eta_s:.0f} s left" if p.eta_s is not None else ""
-        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}%  {p.done_bytes / GB:.2f}/"
-                f"{p.total_bytes / GB:.2f} GB  {p.bytes_per_s / 1e6:.1f} MB/s  {eta}")
-        sys.stderr.write(line.ljust(100))
-        sys.stderr.flush()
-        self._shown = True
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=p.total_bytes or None, unit="B", unit_scale=True, unit_divisor=1000,
+                             file=sys.stderr, mininterval=0.1, dynamic_ncols=True, desc="pulling")
+        if p.total_bytes and self._bar.total != p.total_bytes:
+            self._bar.total = p.total_bytes  # a file announced later adds to the whole
+        self._bar.update(p.done_bytes - self._bar.n)
 
     def end(self) -> None:
-        if self._shown:
-            sys.stderr.write("\n")
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -105,31 +104,15 @@ def take_notices() -> list[str]:
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (and threads), held while the block runs."""
+    """An exclusive lock across processes (filelock: flock, or msvcrt on Windows) and threads, held while the block
+    runs."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _thread_lock(path), open(path, "a+b") as f:
-        if sys.platform == "win32":
-            import msvcrt
-
-            while True:
-                try:
-                    msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    # threads take a process-local lock first: filelock's own is reentrant per thread, and one thread's second
+    # FileLock on the path must wait like another process would
+    with _thread_lock(path), FileLock(str(path)):
+        yield
 
 
 _thread_locks: dict[str, threading.RLock] = {}

@@ -37,7 +37,7 @@ class CatalogView(QWidget):
         self.tools = QCheckBox("Tool calls")
         self.reasoning = QCheckBox("Reasoning")
         self.vision = QCheckBox("Vision")
-        self.vision.setToolTip("The model reads images (Lantern's chat sends text only, for now).")
+        self.vision.setToolTip("The model reads images, which you can attach in chat.")
         filters = QHBoxLayout()
         for w in (self.kind, self.size, self.tools, self.reasoning, self.vision):
             filters.addWidget(w)
