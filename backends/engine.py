@@ -118,6 +118,10 @@ class Engine:
         """Run `request`; bad requests raise InvalidRequestError before anything is yielded."""
         t0 = time.perf_counter()
         _check_request(request)
+        too_big = [t for t, _ in request.sampling.logit_bias if t >= self.runtime.n_vocab]
+        if too_big:
+            raise InvalidRequestError(f"logit_bias names token {too_big[0]}, but the model's vocabulary has "
+                                      f"{self.runtime.n_vocab} tokens.", param="logit_bias")
         sampler = make_sampler(request.sampling)
         prompt, dropped, plan, shared = self._prompt_tokens(request)
         if plan is not None and plan.constraint is not None:

@@ -59,7 +59,8 @@ class RemoteEngine:
         s.validate()
         args = dict(model=self.model, stream=True, stream_options={"include_usage": True}, temperature=s.temperature,
                     top_p=s.top_p, presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty,
-                    max_tokens=request.max_tokens, stop=list(request.stop) or None, seed=s.seed)
+                    max_tokens=request.max_tokens, stop=list(request.stop) or None, seed=s.seed,
+                    logit_bias={str(t): b for t, b in s.logit_bias} or None)  # the remote's token ids
         try:
             if request.messages is not None:
                 messages = [{"role": m.role, "content": m.content} for m in parse_messages(request.messages)]

@@ -27,6 +27,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     seed: int | None = None
+    # (token id, bias) pairs added to the logits before anything else, as OpenAI's logit_bias: -100 bans a token,
+    # +100 all but forces it (greedy requests too)
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -46,6 +49,11 @@ class SamplingParams:
         for name, ok, expected in checks:
             if not ok:
                 raise InvalidRequestError(f"{name} must be {expected}, got {getattr(self, name)!r}.")
+        for token, bias in self.logit_bias:
+            if not (isinstance(token, int) and token >= 0 and isinstance(bias, (int, float)) and math.isfinite(bias)
+                    and -100 <= bias <= 100):
+                raise InvalidRequestError(f"logit_bias takes token ids to biases between -100 and 100, got "
+                                          f"{token!r}: {bias!r}.", param="logit_bias")
 
 
 def make_sampler(params: SamplingParams) -> Sampler:
@@ -56,7 +64,7 @@ def make_sampler(params: SamplingParams) -> Sampler:
     generator keyed by `seed` and that position.
     """
     params.validate()
-    penalize = _make_penalties(params)
+    penalize = _with_bias(_make_penalties(params), params.logit_bias)
     if params.greedy:
         if penalize is None:
             return lambda logits, context: int(np.argmax(logits))
@@ -96,6 +104,21 @@ def _filtered_probs(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndar
         keep = probs >= params.min_p * probs[0]
         ids, probs = ids[keep], probs[keep]
     return ids, probs
+
+
+def _with_bias(penalize, logit_bias) -> Callable[[np.ndarray, Sequence[int]], np.ndarray] | None:
+    """The penalties after logit_bias's additions (or the bias alone)."""
+    if not logit_bias:
+        return penalize
+    ids = np.array([t for t, _ in logit_bias], dtype=np.int64)
+    biases = np.array([b for _, b in logit_bias], dtype=np.float32)
+
+    def biased(logits: np.ndarray, context: Sequence[int]) -> np.ndarray:
+        x = logits.astype(np.float32, copy=True)
+        x[ids] += biases
+        return penalize(x, context) if penalize is not None else x
+
+    return biased
 
 
 def _make_penalties(params: SamplingParams) -> Callable[[np.ndarray, Sequence[int]], np.ndarray] | None:

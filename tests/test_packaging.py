@@ -57,6 +57,32 @@ def test_the_bundle_runs_the_command_line_and_the_starter_model_without_python(b
     out = subprocess.run([str(lantern), "doctor"], env=bare_env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "document search: sqlite-vec v" in out.stdout, out.stdout + out.stderr
     assert "images: llama.cpp's mtmd" in out.stdout, out.stdout  # libmtmd is in the bundle
+    assert "remote servers: openai " in out.stdout, out.stdout  # the remote backend's client is in the bundle
+    assert "MLX: not installed" in out.stdout, out.stdout  # the Linux app leaves MLX out
+
+
+@pytest.fixture(scope="module")
+def built_with_mlx(tmp_path_factory):
+    """The bundle as macOS builds it, with MLX (here its CPU wheel): what a Mac's app imports, checked on Linux."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the Linux bundle is built on Linux")
+    out = tmp_path_factory.mktemp("dist-mlx")
+    run = subprocess.run([str(ROOT / "packaging" / "build"), str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=1500, env={**os.environ, "PYTHON": sys.executable, "LANTERN_BUNDLE_MLX": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    return out
+
+
+def test_a_bundle_that_ships_mlx_loads_mlx_lm_and_generates_with_it(built_with_mlx, bare_env, smollm2_mlx_path):
+    """issue 32: the spec left transformers out everywhere, and mlx-lm's tokenizer imports it, so the Mac app could
+    not run MLX; and mlx.core's extension imports Python parts of mlx that analysis does not see."""
+    lantern = app(built_with_mlx) / "lantern"
+    out = subprocess.run([str(lantern), "doctor"], env=bare_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "mlx-lm loads" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run([str(lantern), "generate", "--backend", "mlx", "--model", str(smollm2_mlx_path),
+                          "--max-tokens", "6", "The capital of France is"], env=bare_env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() and ", mlx," in out.stderr, out.stderr
 
 
 def test_the_bundled_window_starts_offscreen_without_a_traceback(built, bare_env):

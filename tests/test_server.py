@@ -128,7 +128,9 @@ def test_an_image_part_to_a_model_without_a_projector_says_it_cannot_see(client)
     (dict(reasoning_effort="extreme"), "reasoning_effort"),
     (dict(logprobs=True), "logprobs"),
     (dict(n=2), "n"),
-    (dict(logit_bias={"1": 5}), "logit_bias"),
+    (dict(logit_bias={"one": 5}), "logit_bias"),
+    (dict(logit_bias={"1": 500}), "logit_bias"),
+    (dict(logit_bias={"99999999": 5}), "logit_bias"),  # past the vocabulary
     (dict(frobnicate=1), "frobnicate"),
     (dict(temperature=3), "temperature"),
     (dict(top_p=0), "top_p"),
@@ -312,3 +314,27 @@ def test_requests_while_the_model_loads_wait_for_it_within_a_bound():
     finally:
         server.stop()
         patient.stop()
+
+
+def test_logit_bias_forces_and_bans_tokens_greedy_and_sampled(server, client):
+    """OpenAI's logit_bias (issue 32: refused with 400): +100 all but forces a token, -100 bans it; with prompt lookup
+    drafting (the default) too, since every verified row goes through the same biased sampler."""
+    from backends.llamacpp import LlamaCppRuntime
+    from models.registry import resolve_model
+
+    rt = LlamaCppRuntime(resolve_model(MODEL), LoadOptions(n_ctx=256))
+    try:
+        banana = rt.tokenize(" banana", add_bos=False, parse_special=False)
+        assert len(banana) == 1
+        plain = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=1,
+                                          temperature=0).choices[0].text
+        first = rt.tokenize(plain, add_bos=False, parse_special=False)[0]
+    finally:
+        rt.close()
+    for temperature in (0, 1):
+        forced = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4,
+                                           temperature=temperature, seed=7, logit_bias={str(banana[0]): 100})
+        assert forced.choices[0].text == " banana" * 4
+    banned = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=1, temperature=0,
+                                       logit_bias={str(first): -100}).choices[0].text
+    assert banned and banned != plain

@@ -5,6 +5,7 @@ listed in UNSUPPORTED and refused by name when they ask for anything: never sile
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -142,7 +143,21 @@ class _Sampling(_Request):
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             seed=None if self.seed is None else self.seed % (2 ** 32),
+            logit_bias=self._logit_bias(),
         )
+
+    def _logit_bias(self) -> tuple[tuple[int, float], ...]:
+        """OpenAI's {"token id": bias}; the ids are checked against the model's vocabulary by the engine."""
+        out = []
+        for key, bias in (self.logit_bias or {}).items():
+            if not (key.isascii() and key.isdigit() and len(key) < 10):
+                raise UnsupportedField("logit_bias", f"logit_bias keys are token ids, got {key!r}")
+            if not (math.isfinite(bias) and -100 <= bias <= 100):
+                raise UnsupportedField("logit_bias", f"a bias must lie between -100 and 100, got {bias!r}")
+            out.append((int(key), float(bias)))
+        if len(out) > 1024:
+            raise UnsupportedField("logit_bias", "at most 1024 tokens may be biased")
+        return tuple(out)
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -155,8 +170,6 @@ class _Sampling(_Request):
     def check_common(self) -> None:
         if self.n not in (None, 1):
             raise UnsupportedField("n", "only n = 1 is supported")
-        if self.logit_bias:
-            raise UnsupportedField("logit_bias", "logit_bias is not supported yet")
         if self.stream_options is not None and not self.stream:
             raise UnsupportedField("stream_options", "stream_options needs stream: true")
 
