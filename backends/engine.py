@@ -20,7 +20,8 @@ from backends.drafting import PredictionDrafter, PromptLookupDrafter
 from backends.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
 from backends.reply import think_tags
 from backends.reply_plan import ModelStyle, ReplyPlan, plan_reply
-from backends.runtime import ContextFullError, ContextOverflowError, InvalidRequestError, LanternError, Runtime
+from backends.runtime import (ContextFullError, ContextOverflowError, InvalidRequestError, LanternError, Runtime,
+                              check_token_ids)
 from backends.sampling import make_sampler
 from backends.state_cache import StateCache, common_prefix_len
 from backends.template_budget import TemplateLimits
@@ -150,7 +151,11 @@ class Engine:
         if request.prompt is not None:
             if request.tools or request.json_schema is not None:
                 raise InvalidRequestError("Tools and JSON replies need chat messages, not a raw prompt.")
-            tokens = self.tokenize_reusing(request.prompt, add_bos=self.runtime.special.add_bos)
+            if isinstance(request.prompt, str):
+                tokens = self.tokenize_reusing(request.prompt, add_bos=self.runtime.special.add_bos)
+            else:  # token ids, as OpenAI's completions take them: the client chose them, BOS included or not
+                tokens = [int(t) for t in request.prompt]
+                check_token_ids(tokens, self.runtime.n_vocab)
             return self._check_fits(tokens, n_ctx), 0, None, 0
         messages = parse_messages(request.messages or [])
         self._images = self._prepare_images(messages)
@@ -575,6 +580,9 @@ def _check_request(request: GenerationRequest) -> None:
         raise InvalidRequestError("Give either chat messages or a raw prompt, not both or neither.")
     if request.prompt is not None and not request.prompt:
         raise InvalidRequestError("The prompt is empty.")
+    if request.prompt is not None and not isinstance(request.prompt, str) and \
+            any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in request.prompt):
+        raise InvalidRequestError("A prompt is text or a list of token ids.")
     if request.max_tokens is not None and (not isinstance(request.max_tokens, int) or request.max_tokens < 1):
         raise InvalidRequestError(f"max_tokens must be at least 1, got {request.max_tokens!r}.")
     if any(not isinstance(s, str) for s in request.stop):

@@ -22,7 +22,7 @@ class GenerationRequest:
     """
 
     messages: Sequence[Message | dict] | None = None
-    prompt: str | None = None
+    prompt: str | Sequence[int] | None = None  # text, or token ids taken as they are (no BOS is added)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int | None = 512
     stop: Sequence[str] = ()

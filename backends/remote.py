@@ -66,7 +66,8 @@ class RemoteEngine:
                 messages = [{"role": m.role, "content": m.content} for m in parse_messages(request.messages)]
                 stream = self._client.chat.completions.create(messages=messages, **args)
             else:
-                stream = self._client.completions.create(prompt=request.prompt, **args)
+                stream = self._client.completions.create(
+                    prompt=request.prompt if isinstance(request.prompt, str) else list(request.prompt), **args)
         except self._openai.BadRequestError as e:
             raise InvalidRequestError(f"The remote server refused the request: {_message(e)}") from None
         except self._openai.APIError as e:

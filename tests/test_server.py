@@ -338,3 +338,34 @@ def test_logit_bias_forces_and_bans_tokens_greedy_and_sampled(server, client):
     banned = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=1, temperature=0,
                                        logit_bias={str(first): -100}).choices[0].text
     assert banned and banned != plain
+
+
+def test_a_completion_prompt_may_be_token_ids(server, client):
+    """OpenAI's completions take token ids as the prompt (evaluation harnesses send them; issue 32: a 400): the same
+    ids as the text's give the same greedy reply, and an id past the vocabulary is a 400 naming it."""
+    from backends.llamacpp import LlamaCppRuntime
+    from models.registry import resolve_model
+
+    rt = LlamaCppRuntime(resolve_model(MODEL), LoadOptions(n_ctx=256))
+    try:
+        ids = rt.tokenize("The capital of France is", add_bos=rt.special.add_bos, parse_special=False)
+        n_vocab = rt.n_vocab
+    finally:
+        rt.close()
+    text = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0)
+    for prompt in (ids, [ids]):
+        by_ids = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0)
+        assert by_ids.choices[0].text == text.choices[0].text
+        assert by_ids.usage.prompt_tokens == text.usage.prompt_tokens == len(ids)
+    r = httpx.post(server.base_url + "/completions", json={"model": MODEL, "prompt": [1, n_vocab], "max_tokens": 2})
+    assert r.status_code == 400 and "vocabulary" in r.json()["error"]["message"], r.text
+
+
+def test_embeddings_of_token_arrays_from_the_loaded_chat_model_when_no_model_is_named(server):
+    """Clients of llama-server send token arrays and no model name; with no embedding model here, the loaded chat
+    model's pooled states answer (issue 32: a 400)."""
+    for body in ({"input": [1, 2, 3]}, {"input": [[1, 2, 3], [4, 5]]}, {"input": "plain text"}):
+        r = httpx.post(server.base_url + "/embeddings", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        data = r.json()["data"]
+        assert len(data) == (2 if isinstance(body["input"][0], list) else 1) and len(data[0]["embedding"]) > 100

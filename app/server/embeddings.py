@@ -50,7 +50,8 @@ def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth, chat, wa
         from app.server.api import APIError, admit
 
         known = service.known()
-        name = body.model or (next(iter(known)) if len(known) == 1 else "")
+        # left out: the one embedding model, else the loaded chat model's own pooled states (as llama-server does)
+        name = body.model or (next(iter(known)) if len(known) == 1 else "") or (chat.model if not known else "")
         inputs = body.inputs()
         if name in known:
             vectors, read = await asyncio.wrap_future(service.embed(name, inputs))

@@ -234,7 +234,7 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: str | list[int] | list[str] | list[list[int]]  # text or token ids; a batch of one
     best_of: int | None = None
     echo: bool | None = None
     logprobs: int | None = None
@@ -251,12 +251,14 @@ class CompletionRequest(_Sampling):
         if self.suffix:
             raise UnsupportedField("suffix", "suffix (fill-in-the-middle) is not supported yet")
         prompt = self.prompt
-        if isinstance(prompt, list):
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             if len(prompt) != 1:
                 raise UnsupportedField("prompt", "give one prompt (a batch of prompts is not supported)")
             prompt = prompt[0]
         if not prompt:
             raise UnsupportedField("prompt", "the prompt is empty")
+        if isinstance(prompt, list) and any(not 0 <= t < 2 ** 31 for t in prompt):
+            raise UnsupportedField("prompt", "token ids are 0 or more")
         # OpenAI's legacy completions default to 16 tokens
         return GenerationRequest(prompt=prompt, sampling=self.sampling(), max_tokens=self.max_tokens or 16,
                                  stop=self.stops(), ignore_eos=self.ignore_eos)
