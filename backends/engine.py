@@ -22,7 +22,7 @@ from backends.reply import think_tags
 from backends.reply_plan import ModelStyle, ReplyPlan, plan_reply
 from backends.runtime import (ContextFullError, ContextOverflowError, InvalidRequestError, LanternError, Runtime,
                               check_token_ids)
-from backends.sampling import make_sampler
+from backends.sampling import LogprobRecorder, make_sampler
 from backends.state_cache import StateCache, common_prefix_len
 from backends.template_budget import TemplateLimits
 from backends.text import TextStream
@@ -124,10 +124,19 @@ class Engine:
             raise InvalidRequestError(f"logit_bias names token {too_big[0]}, but the model's vocabulary has "
                                       f"{self.runtime.n_vocab} tokens.", param="logit_bias")
         sampler = make_sampler(request.sampling)
+        recorder = None
+        if request.logprobs is not None:
+            if not (isinstance(request.logprobs, int) and 0 <= request.logprobs <= 20):
+                raise InvalidRequestError("logprobs asks for 0 to 20 likeliest tokens.", param="logprobs")
+            recorder = LogprobRecorder(request.sampling, request.logprobs)
+            sampler = recorder.inner(sampler)
         prompt, dropped, plan, shared = self._prompt_tokens(request)
         if plan is not None and plan.constraint is not None:
             sampler = plan.constraint.wrap(sampler)
-        return self._run(request, prompt, dropped, sampler, cancel or threading.Event(), t0, plan, shared)
+        if recorder is not None:
+            sampler = recorder.outer(sampler)
+        return self._run(request, prompt, dropped, sampler, cancel or threading.Event(), t0, plan, shared,
+                         recorder=recorder)
 
     def grammar_tokenizer(self):
         """This model's vocabulary for llguidance (built once, on first use)."""
@@ -406,7 +415,7 @@ class Engine:
     # -- generation ----------------------------------------------------------------------------
 
     def _run(self, request, prompt, dropped, sampler, cancel, t0, plan: ReplyPlan | None,
-             shared: int = 0) -> Iterator[Event]:
+             shared: int = 0, recorder: LogprobRecorder | None = None) -> Iterator[Event]:
         rt = self.runtime
         reused, restored = self._reuse_cache(prompt)
         todo = prompt[reused:]
@@ -460,7 +469,13 @@ class Engine:
                     reason = "stop"
                     break
                 generated.append(token)
-                yield reply.delta(stream.push(rt.token_bytes(token)), (token,), t0)
+                delta = reply.delta(stream.push(rt.token_bytes(token)), (token,), t0)
+                if recorder is not None:  # every produced token was drawn once, in order
+                    lp = recorder.produced[len(generated) - 1]
+                    lp = replace(lp, piece=rt.token_bytes(lp.token),
+                                 top_pieces=tuple(rt.token_bytes(i) for i, _ in lp.top))
+                    delta = replace(delta, logprobs=(lp,))
+                yield delta
                 if stream.stopped:
                     reason = "stop"
                     break

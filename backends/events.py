@@ -45,6 +45,8 @@ class GenerationRequest:
     # Told (prompt tokens, of them cached) once the prompt is known, before any event: Anthropic's stream opens with
     # the prompt's count (message_start). Not part of any API.
     on_prompt: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+    # None: no log-probabilities; n: each produced token's, with the n likeliest of its distribution (TextDelta)
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class TextDelta:
     tokens: tuple[int, ...]
     reasoning: str = ""
     calls: tuple[CallDelta, ...] = ()
+    logprobs: tuple = ()  # TokenLogprob of each of `tokens`, when the request asked for them
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ class RemoteEngine:
         if (request.messages is None) == (request.prompt is None):
             raise InvalidRequestError("Give either chat messages or a raw prompt, not both or neither.")
         for field, given in (("tools", request.tools), ("response_format", request.json_schema is not None),
-                             ("prediction", request.prediction), ("chat_template_kwargs", request.template_options)):
+                             ("prediction", request.prediction), ("chat_template_kwargs", request.template_options),
+                             ("logprobs", request.logprobs is not None)):
             if given:
                 raise InvalidRequestError(f"A remote model does not take {field} yet.", param=field)
         s = request.sampling

@@ -146,3 +146,72 @@ def _make_penalties(params: SamplingParams) -> Callable[[np.ndarray, Sequence[in
         return x
 
     return penalize
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A produced token's log-probability, and the `top` likeliest tokens of the distribution it was drawn from."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+    piece: bytes = b""  # the token's bytes, and those of each of `top` (filled by the engine, which has the vocabulary)
+    top_pieces: tuple[bytes, ...] = ()
+
+
+def make_logprobs(params: SamplingParams, top_n: int) -> Callable[[np.ndarray, Sequence[int], int], TokenLogprob]:
+    """`(logits, context, token) -> TokenLogprob`, from the distribution `make_sampler(params)` draws from: after
+    logit_bias and the penalties, then the temperature, top_k, top_p and min_p (candidates outside them have none).
+    A greedy request's is the softmax after logit_bias and the penalties (at temperature 1), as OpenAI's and
+    llama.cpp's servers give for temperature 0."""
+    penalize = _with_bias(_make_penalties(params), params.logit_bias)
+
+    def logprobs(logits: np.ndarray, context: Sequence[int], token: int) -> TokenLogprob:
+        x = (penalize(logits, context) if penalize is not None else logits).astype(np.float64)
+        if params.greedy:
+            finite = np.isfinite(x)
+            m = x[finite].max()
+            lp = x - (m + np.log(np.exp(x[finite] - m).sum()))
+            ids = np.argsort(-lp, kind="stable")[:top_n] if top_n else np.array([], dtype=np.int64)
+            return TokenLogprob(int(token), float(lp[token]), tuple((int(i), float(lp[i])) for i in ids
+                                                                     if np.isfinite(lp[i])))
+        ids, probs = _filtered_probs(x, params)
+        probs = probs / probs.sum()
+        where = np.nonzero(ids == token)[0]
+        chosen = float(np.log(probs[where[0]])) if len(where) else float("-inf")
+        top = tuple((int(i), float(np.log(p))) for i, p in zip(ids[:top_n], probs[:top_n]) if p > 0)
+        return TokenLogprob(int(token), chosen, top)
+
+    return logprobs
+
+
+class LogprobRecorder:
+    """Records each produced token's log-probabilities as the sampler draws it, in the order the tokens come out
+    (every draw of the sampler is a produced token: plain steps, and a verification's accepted drafts and the token
+    after them), so a reply gets the same figures with prompt lookup as without.
+
+    `inner` wraps the plain sampler (it sees the logits after a grammar's mask); `outer` the whole chain (a grammar
+    that ends the reply gives its end token without a draw: certain, logprob 0)."""
+
+    def __init__(self, params: SamplingParams, top_n: int):
+        self._logprobs = make_logprobs(params, top_n)
+        self.produced: list[TokenLogprob] = []
+        self._drawn: TokenLogprob | None = None
+
+    def inner(self, sampler: Sampler) -> Sampler:
+        def recorded(logits: np.ndarray, context: Sequence[int]) -> int:
+            token = sampler(logits, context)
+            self._drawn = self._logprobs(logits, context, token)
+            return token
+
+        return recorded
+
+    def outer(self, sampler: Sampler) -> Sampler:
+        def recorded(logits: np.ndarray, context: Sequence[int]) -> int:
+            self._drawn = None
+            token = sampler(logits, context)
+            drawn = self._drawn
+            self.produced.append(drawn if drawn is not None and drawn.token == token else TokenLogprob(token, 0.0))
+            return token
+
+        return recorded

@@ -126,8 +126,9 @@ def test_an_image_part_to_a_model_without_a_projector_says_it_cannot_see(client)
      "messages[0].tool_calls[0].function.arguments"),
     (dict(chat_template_kwargs={"not a name": 1}), "chat_template_kwargs"),
     (dict(reasoning_effort="extreme"), "reasoning_effort"),
-    (dict(logprobs=True), "logprobs"),
-    (dict(n=2), "n"),
+    (dict(top_logprobs=3), "top_logprobs"),  # without logprobs: true
+    (dict(logprobs=True, top_logprobs=21), "top_logprobs"),
+    (dict(n=0), "n"),
     (dict(logit_bias={"one": 5}), "logit_bias"),
     (dict(logit_bias={"1": 500}), "logit_bias"),
     (dict(logit_bias={"99999999": 5}), "logit_bias"),  # past the vocabulary
@@ -369,3 +370,60 @@ def test_embeddings_of_token_arrays_from_the_loaded_chat_model_when_no_model_is_
         assert r.status_code == 200, r.text
         data = r.json()["data"]
         assert len(data) == (2 if isinstance(body["input"][0], list) else 1) and len(data[0]["embedding"]) > 100
+
+
+def test_chat_logprobs_streamed_and_not_with_the_likeliest_tokens(client):
+    """logprobs with top_logprobs (issue 32: a 400): one entry per produced token, its bytes, and the likeliest of
+    the distribution it was drawn from; the same figures streamed and not."""
+    args = dict(model=MODEL, messages=QUESTION, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3)
+    r = client.chat.completions.create(**args)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    assert "".join(c.token for c in content) == r.choices[0].message.content
+    for c in content:
+        assert c.logprob <= 0 and len(c.top_logprobs) == 3 and bytes(c.bytes).decode() == c.token
+        assert c.top_logprobs[0].token == c.token and c.top_logprobs[0].logprob == c.logprob  # greedy: the likeliest
+        assert [t.logprob for t in c.top_logprobs] == sorted((t.logprob for t in c.top_logprobs), reverse=True)
+    streamed = [lp for chunk in client.chat.completions.create(stream=True, **args) for choice in chunk.choices
+                if choice.logprobs is not None for lp in choice.logprobs.content]
+    assert [(c.token, round(c.logprob, 5)) for c in streamed] == [(c.token, round(c.logprob, 5)) for c in content]
+    plain = client.chat.completions.create(**{**args, "logprobs": False, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == r.choices[0].message.content
+
+
+def test_completion_logprobs_of_a_sampled_reply_are_those_of_its_filtered_distribution(client):
+    """Sampled: the distribution after temperature, top_k and the rest, so with top_k 4 the four likeliest hold all
+    of it; the completions' shape (tokens, token_logprobs, top_logprobs, text_offset)."""
+    import math
+
+    r = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=1,
+                                  seed=3, logprobs=4, extra_body={"top_k": 4, "top_p": 1, "min_p": 0})
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text and len(lp.token_logprobs) == r.usage.completion_tokens
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert token in top and math.isclose(top[token], value, abs_tol=1e-9)
+        assert math.isclose(sum(math.exp(v) for v in top.values()), 1.0, abs_tol=1e-6)
+
+
+def test_n_choices_streamed_and_not(client):
+    """n > 1 (issue 32: a 400): n replies to one prompt, choice i seeded seed + i, so choice 0 is the reply of n = 1;
+    the prompt counted once, every choice's tokens summed."""
+    args = dict(model=MODEL, messages=QUESTION, max_tokens=8, temperature=1, seed=11)
+    one = client.chat.completions.create(**args)
+    three = client.chat.completions.create(n=3, **args)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert three.choices[0].message.content == one.choices[0].message.content
+    assert len({c.message.content for c in three.choices}) > 1  # different seeds, different replies
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens
+    assert three.usage.completion_tokens >= 3
+    texts, finished = {0: "", 1: "", 2: ""}, set()
+    usage = None
+    for chunk in client.chat.completions.create(n=3, stream=True, stream_options={"include_usage": True}, **args):
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            if c.finish_reason:
+                finished.add(c.index)
+        usage = chunk.usage or usage
+    assert finished == {0, 1, 2} and [texts[i] for i in range(3)] == [c.message.content for c in three.choices]
+    assert usage.completion_tokens == three.usage.completion_tokens

@@ -166,32 +166,58 @@ async def admit(service: ModelService, model: str, engine_request, *, wait_s: fl
 
 
 async def _complete(service: ModelService, body, request: Request, *, chat: bool, report=None, wait_s: float = 120):
+    from app.server.choices import choice_requests
+
     engine_request = body.to_engine()
-    gen = await admit(service, body.model or service.model or "", engine_request, wait_s=wait_s)
     kind = "chat.completion" if chat else "text_completion"
     meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": body.model or service.model}
-    events = gen.events()
+    started = []  # (gen, events, first) of each choice
     try:
-        first = await first_event(events, request, gen, service)  # errors before any text (bad template...) are a 4xx
-    except StopAsyncIteration:
-        first = None
+        for one in choice_requests(engine_request, body.n or 1):
+            gen = await admit(service, body.model or service.model or "", one, wait_s=wait_s)
+            started.append((gen, gen.events(), None))
+        for i, (gen, events, _) in enumerate(started):
+            try:  # errors before any text (bad template...) are a 4xx
+                first = await first_event(events, request, gen, service)
+            except StopAsyncIteration:
+                first = None
+            started[i] = (gen, events, first)
+            if first is None and gen.cancelled:
+                raise APIError(499, "The client closed the connection.", code="client_closed")
     except BaseException:
-        gen.cancel()
+        for gen, _events, _first in started:
+            gen.cancel()
         raise
-    if first is None and gen.cancelled:
-        raise APIError(499, "The client closed the connection.", code="client_closed")
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(gen, first, events, meta, kind, chat, usage, report, body),
+        return StreamingResponse(_stream_choices(started, meta, kind, chat, usage, report, body),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    parts, thoughts, final = [], [], None
+    import asyncio
+
+    collected = await asyncio.gather(*(_collect(gen, first, events, request) for gen, events, first in started))
+    choices, finals = [], []
+    for index, (text, reasoning, final, logprobs) in enumerate(collected):
+        _report(report, meta, final)
+        if final is None or final.reason == "error":
+            raise APIError(500, f"The model failed while generating: {final.error if final else 'no result'}",
+                           type="server_error")
+        finals.append(final)
+        choices.append(_choice(index, text, reasoning, final, logprobs, chat, body))
+    return {**meta, "object": kind, "choices": choices, "usage": _usage_of(finals, body),
+            "system_fingerprint": "lantern"}
+
+
+async def _collect(gen, first, events, request: Request):
+    """A whole reply: its text, its reasoning, its Finished event, and its tokens' log-probabilities."""
+    parts, thoughts, logprobs, final = [], [], [], None
     try:
         item = first
         while item is not None:
             if isinstance(item, TextDelta):
                 parts.append(item.text)
                 thoughts.append(item.reasoning)
+                logprobs.extend(item.logprobs)
             else:
                 final = item
             if await request.is_disconnected():
@@ -199,14 +225,15 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
             item = await anext(events, None)
     finally:
         gen.cancel()  # a no-op once finished; stops the engine if this handler is cancelled
-    _report(report, meta, final)
-    if final is None or final.reason == "error":
-        raise APIError(500, f"The model failed while generating: {final.error if final else 'no result'}",
-                       type="server_error")
-    text = "".join(parts)
+    return "".join(parts), "".join(thoughts), final, logprobs
+
+
+def _choice(index: int, text: str, reasoning: str, final: Finished, logprobs: list, chat: bool, body) -> dict:
+    from app.server.choices import chat_logprobs, completion_logprobs
+
+    asked = getattr(body, "logprobs", None)
     if chat:
         message = {"role": "assistant", "content": text}
-        reasoning = "".join(thoughts)
         if reasoning:
             message["reasoning_content"] = reasoning
         if final.tool_calls:
@@ -214,11 +241,19 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
             message["tool_calls"] = [{"id": c.id, "type": "function",
                                       "function": {"name": c.name, "arguments": c.arguments}}
                                      for c in final.tool_calls]
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(final)}
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(final)}
-    return {**meta, "object": kind, "choices": [choice], "usage": _usage(final, body),
-            "system_fingerprint": "lantern"}
+        return {"index": index, "message": message, "logprobs": chat_logprobs(logprobs) if asked else None,
+                "finish_reason": _finish(final)}
+    return {"index": index, "text": text, "logprobs": completion_logprobs(logprobs) if asked is not None else None,
+            "finish_reason": _finish(final)}
+
+
+def _usage_of(finals: list[Finished], body) -> dict:
+    """One prompt (computed once, the other choices reuse it) and every choice's tokens, as OpenAI counts `n`."""
+    usage = _usage(finals[0], body)
+    if len(finals) > 1:
+        usage["completion_tokens"] = sum(f.stats.completion_tokens for f in finals)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
 
 
 async def first_event(events, request: Request, gen, service: ModelService):
@@ -282,13 +317,59 @@ def _report(report, meta: dict, final: Finished | None) -> None:
                 "stats": final.stats})
 
 
-async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: bool,
-                  report=None, body=None) -> AsyncIterator[bytes]:
-    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+async def _stream_choices(started, meta: dict, kind: str, chat: bool, usage: bool, report=None,
+                          body=None) -> AsyncIterator[bytes]:
+    """Every choice's chunks as they come (each with its index), then the usage of them all and [DONE]."""
+    import asyncio
 
-    def chunk(delta: dict | str, finish: str | None) -> bytes:
-        choice = ({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish} if chat else
-                  {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish})
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+    queue: asyncio.Queue = asyncio.Queue()
+    finals: list[Finished] = []
+
+    async def pump(index, gen, events, first):
+        try:
+            async for chunk in _stream(gen, first, events, meta, chat, usage, report, body, index=index,
+                                       finals=finals):
+                await queue.put(chunk)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.ensure_future(pump(i, gen, events, first)) for i, (gen, events, first) in enumerate(started)]
+    try:
+        left = len(tasks)
+        while left:
+            chunk = await queue.get()
+            if chunk is None:
+                left -= 1
+            else:
+                yield chunk
+        if usage and len(finals) == len(started):
+            yield _sse({**meta, "object": chunk_kind, "choices": [], "usage": _usage_of(finals, body),
+                        "system_fingerprint": "lantern"})
+        yield b"data: [DONE]\n\n"
+    finally:
+        for task in tasks:
+            task.cancel()
+        for gen, _events, _first in started:
+            gen.cancel()  # the client went away (or we are done): the engine stops within one step
+
+
+async def _stream(gen, first, events, meta: dict, chat: bool, usage: bool, report=None, body=None, *,
+                  index: int = 0, finals: list | None = None) -> AsyncIterator[bytes]:
+    """One choice's chunks; its Finished event goes to `finals`."""
+    from app.server.choices import chat_logprobs, completion_logprobs
+
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+    asked = getattr(body, "logprobs", None)
+    asked = bool(asked) if chat else asked is not None
+    offset = 0  # the completion's text so far, for text_offset
+
+    def chunk(delta: dict | str, finish: str | None, logprobs=None) -> bytes:
+        shown = None
+        if asked and logprobs is not None:
+            shown = chat_logprobs(logprobs) if chat else completion_logprobs(logprobs, offset)
+        choice = ({"index": index, "delta": delta, "logprobs": shown, "finish_reason": finish} if chat else
+                  {"index": index, "text": delta, "logprobs": shown, "finish_reason": finish})
         body = {**meta, "object": chunk_kind, "choices": [choice], "system_fingerprint": "lantern"}
         if usage:
             body["usage"] = None
@@ -300,29 +381,32 @@ async def _stream(gen, first, events, meta: dict, kind: str, chat: bool, usage: 
         item = first
         while item is not None:
             if isinstance(item, TextDelta):
+                lps = list(item.logprobs)
                 if chat:
                     if item.reasoning:
                         yield chunk({"reasoning_content": item.reasoning}, None)
                     if item.text:
-                        yield chunk({"content": item.text}, None)
+                        yield chunk({"content": item.text}, None, lps)
+                        lps = []
                     if item.calls:
-                        yield chunk({"tool_calls": [_call_delta(c) for c in item.calls]}, None)
-                elif item.text:
-                    yield chunk(item.text, None)
+                        yield chunk({"tool_calls": [_call_delta(c) for c in item.calls]}, None, lps)
+                        lps = []
+                    if lps and asked:  # tokens whose text is held back (a stop string's start) still count
+                        yield chunk({}, None, lps)
+                elif item.text or (lps and asked):
+                    yield chunk(item.text, None, lps)
+                    offset += len(item.text)
             elif item.reason == "error":
                 _report(report, meta, item)
                 yield _sse(error_body(f"The model failed while generating: {item.error}", "server_error"))
             else:
                 _report(report, meta, item)
+                if finals is not None:
+                    finals.append(item)
                 yield chunk({} if chat else "", _finish(item))
-                if usage:
-                    yield _sse({**meta, "object": chunk_kind, "choices": [], "usage": _usage(item, body),
-                                "system_fingerprint": "lantern"})
             item = await anext(events, None)
-        yield b"data: [DONE]\n\n"
     except LanternError as e:
         yield _sse(error_body(str(e), "server_error"))
-        yield b"data: [DONE]\n\n"
     finally:
         gen.cancel()  # the client went away (or we are done): the engine stops within one step
 

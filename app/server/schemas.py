@@ -168,8 +168,6 @@ class _Sampling(_Request):
         return stops
 
     def check_common(self) -> None:
-        if self.n not in (None, 1):
-            raise UnsupportedField("n", "only n = 1 is supported")
         if self.stream_options is not None and not self.stream:
             raise UnsupportedField("stream_options", "stream_options needs stream: true")
 
@@ -197,11 +195,11 @@ class ChatCompletionRequest(_Sampling):
 
     def to_engine(self) -> GenerationRequest:
         self.check_common()
-        for name in ("audio", "function_call", "functions", "metadata", "top_logprobs", "web_search_options"):
+        for name in ("audio", "function_call", "functions", "metadata", "web_search_options"):
             if getattr(self, name) is not None:
                 raise UnsupportedField(name, f"{name} is not supported yet")
-        if self.logprobs:
-            raise UnsupportedField("logprobs", "logprobs are not supported yet")
+        if self.top_logprobs is not None and not (self.logprobs and 0 <= self.top_logprobs <= 20):
+            raise UnsupportedField("top_logprobs", "top_logprobs takes 0 to 20, with logprobs: true")
         if self.store:
             raise UnsupportedField("store", "Lantern does not store completions")
         if self.modalities not in (None, ["text"]):
@@ -230,7 +228,8 @@ class ChatCompletionRequest(_Sampling):
                                  ignore_eos=self.ignore_eos, tools=tuple(tools), tool_choice=choice, tool_name=name,
                                  parallel_tool_calls=self.parallel_tool_calls is not False, json_schema=json_schema,
                                  template_options=options,
-                                 prediction=self.prediction.text() if self.prediction else None)
+                                 prediction=self.prediction.text() if self.prediction else None,
+                                 logprobs=(self.top_logprobs or 0) if self.logprobs else None)
 
 
 class CompletionRequest(_Sampling):
@@ -246,8 +245,8 @@ class CompletionRequest(_Sampling):
             raise UnsupportedField("best_of", "only best_of = 1 is supported")
         if self.echo:
             raise UnsupportedField("echo", "echo is not supported yet")
-        if self.logprobs is not None:
-            raise UnsupportedField("logprobs", "logprobs are not supported yet")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise UnsupportedField("logprobs", "logprobs takes 0 to 20 (the likeliest tokens given with each)")
         if self.suffix:
             raise UnsupportedField("suffix", "suffix (fill-in-the-middle) is not supported yet")
         prompt = self.prompt
@@ -261,7 +260,7 @@ class CompletionRequest(_Sampling):
             raise UnsupportedField("prompt", "token ids are 0 or more")
         # OpenAI's legacy completions default to 16 tokens
         return GenerationRequest(prompt=prompt, sampling=self.sampling(), max_tokens=self.max_tokens or 16,
-                                 stop=self.stops(), ignore_eos=self.ignore_eos)
+                                 stop=self.stops(), ignore_eos=self.ignore_eos, logprobs=self.logprobs)
 
 
 def _response_schema(response_format: dict | None) -> dict | None:
