@@ -190,7 +190,8 @@ class EngineWorker:
         finally:
             with self._lock:
                 self._closed = True
-            park = engine is not None and getattr(engine.runtime, "parks_its_thread", False)
+            # a remote engine has no runtime: nothing of its lives in this thread
+            park = getattr(getattr(engine, "runtime", None), "parks_its_thread", False)
             if engine is not None:
                 engine.close()
             while True:  # whatever is left (the loop ended early) ends with an error instead of waiting forever

@@ -18,9 +18,6 @@ from backends.runtime import LanternError, LoadOptions, ModelLoadError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # the gguf writer's progress bars
-
-
 @functools.lru_cache(maxsize=2)
 def _reader(src: Path):
     import gguf

@@ -177,7 +177,9 @@ def test_the_command_line_searches_lists_with_fit_and_pulls_with_a_progress_bar(
 
     from test_cli import LANTERN
 
-    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "LANTERN_DATA_DIR": str(tmp_path / "data")}
+    # the bar is what is checked: no TQDM_* setting from the environment may turn it off
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TQDM_")},
+           "HF_ENDPOINT": hub.endpoint, "LANTERN_DATA_DIR": str(tmp_path / "data")}
 
     def lantern(*args):
         return subprocess.run([str(LANTERN), *args], capture_output=True, text=True, timeout=120, env=env)

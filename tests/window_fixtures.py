@@ -44,11 +44,28 @@ def make_window(qtbot, tmp_path):
         return w
 
     yield make
+    stale = stale_layout_items()
     for w in made:
         close(w)
     qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
     wait_for_tasks()
     delete_now(made)
+    assert not stale, f"Python wrappers of layout items that Qt has deleted: {stale}"
+
+
+def stale_layout_items() -> list[str]:
+    """Wrappers of layout items no live layout holds. PySide wraps a layout's items (itemAt(), addLayout() of a
+    filled layout) and keeps the wrapper while the layout lives; Qt deletes the item when its widget leaves the layout,
+    and a widget made later at that address then comes back as the stale item (AttributeError, or a crash in
+    shiboken)."""
+    from PySide6.QtWidgets import QLayout, QLayoutItem
+    from shiboken6 import Shiboken
+
+    wrappers = Shiboken.getAllValidWrappers()
+    layouts = [w for w in wrappers if isinstance(w, QLayout) and Shiboken.createdByPython(w)]  # told of deletion
+    items = [w for w in wrappers if isinstance(w, QLayoutItem) and not isinstance(w, QLayout)]
+    live = {Shiboken.getCppPointer(layout.itemAt(i))[0] for layout in layouts for i in range(layout.count())}
+    return [type(w).__name__ for w in items if Shiboken.getCppPointer(w)[0] not in live]
 
 
 def delete_now(widgets) -> None:

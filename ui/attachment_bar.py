@@ -88,6 +88,7 @@ class AttachmentBar(QWidget):
         self.layout_ = QHBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.addStretch(1)
+        self._chips: list[Chip] = []  # in the layout's order
         self.worker = None  # the loaded model's worker, to count tokens with
         self.model_name: str | None = None
         self.documents = None  # app.chat_documents.ChatDocuments: the index, and what embeds
@@ -97,7 +98,7 @@ class AttachmentBar(QWidget):
         self.hide()
 
     def chips(self) -> list[Chip]:
-        return [self.layout_.itemAt(i).widget() for i in range(self.layout_.count() - 1)]
+        return list(self._chips)  # never the layout's items (ui/chat_page.py views() says why)
 
     def add_paths(self, paths: list[Path]) -> None:
         for path in paths:
@@ -120,6 +121,7 @@ class AttachmentBar(QWidget):
     def _add(self, chip: Chip) -> Chip:
         chip.clicked.connect(lambda _=False, c=chip: self.remove(c))
         self.layout_.insertWidget(self.layout_.count() - 1, chip)
+        self._chips.append(chip)
         return chip
 
     def remove(self, chip: Chip) -> None:
@@ -131,6 +133,8 @@ class AttachmentBar(QWidget):
         self.sig_changed.emit()
 
     def _take_off(self, chip: Chip) -> None:
+        if chip in self._chips:
+            self._chips.remove(chip)
         chip.setParent(None)
         chip.deleteLater()
 

@@ -116,6 +116,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         models.sig_model_unloaded.connect(self.model_note.hide)
         # The messages in one centred column about 80 characters wide: long lines are hard to read
         self.messages = QVBoxLayout()
+        self._views: list[MessageView] = []  # in the layout's order (views())
         self.messages.setSpacing(14)
         self.messages.addStretch(1)
         self.empty = EmptyState(self)
@@ -261,7 +262,9 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
     # -- what is on screen ------------------------------------------------------------------------
 
     def views(self) -> list[MessageView]:
-        return [self.messages.itemAt(i).widget() for i in range(self.messages.count() - 1)]
+        # Our own list, never the layout's items: a QWidgetItem's wrapper from itemAt() outlives the item Qt deletes
+        # with its widget, and a widget made later at that address came back as that stale QWidgetItem.
+        return list(self._views)
 
     def show_notice(self, text: str) -> None:
         self.notice.setText(text)
@@ -301,9 +304,10 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             self.new_chat()
 
     def _rebuild(self) -> None:
-        for view in self.views():
+        for view in self._views:
             view.setParent(None)
             view.deleteLater()
+        self._views.clear()
         if self.conversation_id is None:
             self._show_empty()
             return
@@ -332,6 +336,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         if role == "assistant" and (asked := next((v for v in reversed(self.views()) if v.role == "user"), None)):
             view.set_sources(asked.text)  # the searched files' parts it was given
         self.messages.insertWidget(self.messages.count() - 1, view)
+        self._views.append(view)
         self.empty.hide()
         return view
 
