@@ -189,7 +189,7 @@ class AttachmentBar(QWidget):
         return [c.searched for c in self.chips() if c.search and not c.kept and c.searched is not None]
 
     def _read(self, chip: Chip, file: Attachment) -> None:
-        if chip.parent() is None:
+        if chip not in self._chips:  # taken off (and maybe deleted by Qt): its C++ object may be gone
             return  # taken off while it was read
         chip.file = file
         chip.show_state()
@@ -214,7 +214,7 @@ class AttachmentBar(QWidget):
                      lambda _e: None)  # no model to count with: the chip shows no count
 
     def _counted(self, chip: Chip, tokens: int, n_ctx: int) -> None:
-        if chip.parent() is None:
+        if chip not in self._chips:  # taken off (and maybe deleted by Qt): its C++ object may be gone
             return
         chip.tokens, self.n_ctx = tokens, n_ctx
         self._plan()
@@ -267,14 +267,14 @@ class AttachmentBar(QWidget):
         run_task(index_it, lambda s: self._indexed(chip, s), lambda e: self._index_failed(chip, e))
 
     def _indexed(self, chip: Chip, searched: SearchedFile) -> None:
-        if chip.parent() is None:
+        if chip not in self._chips:  # taken off (and maybe deleted by Qt): its C++ object may be gone
             return
         chip.indexing, chip.searched = None, searched
         chip.show_state()
         self.sig_changed.emit()
 
     def _index_failed(self, chip: Chip, error: BaseException) -> None:
-        if chip.parent() is None:
+        if chip not in self._chips:  # taken off (and maybe deleted by Qt): its C++ object may be gone
             return
         chip.indexing = None
         self._failed(chip, AttachmentError(f"{chip.path.name} could not be indexed to search it: {error}"))
@@ -287,7 +287,7 @@ class AttachmentBar(QWidget):
             self._progress.stop()
 
     def _failed(self, chip: Chip, error: BaseException) -> None:
-        if chip.parent() is None:
+        if chip not in self._chips:  # taken off (and maybe deleted by Qt): its C++ object may be gone
             return
         chip.error = str(error) if isinstance(error, AttachmentError) else f"{chip.path.name} cannot be read: {error}"
         chip.show_state()

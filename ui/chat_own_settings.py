@@ -6,6 +6,7 @@ from app.attachments import message_with_files
 from app.chat_images import with_images
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import GenerationRequest
+from backends.runtime import LanternError
 from ui.chat_summary import summary_prompt
 
 
@@ -46,9 +47,14 @@ class ChatSettingsMixin:
     def summarize(self) -> None:
         if self.conversation_id is None or self.busy or self.summarizer.busy:
             return
+        try:
+            worker = self.models.worker or self.models.load(self.settings().model)
+        except LanternError as e:
+            self.show_notice(f"No summary: {e}")
+            return
         self.show_notice("Summarizing this chat…")
         self._summarized = next((c.title for c in self.store.conversations() if c.id == self.conversation_id), "")
-        self.summarizer.summarize(self.models.worker or self.models.load(self.settings().model), self._history())
+        self.summarizer.summarize(worker, self._history())
 
     def _start_from_summary(self, summary: str, dropped: int) -> None:
         base = self.effective_settings()

@@ -16,6 +16,7 @@ from app.chat_images import ImageStore
 from app.conversations import LATEST, ConversationStore
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
+from backends.runtime import LanternError
 from ui.attachment_bar import AttachmentBar
 from ui.chat_follow import ScrollFollower
 from ui.chat_images import ChatImagesMixin
@@ -117,6 +118,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         # The messages in one centred column about 80 characters wide: long lines are hard to read
         self.messages = QVBoxLayout()
         self._views: list[MessageView] = []  # in the layout's order (views())
+        self._unanswered_why: dict[int, str] = {}  # a message's id: why its reply did not start
         self.messages.setSpacing(14)
         self.messages.addStretch(1)
         self.empty = EmptyState(self)
@@ -277,6 +279,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
     def open_conversation(self, conversation: int) -> None:
         if conversation == self.conversation_id:
             return
+        self.chat_settings.flush()
         self.cancel_edit()
         self.show_notice("")  # a notice is about the chat it appeared in
         self.conversation_id = conversation
@@ -287,6 +290,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.sidebar.refresh(conversation)
 
     def new_chat(self) -> None:
+        self.chat_settings.flush()
         self.cancel_edit()
         self.show_notice("")
         self.conversation_id = None
@@ -333,6 +337,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         view.sig_variant_requested.connect(self.show_variant)
         view.sig_branch_requested.connect(self.branch_from)
         view.sig_delete_requested.connect(self.delete_from)
+        view.sig_retry_requested.connect(self.retry)
         if role == "assistant" and (asked := next((v for v in reversed(self.views()) if v.role == "user"), None)):
             view.set_sources(asked.text)  # the searched files' parts it was given
         self.messages.insertWidget(self.messages.count() - 1, view)
@@ -359,6 +364,9 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         for v in views:
             v.set_actions_enabled(not busy and (v.role == "user" or v is last_reply))
             v.set_variants_enabled(not busy)  # the branch on screen stays while a reply is written on it
+            v.set_unanswered(None)
+        if views and views[-1].role == "user" and not busy:
+            views[-1].set_unanswered(self._unanswered_why.get(views[-1].message_id, "This message has no reply."))
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -423,6 +431,14 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         if self.busy or reply is None or reply.parent is None:
             return
         self._start_reply(after=reply.parent)
+        self.follow()
+
+    def retry(self, message_id: int) -> None:
+        """A reply to the last message, which has none (its reply failed to start, was lost or was deleted)."""
+        views = self.views()
+        if self.busy or not views or views[-1].message_id != message_id or views[-1].role != "user":
+            return
+        self._start_reply()
         self.follow()
 
     def show_variant(self, message_id: int, step: int) -> None:
@@ -519,7 +535,16 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
     def _start_reply(self, *, after: int | None = None) -> None:
         """A reply at the end of the branch on screen, or after message `after` (a regenerate: a new branch)."""
         settings = self.effective_settings()
-        worker = self.models.worker or self.models.load(settings.model)
+        try:
+            worker = self.models.worker or self.models.load(settings.model)
+        except LanternError as e:  # refused before it started (no such model, no server address): said, kept
+            if self.views() and self.views()[-1].role == "user":
+                self._unanswered_why[self.views()[-1].message_id] = f"No reply: {e}"
+            else:
+                self.show_notice(f"No reply: {e}")
+            self._update_actions()
+            self.sig_reply_done.emit("error")
+            return
         request = GenerationRequest(messages=self._history(after), sampling=settings.sampling(),
                                     max_tokens=settings.max_tokens,
                                     drop_oldest_turns=settings.overflow == "drop_oldest",

@@ -40,8 +40,8 @@ class SearchedFilesMixin:
         history = self._history() if self.conversation_id is not None else self._system_only(settings)
         request = GenerationRequest(messages=history + [{"role": "user", "content": inline}],
                                     max_tokens=settings.max_tokens)
-        worker = self.models.worker or self.models.load(settings.model)
         try:
+            worker = self.models.worker or self.models.load(settings.model)
             embeddings = self.documents.embeddings(worker, self.models.name or settings.model)
             index = self.documents.index
         except Exception as e:

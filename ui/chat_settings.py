@@ -96,6 +96,12 @@ class ChatSettingsPanel(QFrame):
         finally:
             self._filling = False
 
+    def flush(self) -> None:
+        """Typing not yet saved is saved now, before the panel shows another chat (it belongs to this one)."""
+        if self._typing.isActive():
+            self._typing.stop()
+            self._changed()
+
     def values(self) -> ChatSettings:
         preset = self.preset.currentText()
         return ChatSettings(system_prompt=self.system_prompt.toPlainText(), preset=None if preset == CUSTOM else preset,

@@ -126,12 +126,18 @@ class ConversationList(QWidget):
         """A chat's right-click menu: rename, export, delete."""
         conversation, title = item.data(Qt.ItemDataRole.UserRole), item.text()
         menu = QMenu(self)
-        menu.addAction("Rename", lambda: self.list.editItem(item))
+        # by the chat's id, not the item: the list may be refilled (a search, a reply's mark) while the menu is open
+        menu.addAction("Rename", lambda: (found := self._item_of(conversation)) and self.list.editItem(found))
         menu.addAction("Export as Markdown…", lambda: self.files.export_chat(conversation, "markdown", title))
         menu.addAction("Export as JSON…", lambda: self.files.export_chat(conversation, "json", title))
         menu.addSeparator()
-        menu.addAction("Delete…", lambda: (self.list.setCurrentItem(item), self._delete_clicked()))
+        menu.addAction("Delete…", lambda: (found := self._item_of(conversation)) and (
+            self.list.setCurrentItem(found), self._delete_clicked()))
         return menu
+
+    def _item_of(self, conversation: int) -> QListWidgetItem | None:
+        return next((self.list.item(i) for i in range(self.list.count())
+                     if self.list.item(i).data(Qt.ItemDataRole.UserRole) == conversation), None)
 
     def _chosen(self, item: QListWidgetItem | None, _previous) -> None:
         if item is not None and not self._filling:
@@ -143,8 +149,8 @@ class ConversationList(QWidget):
         title = item.text().strip()
         if title:
             self.store.rename(item.data(Qt.ItemDataRole.UserRole), title)
-        else:  # an empty title is not a title: put the old one back
-            self.refresh(self.current_id())
+        else:  # an empty title is not a title: put the old one back (after this signal: refresh deletes the item)
+            QTimer.singleShot(0, self, lambda: self.refresh(self.current_id()))
 
     def eventFilter(self, watched, event) -> bool:
         from PySide6.QtCore import QEvent

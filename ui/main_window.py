@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QLabel, QMainWindow, QProgressBar, QPushButton, Q
 from app.conversations import ConversationStore
 from app.model_host import ModelHost
 from app.settings import SettingsFile
-from backends.runtime import LanternError
+from backends.runtime import LanternError, ModelLoadError
 from models.library import ModelLibrary
 from ui.chat_page import ChatPage
 from ui.icons import refresh_icons, set_icon
@@ -138,7 +138,10 @@ class MainWindow(QMainWindow):
             self.settings.update(model=name)  # remembered for the next start
         except OSError as e:
             self.statusBar().showMessage(f"The choice of model could not be saved: {e}")
-        self.models.load(name)
+        try:
+            self.models.load(name)
+        except LanternError:
+            pass  # told through sig_model_failed: the toolbar says why
 
     def _embeds(self, name: str) -> bool:
         from app.server.model_facts import facts_of
@@ -156,6 +159,9 @@ class MainWindow(QMainWindow):
         from models.registry import BUILTIN_MODELS as BUILTIN_NAMES
 
         s = self.settings.current.for_chat(name)  # the model's own defaults (its context size) first
+        if s.backend == "remote" and not (s.remote_url or "").strip():
+            raise ModelLoadError("The remote backend needs its server's address: set “Remote server” in Settings, "
+                                 "or choose another backend there.")
         self.load_progress.cancelled = True  # a load still running for a replaced model stops early
         progress = self.load_progress = LoadProgress()
         local = self.library.find(name)  # this window's library (the default one in the app; a test's own)

@@ -106,6 +106,7 @@ class MessageView(QFrame):
     sig_variant_requested = Signal(int, int)  # this message's id, and -1 (the previous variant) or +1 (the next)
     sig_branch_requested = Signal(int)  # continue from this reply on a new branch
     sig_delete_requested = Signal(int)  # delete this message and what follows it
+    sig_retry_requested = Signal(int)  # a reply to this message, which has none
 
     def __init__(self, role: str, text: str, *, message_id: int, status: str = "done", stats: dict | None = None,
                  created: float | None = None, parent=None):
@@ -201,6 +202,10 @@ class MessageView(QFrame):
         if role == "user":
             self.edit_button = self._button(row, "Edit", "edit", "Edit this message and send it again",
                                             lambda: self.sig_edit_requested.emit(self.message_id))
+            # a message left without a reply (a failure, a crash, a deleted reply) can be answered again
+            self.retry_button = self._button(row, "Retry", "regenerate", "Write a reply to this message",
+                                             lambda: self.sig_retry_requested.emit(self.message_id))
+            self.retry_button.hide()
         else:
             self.regenerate_button = self._button(row, "Regenerate", "regenerate", "Write this reply again",
                                                   lambda: self.sig_regenerate_requested.emit(self.message_id))
@@ -317,6 +322,14 @@ class MessageView(QFrame):
         self._show_typing()
         if self.role != "user":
             self._fold_if_long(self._text)  # finished: a long reply can be folded now
+
+    def set_unanswered(self, why: str | None) -> None:
+        """A user message with no reply after it says why (None: it has one, or one is being written)."""
+        if self.role != "user":
+            return
+        self.note.setText(why or "")
+        self.note.setVisible(bool(why))
+        self.retry_button.setVisible(why is not None)
 
     def menu(self) -> QMenu:
         menu = QMenu(self)

@@ -6,6 +6,7 @@ import time
 from PySide6.QtCore import QObject, Signal
 
 from app.model_host import ModelHost
+from backends.runtime import LanternError
 from backends.worker import EngineWorker
 
 
@@ -35,8 +36,14 @@ class ModelController(QObject):
         return self.host.worker
 
     def load(self, name: str) -> EngineWorker:
-        """Start loading `name` (returns at once; replies sent meanwhile wait for the load)."""
-        return self.host.use(name)
+        """Start loading `name` (returns at once; replies sent meanwhile wait for the load). A load refused before
+        it starts (no server address for the remote backend) raises LanternError, and is told as a failed load."""
+        try:
+            return self.host.use(name)
+        except LanternError as e:
+            self.state, self.error = "failed", str(e)
+            self.sig_model_failed.emit(name, str(e))
+            raise
 
     def reload(self) -> None:
         self.host.reload()

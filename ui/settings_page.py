@@ -74,7 +74,7 @@ class SettingsPage(QWidget):
                                  else settings.n_gpu_layers, special="as many as fit"),
             "prompt_lookup": QCheckBox("guess ahead from the conversation"),
             "draft_max": _int(1, 64, settings.draft_max),
-            "backend": _combo(["auto", "llamacpp", "mlx", "remote"], settings.backend),
+            "backend": _combo(backends_here(settings.backend), settings.backend),
             "remote_url": self.remote_url,
             "theme": _combo(["system", "light", "dark"], settings.theme),
         }
@@ -155,8 +155,14 @@ class SettingsPage(QWidget):
         """Validate and save now; a bad value is reported and nothing is saved."""
         self._save_soon.stop()
         old = self.file.current
+        values = self.values()
+        url = values.get("remote_url") or ""
+        if values.get("backend") == "remote" and not url.startswith(("http://", "https://")):
+            self.message.setText("Not saved: the remote backend needs its server's address, such as "
+                                 "http://gpu-box:8000/v1 (Remote server).")
+            return False
         try:
-            new = self.file.update(**self.values())
+            new = self.file.update(**values)
         except ValidationError as e:
             first = e.errors()[0]
             self.message.setText(f"Not saved: {'.'.join(map(str, first['loc']))}: {first['msg']}.")
@@ -170,6 +176,16 @@ class SettingsPage(QWidget):
             self.reload_button.show()
         self.sig_settings_changed.emit(new)
         return True
+
+
+def backends_here(chosen: str) -> list[str]:
+    """The backends this machine can run: MLX on Apple silicon, or where it is installed (Linux's CPU wheel)."""
+    import importlib.util
+    import platform
+    import sys
+
+    mlx = (sys.platform == "darwin" and platform.machine() == "arm64") or importlib.util.find_spec("mlx") is not None
+    return ["auto", "llamacpp", *(["mlx"] if mlx or chosen == "mlx" else []), "remote"]
 
 
 def _double(lo: float, hi: float, step: float, value: float) -> QDoubleSpinBox:

@@ -1,0 +1,73 @@
+"""The bugs a new user hit (issue 33), each on the real window and the starter model."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from window_fixtures import REPLY_TIMEOUT, send, stored  # noqa: E402
+
+
+def test_the_remote_backend_without_an_address_is_refused_and_explained(qtbot, make_window):
+    w = make_window(max_tokens=8)
+    page = w.settings_page
+    page.widgets["backend"].setCurrentText("remote")
+    page.widgets["remote_url"].setText("")
+    assert page.save() is False and "server's address" in page.message.text()
+    assert w.settings.current.backend == "auto"  # nothing was saved
+    # a settings file written by hand (or by an older Lantern) with no address: the message is kept, with why and Retry
+    w.settings.update(backend="remote", remote_url=None)
+    assert send(qtbot, w, "Hello?") == "error"
+    user = w.chat.views()[-1]
+    assert user.role == "user" and user.text == "Hello?"
+    assert not user.retry_button.isHidden() and "Remote server" in user.note.text()
+    assert w.models.state == "failed" and "Remote server" in w.models.error
+    w.settings.update(backend="auto")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT) as done:
+        user.retry_button.click()
+    assert done.args == ["done"] and [r for r, _, _ in stored(w)] == ["user", "assistant"]
+    assert w.chat.views()[0].retry_button.isHidden() and not w.chat.views()[0].note.text()
+
+
+def test_a_message_left_without_a_reply_has_retry(qtbot, make_window):
+    w = make_window(max_tokens=8)
+    chat = w.store.create("Left behind")  # as a crash between the message and its reply leaves it
+    w.store.add(chat.id, "user", "Name a colour.")
+    w.chat.sidebar.refresh()
+    w.chat.open_conversation(chat.id)
+    user = w.chat.views()[-1]
+    assert not user.retry_button.isHidden() and user.note.text() == "This message has no reply."
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT) as done:
+        user.retry_button.click()
+    assert done.args == ["done"] and [r for r, _, _ in stored(w)] == ["user", "assistant"]
+    # a reply deleted ("Delete from here…") leaves its question with Retry too
+    from ui import dialogs
+
+    original, dialogs.confirm = dialogs.confirm, lambda *a: True
+    try:
+        w.chat.views()[-1].sig_delete_requested.emit(w.chat.views()[-1].message_id)
+    finally:
+        dialogs.confirm = original
+    assert [v.role for v in w.chat.views()] == ["user"] and not w.chat.views()[0].retry_button.isHidden()
+
+
+def test_typing_a_system_prompt_then_a_new_chat_keeps_it_with_its_chat(qtbot, make_window):
+    w = make_window(max_tokens=4)
+    assert send(qtbot, w, "Hi.") == "done"
+    first = w.chat.conversation_id
+    w.chat.settings_button.setChecked(True)
+    w.chat.chat_settings.system_prompt.setPlainText("Answer in French.")  # saved when the typing pauses…
+    w.chat.new_chat()  # …but the user went on at once
+    qtbot.wait(600)
+    assert w.store.chat_settings(first)["system_prompt"] == "Answer in French."
+    assert w.chat.own is None and w.chat.effective_settings().system_prompt != "Answer in French."
+
+
+def test_an_empty_title_is_put_back_without_touching_a_deleted_item(qtbot, make_window):
+    w = make_window(max_tokens=4)
+    assert send(qtbot, w, "Hi.") == "done"
+    item = w.chat.sidebar.list.currentItem()
+    item.setText("")  # what the list's editor does when the user clears the title and presses Enter
+    qtbot.waitUntil(lambda: w.chat.sidebar.list.currentItem() is not None
+                    and w.chat.sidebar.list.currentItem().text() == "Hi.", timeout=5000)
+    assert w.store.conversations()[0].title == "Hi."
