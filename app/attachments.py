@@ -215,5 +215,5 @@ def split_images(message: str) -> tuple[list[tuple[str, str]], int]:
 
 def describe(file: Attachment) -> str:
     """The chip's words: name, and pages for a PDF."""
-    pages = f", {file.pages} pages" if file.pages else ""
+    pages = f", {file.pages} page{'s' if file.pages != 1 else ''}" if file.pages else ""
     return f"{file.name}{pages}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.attachments import AttachmentError, message_with_files, read_attachment
+from app.attachments import AttachmentError, describe, message_with_files, read_attachment
 from documents import blank_pdf, encrypted_pdf, text_pdf, word_file
 
 
@@ -24,6 +24,8 @@ def test_text_files_are_read_as_they_are(tmp_path, name, data, expected):
 def test_pdf_and_word_files_give_their_text(tmp_path):
     pdf = read_attachment(text_pdf(tmp_path / "a.pdf", ["Hello lighthouse", "Second page"]))
     assert (pdf.kind, pdf.pages) == ("pdf", 2) and "[page 1]\nHello lighthouse" in pdf.text and "Second page" in pdf.text
+    one = read_attachment(text_pdf(tmp_path / "one.pdf", ["Only page"]))
+    assert (describe(pdf), describe(one)) == ("a.pdf, 2 pages", "one.pdf, 1 page")  # not "1 pages"
     doc = read_attachment(word_file(tmp_path / "a.docx", ["The keeper's log.", "Fog at dawn."]))
     assert doc.kind == "docx" and "Fog at dawn." in doc.text and "keeper | Ada" in doc.text
 

@@ -71,3 +71,19 @@ def test_an_empty_title_is_put_back_without_touching_a_deleted_item(qtbot, make_
     qtbot.waitUntil(lambda: w.chat.sidebar.list.currentItem() is not None
                     and w.chat.sidebar.list.currentItem().text() == "Hi.", timeout=5000)
     assert w.store.conversations()[0].title == "Hi."
+
+
+def test_a_reply_cut_at_the_length_limit_says_so_and_keeps_saying_it(qtbot, make_window):
+    w = make_window(max_tokens=4)
+    w.chat.request_options = {"ignore_eos": True}  # the limit, whatever the model would say
+    assert send(qtbot, w, "Tell me a long story.") == "done"
+    assert w.chat.views()[-1].note.text().startswith("Cut at the length limit (4 tokens")
+    w.chat.request_options = {}
+    w.settings.update(max_tokens=200)
+    assert send(qtbot, w, "Hi.") == "done"
+    ended = w.store.messages(w.chat.conversation_id)[-1].stats["finish"]
+    assert (ended == "length") == bool(w.chat.views()[-1].note.text())  # only a cut reply says so
+    chat = w.chat.conversation_id
+    w.chat.new_chat()
+    w.chat.open_conversation(chat)  # drawn again from the store
+    assert w.chat.views()[1].note.text().startswith("Cut at the length limit (4 tokens")

@@ -38,6 +38,7 @@ def test_a_message_streams_in_as_markdown_with_its_figures(qtbot, make_window):
     assert done.args == ["done"] and w.chat.input.toPlainText() == ""
     # said when the model loaded: what the KV cache takes, shared by the 4 slots Lantern chose for the starter
     assert re.search(r"KV cache [0-9,]+ MiB, shared by 4 slots\.", w.models.reason)
+    assert re.search(r"\. KV cache", w.models.reason), w.models.reason  # its own sentence, not "(2 cores) KV cache"
     user, reply = w.chat.views()
     assert (user.role, user.text, reply.role) == ("user", "Hello", "assistant")
     assert len(chunks) >= 2 and reply.text == "".join(chunks) and reply.text.strip()  # streamed in pieces

@@ -600,7 +600,8 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
 
     def _on_finished(self, finished: Finished) -> None:
         status = STATUS_BY_REASON[finished.reason]
-        stats = {**asdict(finished.stats), "model": self._reply.model if self._reply else ""}  # who wrote it
+        stats = {**asdict(finished.stats), "model": self._reply.model if self._reply else "",  # who wrote it
+                 "finish": finished.reason}  # "length": the reply says it was cut at the limit
         self._end_reply(status, stats, finished.error)
         if finished.stats.dropped_messages:
             self.show_notice(f"The {finished.stats.dropped_messages} oldest messages did not fit the context "

@@ -313,6 +313,9 @@ class MessageView(QFrame):
         if self._reasoning:
             self._label_reasoning()
         note = error or STATUS_NOTES.get(status, "")
+        if not note and (stats or {}).get("finish") == "length":
+            note = (f"Cut at the length limit ({stats.get('completion_tokens', 0)} tokens: Max tokens in Settings or "
+                    "this chat's settings).")
         self.note.setText(note)
         self.note.setVisible(bool(note))
         self.figures.setText(figures_text(stats))

@@ -84,5 +84,11 @@ class ModelController(QObject):
         if cache:  # what the KV cache took, and how many conversations share it
             slots = getattr(runtime, "slots", 1)
             notes.append(f"KV cache {cache / 2 ** 20:,.0f} MiB" + (f", shared by {slots} slots." if slots > 1 else "."))
-        self.reason = " ".join([getattr(engine, "backend_reason", "") or "", *notes]).strip()
+        self.reason = " ".join(_sentence(part) for part in [getattr(engine, "backend_reason", "") or "", *notes] if part)
         self.sig_model_loaded.emit(name, self.backend, self.reason)
+
+
+def _sentence(text: str) -> str:
+    """A part of the load's reason as a sentence: "… (2 cores)" then "KV cache …" read as one otherwise."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?", ":")) else text + "."
