@@ -87,3 +87,23 @@ def test_a_reply_cut_at_the_length_limit_says_so_and_keeps_saying_it(qtbot, make
     w.chat.new_chat()
     w.chat.open_conversation(chat)  # drawn again from the store
     assert w.chat.views()[1].note.text().startswith("Cut at the length limit (4 tokens")
+
+
+def test_switching_versions_stays_at_the_message(qtbot, make_window):
+    w = make_window(max_tokens=60)
+    w.chat.request_options = {"ignore_eos": True}  # replies long enough to scroll
+    w.resize(900, 500)
+    for question in ("Tell me about lighthouses.", "And about boats?", "And about harbours?"):
+        assert send(qtbot, w, question) == "done"
+    w.chat.views()[0].edit_button.click()
+    w.chat.input.setPlainText("Tell me about rivers.")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
+        w.chat.send_button.click()
+    assert send(qtbot, w, "And about lakes?") == "done"
+    bar = w.chat.scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum())  # at the end after sending
+    bar.setValue(0)  # the user scrolls up to the first message and goes back to its first version
+    w.chat.views()[0].previous_variant.click()
+    qtbot.wait(200)  # laid out
+    assert w.chat.views()[0].variant_label.text() == "1/2" and len(w.chat.views()) == 6
+    assert bar.maximum() > 0 and bar.value() == 0  # still at the message, not at the chat's end

@@ -307,7 +307,8 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         if conversation == self.conversation_id:
             self.new_chat()
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, *, follow: bool = True) -> None:
+        self.follower.forget()
         for view in self._views:
             view.setParent(None)
             view.deleteLater()
@@ -326,7 +327,8 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self._update_actions()
         self._show_empty()
         self.count_context()
-        self.follow()  # an opened chat shows its end
+        if follow:
+            self.follow()  # an opened chat shows its end
 
     def _add_view(self, role: str, text: str, message_id: int, status: str = "done",
                   stats: dict | None = None, created: float | None = None) -> MessageView:
@@ -449,8 +451,12 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         index = variants.index(message_id) + step
         if 0 <= index < len(variants):
             self.cancel_edit()
+            shown = self._view_of(message_id)
+            offset = self.follower.offset_of(shown) if shown is not None else 0
             self.store.switch_to(variants[index])
-            self._rebuild()
+            self._rebuild(follow=False)
+            if (switched := self._view_of(variants[index])) is not None:
+                self.follower.keep(switched, offset)  # the user stays at the message they switched
 
     def branch_from(self, message_id: int) -> None:
         """The next message continues from this reply; the turns after it stay on their own branch."""
