@@ -446,6 +446,14 @@ def test_a_missing_x11_library_is_named_instead_of_a_qt_abort(monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", refuse)
     problem = display_problem()
     assert "libxcb-icccm.so.4" in problem and "apt install" in problem and "\n" not in problem
+    # the packages it names are the README's (one list, read from PySide6's X11 plugin)
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = set(re.search(r"`sudo apt install ([^`]+)`", readme).group(1).split())
+    named = set(re.search(r"apt install ([^,]+),", problem).group(1).split())
+    assert listed == named and {"libxcb-cursor0", "libxcb-icccm4", "libxkbcommon-x11-0"} <= listed
 
 
 def test_a_reply_cut_off_by_a_crash_is_shown_as_cut_off(qtbot, make_window, tmp_path):

@@ -32,8 +32,10 @@ def _x11_problem() -> str:
     from importlib.util import find_spec
     from pathlib import Path
 
-    hint = ("(Debian/Ubuntu: sudo apt install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 "
-            "libxcb-render-util0 libxkbcommon-x11-0); meanwhile `lantern chat` works in this terminal.")
+    hint = ("(Debian/Ubuntu: sudo apt install libgl1 libegl1 libfontconfig1 libdbus-1-3 libx11-xcb1 libxcb-cursor0 "
+            "libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-sync1 "
+            "libxcb-xfixes0 libxcb-xkb1 libxkbcommon-x11-0, as the README lists); meanwhile `lantern chat` works in "
+            "this terminal.")
     spec = find_spec("PySide6")
     plugin = Path(spec.origin).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so" if spec and spec.origin else None
     if plugin is not None and plugin.exists():
