@@ -107,3 +107,14 @@ def test_switching_versions_stays_at_the_message(qtbot, make_window):
     qtbot.wait(200)  # laid out
     assert w.chat.views()[0].variant_label.text() == "1/2" and len(w.chat.views()) == 6
     assert bar.maximum() > 0 and bar.value() == 0  # still at the message, not at the chat's end
+
+
+def test_an_empty_chat_offers_no_summary_and_no_jump(qtbot, make_window):
+    w = make_window(max_tokens=4, first_start=True)
+    w.resize(700, 420)  # the welcome is taller than the messages' area
+    qtbot.wait(50)
+    assert w.chat.summary_button.isHidden() and w.chat.latest_button.isHidden()
+    assert send(qtbot, w, "Hi.") == "done"
+    assert not w.chat.summary_button.isHidden()
+    w.chat.new_chat()
+    assert w.chat.summary_button.isHidden() and w.chat.latest_button.isHidden()

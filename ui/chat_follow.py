@@ -13,6 +13,7 @@ class ScrollFollower(QObject):
         self.scroll = scroll
         self.following = False  # keep the end in sight as messages grow (set by sending; a scroll up clears it)
         self._moving = False  # the view is moving itself, not the user
+        self._empty = True  # no messages: nothing to jump to
         self._kept = None  # (a message view, its offset in the viewport) to hold in place while laid out
         bar = scroll.verticalScrollBar()
         bar.rangeChanged.connect(self._range_changed)
@@ -76,9 +77,13 @@ class ScrollFollower(QObject):
             self.following = value >= self.scroll.verticalScrollBar().maximum() - 4
         self._place_latest()
 
+    def set_empty(self, empty: bool) -> None:
+        self._empty = empty
+        self._place_latest()
+
     def _place_latest(self) -> None:
         bar = self.scroll.verticalScrollBar()
-        away = bar.maximum() - bar.value() > 40
+        away = bar.maximum() - bar.value() > 40 and not self._empty
         if away:
             b = self.latest_button
             b.adjustSize()

@@ -230,6 +230,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         models.sig_model_unloaded.connect(self._show_empty)
         self.scroll.setStyleSheet(chat_style())  # the messages only: a style sheet slows every widget it covers
         self._show_empty()
+        self._update_actions()
 
     def restyle(self) -> None:
         """After a change of theme: the open chat's messages drawn again (code blocks carry the theme's colours)."""
@@ -244,6 +245,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         name = models.name or self.settings().model
         self.empty.set_model(name, loaded=models.state == "ready" and models.name == name)
         self.empty.setVisible(not self.views())
+        self.follower.set_empty(not self.views())  # no "↓ Latest" over an empty chat's welcome
 
     def _example(self, prompt: str) -> None:
         self.input.setPlainText(prompt)
@@ -315,6 +317,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self._views.clear()
         if self.conversation_id is None:
             self._show_empty()
+            self._update_actions()
             return
         reply = self._reply if self._reply and self._reply.conversation == self.conversation_id else None
         for m in self.store.messages(self.conversation_id):
@@ -367,6 +370,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             v.set_actions_enabled(not busy and (v.role == "user" or v is last_reply))
             v.set_variants_enabled(not busy)  # the branch on screen stays while a reply is written on it
             v.set_unanswered(None)
+        self.summary_button.setVisible(bool(views))  # an empty chat has nothing to summarize
         if views and views[-1].role == "user" and not busy:
             views[-1].set_unanswered(self._unanswered_why.get(views[-1].message_id, "This message has no reply."))
 
