@@ -41,7 +41,7 @@ def test_a_preset_applies_to_one_chat_and_reaches_its_requests(qtbot, make_windo
     assert w.chat.settings_button.text() == "Chat settings •"
 
     w.chat.new_chat()  # another chat follows the global settings
-    assert panel.preset.currentText() == "Custom" and panel.system_prompt.toPlainText() == "Global prompt."
+    assert panel.preset.currentText() == "Defaults" and panel.system_prompt.toPlainText() == "Global prompt."
     assert send(qtbot, w, "Hello") == "done"
     plain = w.chat.conversation_id
     assert sent[-1].sampling.temperature == 0.0 and sent[-1].messages[0]["content"] == "Global prompt."
@@ -58,7 +58,12 @@ def test_a_preset_applies_to_one_chat_and_reaches_its_requests(qtbot, make_windo
     assert send(qtbot, again, "More") == "done"
     assert sent[-1].sampling.temperature == pytest.approx(0.2) and "expert" in sent[-1].messages[0]["content"]
     again.chat.open_conversation(plain)
+    assert again.chat.chat_settings.preset.currentText() == "Custom"  # its own values, no preset
     again.chat.chat_settings.reset_button.click()  # back to the defaults
+    assert again.chat.own is None and again.store.chat_settings(plain) is None
+    assert again.chat.chat_settings.preset.currentText() == "Defaults"
+    _pick(again.chat.chat_settings, "Coder")
+    _pick(again.chat.chat_settings, "Defaults")  # the preset list's way back
     assert again.chat.own is None and again.store.chat_settings(plain) is None
 
 

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, Q
 from app.settings import ChatSettings, Settings
 
 CUSTOM = "Custom"
+DEFAULTS = "Defaults"  # the chat has no settings of its own: it follows the model's defaults and the global settings
 # (field, label, kind, low, high, step)
 FIELDS = (("temperature", "Temperature", float, 0.0, 2.0, 0.05), ("top_p", "Top p", float, 0.01, 1.0, 0.01),
           ("top_k", "Top k", int, 0, 1000, 1), ("min_p", "Min p", float, 0.0, 0.99, 0.01),
@@ -84,8 +85,8 @@ class ChatSettingsPanel(QFrame):
         self._filling = True
         try:
             self.preset.clear()
-            self.preset.addItems([CUSTOM, *(p.name for p in settings.all_presets())])
-            name = own.preset if own and own.preset else CUSTOM
+            self.preset.addItems([DEFAULTS, CUSTOM, *(p.name for p in settings.all_presets())])
+            name = DEFAULTS if own is None else own.preset or CUSTOM
             self.preset.setCurrentText(name if self.preset.findText(name) >= 0 else CUSTOM)
             self._presets = {p.name: p for p in settings.all_presets()}
             self.system_prompt.setPlainText(settings.system_prompt)
@@ -104,7 +105,7 @@ class ChatSettingsPanel(QFrame):
 
     def values(self) -> ChatSettings:
         preset = self.preset.currentText()
-        return ChatSettings(system_prompt=self.system_prompt.toPlainText(), preset=None if preset == CUSTOM else preset,
+        return ChatSettings(system_prompt=self.system_prompt.toPlainText(), preset=None if preset in (CUSTOM, DEFAULTS) else preset,
                             overflow=self.overflow.currentData(),
                             **{name: box.value() for name, box in self.boxes.items()})
 
@@ -115,6 +116,9 @@ class ChatSettingsPanel(QFrame):
         self.sig_changed.emit(self.values())
 
     def _preset_chosen(self, _index: int) -> None:
+        if self.preset.currentText() == DEFAULTS:
+            self.sig_changed.emit(None)  # as "Use the defaults"
+            return
         preset = self._presets.get(self.preset.currentText())
         if preset is None:
             return
