@@ -21,6 +21,10 @@ def run_models(args) -> int:
         _print_table(("name", "backend", "quant", "size", "context", "architecture", "template", "source"), rows)
         return 0
     if args.models_command == "import":
+        have = library.same_file_as(args.path) if Path(args.path).expanduser().is_file() else None
+        if have is not None:
+            print(f"Note: this file is already in Lantern as {have}; importing it again makes a second model of it.",
+                  file=sys.stderr)
         for m in library.import_path(args.path, link=args.link, name=args.name):
             print(f"Imported {m.name} ({m.quant}, {m.size_bytes / 1e9:.2f} GB{', linked' if m.linked else ''})")
         return 0

@@ -171,6 +171,24 @@ class ModelLibrary:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
+    def same_file_as(self, path: str | os.PathLike) -> str | None:
+        """The model already in the library whose file is this one (the same file, or the same bytes), if any: an
+        import of it would be a second copy under another name. Only files of the same size are read."""
+        src = Path(path).expanduser()
+        try:
+            size = src.stat().st_size
+        except OSError:
+            return None
+        for model in self.list():
+            theirs = Path(model.path)
+            try:
+                if theirs.is_file() and (theirs.samefile(src) or (theirs.stat().st_size == size
+                                                                  and _digest(theirs) == _digest(src))):
+                    return model.name
+            except OSError:
+                continue  # a model whose file is gone is not this one
+        return None
+
     def check_free_name(self, name: str) -> None:
         if any(same_ignoring_case(name, n) for n in self.names()):
             raise LibraryError(f"A model named {name!r} already exists; remove it first or choose another name.")
@@ -311,3 +329,13 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -31,6 +31,11 @@ def test_the_built_in_models_are_listed_with_what_their_files_say(library):
 def test_an_imported_copy_loads_by_name_and_removing_it_frees_its_space(library, smollm2_path, tmp_path):
     src = tmp_path / "My Model.gguf"
     shutil.copy(smollm2_path, src)
+    # the same bytes as the built-in starter: an import may go on, but the library can say so first
+    assert library.same_file_as(src) == "smollm2-135m-instruct" and library.same_file_as(smollm2_path)
+    other = tmp_path / "other.gguf"
+    other.write_bytes(src.read_bytes()[:-1] + bytes([src.read_bytes()[-1] ^ 1]))  # same size, one bit apart
+    assert library.same_file_as(other) is None and library.same_file_as(tmp_path / "nothing.gguf") is None
     (m,) = library.import_path(src)
     assert m.name == "my-model" and m.source == "import" and not m.linked
     assert library.root in resolve_model("my-model").parents  # a copy inside the data folder

@@ -23,6 +23,13 @@ def test_the_import_dialog_suggests_a_name_and_refuses_a_taken_or_unsafe_one(qtb
     ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
     assert dialog.name.text() == "my-model.q4_1" and ok.isEnabled() and dialog.copy.isChecked()
     assert "98 MB" in dialog.copy.text() and "free" in dialog.copy.text()
+    # the built-in starter's very bytes: a warning (a second name may be wanted), not a refusal
+    assert "already in Lantern as “smollm2-135m-instruct”" in dialog.duplicate.text() and ok.isEnabled()
+    fresh = tmp_path / "fresh.gguf"
+    fresh.write_bytes(b"GGUF" + bytes(64))
+    other = ImportDialog(fresh, w.library, w)
+    qtbot.addWidget(other)
+    assert other.duplicate.isHidden()
     for bad in ("smollm2-135m-instruct", "SMOLLM2-135M-Instruct", "../outside", "", "a/b"):
         dialog.name.setText(bad)
         assert not ok.isEnabled() and dialog.problem.text(), bad  # said at once, and Import refuses

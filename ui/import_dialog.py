@@ -39,6 +39,12 @@ class ImportDialog(QDialog):
             b.setAccessibleName(b.text().split(" (")[0])
         self.problem = QLabel(self, wordWrap=True)
         self.problem.setAccessibleName("Problem")
+        self.duplicate = QLabel(self, wordWrap=True)  # a warning, not a refusal: a second name may be wanted
+        self.duplicate.setAccessibleName("Already imported")
+        if (have := library.same_file_as(path)) is not None:
+            self.duplicate.setText(f"This file is already in Lantern as “{have}”: importing it again makes a second "
+                                   "model of the same file" + (f" (and a copy of {_size(size)})." if size else "."))
+        self.duplicate.setVisible(bool(self.duplicate.text()))
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Import")
         self.buttons.accepted.connect(self.accept)
@@ -50,6 +56,7 @@ class ImportDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.copy)
         layout.addWidget(self.link)
+        layout.addWidget(self.duplicate)
         layout.addWidget(self.problem)
         layout.addWidget(self.buttons)
         self.name.textChanged.connect(self._check)
