@@ -34,6 +34,8 @@ PLAIN_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
+# What the plain format starts a turn with after a reply: a base model that writes one has finished its reply.
+PLAIN_TURN_MARKERS = ("\nUser:", "\nTool result:", "\nAssistant:")
 # Names a template reads that a client may not set through chat_template_kwargs.
 RESERVED = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token", "raise_exception",
                       "strftime_now", "range", "lipsum", "namespace", "dict", "cycler", "joiner"})

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from backends.chat_template import ChatTemplate, Message, parse_messages
+from backends.chat_template import PLAIN_TURN_MARKERS, ChatTemplate, Message, parse_messages
 from backends.decoding import DecodeCounters, Lookup, produce_tokens
 from backends.draft_policy import DraftLengthPolicy, measure_forward_costs
 from backends.drafting import PredictionDrafter, PromptLookupDrafter
@@ -450,7 +450,10 @@ class Engine:
             self._checkpoint(prompt)
         t_prefill = time.perf_counter()
 
-        stream = TextStream(request.stop)
+        # A base model in the plain format writes the next turn itself ("\nUser: …"): a new turn marker ends the
+        # reply, as the end-of-turn token ends a chat model's (it is no client's stop string: none is reported)
+        turns = PLAIN_TURN_MARKERS if request.messages is not None and not self.has_chat_template else ()
+        stream = TextStream(request.stop, ends=turns)
         max_tokens = request.max_tokens if request.max_tokens is not None else rt.n_ctx
         ends = frozenset() if request.ignore_eos else rt.special.end_of_turn
         if plan is not None and plan.constraint is not None:

@@ -12,9 +12,12 @@ class TextStream:
     not to be one, so a stop string split across tokens is caught and never shown.
     """
 
-    def __init__(self, stop: Sequence[str] = ()):
+    def __init__(self, stop: Sequence[str] = (), *, ends: Sequence[str] = ()):
+        """`stop`: the client's stop strings; `ends`: strings that end the text as well without being reported as
+        a stop string (a base model's next turn marker)."""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stop = [s for s in stop if s]
+        self._stop = [s for s in (*stop, *ends) if s]
+        self._reported = {s for s in stop if s}
         self._held = ""  # decoded text not yet released
         self.stopped = False
         self.matched: str | None = None  # the stop string that ended the text (Anthropic's stop_sequence)
@@ -42,7 +45,8 @@ class TextStream:
         if cut is not None:
             self.stopped = True
             self._held = ""
-            self.matched = next(s for s in self._stop if text.find(s) == cut)
+            matched = next(s for s in self._stop if text.find(s) == cut)
+            self.matched = matched if matched in self._reported else None
             return text[:cut]
         keep = 0 if final else _partial_stop_len(text, self._stop)
         self._held = text[len(text) - keep :] if keep else ""

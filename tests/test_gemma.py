@@ -41,3 +41,20 @@ def test_gemma_greedy_matches_plain_decoding_and_reuses_its_prompt(gemma):
     list(engine.generate(GenerationRequest(prompt=prompt, sampling=GREEDY, max_tokens=4)))
     final = list(engine.generate(GenerationRequest(prompt=prompt + "def", sampling=GREEDY, max_tokens=4)))[-1]
     assert final.stats.cached_tokens >= len(prompt_ids) - 1 and final.stats.prefill_tokens <= 3
+
+
+def test_a_base_model_in_the_plain_format_stops_at_the_next_turn(gemma):
+    """It writes the next "User:" turn itself; the reply ends there (reason stop), not at max_tokens."""
+    engine = Engine(gemma)
+    events = list(engine.generate(GenerationRequest(
+        messages=[{"role": "user", "content": "What is the capital of France?"},
+                  {"role": "assistant", "content": "Paris."},
+                  {"role": "user", "content": "And of Italy?"}], sampling=GREEDY, max_tokens=120)))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    end = events[-1]
+    assert end.reason == "stop" and end.stop_sequence is None, (end, text)  # no client's stop string was met
+    assert "User:" not in text and "Assistant:" not in text and end.stats.completion_tokens < 120
+    # a raw completion is the user's own text: it runs on as asked
+    raw = list(engine.generate(GenerationRequest(prompt="User: Hi\nAssistant: Hello.\nUser: Bye\nAssistant:",
+                                                 sampling=GREEDY, max_tokens=40)))
+    assert "\nUser:" in "".join(e.text for e in raw if isinstance(e, TextDelta)) and raw[-1].reason == "length"
