@@ -118,3 +118,18 @@ def test_an_empty_chat_offers_no_summary_and_no_jump(qtbot, make_window):
     assert not w.chat.summary_button.isHidden()
     w.chat.new_chat()
     assert w.chat.summary_button.isHidden() and w.chat.latest_button.isHidden()
+
+
+def test_a_model_switched_by_another_app_is_said_and_chat_from_models_opens_a_new_chat(qtbot, make_window):
+    w = make_window(max_tokens=4)
+    assert send(qtbot, w, "Hi.") == "done"
+    chat = w.chat.conversation_id
+    assert "another app" not in w.chat.notice.text()
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=REPLY_TIMEOUT):
+        w.host.use("gemma3-270m")  # what the endpoint does for a request naming another model
+    assert "another app" in w.chat.notice.text() and "gemma3-270m" in w.chat.notice.text()
+    assert w.chat.conversation_id == chat  # the chat stays; the notice says who writes its next reply
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=REPLY_TIMEOUT):
+        w.models_page.sig_use_model.emit("smollm2-135m-instruct")  # the Models page's Chat
+    assert w.chat.conversation_id is None and w.pages.currentWidget() is w.chat and not w.chat.views()
+    assert "another app" not in w.chat.notice.text()

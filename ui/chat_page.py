@@ -115,6 +115,9 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.banner.addWidget(self.model_note)
         models.sig_model_loaded.connect(self._model_loaded)
         models.sig_model_unloaded.connect(self.model_note.hide)
+        models.sig_switched_elsewhere.connect(lambda name: self.show_notice(
+            f"A request from another app (the endpoint) loaded {name}: this chat's next reply is written by {name}. "
+            "Pick another model above to switch back."))
         # The messages in one centred column about 80 characters wide: long lines are hard to read
         self.messages = QVBoxLayout()
         self._views: list[MessageView] = []  # in the layout's order (views())

@@ -143,6 +143,13 @@ class MainWindow(QMainWindow):
         except LanternError:
             pass  # told through sig_model_failed: the toolbar says why
 
+    def _chat_with(self, name: str) -> None:
+        """The Models page's Chat: the model, in a new chat (an open chat's turns were written by another)."""
+        self.load_model(name)
+        self.pages.setCurrentWidget(self.chat)
+        if self.chat.conversation_id is not None and not self.chat.busy:
+            self.chat.new_chat()
+
     def _embeds(self, name: str) -> bool:
         from app.server.model_facts import facts_of
 
@@ -227,7 +234,7 @@ class MainWindow(QMainWindow):
         self.models.sig_model_failed.connect(self._failed)
         self.models.sig_model_unloaded.connect(self._unloaded)
         self.models_page.sig_library_changed.connect(self.refresh_models)
-        self.models_page.sig_use_model.connect(lambda name: (self.load_model(name), self.pages.setCurrentWidget(self.chat)))
+        self.models_page.sig_use_model.connect(self._chat_with)
         self.settings_page.sig_settings_changed.connect(self._settings_changed)
         self.settings_page.sig_reload_requested.connect(self._reload)
         self.models_page.sig_hardware_found.connect(self.settings_page.set_hardware)

@@ -15,6 +15,7 @@ class ModelController(QObject):
     sig_model_loaded = Signal(str, str, str)  # name, backend ("llamacpp (CPU)"), why it was chosen (and notes)
     sig_model_failed = Signal(str, str)  # name, what went wrong
     sig_model_unloaded = Signal()
+    sig_switched_elsewhere = Signal(str)  # a request from another app (the endpoint) loaded this model
     _sig_ready = Signal(object, str, object)  # worker, name, future: from the engine thread to this one
 
     def __init__(self, host: ModelHost, parent=None):
@@ -23,6 +24,7 @@ class ModelController(QObject):
         self.state = "none"  # none, loading, ready, failed
         self.loading_since = 0.0
         self.backend, self.reason, self.error = "", "", ""
+        self._asked: str | None = None  # the model the window last chose
         self.chat_template = True  # whether the loaded model has one (no: a base model, made to continue text)
         self._sig_ready.connect(self._on_ready)
         host.subscribe(self._on_change)  # the endpoint may switch models too (from its own thread)
@@ -38,6 +40,7 @@ class ModelController(QObject):
     def load(self, name: str) -> EngineWorker:
         """Start loading `name` (returns at once; replies sent meanwhile wait for the load). A load refused before
         it starts (no server address for the remote backend) raises LanternError, and is told as a failed load."""
+        self._asked = name
         try:
             return self.host.use(name)
         except LanternError as e:
@@ -68,6 +71,9 @@ class ModelController(QObject):
         if future is None:
             self.state, self.loading_since = "loading", time.monotonic()
             self.sig_model_loading.emit(name)
+            if name != self._asked:  # not the window's choice: said, so the chat does not change model silently
+                self._asked = name
+                self.sig_switched_elsewhere.emit(name)
             return
         error = future.exception()
         if error is not None:
