@@ -24,6 +24,11 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--n-gpu-layers", type=int, default=None,
                    help="layers to put on the GPU (-1: all; default: as many as fit)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--kv-cache-type", default="f16", choices=["f16", "q8_0", "q4_0"],
+                   help="the KV cache's type (llama.cpp): q8_0 about halves its memory, q4_0 about quarters it (both "
+                        "turn flash attention on)")
+    p.add_argument("--flash-attn", default="auto", choices=["auto", "on", "off"],
+                   help="flash attention (llama.cpp); auto: off on the CPU, llama.cpp's choice on a GPU")
     p.add_argument("--slots", type=int, default=None,
                    help="conversations computed at once in one batch, sharing the context (llama.cpp; serve: 4 where "
                         "the model can batch, else 1; chat and generate: 1)")
@@ -95,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a Host name to answer besides the bound address and localhost (repeatable)")
     doctor = sub.add_parser("doctor", help="this machine, its backends, and where each model would run")
     doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
+    doctor.add_argument("--kv-cache-type", default="f16", choices=["f16", "q8_0", "q4_0"],
+                        help="the KV cache type to plan for")
     models = sub.add_parser("models", help="manage models")
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="the local models")
@@ -140,14 +147,15 @@ def _apply_saved_settings(parser: argparse.ArgumentParser, subs: dict) -> None:
         print(f"lantern: {e} Using the built-in defaults.", file=sys.stderr)
         return
     model = dict(saved_model=s.model, backend=s.backend, remote_url=s.remote_url, n_ctx=s.n_ctx,
-                 n_gpu_layers=s.n_gpu_layers, prompt_lookup=s.prompt_lookup, draft_max=s.draft_max)
+                 n_gpu_layers=s.n_gpu_layers, prompt_lookup=s.prompt_lookup, draft_max=s.draft_max,
+                 kv_cache_type=s.kv_cache_type, flash_attn=s.flash_attn)
     # below a --preset, above the built-in defaults (apply_preset): flags, then a preset, then these
     saved = dict(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, repeat_penalty=s.repeat_penalty,
                  max_tokens=s.max_tokens, temperature=s.temperature, system=s.system_prompt or None)
     subs["chat"].set_defaults(**model, fallback={**subs["chat"].get_default("fallback"), **saved})
     subs["generate"].set_defaults(**model)  # a raw completion stays greedy unless asked
     subs["serve"].set_defaults(**model, host=s.server_host, port=s.server_port, api_key=s.server_api_key)
-    subs["doctor"].set_defaults(n_ctx=s.n_ctx)
+    subs["doctor"].set_defaults(n_ctx=s.n_ctx, kv_cache_type=s.kv_cache_type)
 
 
 def _version() -> str:
@@ -167,7 +175,10 @@ def _model(args) -> str | None:
 
 
 def _options(args) -> LoadOptions:
+    from app.settings import FLASH_ATTN
+
     return LoadOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
+                       kv_cache_type=args.kv_cache_type, flash_attn=FLASH_ATTN[args.flash_attn],
                        allow_context_beyond_training=args.allow_long_context, slots=_slots(args),
                        projector=_projector(getattr(args, "projector", None)))
 

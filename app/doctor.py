@@ -37,14 +37,15 @@ def run_doctor(args) -> int:
     print(f"  document search: {_document_search()}")
     print(f"  images: {_images()}")
     print(f"Models (planned for a {args.n_ctx}-token context)")
-    options = LoadOptions(n_ctx=args.n_ctx)
+    kv_type = getattr(args, "kv_cache_type", "f16")
+    options = LoadOptions(n_ctx=args.n_ctx, kv_cache_type=kv_type)
     from models.library import ModelLibrary
 
     for name in ModelLibrary().names():  # the built-in models, then the imported and pulled ones
         try:
             plan = plan_load(name, options=options, hardware=hw)
             line = f"{plan.label}: {plan.reason}" + (f" ({plan.advice})" if plan.advice else "")
-            line += _style(plan, args.n_ctx, hw)
+            line += _style(plan, args.n_ctx, hw, kv_type)
         except LanternError as e:
             line = f"cannot run: {e}"
         print(f"  {name}: {line}")
@@ -120,7 +121,7 @@ def _images() -> str:
         return f"unavailable ({type(e).__name__}: {e})"
 
 
-def _style(plan, n_ctx: int, hw) -> str:
+def _style(plan, n_ctx: int, hw, kv_type: str = "f16") -> str:
     """'; 4 slots, KV cache 90 MiB …; tool calls: hermes; reasoning: <think></think>' for a planned model ('' for one
     whose file cannot be read). The slots `lantern serve` would run share the context's cells; each keeps its own
     sliding window and recurrent state (models/info.py)."""
@@ -132,8 +133,9 @@ def _style(plan, n_ctx: int, hw) -> str:
     except LanternError:
         return ""
     slots = auto_slots(plan, hw)
-    kv = info.kv_bytes(n_ctx or min(info.n_ctx_train or 4096, 8192), slots=slots)
+    kv = info.kv_bytes(n_ctx or min(info.n_ctx_train or 4096, 8192), slots=slots, kv_type=kv_type)
     held = "shared by its slots" if slots > 1 else "one conversation at a time"
-    return (f"; {slots} slot{'s' if slots > 1 else ''}, KV cache {kv / 2 ** 20:,.0f} MiB ({held}); tool calls: "
+    return (f"; {slots} slot{'s' if slots > 1 else ''}, KV cache {kv / 2 ** 20:,.0f} MiB {kv_type} ({held}); tool "
+            "calls: "
             f"{info.tool_format}"
             + (f"; reasoning: {info.reasoning}" if info.reasoning else ""))

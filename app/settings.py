@@ -62,6 +62,9 @@ BUILTIN_PRESETS = (
 )
 
 
+FLASH_ATTN = {"auto": None, "on": True, "off": False}
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -74,6 +77,10 @@ class Settings(BaseModel):
     # conversations computed at once (the window's chat and the endpoint's clients): 0 is 4 where the model can
     # batch them (llama.cpp; not MLX, recurrent or embedding models), else 1 (app/wiring.py)
     slots: int = Field(0, ge=0, le=64)
+    # the KV cache's type (llama.cpp): q8_0 about halves its memory, q4_0 about quarters it (both turn flash
+    # attention on); flash attention: auto is off on the CPU (slower there at depth) and llama.cpp's choice on a GPU
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    flash_attn: Literal["auto", "on", "off"] = "auto"
     system_prompt: str = ""
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -115,7 +122,8 @@ class Settings(BaseModel):
                               repeat_penalty=self.repeat_penalty, seed=seed)
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, slots=self.slots)
+        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, slots=self.slots,
+                           kv_cache_type=self.kv_cache_type, flash_attn=FLASH_ATTN[self.flash_attn])
 
     def engine_options(self, model: str | None = None) -> EngineOptions:
         """For `model`: with the chat template its defaults set instead of its own, if any."""

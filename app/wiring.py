@@ -59,7 +59,8 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
             log.warning("The previous model is still unloading; %s is fitted to the memory free now", path.name)
         hardware = detect()
     choice = choose_backend(hardware, info, n_ctx=options.n_ctx, backend=backend,
-                            n_gpu_layers=options.n_gpu_layers, slots=max(options.slots, 1))
+                            n_gpu_layers=options.n_gpu_layers, slots=max(options.slots, 1),
+                            kv_type=options.kv_cache_type)
     reason = choice.reason
     if choice.backend == "mlx" and info.format == "gguf":
         from models.convert import mlx_copy_of
@@ -146,8 +147,8 @@ def _can_batch(plan: LoadPlan, hardware=None) -> bool:
     if info.pooling:
         return False
     hw = hardware or detect()
-    one = check_fit(hw, info, n_ctx=plan.options.n_ctx)
-    many = check_fit(hw, info, n_ctx=plan.options.n_ctx, slots=DEFAULT_SLOTS)
+    one = check_fit(hw, info, n_ctx=plan.options.n_ctx, kv_type=plan.options.kv_cache_type)
+    many = check_fit(hw, info, n_ctx=plan.options.n_ctx, slots=DEFAULT_SLOTS, kv_type=plan.options.kv_cache_type)
     return many.verdict != "no" and (many.verdict, many.n_gpu_layers) == (one.verdict, one.n_gpu_layers)
 
 

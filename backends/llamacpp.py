@@ -18,8 +18,8 @@ import numpy as np
 
 from backends.llamacpp_slots import SlotsMixin
 from backends.threads import ThreadChooser
-from backends.runtime import (InvalidRequestError, LanternError, LoadOptions, ModelLoadError, SpecialTokens,
-                              check_forward, check_token_ids)
+from backends.runtime import (KV_CACHE_TYPES, InvalidRequestError, LanternError, LoadOptions, ModelLoadError,
+                              SpecialTokens, check_forward, check_token_ids)
 
 log = logging.getLogger("lantern.llamacpp")
 
@@ -226,6 +226,10 @@ class LlamaCppRuntime(SlotsMixin):
         threads = options.n_threads or default_threads()
         cparams.n_threads = cparams.n_threads_batch = threads
         flash = options.flash_attn
+        type_id, _ = KV_CACHE_TYPES[options.kv_cache_type]
+        cparams.type_k = cparams.type_v = type_id
+        if options.kv_cache_type != "f16":
+            flash = True  # a quantized V cache needs it (LoadOptions.validate refused an explicit off)
         if flash is None and not options.n_gpu_layers:
             # On the CPU, llama.cpp's flash attention makes each token cost ~3x more at a 3k-token depth
             # (measured: 79 vs 29 ms a token here), which is exactly where KV reuse should shine.

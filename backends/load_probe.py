@@ -35,7 +35,7 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
     small = PROBE_N_CTX_IMAGES if options.projector else PROBE_N_CTX  # an image's tokens fit (LLaVA's are 576)
     spec = json.dumps({"path": str(path), "n_ctx": min(options.n_ctx or small, small),
                        "n_gpu_layers": options.n_gpu_layers,
-                       "n_batch": min(options.n_batch, small), "flash_attn": options.flash_attn,
+                       "n_batch": min(options.n_batch, small), "flash_attn": options.flash_attn, "kv_cache_type": options.kv_cache_type,
                        "allow_context_beyond_training": options.allow_context_beyond_training,
                        "projector": options.projector or None})
     cmd = [sys.executable, PROBE_ARG, spec] if getattr(sys, "frozen", False) else \
@@ -92,7 +92,7 @@ def _reason(err: bytes) -> str:
 def _key(path: Path, options: LoadOptions) -> str:
     st = path.stat()
     key = [os.path.realpath(path), st.st_size, st.st_mtime_ns, options.n_ctx, options.n_gpu_layers,
-           options.n_batch, options.flash_attn, options.allow_context_beyond_training]
+           options.n_batch, options.flash_attn, options.allow_context_beyond_training, options.kv_cache_type]
     if options.projector:  # the projector too: a new or changed one is tried in the child first
         pst = Path(options.projector).stat()
         key += [os.path.realpath(options.projector), pst.st_size, pst.st_mtime_ns]

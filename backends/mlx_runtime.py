@@ -352,6 +352,9 @@ def _reject_llamacpp_only(options: LoadOptions) -> None:
         raise ModelLoadError("The MLX backend keeps the whole model on one device; --n-gpu-layers is for llama.cpp.")
     if options.flash_attn:
         raise ModelLoadError("Flash attention is a llama.cpp option; MLX uses its own attention kernel.")
+    if options.kv_cache_type != "f16":
+        raise ModelLoadError(f"A {options.kv_cache_type} KV cache is a llama.cpp option; MLX models keep f16 (set the "
+                             "KV cache type to f16 for them).")
 
 
 class _Tokens:

@@ -38,6 +38,11 @@ class ContextOverflowError(InvalidRequestError):
         self.n_ctx = n_ctx
 
 
+# The KV cache's element types (llama.cpp's type_k/type_v): ggml's type id, and bytes per element. Quantized ones
+# take half (q8_0) or about a quarter (q4_0) of f16's memory, and need flash attention (llama.cpp's V cache).
+KV_CACHE_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load a model. `n_ctx=0` means the model's trained context, capped at 8192."""
@@ -47,6 +52,7 @@ class LoadOptions:
     n_threads: int | None = None
     n_batch: int = 512
     flash_attn: bool | None = None  # None: off on the CPU, llama.cpp's choice with GPU layers
+    kv_cache_type: str = "f16"  # KV_CACHE_TYPES; q8_0 and q4_0 turn flash attention on
     allow_context_beyond_training: bool = False
     # KV sequences in one context (llama.cpp): several conversations decoded in one batch share the whole context's
     # cells (a unified cache), each with its own positions. 1 is one conversation at a time; 0 lets app/wiring.py
@@ -61,6 +67,12 @@ class LoadOptions:
     def validate(self) -> None:
         if self.n_ctx < 0:
             raise ModelLoadError(f"Context size must be positive, got {self.n_ctx}.")
+        if self.kv_cache_type not in KV_CACHE_TYPES:
+            raise ModelLoadError(f"The KV cache type must be one of {', '.join(KV_CACHE_TYPES)}, got "
+                                 f"{self.kv_cache_type!r}.")
+        if self.kv_cache_type != "f16" and self.flash_attn is False:
+            raise ModelLoadError(f"A {self.kv_cache_type} KV cache needs flash attention (llama.cpp quantizes its V "
+                                 "cache only with it): turn flash attention on, or use an f16 cache.")
         if self.n_batch < 1:
             raise ModelLoadError(f"Batch size must be at least 1, got {self.n_batch}.")
         if not 0 <= self.slots <= 64:  # 0: Lantern chooses (app/wiring.py), never given to a runtime

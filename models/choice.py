@@ -36,7 +36,7 @@ class BackendChoice:
 
 
 def choose_backend(hw: Hardware, model: ModelInfo, *, n_ctx: int, backend: str = "auto",
-                   n_gpu_layers: int | None = None, slots: int = 1) -> BackendChoice:
+                   n_gpu_layers: int | None = None, slots: int = 1, kv_type: str = "f16") -> BackendChoice:
     """Pick a backend for `model` on `hw`; `backend` and `n_gpu_layers` override the choice. `slots`: conversations
     run at once, each with its own sliding windows and recurrent states beside the shared cells (models/info.py)."""
     if backend not in ("auto", "llamacpp", "mlx"):
@@ -54,9 +54,9 @@ def choose_backend(hw: Hardware, model: ModelInfo, *, n_ctx: int, backend: str =
         return BackendChoice("llamacpp", n_gpu_layers, f"llama.cpp with {where} on the GPU (you set it)"
                              if n_gpu_layers else "llama.cpp on the CPU (you set --n-gpu-layers 0)")
     if hw.apple_silicon:
-        return _metal(hw, model, n_ctx, slots)
+        return _metal(hw, model, n_ctx, slots, kv_type)
     if hw.nvidia:
-        return _nvidia(hw, model, n_ctx, slots)
+        return _nvidia(hw, model, n_ctx, slots, kv_type)
     return BackendChoice("llamacpp", 0, f"no usable GPU: llama.cpp on the CPU ({hw.cpu_cores} cores)")
 
 
@@ -73,8 +73,8 @@ def _mlx(hw: Hardware, model: ModelInfo, backend: str, n_gpu_layers: int | None)
     return BackendChoice("mlx", -1 if hw.apple_silicon else 0, f"{why}: MLX on {device}")
 
 
-def _metal(hw: Hardware, model: ModelInfo, n_ctx: int, slots: int) -> BackendChoice:
-    need = model.size_bytes + model.kv_bytes(n_ctx, slots=slots)
+def _metal(hw: Hardware, model: ModelInfo, n_ctx: int, slots: int, kv_type: str) -> BackendChoice:
+    need = model.size_bytes + model.kv_bytes(n_ctx, slots=slots, kv_type=kv_type)
     if not hw.llamacpp_gpu_offload:
         return BackendChoice("llamacpp", 0, "Apple silicon, but this llama-cpp-python was built without Metal: "
                              "llama.cpp on the CPU", advice=_rebuild_hint(hw))
@@ -84,12 +84,12 @@ def _metal(hw: Hardware, model: ModelInfo, n_ctx: int, slots: int) -> BackendCho
     return BackendChoice("llamacpp", -1, reason, advice="MLX-format models of this one run on MLX, often faster")
 
 
-def _nvidia(hw: Hardware, model: ModelInfo, n_ctx: int, slots: int) -> BackendChoice:
+def _nvidia(hw: Hardware, model: ModelInfo, n_ctx: int, slots: int, kv_type: str) -> BackendChoice:
     gpu = max(hw.nvidia, key=lambda g: g.free_bytes)
     if not hw.llamacpp_gpu_offload or hw.llamacpp_gpu_backend not in ("CUDA", "Vulkan"):
         return BackendChoice("llamacpp", 0, f"{gpu.name} found, but this llama-cpp-python was built without CUDA: "
                              "llama.cpp on the CPU", advice=_rebuild_hint(hw))
-    kv = model.kv_bytes(n_ctx, slots=slots)
+    kv = model.kv_bytes(n_ctx, slots=slots, kv_type=kv_type)
     need = model.size_bytes + kv
     room = gpu.free_bytes - GPU_MARGIN_BYTES - int(gpu.free_bytes * GPU_MARGIN_SHARE)
     free = f"{gpu.free_bytes / GiB:.1f} GiB free on {gpu.name}"

@@ -24,11 +24,11 @@ class Fit:
                 "cpu": "CPU only", "no": "too big"}[self.verdict]
 
 
-def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1) -> Fit:
+def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1, kv_type: str = "f16") -> Fit:
     """Weights plus KV cache at `n_ctx` (for `slots` conversations at once) plus a margin, against free GPU memory,
     unified memory and RAM."""
     n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train else n_ctx
-    need = model.size_bytes + model.kv_bytes(n_ctx, slots=slots)
+    need = model.size_bytes + model.kv_bytes(n_ctx, slots=slots, kv_type=kv_type)
     gib = f"{need / GiB:.1f} GiB"
     ram = hw.ram_available_bytes - RAM_MARGIN_BYTES
     if hw.apple_silicon:  # one memory for both
@@ -40,7 +40,7 @@ def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1) -> 
         verdict = "cpu" if need <= ram else "no"
         return Fit(verdict, 0, need, f"needs {gib}; MLX runs on the CPU here ({ram / GiB:.1f} GiB free)")
     if hw.llamacpp_version is not None and hw.nvidia and hw.llamacpp_gpu_offload:
-        layers = choose_backend(hw, model, n_ctx=n_ctx, slots=slots).n_gpu_layers
+        layers = choose_backend(hw, model, n_ctx=n_ctx, slots=slots, kv_type=kv_type).n_gpu_layers
         if layers == -1:
             return Fit("gpu", -1, need, f"needs {gib}, every layer on the GPU")
         if layers > 0:

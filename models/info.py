@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.runtime import ModelLoadError
+from backends.runtime import KV_CACHE_TYPES, ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,15 @@ class ModelInfo:
     window_bytes_per_token: int = 0  # K and V of the sliding-window layers
     state_bytes: int = 0  # recurrent layers (Mamba, Gated DeltaNet, convolutions) keep a fixed state
 
-    def kv_bytes(self, n_ctx: int, *, n_ubatch: int = 512, slots: int = 1) -> int:
+    def kv_bytes(self, n_ctx: int, *, n_ubatch: int = 512, slots: int = 1, kv_type: str = "f16") -> int:
         """The cache at `n_ctx`: full-attention layers grow with it, sliding-window layers stop at their window (and
         one batch: llama.cpp's small SWA cache), recurrent layers keep their fixed state. With several slots the
-        context's cells are shared, but each slot keeps a window and a state of its own."""
+        context's cells are shared, but each slot keeps a window and a state of its own. `kv_type` (KV_CACHE_TYPES)
+        scales the attention layers' K and V; recurrent states stay f32."""
+        scale = KV_CACHE_TYPES[kv_type][1] / KV_CACHE_TYPES["f16"][1]
         window_cells = min(n_ctx, _pad(self.window * slots + n_ubatch)) if self.window else 0
-        return self.kv_bytes_per_token * n_ctx + self.window_bytes_per_token * window_cells + self.state_bytes * slots
+        attention = self.kv_bytes_per_token * n_ctx + self.window_bytes_per_token * window_cells
+        return int(attention * scale) + self.state_bytes * slots
 
 
 def _pad(n: int, to: int = 256) -> int:

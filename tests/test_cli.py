@@ -102,9 +102,14 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     assert lines["smollm2-135m-instruct"].strip().startswith(f"smollm2-135m-instruct: {label}: ")
     if label == "llamacpp (CPU)" and not hw.gpus:
         assert "llamacpp (CPU): no usable GPU" in lines["smollm2-135m-instruct"]
-    assert re.search(r"; 4 slots, KV cache [0-9,]+ MiB \(shared by its slots\)", lines["smollm2-135m-instruct"])
+    assert re.search(r"; 4 slots, KV cache [0-9,]+ MiB f16 \(shared by its slots\)", lines["smollm2-135m-instruct"])
     # the starter's ChatML template takes no tools: it calls them in the generic JSON format
     assert lines["smollm2-135m-instruct"].endswith("tool calls: generic")
+    # the KV cache type planned for: its figure follows (q8_0 is 34 bytes a block of 32 against f16's 64)
+    f16 = int(re.search(r"KV cache ([0-9,]+) MiB f16", lines["smollm2-135m-instruct"])[1].replace(",", ""))
+    q8 = lantern("doctor", "--kv-cache-type", "q8_0")
+    q8_line = next(line for line in q8.stdout.splitlines() if line.strip().startswith("smollm2-135m-instruct:"))
+    assert abs(int(re.search(r"KV cache ([0-9,]+) MiB q8_0", q8_line)[1].replace(",", "")) - f16 * 34 / 64) <= 1
 
 
 def test_models_convert_writes_a_folder_that_chats_on_mlx(tmp_path):

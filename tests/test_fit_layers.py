@@ -62,3 +62,39 @@ def test_hybrid_states_count_their_rollback_snapshots_and_only_recurrent_layers(
     assert nemotron.kv_bytes_per_token == 2 * 2 * 16 * 2 * 2
     mamba = describe_model(models["recurrent"])  # llama.cpp keeps no snapshots for pure Mamba-2
     assert mamba.state_bytes == 2 * 4 * (3 * (128 + 2 * 16) + 16 * 128)
+
+
+@pytest.mark.parametrize("kv_type", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("kind", ["plain", "sliding window"])
+def test_a_quantized_kv_cache_is_what_llama_cpp_allocates_and_what_the_fit_counts(models, kind, kv_type):
+    """The KV cache type reaches llama.cpp (its allocation shrinks), and the figure fit and doctor use follows it."""
+    info = describe_model(models[kind])
+    rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096, kv_cache_type=kv_type))
+    try:
+        allocated = rt.cache_bytes
+    finally:
+        rt.close()
+    f16 = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096))
+    try:
+        full = f16.cache_bytes
+    finally:
+        f16.close()
+    assert 0 < allocated < (0.6 if kv_type == "q8_0" else 0.35) * full + info.state_bytes
+    assert abs(info.kv_bytes(4096, kv_type=kv_type) - allocated) <= 0.1 * allocated, (info, allocated)
+
+
+def test_a_quantized_kv_cache_without_flash_attention_is_refused_clearly():
+    from backends.runtime import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="q4_0 KV cache needs flash attention"):
+        LoadOptions(kv_cache_type="q4_0", flash_attn=False).validate()
+    with pytest.raises(ModelLoadError, match="KV cache type must be one of f16, q8_0, q4_0"):
+        LoadOptions(kv_cache_type="q2_k").validate()
+
+
+def test_a_quantized_kv_cache_a_model_cannot_take_is_a_clear_load_error(models):
+    """q8_0 blocks are 32 wide: a model with 16-wide heads (the tiny LFM2) is refused by llama.cpp, in words."""
+    from backends.runtime import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="K cache type q8_0 with block size 32 does not divide"):
+        LlamaCppRuntime(models["hybrid"], LoadOptions(n_ctx=512, kv_cache_type="q8_0"))

@@ -133,3 +133,22 @@ def test_a_model_switched_by_another_app_is_said_and_chat_from_models_opens_a_ne
         w.models_page.sig_use_model.emit("smollm2-135m-instruct")  # the Models page's Chat
     assert w.chat.conversation_id is None and w.pages.currentWidget() is w.chat and not w.chat.views()
     assert "another app" not in w.chat.notice.text()
+
+
+def test_the_kv_cache_type_from_settings_reaches_llama_cpp(qtbot, make_window):
+    import re
+
+    w = make_window(max_tokens=4)
+    assert send(qtbot, w, "Hi.") == "done"
+    f16 = int(re.search(r"KV cache ([0-9,]+) MiB", w.models.reason)[1].replace(",", ""))
+    page = w.settings_page
+    page.widgets["kv_cache_type"].setCurrentText("q4_0")
+    page.widgets["flash_attn"].setCurrentText("off")
+    assert page.save() is False and "needs flash attention" in page.message.text()
+    page.widgets["flash_attn"].setCurrentText("auto")
+    assert page.save() and not page.reload_button.isHidden()  # a load setting: the model is loaded again to use it
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=REPLY_TIMEOUT):
+        page.reload_button.click()
+    q4 = int(re.search(r"KV cache ([0-9,]+) MiB", w.models.reason)[1].replace(",", ""))
+    assert q4 < 0.35 * f16, (f16, q4)
+    assert send(qtbot, w, "And again?") == "done"

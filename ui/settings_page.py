@@ -31,6 +31,11 @@ GROUPS = (
          "memory; the oldest turns are left out when a chat grows past it."),
         ("n_gpu_layers", "GPU layers", "How many of the model's layers run on the GPU. \"As many as fit\" lets "
          "Lantern measure the free memory."),
+        ("kv_cache_type", "KV cache type", "What the model's memory of the conversation is stored in (llama.cpp): "
+         "q8_0 takes about half of f16's memory, q4_0 about a quarter, for a longer context or a bigger model; "
+         "both turn flash attention on. MLX models need f16."),
+        ("flash_attn", "Flash attention", "auto: off on the CPU (slower there on long chats), llama.cpp's choice "
+         "on a GPU."),
         ("prompt_lookup", "Prompt lookup", "Guesses the next words from text already in the conversation and "
          "checks them in one pass: quoted or edited text arrives several words a step, with the same reply."),
         ("draft_max", "Longest guess (tokens)", "The most words prompt lookup guesses at once."),
@@ -43,7 +48,8 @@ GROUPS = (
         ("theme", "Theme", "Light, dark, or whatever the system uses."),
     ]),
 )
-LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "backend", "remote_url", "prompt_lookup", "draft_max")
+LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "kv_cache_type", "flash_attn", "backend", "remote_url", "prompt_lookup",
+               "draft_max")
 
 
 class SettingsPage(QWidget):
@@ -72,6 +78,8 @@ class SettingsPage(QWidget):
             "n_ctx": _int(0, 1 << 20, settings.n_ctx, special="the model's own (up to 8192)"),
             "n_gpu_layers": _int(AUTO_LAYERS, 1000, AUTO_LAYERS if settings.n_gpu_layers is None
                                  else settings.n_gpu_layers, special="as many as fit"),
+            "kv_cache_type": _combo(["f16", "q8_0", "q4_0"], settings.kv_cache_type),
+            "flash_attn": _combo(["auto", "on", "off"], settings.flash_attn),
             "prompt_lookup": QCheckBox("guess ahead from the conversation"),
             "draft_max": _int(1, 64, settings.draft_max),
             "backend": _combo(backends_here(settings.backend), settings.backend),
@@ -157,6 +165,10 @@ class SettingsPage(QWidget):
         old = self.file.current
         values = self.values()
         url = values.get("remote_url") or ""
+        if values.get("kv_cache_type") != "f16" and values.get("flash_attn") == "off":
+            self.message.setText(f"Not saved: a {values['kv_cache_type']} KV cache needs flash attention (auto or "
+                                 "on), or choose f16.")
+            return False
         if values.get("backend") == "remote" and not url.startswith(("http://", "https://")):
             self.message.setText("Not saved: the remote backend needs its server's address, such as "
                                  "http://gpu-box:8000/v1 (Remote server).")
