@@ -19,16 +19,21 @@ def models(smollm2_path, gemma_path, tmp_path_factory):
             "mamba hybrid": write_nemotron_h(smollm2_path, tmp_path_factory.mktemp("tiny") / "nemotron_h.gguf")}
 
 
+def _allocated(path, **options) -> int:
+    """What llama.cpp allocated for the caches of `path` loaded with `options`."""
+    rt = LlamaCppRuntime(path, LoadOptions(**options))
+    try:
+        return rt.cache_bytes
+    finally:
+        rt.close()
+
+
 @pytest.mark.parametrize("slots", [1, 4])
 @pytest.mark.parametrize("kind", ["plain", "sliding window", "recurrent", "hybrid", "gated deltanet", "mamba hybrid"])
 def test_the_cache_figure_is_within_ten_percent_of_llama_cpps_allocation(models, kind, slots):
     """With several slots the context's cells are shared; each slot keeps its own window and state."""
     info = describe_model(models[kind])
-    rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096, slots=slots))
-    try:
-        allocated = rt.cache_bytes
-    finally:
-        rt.close()
+    allocated = _allocated(models[kind], n_ctx=4096, slots=slots)
     assert allocated > 0
     assert abs(info.kv_bytes(4096, slots=slots) - allocated) <= 0.1 * allocated, (info, allocated)
 
@@ -69,16 +74,8 @@ def test_hybrid_states_count_their_rollback_snapshots_and_only_recurrent_layers(
 def test_a_quantized_kv_cache_is_what_llama_cpp_allocates_and_what_the_fit_counts(models, kind, kv_type):
     """The KV cache type reaches llama.cpp (its allocation shrinks), and the figure fit and doctor use follows it."""
     info = describe_model(models[kind])
-    rt = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096, kv_cache_type=kv_type))
-    try:
-        allocated = rt.cache_bytes
-    finally:
-        rt.close()
-    f16 = LlamaCppRuntime(models[kind], LoadOptions(n_ctx=4096))
-    try:
-        full = f16.cache_bytes
-    finally:
-        f16.close()
+    allocated = _allocated(models[kind], n_ctx=4096, kv_cache_type=kv_type)
+    full = _allocated(models[kind], n_ctx=4096)
     assert 0 < allocated < (0.6 if kv_type == "q8_0" else 0.35) * full + info.state_bytes
     assert abs(info.kv_bytes(4096, kv_type=kv_type) - allocated) <= 0.1 * allocated, (info, allocated)
 
