@@ -81,7 +81,10 @@ def test_stop_regenerate_and_edit_and_resend(qtbot, make_window):
     assert done.args == ["done"]
     messages = w.store.messages(w.chat.conversation_id)
     assert [(m.role, m.status) for m in messages] == [("user", "done"), ("assistant", "done")]
-    assert len(w.chat.views()) == 2 and w.chat.views()[1].note.text() == ""
+    # the "Stopped." is gone; a reply that ran to max_tokens says it was cut at the limit, one that ended does not
+    cut = messages[1].stats["finish"] == "length"
+    assert len(w.chat.views()) == 2 and w.chat.views()[1].note.text().startswith("Cut at the length limit") == cut
+    assert cut or w.chat.views()[1].note.text() == ""
 
     w.chat.views()[0].edit_button.click()
     assert w.chat.input.toPlainText() == "Write a long story about a lighthouse." and w.chat.editing
