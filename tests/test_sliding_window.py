@@ -75,7 +75,7 @@ def test_switching_back_to_a_chat_past_the_window_restores_a_checkpoint_and_answ
         assert back.stats.restored_tokens >= first.stats.prompt_tokens
         assert back.stats.prefill_tokens < back.stats.prompt_tokens - first.stats.prompt_tokens + 8
         prompt = engine.cached_tokens[: back.stats.prompt_tokens]
-        reference, gaps = reference_greedy(rt, prompt, 8)
+        reference, gaps = reference_greedy(rt, prompt, len(tokens) if back.reason == "stop" else 8)  # a base model stops at its next "User:" turn
         assert_same_up_to_near_tie(reference, gaps, tokens, rt.special.end_of_turn)
     finally:
         rt.close()
