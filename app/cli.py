@@ -23,7 +23,8 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--n-ctx", type=int, default=4096, help="context size in tokens (0: the model's own, up to 8192)")
     p.add_argument("--n-gpu-layers", type=int, default=None,
                    help="layers to put on the GPU (-1: all; default: as many as fit)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: Lantern picks)")
+    p.add_argument("--batch-size", type=int, default=512, help="prompt tokens computed per step")
     p.add_argument("--kv-cache-type", default="f16", choices=["f16", "q8_0", "q4_0"],
                    help="the KV cache's type (llama.cpp): q8_0 about halves its memory, q4_0 about quarters it (both "
                         "turn flash attention on)")
@@ -148,7 +149,7 @@ def _apply_saved_settings(parser: argparse.ArgumentParser, subs: dict) -> None:
         return
     model = dict(saved_model=s.model, backend=s.backend, remote_url=s.remote_url, n_ctx=s.n_ctx,
                  n_gpu_layers=s.n_gpu_layers, prompt_lookup=s.prompt_lookup, draft_max=s.draft_max,
-                 kv_cache_type=s.kv_cache_type, flash_attn=s.flash_attn)
+                 kv_cache_type=s.kv_cache_type, flash_attn=s.flash_attn, threads=s.threads, batch_size=s.batch_size)
     # below a --preset, above the built-in defaults (apply_preset): flags, then a preset, then these
     saved = dict(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, repeat_penalty=s.repeat_penalty,
                  max_tokens=s.max_tokens, temperature=s.temperature, system=s.system_prompt or None)
@@ -178,6 +179,7 @@ def _options(args) -> LoadOptions:
     from app.settings import FLASH_ATTN
 
     return LoadOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
+                       n_batch=args.batch_size,
                        kv_cache_type=args.kv_cache_type, flash_attn=FLASH_ATTN[args.flash_attn],
                        allow_context_beyond_training=args.allow_long_context, slots=_slots(args),
                        projector=_projector(getattr(args, "projector", None)))

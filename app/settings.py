@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,6 +23,12 @@ class SettingsError(LanternError):
     pass
 
 
+SEED_MAX = 2 ** 31 - 1
+Effort = Literal["low", "medium", "high"]
+# At most 8 stop strings of up to 200 characters: longer ones are refused, never cut
+StopStrings = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=8)]
+
+
 class ChatSettings(BaseModel):
     """What one chat (or a preset, or a model's defaults) sets for itself; None: the next level decides
     (chat, then the model's defaults, then the global settings)."""
@@ -36,6 +42,10 @@ class ChatSettings(BaseModel):
     repeat_penalty: float | None = Field(None, gt=0, le=10)
     max_tokens: int | None = Field(None, ge=1)
     overflow: Literal["drop_oldest", "refuse"] | None = None  # a chat past its context: lose the oldest turns, or not
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)  # the same seed and settings give the same reply
+    stop: StopStrings | None = None  # the reply ends before any of these
+    thinking: bool | None = None  # for models that can answer without thinking first
+    reasoning_effort: Effort | None = None  # for models that take one (gpt-oss)
     preset: str | None = Field(None, max_length=60)  # the preset these came from, if any
 
     def overrides(self) -> dict:
@@ -81,6 +91,8 @@ class Settings(BaseModel):
     # attention on); flash attention: auto is off on the CPU (slower there at depth) and llama.cpp's choice on a GPU
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     flash_attn: Literal["auto", "on", "off"] = "auto"
+    threads: int | None = Field(None, ge=1, le=512)  # None: Lantern picks (and follows how busy the cores are)
+    batch_size: int = Field(512, ge=1, le=65536)  # prompt tokens computed per step (more: faster reading, more memory)
     system_prompt: str = ""
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -89,6 +101,10 @@ class Settings(BaseModel):
     repeat_penalty: float = Field(1.0, gt=0, le=10)
     max_tokens: int = Field(512, ge=1)
     overflow: Literal["drop_oldest", "refuse"] = "drop_oldest"
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)  # None: a new one for every reply
+    stop: StopStrings = Field(default_factory=list)
+    thinking: bool = True
+    reasoning_effort: Effort = "medium"
     prompt_lookup: bool = True
     draft_max: int = Field(16, ge=1, le=64)
     theme: Literal["system", "light", "dark"] = "system"
@@ -118,11 +134,17 @@ class Settings(BaseModel):
         return self.model_copy(update=changes) if changes else self
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
+        """`seed`: this one, else the settings' own (None: a new one each time)."""
         return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
-                              repeat_penalty=self.repeat_penalty, seed=seed)
+                              repeat_penalty=self.repeat_penalty, seed=self.seed if seed is None else seed)
+
+    def template_options(self) -> dict:
+        """What the chat template is told: think or not, and how hard (templates that do not ask ignore them)."""
+        return {"enable_thinking": self.thinking, "reasoning_effort": self.reasoning_effort}
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, slots=self.slots,
+        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, slots=self.slots, n_threads=self.threads,
+                           n_batch=self.batch_size,
                            kv_cache_type=self.kv_cache_type, flash_attn=FLASH_ATTN[self.flash_attn])
 
     def engine_options(self, model: str | None = None) -> EngineOptions:

@@ -18,7 +18,7 @@ from backends.decoding import DecodeCounters, Lookup, produce_tokens
 from backends.draft_policy import DraftLengthPolicy, measure_forward_costs
 from backends.drafting import PredictionDrafter, PromptLookupDrafter
 from backends.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
-from backends.reply import think_tags
+from backends.reply import think_tags, thinking_controls
 from backends.reply_plan import ModelStyle, ReplyPlan, plan_reply
 from backends.runtime import (ContextFullError, ContextOverflowError, InvalidRequestError, LanternError, Runtime,
                               check_token_ids)
@@ -100,6 +100,7 @@ class Engine:
         source = self.template.source
         self.style = ModelStyle(detect(source, template_takes_tools=self.template.caps.tools), think_tags(source),
                                 harmony="<|channel|>" in source and "<|message|>" in source)
+        self.thinking_controls = thinking_controls(source)  # the window shows a chat those its model reads
         self._grammar_tokenizer = None  # built on the first constrained request
         self._images: dict[str, list[int]] = {}  # this request's images: marker -> their positions' ids
         self._prompt_logits: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()  # prompt -> its last logits

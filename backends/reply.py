@@ -24,6 +24,11 @@ def think_tags(template_source: str) -> tuple[str, str] | None:
     return None
 
 
+def thinking_controls(template_source: str) -> tuple[bool, bool]:
+    """What a chat may ask of the model (its template reads them): (thinking on or off, how hard it thinks)."""
+    return "enable_thinking" in template_source, "reasoning_effort" in template_source
+
+
 def starts_thinking(prompt: str, tags: tuple[str, str] | None) -> bool:
     """Whether the generation prompt leaves the model inside a reasoning block (it ends with the open tag)."""
     return tags is not None and prompt.rstrip().endswith(tags[0])

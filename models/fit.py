@@ -50,3 +50,23 @@ def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1, kv_
     if need <= ram:
         return Fit("cpu", 0, need, f"needs {gib} of the {ram / GiB:.1f} GiB of RAM free")
     return Fit("no", 0, need, f"needs {gib}; only {ram / GiB:.1f} GiB of RAM is free")
+
+
+def layers_fit(hw: Hardware, model: ModelInfo, layers: int, *, n_ctx: int, kv_type: str = "f16") -> str:
+    """What `layers` of the model's layers on the GPU (-1: all) take there and in RAM, in words (the window's GPU
+    layers slider says it as it moves)."""
+    from models.choice import GPU_MARGIN_BYTES, GPU_MARGIN_SHARE
+
+    total = max(model.n_layers, 1)
+    layers = total if layers < 0 else min(layers, total)
+    n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train and n_ctx else n_ctx or 4096
+    need = model.size_bytes + model.kv_bytes(n_ctx, kv_type=kv_type)
+    on_gpu = need * layers / total
+    in_ram = f"{(need - on_gpu) / GiB:.1f} GiB in RAM" if layers < total else "nothing in RAM"
+    if hw.apple_silicon or not hw.nvidia:  # one memory for both: where a layer runs costs the same
+        return f"{layers} of {total} layers on the GPU ({need / GiB:.1f} GiB in all)"
+    gpu = max(hw.nvidia, key=lambda g: g.free_bytes)
+    room = gpu.free_bytes - GPU_MARGIN_BYTES - int(gpu.free_bytes * GPU_MARGIN_SHARE)
+    said = (f"{layers} of {total} layers on the GPU: {on_gpu / GiB:.1f} GiB of the {gpu.free_bytes / GiB:.1f} GiB "
+            f"free on {gpu.name}, {in_ram}")
+    return said + (" — more than fits: the load will fail or be slow" if on_gpu > room else "")

@@ -6,19 +6,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from window_fixtures import close, send  # noqa: E402
-
-
-def _requests(w) -> list:
-    """Every request the chat sends to the engine, as sent."""
-    sent, real = [], w.chat.session.send
-
-    def record(request):
-        sent.append(request)
-        real(request)
-
-    w.chat.session.send = record
-    return sent
+from window_fixtures import close, record_requests, send  # noqa: E402
 
 
 def _pick(panel, name: str) -> None:
@@ -28,7 +16,7 @@ def _pick(panel, name: str) -> None:
 
 def test_a_preset_applies_to_one_chat_and_reaches_its_requests(qtbot, make_window):
     w = make_window(max_tokens=8, system_prompt="Global prompt.")
-    sent = _requests(w)
+    sent = record_requests(w)
     w.chat.settings_button.click()
     panel = w.chat.chat_settings
     assert panel.isVisible() and panel.system_prompt.toPlainText() == "Global prompt."
@@ -52,7 +40,7 @@ def test_a_preset_applies_to_one_chat_and_reaches_its_requests(qtbot, make_windo
     close(w)
 
     again = make_window()  # each chat's own settings survive a restart
-    sent = _requests(again)
+    sent = record_requests(again)
     again.chat.open_conversation(coder)
     assert again.chat.chat_settings.preset.currentText() == "Coder"
     assert send(qtbot, again, "More") == "done"
@@ -69,7 +57,7 @@ def test_a_preset_applies_to_one_chat_and_reaches_its_requests(qtbot, make_windo
 
 def test_a_models_defaults_are_where_new_chats_start(qtbot, make_window):
     w = make_window(max_tokens=8)
-    sent = _requests(w)
+    sent = record_requests(w)
     panel = w.chat.chat_settings
     w.chat.settings_button.click()
     panel.boxes["top_k"].setValue(7)
@@ -191,7 +179,7 @@ def test_a_new_chat_starts_from_a_summary_of_this_one(qtbot, make_window):
     assert w.chat.views() == [] and w.store.conversations()[0].title.startswith("From: My name is Ada")
     assert "starts from a summary" in w.chat.notice.text()
     assert [m.content for m in w.store.messages(old)] == old_messages  # the old chat is untouched
-    sent = _requests(w)
+    sent = record_requests(w)
     assert send(qtbot, w, "What is my name?") == "done"
     assert sent[-1].messages[0] == {"role": "system", "content": prompt}  # the summary reaches the model
     assert w.store.chat_settings(new)["system_prompt"] == prompt

@@ -106,3 +106,15 @@ def send(qtbot, w, text: str) -> str:
 
 def stored(w) -> list[tuple[str, str, str]]:
     return [(m.role, m.content, m.status) for m in w.store.messages(w.chat.conversation_id)]
+
+
+def record_requests(w) -> list:
+    """Every request the chat sends to the engine from now on, as sent."""
+    sent, real = [], w.chat.session.send
+
+    def record(request):
+        sent.append(request)
+        real(request)
+
+    w.chat.session.send = record
+    return sent

@@ -261,6 +261,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             "so replies may run on as “User: … Assistant: …”. For chatting, pick an instruct model; this one "
             "suits completions on the endpoint."))
         self.model_note.setVisible(not self.models.chat_template)
+        self.chat_settings.set_thinking_controls(*self.models.thinking_controls)
         self._show_own_settings()  # the model's own defaults may apply now
         self._show_empty()
         self._ask_whether_the_model_sees()
@@ -558,11 +559,13 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             self._update_actions()
             self.sig_reply_done.emit("error")
             return
+        options = {"stop": tuple(settings.stop), "template_options": settings.template_options(),
+                   **self.request_options}
         request = GenerationRequest(messages=self._history(after), sampling=settings.sampling(),
                                     max_tokens=settings.max_tokens,
                                     drop_oldest_turns=settings.overflow == "drop_oldest",
                                     prompt_lookup=settings.prompt_lookup, priority=1,  # before the endpoint's
-                                    **self.request_options)
+                                    **options)
         reply = self.store.add(self.conversation_id, "assistant", "", status="streaming",
                                parent=LATEST if after is None else after)
         self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic(),

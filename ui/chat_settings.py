@@ -3,17 +3,19 @@ defaults". The values live in app.settings (ChatSettings, presets, model default
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QLabel, QPlainTextEdit, QPushButton,
-                               QSpinBox, QVBoxLayout)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QLabel, QPlainTextEdit,
+                               QPushButton, QSpinBox, QVBoxLayout)
 
-from app.settings import ChatSettings, Settings
+from app.settings import SEED_MAX, ChatSettings, Settings
+from ui.stop_strings import StopStringsField
 
 CUSTOM = "Custom"
 DEFAULTS = "Defaults"  # the chat has no settings of its own: it follows the model's defaults and the global settings
 # (field, label, kind, low, high, step)
 FIELDS = (("temperature", "Temperature", float, 0.0, 2.0, 0.05), ("top_p", "Top p", float, 0.01, 1.0, 0.01),
           ("top_k", "Top k", int, 0, 1000, 1), ("min_p", "Min p", float, 0.0, 0.99, 0.01),
-          ("max_tokens", "Longest reply (tokens)", int, 1, 1 << 20, 64))
+          ("max_tokens", "Longest reply (tokens)", int, 1, 1 << 20, 64), ("seed", "Seed", int, -1, SEED_MAX, 1))
+RANDOM_SEED = -1  # the seed box's "random" (None: a new seed for every reply)
 
 
 class ChatSettingsPanel(QFrame):
@@ -58,6 +60,25 @@ class ChatSettingsPanel(QFrame):
             box.valueChanged.connect(lambda _v: self._filling or self._changed())
             self.boxes[name] = box
             form.addRow(label, box)
+        self.boxes["seed"].setSpecialValueText("random")
+        self.boxes["seed"].setToolTip("The same seed, settings and chat give the same reply")
+        self.stop = StopStringsField(parent=self)
+        self.stop.setAccessibleName("Stop strings")
+        self.stop.setToolTip("The reply ends before any of these, one a line (\\n for a line break)")
+        self.stop.textChanged.connect(lambda: self._filling or self._typing.start())
+        form.addRow("Stop strings", self.stop)
+        # for models that think (their template reads these): shown once such a model is loaded
+        self.thinking = QCheckBox("Think before answering", self)
+        self.thinking.setAccessibleName("Thinking")
+        self.thinking.toggled.connect(lambda _v: self._filling or self._changed())
+        self.effort = QComboBox(self)
+        self.effort.setAccessibleName("Reasoning effort")
+        self.effort.addItems(["low", "medium", "high"])
+        self.effort.currentIndexChanged.connect(lambda _i: self._filling or self._changed())
+        form.addRow("Thinking", self.thinking)
+        form.addRow("Reasoning effort", self.effort)
+        self.form = form
+        self.set_thinking_controls(False, False)
         self.reset_button = QPushButton("Use the defaults", self)
         self.reset_button.setToolTip("Forget this chat's own settings: it follows the model's defaults and the "
                                      "global settings")
@@ -91,11 +112,20 @@ class ChatSettingsPanel(QFrame):
             self._presets = {p.name: p for p in settings.all_presets()}
             self.system_prompt.setPlainText(settings.system_prompt)
             for name, box in self.boxes.items():
-                box.setValue(getattr(settings, name))
+                value = getattr(settings, name)
+                box.setValue(RANDOM_SEED if value is None else value)
+            self.stop.set_strings(settings.stop)
+            self.thinking.setChecked(settings.thinking)
+            self.effort.setCurrentText(settings.reasoning_effort)
             self.overflow.setCurrentIndex(max(0, self.overflow.findData(settings.overflow)))
             self.reset_button.setEnabled(own is not None)
         finally:
             self._filling = False
+
+    def set_thinking_controls(self, switch: bool, effort: bool) -> None:
+        """Show the thinking switch and the effort where the loaded model reads them."""
+        self.form.setRowVisible(self.thinking, switch)
+        self.form.setRowVisible(self.effort, effort)
 
     def flush(self) -> None:
         """Typing not yet saved is saved now, before the panel shows another chat (it belongs to this one)."""
@@ -105,9 +135,12 @@ class ChatSettingsPanel(QFrame):
 
     def values(self) -> ChatSettings:
         preset = self.preset.currentText()
-        return ChatSettings(system_prompt=self.system_prompt.toPlainText(), preset=None if preset in (CUSTOM, DEFAULTS) else preset,
-                            overflow=self.overflow.currentData(),
-                            **{name: box.value() for name, box in self.boxes.items()})
+        values = {name: box.value() for name, box in self.boxes.items()}
+        values["seed"] = None if values["seed"] == RANDOM_SEED else values["seed"]
+        return ChatSettings(system_prompt=self.system_prompt.toPlainText(),
+                            preset=None if preset in (CUSTOM, DEFAULTS) else preset,
+                            overflow=self.overflow.currentData(), stop=self.stop.strings(),
+                            thinking=self.thinking.isChecked(), reasoning_effort=self.effort.currentText(), **values)
 
     def _changed(self) -> None:
         self._filling = True
@@ -127,7 +160,7 @@ class ChatSettingsPanel(QFrame):
             if preset.system_prompt is not None:
                 self.system_prompt.setPlainText(preset.system_prompt)
             for name, value in preset.overrides().items():
-                if name in self.boxes:
+                if name in self.boxes and value is not None:
                     self.boxes[name].setValue(value)
         finally:
             self._filling = False

@@ -185,6 +185,20 @@ class MainWindow(QMainWindow):
         self._load_clock.start()
         self._show_loading_time()
         self.unload_button.setEnabled(True)
+        self._describe_for_settings(name)
+
+    def _describe_for_settings(self, name: str) -> None:
+        """The model's layers and sizes for the Settings page's GPU layers slider (its header, on a pool thread)."""
+        from ui.tasks import run_task
+
+        local = self.library.get(name)
+        if local is None:
+            self.settings_page.set_model(None)
+            return
+        from models.info import describe_model
+
+        run_task(lambda: describe_model(local.path), self.settings_page.set_model,
+                 lambda _e: self.settings_page.set_model(None))
 
     def _show_loading_time(self) -> None:
         fraction = self.load_progress.fraction

@@ -26,6 +26,7 @@ class ModelController(QObject):
         self.backend, self.reason, self.error = "", "", ""
         self._asked: str | None = None  # the model the window last chose
         self.chat_template = True  # whether the loaded model has one (no: a base model, made to continue text)
+        self.thinking_controls = (False, False)  # whether its template reads enable_thinking, reasoning_effort
         self._sig_ready.connect(self._on_ready)
         host.subscribe(self._on_change)  # the endpoint may switch models too (from its own thread)
 
@@ -83,6 +84,7 @@ class ModelController(QObject):
         engine = future.result()
         self.state = "ready"
         self.chat_template = getattr(engine, "has_chat_template", True)
+        self.thinking_controls = getattr(engine, "thinking_controls", (False, False))
         self.backend = getattr(engine, "backend", "") or "remote"
         notes = list(getattr(engine, "notes", []))
         runtime = getattr(engine, "runtime", None)

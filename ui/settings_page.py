@@ -3,18 +3,23 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
-                               QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QHBoxLayout,
+                               QLineEdit, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
-from app.settings import SettingsFile
+from app.settings import SEED_MAX, SettingsFile
+from ui.gpu_layers import AUTO_LAYERS, GpuLayersField
+from ui.stop_strings import StopStringsField
 
-AUTO_LAYERS = -2  # the spin box's "as many as fit" (None in the settings)
 # The page's groups: (title, [(setting, label, what it does)]), in the user's words
 GROUPS = (
     ("Conversation", [
         ("system_prompt", "System prompt", "Instructions the model reads before every chat, such as a role or a "
          "style. Empty: the model's own default."),
         ("max_tokens", "Longest reply (tokens)", "A reply stops after this many tokens (about ¾ of a word each)."),
+        ("stop", "Stop strings", "A reply ends before any of these, one a line (\\n for a line break). At most 8."),
+        ("thinking", "Thinking", "Models that think before answering (Qwen3, gpt-oss...) do so; off answers at once "
+         "where the model allows it."),
+        ("reasoning_effort", "Reasoning effort", "How long models that take it (gpt-oss) think."),
     ]),
     ("Sampling", [
         ("temperature", "Temperature", "How adventurous the wording is: 0 always picks the likeliest word (the same "
@@ -25,12 +30,17 @@ GROUPS = (
         ("min_p", "Min p", "Words less likely than this fraction of the likeliest word's probability are skipped."),
         ("repeat_penalty", "Repetition penalty", "Above 1, words already used become less likely (fewer loops; "
          "too high garbles code)."),
+        ("seed", "Seed", "The same seed, settings and chat give the same reply. Random: a new one each reply."),
     ]),
     ("Model and speed", [
         ("n_ctx", "Context size (tokens)", "How much of the conversation the model keeps in view. More costs "
          "memory; the oldest turns are left out when a chat grows past it."),
         ("n_gpu_layers", "GPU layers", "How many of the model's layers run on the GPU. \"As many as fit\" lets "
          "Lantern measure the free memory."),
+        ("threads", "CPU threads", "Threads llama.cpp computes with. Automatic: as many as the cores that are not "
+         "busy."),
+        ("batch_size", "Batch size (tokens)", "Prompt tokens read per step: more reads long prompts faster and "
+         "takes more memory."),
         ("kv_cache_type", "KV cache type", "What the model's memory of the conversation is stored in (llama.cpp): "
          "q8_0 takes about half of f16's memory, q4_0 about a quarter, for a longer context or a bigger model; "
          "both turn flash attention on. MLX models need f16."),
@@ -48,8 +58,9 @@ GROUPS = (
         ("theme", "Theme", "Light, dark, or whatever the system uses."),
     ]),
 )
-LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "kv_cache_type", "flash_attn", "backend", "remote_url", "prompt_lookup",
-               "draft_max")
+LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "kv_cache_type", "flash_attn", "threads", "batch_size", "backend",
+               "remote_url", "prompt_lookup", "draft_max")
+FIELD_WIDTH = 320  # every field starts at one column and is at least this wide (they lined up nowhere before)
 
 
 class SettingsPage(QWidget):
@@ -76,8 +87,13 @@ class SettingsPage(QWidget):
             "repeat_penalty": _double(0.5, 10, 0.05, settings.repeat_penalty),
             "max_tokens": _int(1, 1 << 20, settings.max_tokens),
             "n_ctx": _int(0, 1 << 20, settings.n_ctx, special="the model's own (up to 8192)"),
-            "n_gpu_layers": _int(AUTO_LAYERS, 1000, AUTO_LAYERS if settings.n_gpu_layers is None
-                                 else settings.n_gpu_layers, special="as many as fit"),
+            "n_gpu_layers": GpuLayersField(settings.n_gpu_layers),
+            "threads": _int(0, 512, settings.threads or 0, special="automatic"),
+            "batch_size": _int(1, 65536, settings.batch_size),
+            "seed": _int(-1, SEED_MAX, -1 if settings.seed is None else settings.seed, special="random"),
+            "stop": StopStringsField(settings.stop),
+            "thinking": QCheckBox("think before answering"),
+            "reasoning_effort": _combo(["low", "medium", "high"], settings.reasoning_effort),
             "kv_cache_type": _combo(["f16", "q8_0", "q4_0"], settings.kv_cache_type),
             "flash_attn": _combo(["auto", "on", "off"], settings.flash_attn),
             "prompt_lookup": QCheckBox("guess ahead from the conversation"),
@@ -87,6 +103,8 @@ class SettingsPage(QWidget):
             "theme": _combo(["system", "light", "dark"], settings.theme),
         }
         self.widgets["prompt_lookup"].setChecked(settings.prompt_lookup)
+        self.widgets["thinking"].setChecked(settings.thinking)
+        self._hardware = self._model = None
         self.forms: dict[str, QFormLayout] = {}  # each field's group
         groups = QVBoxLayout()
         for title, fields in GROUPS:
@@ -95,6 +113,8 @@ class SettingsPage(QWidget):
             form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
             for key, label, tip in fields:
                 widget = self.widgets[key]
+                if not isinstance(widget, QCheckBox):
+                    widget.setMinimumWidth(FIELD_WIDTH)
                 widget.setAccessibleName(label)
                 widget.setToolTip(tip)
                 form.addRow(label, widget)
@@ -102,6 +122,12 @@ class SettingsPage(QWidget):
                 _on_change(widget, self._changed)
                 self.forms[key] = form
             groups.addWidget(box)
+        labels = [f.labelForField(w) for k, w in self.widgets.items() if (f := self.forms.get(k))]
+        width = max(label.sizeHint().width() for label in labels)
+        for label in labels:  # one label column across the groups, so the fields line up
+            label.setMinimumWidth(width)
+        for key in ("n_ctx", "kv_cache_type"):  # what the GPU layers take follows these
+            _on_change(self.widgets[key], self._show_layers_fit)
         # Fields that matter only sometimes are shown only then: the server address with the remote backend, GPU
         # layers once a GPU is found (set_hardware)
         self.widgets["backend"].currentTextChanged.connect(self._show_relevant)
@@ -116,21 +142,41 @@ class SettingsPage(QWidget):
         inner = QWidget()
         layout = QVBoxLayout(inner)
         layout.addLayout(groups)
-        layout.addWidget(self.message)
-        layout.addWidget(self.reload_button)
         layout.addStretch(1)
         scroll = QScrollArea(self)  # below the form's height the page scrolls rather than squeezing its fields
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(inner)
-        QVBoxLayout(self).addWidget(scroll)
+        page = QVBoxLayout(self)
+        bar = QHBoxLayout()  # above the form, so "Saved." and Reload are in sight whatever was changed
+        bar.addWidget(self.message, 1)
+        bar.addWidget(self.reload_button)
+        page.addLayout(bar)
+        page.addWidget(scroll, 1)
         self._save_soon = QTimer(self, singleShot=True, interval=300)
         self._save_soon.timeout.connect(self.save)
 
     def set_hardware(self, hardware) -> None:
         """What the machine has: GPU layers are a setting only where there is a GPU to put layers on."""
         self._gpu = self._gpu or bool(hardware.nvidia) or hardware.apple_silicon
+        self._hardware = hardware
         self._show_relevant()
+        self._show_layers_fit()
+
+    def set_model(self, info) -> None:
+        """The chosen model's ModelInfo (None: not known): the GPU layers slider counts its layers."""
+        self._model = info
+        self._show_layers_fit()
+
+    def _show_layers_fit(self, *_) -> None:
+        field, hw, info = self.widgets["n_gpu_layers"], self._hardware, self._model
+        if hw is None or info is None or not info.n_layers:
+            field.set_model(0, None)
+            return
+        from models.fit import layers_fit
+
+        n_ctx, kv = self.widgets["n_ctx"].value(), self.widgets["kv_cache_type"].currentText()
+        field.set_model(info.n_layers, lambda n: layers_fit(hw, info, n, n_ctx=n_ctx, kv_type=kv))
 
     def shown(self, key: str) -> bool:
         return self.forms[key].isRowVisible(self.widgets[key])
@@ -143,7 +189,9 @@ class SettingsPage(QWidget):
     def values(self) -> dict:
         v = {}
         for key, w in self.widgets.items():
-            if isinstance(w, QPlainTextEdit):
+            if isinstance(w, StopStringsField):
+                v[key] = w.strings()
+            elif isinstance(w, QPlainTextEdit):
                 v[key] = w.toPlainText()
             elif isinstance(w, QCheckBox):
                 v[key] = w.isChecked()
@@ -154,6 +202,8 @@ class SettingsPage(QWidget):
             else:
                 v[key] = w.value()
         v["n_gpu_layers"] = None if v["n_gpu_layers"] == AUTO_LAYERS else v["n_gpu_layers"]
+        v["threads"] = v["threads"] or None
+        v["seed"] = None if v["seed"] < 0 else v["seed"]
         return v
 
     def _changed(self, *_) -> None:
