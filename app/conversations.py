@@ -21,8 +21,9 @@ from pathlib import Path
 
 from models.owned_files import disk_full_error, move_aside
 
-SCHEMA_VERSION = 4  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning;
-# 4: messages.parent and conversations.current (branches), conversations.settings (a chat's own settings)
+SCHEMA_VERSION = 5  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning;
+# 4: messages.parent and conversations.current (branches), conversations.settings (a chat's own settings);
+# 5: conversations.pinned
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
@@ -43,6 +44,7 @@ class Conversation:
     title: str
     created: float
     updated: float
+    pinned: bool = False  # kept at the top of the list
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,13 @@ class ConversationStore:
                 db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT")  # schema 2 -> 3
             if "parent" not in columns:
                 _add_branches(db)  # schema 3 -> 4
-            if "settings" not in {row[1] for row in db.execute("PRAGMA table_info(conversations)")}:
+            chat_columns = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+            if "settings" not in chat_columns:
                 db.execute("ALTER TABLE conversations ADD COLUMN settings TEXT")  # schema 4: a chat's own settings
+            if "pinned" not in chat_columns:
+                db.execute("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")  # schema 5
             db.execute(f"SELECT {_COLUMNS}, writer FROM messages LIMIT 1").fetchall()  # the shape we read
-            db.execute("SELECT id, title, created, updated, current FROM conversations LIMIT 1").fetchall()
+            db.execute("SELECT id, title, created, updated, current, pinned FROM conversations LIMIT 1").fetchall()
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             db.close()
@@ -199,9 +204,13 @@ class ConversationStore:
         with self._lock:
             self._db.execute("DELETE FROM conversations WHERE id=?", (conversation,))
 
+    def set_pinned(self, conversation: int, pinned: bool) -> None:
+        with self._lock:
+            self._db.execute("UPDATE conversations SET pinned=? WHERE id=?", (int(pinned), conversation))
+
     def conversations(self, search: str = "") -> list[Conversation]:
-        """Newest first; `search` matches titles and message text."""
-        query = "SELECT id, title, created, updated FROM conversations"
+        """Pinned ones first, then newest first; `search` matches titles and message text."""
+        query = "SELECT id, title, created, updated, pinned = 1 FROM conversations"
         args: tuple = ()
         if search:
             escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -210,8 +219,8 @@ class ConversationStore:
                       "(SELECT conversation FROM messages WHERE content LIKE ? ESCAPE '\\')")
             args = (like, like)
         with self._lock:
-            rows = self._db.execute(query + " ORDER BY updated DESC, id DESC", args).fetchall()
-        return [Conversation(*r) for r in rows]
+            rows = self._db.execute(query + " ORDER BY pinned = 1 DESC, updated DESC, id DESC", args).fetchall()
+        return [Conversation(*r[:4], bool(r[4])) for r in rows]
 
     # -- messages ---------------------------------------------------------------------------------
 

@@ -172,7 +172,8 @@ class Engine:
         dropped = 0
         while True:
             plan = plan_reply(request, messages, self.style)
-            parts, add_bos = self._render(plan.messages, tools=plan.tools, options=plan.options)
+            parts, add_bos = self._render(plan.messages, tools=plan.tools, options=plan.options,
+                                          continuing=request.continue_reply)
             tokens = self.tokenize_reusing(parts, add_bos=add_bos)
             if len(tokens) < n_ctx or not request.drop_oldest_turns:
                 break
@@ -231,9 +232,15 @@ class Engine:
         head = self.tokenize_reusing(parts[:texts[1]], add_bos=add_bos)
         return len(head) if tokens[:len(head)] == head else 0
 
-    def _render(self, messages: list[Message], *, tools=None, options=None) -> tuple[list[tuple[str, bool]], bool]:
-        """The prompt as (text, is_content) parts, and whether to start with a BOS token."""
-        parts = self.template.render_parts(messages, tools=tools, options=options)
+    def _render(self, messages: list[Message], *, tools=None, options=None,
+                continuing: bool = False) -> tuple[list[tuple[str, bool]], bool]:
+        """The prompt as (text, is_content) parts, and whether to start with a BOS token. `continuing`: the last
+        message is a reply to go on with, so the prompt ends at its last word."""
+        if continuing:
+            parts = continued_parts(messages, self.template.render_parts(
+                messages, tools=tools, options=options, add_generation_prompt=False))
+        else:
+            parts = self.template.render_parts(messages, tools=tools, options=options)
         sp = self.runtime.special
         if parts and not parts[0][1] and sp.bos is not None and sp.bos_text and parts[0][0].startswith(sp.bos_text):
             parts[0] = (parts[0][0][len(sp.bos_text):], False)  # the template wrote BOS: one BOS token, never two
@@ -619,3 +626,21 @@ def _drop_oldest_turn(messages: list[Message]) -> tuple[list[Message], int]:
             break
         drop.add(i)
     return [m for i, m in enumerate(messages) if i not in drop], len(drop)
+
+
+def continued_parts(messages: list[Message], parts: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """A rendered chat cut just after its last message's text (a reply the model goes on writing): what the template
+    writes after it (end of turn) is left out."""
+    last = messages[-1] if messages else None
+    if last is None or last.role != "assistant" or not last.content:
+        raise InvalidRequestError("Only a reply can be continued: the last message must be the assistant's, with text.")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == (last.content, True):
+            return parts[:i + 1]
+    text = "".join(p for p, _ in parts)  # the template changed the text around it (a trim): found as written
+    at = text.rfind(last.content)
+    if at < 0:
+        raise InvalidRequestError("This model's chat template rewrites replies, so this one cannot be continued; "
+                                  "regenerate it with a higher length limit instead.")
+    return [(text[:at], False), (last.content, True)] if at else [(last.content, True)]
+

@@ -36,6 +36,9 @@ class GenerationRequest:
     json_schema: Mapping[str, Any] | None = None  # the reply is JSON valid against this schema
     template_options: Mapping[str, Any] = field(default_factory=dict)  # enable_thinking, reasoning_effort...
     prediction: str | None = None  # text the reply is expected to resemble: a source of drafts
+    # The last message is an assistant's reply that was cut short (the length limit): the model goes on writing it
+    # (rendered without a new turn, the prompt ending at its last word); the events carry only the new text
+    continue_reply: bool = False
     # With several slots (backends/slots.py), a request of a higher priority starts first and its prompt is read
     # first: the window's chat (1) is never queued behind the endpoint's batch jobs (0). Not part of any API.
     priority: int = 0

@@ -24,7 +24,7 @@ def test_a_chat_is_exported_and_imported_from_its_menus(qtbot, make_window, tmp_
     w = make_window(max_tokens=16)
     assert send(qtbot, w, "Hi") == "done"
     first = w.chat.conversation_id
-    item = w.chat.sidebar.list.item(0)
+    item = w.chat.sidebar.chat_item(0)
     for kind, name in (("Markdown", "chat.md"), ("JSON", "chat.json")):
         monkeypatch.setattr(dialogs, "save_path", lambda *a, name=name: tmp_path / name)
         _trigger(w.chat.sidebar.menu_for(item), f"Export as {kind}…")

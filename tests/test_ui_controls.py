@@ -139,3 +139,49 @@ def test_settings_fields_line_up_and_reload_stays_in_sight(qtbot, make_window):
     assert len(lefts) == 1, lefts  # every field starts at one column
     spot = page.reload_button.mapTo(page, QPoint(0, 0))
     assert 0 <= spot.y() and spot.y() + page.reload_button.height() <= page.height()  # above the fold
+
+
+def test_a_chat_refuses_a_bad_stop_string_in_words_and_keeps_its_settings(qtbot, make_window):
+    w = make_window()
+    w.chat.settings_button.click()
+    panel = w.chat.chat_settings
+    panel.stop.setPlainText("###")
+    panel.flush()
+    assert w.chat.own.stop == ["###"]
+    panel.stop.setPlainText("x" * 201)
+    panel.flush()  # refused, said under the form; the chat keeps what it had
+    assert panel.problem.isVisible() and "Stop strings" in panel.problem.text() and "200" in panel.problem.text()
+    assert w.chat.own.stop == ["###"]
+    panel.stop.setPlainText("##")
+    panel.flush()
+    assert not panel.problem.isVisible() and w.chat.own.stop == ["##"]
+
+
+def test_pinned_chats_stay_on_top_under_dated_headings(qtbot, make_window):
+    import time
+
+    from ui.conversation_list import date_group
+
+    w = make_window()
+    store, sidebar = w.store, w.chat.sidebar
+    old = store.create("Old chat").id
+    store._db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time() - 40 * 86400, old))
+    new = store.create("New chat").id
+    sidebar.refresh()
+    texts = [sidebar.list.item(r).text() for r in range(sidebar.list.count())]
+    assert texts == ["TODAY", "New chat", "OLDER", "Old chat"] and sidebar.ids() == [new, old]
+    item = sidebar.chat_item(1)
+    sidebar.menu_for(item).actions()[0].trigger()  # "Pin to the top"
+    texts = [sidebar.list.item(r).text() for r in range(sidebar.list.count())]
+    assert texts == ["PINNED", "Old chat", "TODAY", "New chat"] and sidebar.ids() == [old, new]
+    assert not sidebar.chat_item(0).icon().isNull()  # a pin
+    sidebar.list.setCurrentRow(0)  # a heading: nothing opens
+    assert w.chat.conversation_id is None
+    w.close()
+    w.store.close()
+    again = make_window()  # kept across a restart
+    assert again.chat.sidebar.ids() == [old, new]
+    assert again.chat.sidebar.menu_for(again.chat.sidebar.chat_item(0)).actions()[0].text() == "Unpin"
+    now = time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
+    assert [date_group(now - d * 86400, now) for d in (0, 1, 3, 10, 60)] == \
+        ["Today", "Yesterday", "Previous 7 days", "Previous 30 days", "Older"]

@@ -5,6 +5,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from backends.chat_template import parse_messages  # noqa: E402
 from window_fixtures import REPLY_TIMEOUT, send, stored  # noqa: E402
 
 
@@ -152,3 +153,59 @@ def test_the_kv_cache_type_from_settings_reaches_llama_cpp(qtbot, make_window):
     q4 = int(re.search(r"KV cache ([0-9,]+) MiB", w.models.reason)[1].replace(",", ""))
     assert q4 < 0.35 * f16, (f16, q4)
     assert send(qtbot, w, "And again?") == "done"
+
+
+def test_continue_writes_on_a_reply_cut_at_the_length_limit(qtbot, make_window):
+    from window_fixtures import record_requests
+
+    w = make_window(max_tokens=6)
+    sent = record_requests(w)
+    assert send(qtbot, w, "Write a long story about a lighthouse keeper.") == "done"
+    view = w.chat.views()[-1]
+    first = w.store.messages(w.chat.conversation_id)[-1]
+    assert first.stats["finish"] == "length" and view.continue_button.isVisible()
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
+        view.continue_button.click()
+    request = sent[-1]
+    assert request.continue_reply and request.messages[-1] == {"role": "assistant", "content": first.content}
+    messages = w.store.messages(w.chat.conversation_id)
+    assert len(messages) == 2 and len(w.chat.views()) == 2  # the same reply grew; no new message
+    grown = messages[-1]
+    assert grown.id == first.id and grown.content.startswith(first.content) and len(grown.content) > len(first.content)
+    assert w.chat.views()[-1].body.toPlainText().startswith(first.content.strip()[:10])
+    # the prompt ended at the reply's last word: the model went on, with no new turn in between
+    prompt = w.models.worker.call(lambda e: e.template.render_parts(
+        parse_messages(request.messages), add_generation_prompt=False)).result(timeout=30)
+    assert prompt[-1][0].endswith("<|im_end|>\n") and first.content in "".join(p for p, _ in prompt)
+    from backends.engine import continued_parts
+
+    assert "".join(p for p, _ in continued_parts(parse_messages(request.messages), prompt)).endswith(first.content)
+    # only the last reply offers it; a refused continuation leaves the reply as it was, and says why
+    w.chat.request_options = {"ignore_eos": True}  # cut again, whatever the model would say
+    assert send(qtbot, w, "Thanks.") == "done"
+    assert not w.chat.views()[1].continue_button.isVisible() and w.chat.views()[3].continue_button.isVisible()
+    before = w.store.messages(w.chat.conversation_id)[-1]
+    assert before.stats["finish"] == "length"
+    w.chat.request_options = {"logprobs": 99}  # a request the engine refuses before it writes a word
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
+        w.chat.views()[3].continue_button.click()
+    after = w.store.messages(w.chat.conversation_id)[-1]
+    assert (after.content, after.status, after.stats) == (before.content, before.status, before.stats)
+    assert w.chat.notice.text().startswith("Not continued:") and "logprobs" in w.chat.notice.text()
+    assert w.chat.views()[3].continue_button.isVisible() and w.chat.views()[3].note.text().startswith("Cut at")
+
+
+def test_only_a_reply_can_be_continued():
+    from backends.chat_template import Message
+    from backends.engine import continued_parts
+    from backends.runtime import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="Only a reply"):
+        continued_parts([Message("user", "hi")], [("hi", True)])
+    parts = [("<s>", False), ("hi", True), ("</s><a>", False), (" so", True), ("</a>", False)]
+    assert continued_parts([Message("user", "hi"), Message("assistant", " so")], parts) == parts[:4]
+    trimmed = [("<s>hi</s><a>so</a>", False)]  # a template that trims: found as written
+    assert continued_parts([Message("user", "hi"), Message("assistant", "so")], trimmed) == \
+        [("<s>hi</s><a>", False), ("so", True)]
+    with pytest.raises(InvalidRequestError, match="rewrites replies"):
+        continued_parts([Message("user", "hi"), Message("assistant", "SO")], trimmed)

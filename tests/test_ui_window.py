@@ -52,7 +52,7 @@ def test_a_message_streams_in_as_markdown_with_its_figures(qtbot, make_window):
     assert "tokens a second" in figures and "smollm2-135m-instruct" in figures  # the model that wrote it
     details = reply.figures.toolTip()
     assert "ms" in details and "tokens/s" in details and f"on {label}" in details
-    assert [w.chat.sidebar.list.item(0).text()] == ["Hello"]
+    assert [w.chat.sidebar.chat_item(0).text()] == ["Hello"]
     assert w.model_status.text() == f"smollm2-135m-instruct on {label}"
     assert w.load_progress.fraction == 1.0 and w.loading.isHidden()  # llama.cpp's load progress reached the bar
     reply.copy()
@@ -107,7 +107,7 @@ def test_switching_chats_reuses_their_kv_state_and_a_restart_keeps_everything(qt
     assert send(qtbot, w, "What is two plus two?") == "done"
     second = w.chat.conversation_id
     assert w.chat.sidebar.ids() == [second, first]  # newest first
-    w.chat.sidebar.list.setCurrentRow(1)
+    w.chat.sidebar.list.setCurrentItem(w.chat.sidebar.chat_item(1))
     assert w.chat.conversation_id == first
     assert [(v.role, v.text) for v in w.chat.views()] == [(r, c) for r, c, _ in stored(w)]
     assert send(qtbot, w, "What is my name?") == "done"
@@ -115,7 +115,7 @@ def test_switching_chats_reuses_their_kv_state_and_a_restart_keeps_everything(qt
     assert stats["restored_tokens"] > 0 and stats["cached_tokens"] >= stats["restored_tokens"]
     before = {c: [(m.role, m.content, m.status) for m in w.store.messages(c)] for c in (first, second)}
     # rename, search
-    item = w.chat.sidebar.list.item(0)
+    item = w.chat.sidebar.chat_item(0)
     item.setText("About Ada")
     assert w.store.conversations()[0].title == "About Ada"
     w.chat.sidebar.search.setText("two plus")
@@ -126,8 +126,8 @@ def test_switching_chats_reuses_their_kv_state_and_a_restart_keeps_everything(qt
 
     again = make_window()
     assert again.chat.sidebar.ids() == [first, second]
-    assert again.chat.sidebar.list.item(0).text() == "About Ada"
-    again.chat.sidebar.list.setCurrentRow(0)
+    assert again.chat.sidebar.chat_item(0).text() == "About Ada"
+    again.chat.sidebar.list.setCurrentItem(again.chat.sidebar.chat_item(0))
     after = {c: [(m.role, m.content, m.status) for m in again.store.messages(c)] for c in (first, second)}
     assert after == before and len(again.chat.views()) == 4
     assert again.chat.views()[-1].figures.text()  # the figures came back too
@@ -471,7 +471,7 @@ def test_a_reply_cut_off_by_a_crash_is_shown_as_cut_off(qtbot, make_window, tmp_
                             cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert killed.returncode == -9
     w = make_window()
-    w.chat.sidebar.list.setCurrentRow(0)
+    w.chat.sidebar.list.setCurrentItem(w.chat.sidebar.chat_item(0))
     reply = w.chat.views()[-1]
     assert reply.text == "Once upon a" and reply.status == "cut_off" and "Cut off" in reply.note.text()
 
@@ -855,7 +855,7 @@ def test_the_sidebar_marks_the_chat_that_is_being_written(qtbot, make_window):
     w.chat.sidebar.refresh()
 
     def marked():
-        items = [w.chat.sidebar.list.item(i) for i in range(w.chat.sidebar.list.count())]
+        items = [w.chat.sidebar.chat_item(i) for i in range(len(w.chat.sidebar.ids()))]
         return {i.data(Qt.ItemDataRole.UserRole): not i.icon().isNull() for i in items}
 
     assert marked()[writing] and sum(marked().values()) == 1  # kept across a refresh of the list

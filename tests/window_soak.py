@@ -210,6 +210,37 @@ class Soak:
         item.setText(title)  # what the list's editor does when the user presses Enter
         return repr(title)
 
+    def act_continue(self) -> str:
+        views = [v for v in self._views("assistant") if v.continue_button.isVisible()]
+        if not views:
+            return "none"
+        views[-1].continue_button.click()
+        return ""
+
+    def act_pin(self) -> str:
+        item = self.chat.sidebar.list.currentItem()
+        if item is None:
+            return "none"
+        menu = self.chat.sidebar.menu_for(item)  # as the right-click menu's first action
+        actions = menu.actions()
+        if actions:
+            actions[0].trigger()
+        menu.deleteLater()
+        return actions[0].text() if actions else "a heading"
+
+    def act_chat_controls(self) -> str:
+        panel = self.chat.chat_settings
+        if not panel.isVisible():
+            return "hidden"
+        choice = self.rng.randrange(3)
+        if choice == 0:
+            panel.boxes["seed"].setValue(self.rng.choice([-1, 0, 7, 2 ** 31 - 1]))
+        elif choice == 1:
+            panel.stop.setPlainText(self.rng.choice(["", "###", "\\n\\n", "x" * 300, "\n".join("abcdefghij")]))
+        else:
+            panel.thinking.setChecked(not panel.thinking.isChecked())
+        return str(choice)
+
     def act_delete_chat(self) -> str:
         self.chat.sidebar.delete_button.click()  # confirm answers
         return ""
@@ -263,7 +294,7 @@ class Soak:
         "send": 12, "wait": 10, "stop": 4, "new_chat": 4, "open_chat": 8, "regenerate": 5, "edit": 4, "retry": 2, "cancel_edit": 1,
         "branch": 2, "delete_from": 2, "switch_version": 5, "search": 6, "rename": 2, "delete_chat": 2, "theme": 3,
         "switch_model": 2, "attach": 3, "remove_attachment": 2, "page": 4, "chat_settings": 3, "regenerate_last": 2,
-        "edit_last": 1,
+        "edit_last": 1, "pin": 2, "chat_controls": 2, "continue": 2,
     }
 
     # -- the checks -------------------------------------------------------------------------------

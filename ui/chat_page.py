@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
 
 from app.attachments import TEXT_SUFFIXES, AttachmentError, message_with_files
 from app.chat_images import ImageStore
-from app.conversations import LATEST, ConversationStore
+from app.conversations import LATEST, ConversationStore, StoredMessage
 from app.settings import ChatSettings, ModelDefaults, Settings
 from backends.events import Finished, GenerationRequest
 from backends.runtime import LanternError
@@ -75,6 +75,7 @@ class _Reply:
     saved_at: float = 0.0
     reasoning: str = ""
     model: str = ""
+    before: StoredMessage | None = None  # a continued reply as it was: put back if the continuation fails
 
 
 class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
@@ -347,6 +348,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         view.sig_branch_requested.connect(self.branch_from)
         view.sig_delete_requested.connect(self.delete_from)
         view.sig_retry_requested.connect(self.retry)
+        view.sig_continue_requested.connect(self.continue_reply)
         if role == "assistant" and (asked := next((v for v in reversed(self.views()) if v.role == "user"), None)):
             view.set_sources(asked.text)  # the searched files' parts it was given
         self.messages.insertWidget(self.messages.count() - 1, view)
@@ -374,6 +376,9 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             v.set_actions_enabled(not busy and (v.role == "user" or v is last_reply))
             v.set_variants_enabled(not busy)  # the branch on screen stays while a reply is written on it
             v.set_unanswered(None)
+            if v.role == "assistant":  # only the chat's last reply can be written on
+                v.continue_button.setVisible(v is views[-1] and not busy and v.status == "done"
+                                             and (v._stats or {}).get("finish") == "length")
         self.summary_button.setVisible(bool(views))  # an empty chat has nothing to summarize
         if views and views[-1].role == "user" and not busy:
             views[-1].set_unanswered(self._unanswered_why.get(views[-1].message_id, "This message has no reply."))
@@ -441,6 +446,15 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         if self.busy or reply is None or reply.parent is None:
             return
         self._start_reply(after=reply.parent)
+        self.follow()
+
+    def continue_reply(self, message_id: int) -> None:
+        """The last reply, cut at the length limit, written on from where it stopped."""
+        views, stored = self.views(), self._stored(message_id)
+        if self.busy or not views or views[-1].message_id != message_id or stored is None \
+                or stored.role != "assistant" or not stored.content:
+            return
+        self._start_reply(continuing=stored)
         self.follow()
 
     def retry(self, message_id: int) -> None:
@@ -546,8 +560,9 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
                 history.append(message)
         return history
 
-    def _start_reply(self, *, after: int | None = None) -> None:
-        """A reply at the end of the branch on screen, or after message `after` (a regenerate: a new branch)."""
+    def _start_reply(self, *, after: int | None = None, continuing: StoredMessage | None = None) -> None:
+        """A reply at the end of the branch on screen, or after message `after` (a regenerate: a new branch), or
+        more of the reply `continuing` (cut at the length limit), written on to its end."""
         settings = self.effective_settings()
         try:
             worker = self.models.worker or self.models.load(settings.model)
@@ -560,20 +575,27 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             self.sig_reply_done.emit("error")
             return
         options = {"stop": tuple(settings.stop), "template_options": settings.template_options(),
-                   **self.request_options}
+                   "continue_reply": continuing is not None, **self.request_options}
         request = GenerationRequest(messages=self._history(after), sampling=settings.sampling(),
                                     max_tokens=settings.max_tokens,
                                     drop_oldest_turns=settings.overflow == "drop_oldest",
                                     prompt_lookup=settings.prompt_lookup, priority=1,  # before the endpoint's
                                     **options)
-        reply = self.store.add(self.conversation_id, "assistant", "", status="streaming",
-                               parent=LATEST if after is None else after)
-        self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic(),
-                             model=self.models.name or settings.model)
-        if after is None:
-            self._add_view("assistant", "", reply.id, "streaming").set_model(self._reply.model)
+        model = self.models.name or settings.model
+        if continuing is not None:  # the same message grows; its figures are the continuation's
+            self.store.update(continuing.id, content=continuing.content, status="streaming")
+            self._reply = _Reply(self.conversation_id, continuing.id, continuing.content, time.monotonic(),
+                                 continuing.reasoning, model, before=continuing)
+            if (view := self._view_of(continuing.id)) is not None:
+                view.finish("streaming")
         else:
-            self._rebuild()
+            reply = self.store.add(self.conversation_id, "assistant", "", status="streaming",
+                                   parent=LATEST if after is None else after)
+            self._reply = _Reply(self.conversation_id, reply.id, saved_at=time.monotonic(), model=model)
+            if after is None:
+                self._add_view("assistant", "", reply.id, "streaming").set_model(model)
+            else:
+                self._rebuild()
         self.show_notice("" if self.models.state == "ready" else "Loading the model…")
         self.session.worker = worker
         self.session.send(request)
@@ -628,11 +650,15 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             message = f"{message} {self.models.error}"
         reply = self._reply
         shown = reply is not None and reply.conversation == self.conversation_id and self._view_of(reply.message_id)
+        if reply is not None and reply.before is not None and reply.text == reply.before.content:
+            self._end_reply("error", None, message, refused=message)  # the reply stays as it was
+            return
         self._end_reply("error", None, message)
         # once: in the reply where it happened when that is on screen, else above the input
         self.show_notice("" if shown else message)
 
-    def _end_reply(self, status: str, stats: dict | None, error: str | None) -> None:
+    def _end_reply(self, status: str, stats: dict | None, error: str | None, *, refused: str = "") -> None:
+        """`refused`: why a continuation wrote nothing (the reply is put back as it was, and that is said)."""
         reply, self._reply = self._reply, None
         self.reading.hide()
         self.sidebar.set_generating(None)
@@ -640,6 +666,9 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             return
         if self.notice.text() == STILL_WRITING:
             self.show_notice("")
+        if refused:
+            status, stats, error = reply.before.status, reply.before.stats, None
+            self.show_notice(f"Not continued: {refused}")
         self.store.update(reply.message_id, content=reply.text, status=status, stats=stats,
                           reasoning=reply.reasoning or None)
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):

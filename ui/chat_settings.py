@@ -15,6 +15,7 @@ DEFAULTS = "Defaults"  # the chat has no settings of its own: it follows the mod
 FIELDS = (("temperature", "Temperature", float, 0.0, 2.0, 0.05), ("top_p", "Top p", float, 0.01, 1.0, 0.01),
           ("top_k", "Top k", int, 0, 1000, 1), ("min_p", "Min p", float, 0.0, 0.99, 0.01),
           ("max_tokens", "Longest reply (tokens)", int, 1, 1 << 20, 64), ("seed", "Seed", int, -1, SEED_MAX, 1))
+FIELD_NAMES = {"stop": "Stop strings", "system_prompt": "System prompt", "seed": "Seed"}
 RANDOM_SEED = -1  # the seed box's "random" (None: a new seed for every reply)
 
 
@@ -85,15 +86,20 @@ class ChatSettingsPanel(QFrame):
         self.reset_button.clicked.connect(lambda: self.sig_changed.emit(None))
         self.save_button = QPushButton("Save as this model's defaults", self)
         self.save_button.setToolTip("New chats with this model start from these settings")
-        self.save_button.clicked.connect(lambda: self.sig_save_for_model.emit(self.values()))
+        self.save_button.clicked.connect(lambda: (v := self.checked_values()) and self.sig_save_for_model.emit(v))
         self.template_button = QPushButton("Model's chat template…", self)
         self.template_button.setToolTip("Use another chat template for this model (a fixed or simpler one)")
         self.template_button.clicked.connect(self.sig_template_requested)
+        self.problem = QLabel(self, wordWrap=True)
+        self.problem.setObjectName("message-note")
+        self.problem.setAccessibleName("Why the chat's settings were not saved")
+        self.problem.hide()
         title = QLabel("This chat's settings", self)
         title.setObjectName("speaker")
         layout = QVBoxLayout(self)
         layout.addWidget(title)
         layout.addLayout(form)
+        layout.addWidget(self.problem)
         layout.addWidget(self.reset_button)
         layout.addWidget(self.save_button)
         layout.addWidget(self.template_button)
@@ -142,11 +148,27 @@ class ChatSettingsPanel(QFrame):
                             overflow=self.overflow.currentData(), stop=self.stop.strings(),
                             thinking=self.thinking.isChecked(), reasoning_effort=self.effort.currentText(), **values)
 
+    def checked_values(self) -> ChatSettings | None:
+        """The form's values, or None with the reason shown under the form (a stop string too long...)."""
+        from pydantic import ValidationError
+
+        try:
+            values = self.values()
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = FIELD_NAMES.get(str(first["loc"][0]), str(first["loc"][0])) if first.get("loc") else "A value"
+            self.problem.setText(f"Not saved: {where}: {first['msg'].lower()}.")
+            self.problem.show()
+            return None
+        self.problem.hide()
+        return values
+
     def _changed(self) -> None:
         self._filling = True
         self.preset.setCurrentText(CUSTOM)  # a changed value is no longer the preset
         self._filling = False
-        self.sig_changed.emit(self.values())
+        if (values := self.checked_values()) is not None:
+            self.sig_changed.emit(values)
 
     def _preset_chosen(self, _index: int) -> None:
         if self.preset.currentText() == DEFAULTS:
@@ -164,4 +186,5 @@ class ChatSettingsPanel(QFrame):
                     self.boxes[name].setValue(value)
         finally:
             self._filling = False
-        self.sig_changed.emit(self.values())
+        if (values := self.checked_values()) is not None:
+            self.sig_changed.emit(values)

@@ -1,5 +1,8 @@
-"""The sidebar: conversations newest first, with new, rename (F2 or double-click), delete and search."""
+"""The sidebar: conversations under Pinned, Today, Yesterday..., with new, rename (F2 or double-click), pin, delete
+and search."""
 from __future__ import annotations
+
+import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QPainter, QPalette, QPixmap
@@ -9,7 +12,22 @@ from PySide6.QtWidgets import (QHBoxLayout, QLineEdit, QListWidget, QListWidgetI
 from app.conversations import ConversationStore
 from ui import dialogs
 from ui.chat_files import ChatFiles
-from ui.icons import set_icon
+from ui.icons import icon, set_icon
+
+CHAT = Qt.ItemDataRole.UserRole  # a chat row's id; a date heading has none
+PINNED = Qt.ItemDataRole.UserRole + 1
+
+
+def date_group(updated: float, now: float) -> str:
+    """The heading a chat last written to at `updated` goes under (local calendar days)."""
+    from datetime import datetime
+
+    days = (datetime.fromtimestamp(now).date() - datetime.fromtimestamp(updated).date()).days
+    if days <= 0:
+        return "Today"
+    if days == 1:
+        return "Yesterday"
+    return "Previous 7 days" if days < 7 else "Previous 30 days" if days < 30 else "Older"
 
 
 class ConversationList(QWidget):
@@ -44,7 +62,8 @@ class ConversationList(QWidget):
         self.rename_button = QPushButton("Rename", self)
         self.rename_button.setAccessibleName("Rename chat")
         set_icon(self.rename_button, "rename")
-        self.rename_button.clicked.connect(lambda: self.list.currentItem() and self.list.editItem(self.list.currentItem()))
+        self.rename_button.clicked.connect(lambda: self.current_id() is not None and
+                                           self.list.editItem(self.list.currentItem()))
         self.delete_button = QPushButton("Delete", self)
         self.delete_button.setAccessibleName("Delete chat")
         set_icon(self.delete_button, "trash")
@@ -75,19 +94,30 @@ class ConversationList(QWidget):
 
     def current_id(self) -> int | None:
         item = self.list.currentItem()
-        return item.data(Qt.ItemDataRole.UserRole) if item else None
+        return item.data(CHAT) if item else None
 
     def ids(self) -> list[int]:
-        return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
+        return [i for i in (self.list.item(r).data(CHAT) for r in range(self.list.count())) if i is not None]
+
+    def chat_item(self, n: int) -> QListWidgetItem | None:
+        """The `n`th chat's row (date headings not counted)."""
+        rows = [self.list.item(r) for r in range(self.list.count()) if self.list.item(r).data(CHAT) is not None]
+        return rows[n] if 0 <= n < len(rows) else None
 
     def refresh(self, select: int | None = None) -> None:
         """Reload from the store (newest first, filtered by the search text) and select `select` if listed."""
         self._filling = True
         try:
             self.list.clear()
+            heading, now = None, time.time()
             for c in self.store.conversations(self.search.text().strip()):
+                group = "Pinned" if c.pinned else date_group(c.updated, now)
+                if group != heading:
+                    heading = group
+                    self.list.addItem(self._heading(group))
                 item = QListWidgetItem(c.title)
-                item.setData(Qt.ItemDataRole.UserRole, c.id)
+                item.setData(CHAT, c.id)
+                item.setData(PINNED, c.pinned)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
                 self._mark(item, c.id == self.generating)
                 self.list.addItem(item)
@@ -96,6 +126,20 @@ class ConversationList(QWidget):
         finally:
             self._filling = False
 
+    def _heading(self, text: str) -> QListWidgetItem:
+        item = QListWidgetItem(text.upper())
+        item.setFlags(Qt.ItemFlag.NoItemFlags)  # not chosen, edited or reached by the arrow keys
+        font = item.font()
+        font.setPointSizeF(font.pointSizeF() * 0.8)
+        font.setBold(True)
+        item.setFont(font)
+        item.setData(Qt.ItemDataRole.AccessibleTextRole, text)
+        return item
+
+    def set_pinned(self, conversation: int, pinned: bool) -> None:
+        self.store.set_pinned(conversation, pinned)
+        self.refresh(self.current_id())
+
     def set_generating(self, conversation: int | None) -> None:
         """Mark the chat whose reply is being written (None: none is)."""
         self.generating = conversation
@@ -103,12 +147,13 @@ class ConversationList(QWidget):
         try:
             for i in range(self.list.count()):
                 item = self.list.item(i)
-                self._mark(item, item.data(Qt.ItemDataRole.UserRole) == conversation)
+                if item.data(CHAT) is not None:
+                    self._mark(item, item.data(CHAT) == conversation)
         finally:
             self._filling = False
 
     def _mark(self, item: QListWidgetItem, writing: bool) -> None:
-        item.setIcon(self._dot() if writing else QIcon())
+        item.setIcon(self._dot() if writing else icon("pin") if item.data(PINNED) else QIcon())
         item.setToolTip("Writing a reply…" if writing else item.text())
 
     def _dot(self) -> QIcon:
@@ -124,8 +169,11 @@ class ConversationList(QWidget):
 
     def menu_for(self, item: QListWidgetItem) -> QMenu:
         """A chat's right-click menu: rename, export, delete."""
-        conversation, title = item.data(Qt.ItemDataRole.UserRole), item.text()
+        conversation, title, pinned = item.data(CHAT), item.text(), bool(item.data(PINNED))
         menu = QMenu(self)
+        if conversation is None:  # a date heading
+            return menu
+        menu.addAction("Unpin" if pinned else "Pin to the top", lambda: self.set_pinned(conversation, not pinned))
         # by the chat's id, not the item: the list may be refilled (a search, a reply's mark) while the menu is open
         menu.addAction("Rename", lambda: (found := self._item_of(conversation)) and self.list.editItem(found))
         menu.addAction("Export as Markdown…", lambda: self.files.export_chat(conversation, "markdown", title))
@@ -137,18 +185,18 @@ class ConversationList(QWidget):
 
     def _item_of(self, conversation: int) -> QListWidgetItem | None:
         return next((self.list.item(i) for i in range(self.list.count())
-                     if self.list.item(i).data(Qt.ItemDataRole.UserRole) == conversation), None)
+                     if self.list.item(i).data(CHAT) == conversation), None)
 
     def _chosen(self, item: QListWidgetItem | None, _previous) -> None:
-        if item is not None and not self._filling:
-            self.sig_conversation_chosen.emit(item.data(Qt.ItemDataRole.UserRole))
+        if item is not None and not self._filling and item.data(CHAT) is not None:
+            self.sig_conversation_chosen.emit(item.data(CHAT))
 
     def _renamed(self, item: QListWidgetItem) -> None:
         if self._filling:
             return
         title = item.text().strip()
         if title:
-            self.store.rename(item.data(Qt.ItemDataRole.UserRole), title)
+            self.store.rename(item.data(CHAT), title)
         else:  # an empty title is not a title: put the old one back (after this signal: refresh deletes the item)
             QTimer.singleShot(0, self, lambda: self.refresh(self.current_id()))
 
@@ -163,8 +211,9 @@ class ConversationList(QWidget):
 
     def _delete_clicked(self) -> None:
         item = self.list.currentItem()
-        if item is not None and dialogs.confirm(self, "Delete chat", f"Delete “{item.text()}” and all its messages?"):
-            self.delete(item.data(Qt.ItemDataRole.UserRole))
+        if item is not None and item.data(CHAT) is not None and \
+                dialogs.confirm(self, "Delete chat", f"Delete “{item.text()}” and all its messages?"):
+            self.delete(item.data(CHAT))
 
     def delete(self, conversation: int) -> None:
         self.store.delete(conversation)

@@ -107,6 +107,7 @@ class MessageView(QFrame):
     sig_branch_requested = Signal(int)  # continue from this reply on a new branch
     sig_delete_requested = Signal(int)  # delete this message and what follows it
     sig_retry_requested = Signal(int)  # a reply to this message, which has none
+    sig_continue_requested = Signal(int)  # this reply, cut at the length limit, written on
 
     def __init__(self, role: str, text: str, *, message_id: int, status: str = "done", stats: dict | None = None,
                  created: float | None = None, parent=None):
@@ -209,6 +210,9 @@ class MessageView(QFrame):
         else:
             self.regenerate_button = self._button(row, "Regenerate", "regenerate", "Write this reply again",
                                                   lambda: self.sig_regenerate_requested.emit(self.message_id))
+            self.continue_button = self._button(row, "Continue", "send", "Write on from where the length limit "
+                                                "cut this reply", lambda: self.sig_continue_requested.emit(self.message_id))
+            self.continue_button.hide()
         # ‹ 2/3 ›: the other replies written in this one's place, or the other versions of an edited message
         self.previous_variant = self._button(row, "‹", "", "Show the previous version",
                                              lambda: self.sig_variant_requested.emit(self.message_id, -1))
@@ -313,9 +317,12 @@ class MessageView(QFrame):
         if self._reasoning:
             self._label_reasoning()
         note = error or STATUS_NOTES.get(status, "")
-        if not note and (stats or {}).get("finish") == "length":
+        cut = not note and (stats or {}).get("finish") == "length"
+        if cut:
             note = (f"Cut at the length limit ({stats.get('completion_tokens', 0)} tokens: Max tokens in Settings or "
-                    "this chat's settings).")
+                    "this chat's settings). Continue writes on.")
+        if self.role != "user":
+            self.continue_button.setVisible(cut)
         self.note.setText(note)
         self.note.setVisible(bool(note))
         self.figures.setText(figures_text(stats))

@@ -1,13 +1,15 @@
-"""The endpoint: start and stop it, where it listens, its key, and a live log of its requests."""
+"""The endpoint: start and stop it, where it listens (this computer or the local network, with a key), code to call
+it, and a live log of its requests."""
 from __future__ import annotations
 
 import time
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication
-from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSpinBox,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QFontDatabase, QGuiApplication
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPlainTextEdit, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
 
 from app.model_host import ModelHost
 from app.settings import SettingsFile
@@ -47,6 +49,7 @@ def log_row(entry: dict) -> list[str]:
 
 class ServerPage(QWidget):
     _sig_finished = Signal(object)  # from the server's thread
+    _sig_model_changed = Signal()  # from whichever thread switched the model
 
     def __init__(self, host: ModelHost, settings: SettingsFile, model_names: Callable[[], list[str]], parent=None):
         super().__init__(parent)
@@ -65,10 +68,22 @@ class ServerPage(QWidget):
         self.key.setEchoMode(QLineEdit.EchoMode.PasswordEchoOnEdit)
         self.key.setPlaceholderText("none (needed beyond this computer)")
         self.key.setAccessibleName("API key")
+        self.lan = QCheckBox("Share on the local network")
+        self.lan.setToolTip("Other computers on your network can use the model; they need the API key (one is made "
+                            "when there is none)")
+        self.lan.setChecked(s.server_host in ("0.0.0.0", "::"))
+        self.lan.toggled.connect(self._share_on_lan)
+        self.copy_key = QPushButton("Copy key")
+        self.copy_key.setAccessibleName("Copy the API key")
+        self.copy_key.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.key.text().strip()))
+        key_row = QHBoxLayout()
+        key_row.addWidget(self.key, 1)
+        key_row.addWidget(self.copy_key)
         form = QFormLayout()
+        form.addRow("", self.lan)
         form.addRow("Address", self.address)
         form.addRow("Port", self.port)
-        form.addRow("API key", self.key)
+        form.addRow("API key", key_row)
         self.toggle = QPushButton("Start the server")
         self.toggle.setAccessibleName("Start or stop the server")
         self.toggle.clicked.connect(lambda: self.stop() if self.state == "running" else self.start())
@@ -95,18 +110,76 @@ class ServerPage(QWidget):
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
         header.resizeSection(2, 200)
         header.setStretchLastSection(True)
+        self.language = QComboBox()
+        self.language.setAccessibleName("Code language")
+        from app.server.snippets import LANGUAGES
+
+        self.language.addItems(LANGUAGES)
+        self.language.currentTextChanged.connect(self.show_snippet)
+        self.code = QPlainTextEdit(readOnly=True)
+        self.code.setAccessibleName("Code that calls the endpoint")
+        self.code.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.code.setMaximumHeight(self.code.fontMetrics().lineSpacing() * 12 + 16)
+        self.copy_code = QPushButton("Copy code")
+        self.copy_code.setAccessibleName("Copy the code")
+        self.copy_code.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.code.toPlainText()))
+        code_row = QHBoxLayout()
+        code_row.addWidget(QLabel("Call it from"))
+        code_row.addWidget(self.language)
+        code_row.addStretch(1)
+        code_row.addWidget(self.copy_code)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("An OpenAI-compatible endpoint for your other apps, on the model loaded here."))
         layout.addLayout(form)
         layout.addWidget(self.toggle)
         layout.addLayout(url_row)
+        layout.addLayout(code_row)
+        layout.addWidget(self.code)
         layout.addWidget(QLabel("Requests"))
         layout.addWidget(self.log, 1)
         self._sig_finished.connect(self._logged)
+        host.subscribe(self._model_switched)  # the snippet names the loaded model
+        self._sig_model_changed.connect(self.show_snippet)
+        for changed in (self.address.textChanged, self.port.valueChanged, self.key.textChanged):
+            changed.connect(self.show_snippet)
+        self.show_snippet()
 
     @property
     def base_url(self) -> str | None:
         return self.server.base_url if self.server is not None and self.state == "running" else None
+
+    def reach_url(self) -> str:
+        """Where a client calls: the running server's address (this machine's on the network when it listens on
+        every address), else the address the form would start it on."""
+        from app.server.snippets import lan_address
+
+        host = self.address.text().strip() or "127.0.0.1"
+        port = self.server.port if self.server is not None and self.state == "running" else self.port.value() or 8000
+        if host in ("0.0.0.0", "::"):
+            host = lan_address() or "127.0.0.1"
+        return f"http://{host if ':' not in host else f'[{host}]'}:{port}/v1"
+
+    def _model_switched(self, *_) -> None:  # any thread
+        import shiboken6
+
+        if shiboken6.isValid(self):
+            self._sig_model_changed.emit()
+
+    def show_snippet(self, *_) -> None:
+        from app.server.snippets import snippet
+
+        model = self.host.name or self.settings.current.model
+        self.code.setPlainText(snippet(self.language.currentText(), base_url=self.reach_url(), model=model,
+                                       key=self.key.text().strip() or None))
+
+    def _share_on_lan(self, on: bool) -> None:
+        """Every address with a key (made here when there is none), or this computer only."""
+        import secrets
+
+        self.address.setText("0.0.0.0" if on else "127.0.0.1")
+        if on and not self.key.text().strip():
+            self.key.setText(f"lantern-{secrets.token_urlsafe(18)}")
+        self.show_snippet()
 
     def start(self) -> None:
         if self.state in ("starting", "running"):
@@ -138,7 +211,9 @@ class ServerPage(QWidget):
 
     def _started(self, server) -> None:
         self.server = server
-        self._set_state("running", server.base_url)
+        shared = server.settings.host in ("0.0.0.0", "::")
+        self._set_state("running", f"{server.base_url}  ·  on your network: {self.reach_url()} (with the API key)"
+                        if shared else server.base_url)
 
     def stop(self) -> None:
         server, self.server = self.server, None
@@ -162,8 +237,9 @@ class ServerPage(QWidget):
         self.copy_url.setEnabled(state == "running")
         self.toggle.setText("Stop the server" if state == "running" else "Start the server")
         self.toggle.setEnabled(state in ("running", "stopped", "failed"))
-        for w in (self.address, self.port, self.key):
+        for w in (self.address, self.port, self.key, self.lan):
             w.setEnabled(state in ("stopped", "failed"))
+        self.show_snippet()
 
     def _logged(self, entry: dict) -> None:
         at_end = self.log.verticalScrollBar().value() >= self.log.verticalScrollBar().maximum() - 2
