@@ -184,6 +184,7 @@ class FileInMessage:
     lines: int
     excerpts: str = ""  # "4 of 612": a searched file's excerpts, of its parts
     places: tuple[str, ...] = ()  # where the excerpts come from: "page 34", "lines 120–161"
+    text: str = ""  # what the model was given of it (the whole text, or the excerpts), as sent
 
 
 _IMAGE_TAG = re.compile(r'<image sha256="([0-9a-f]{64})" name="([^"\n]*)"/>\n')  # app/chat_images.py
@@ -199,7 +200,7 @@ def split_files(message: str) -> tuple[list[FileInMessage], str]:
         body = m.group(3)
         places = tuple(dict.fromkeys(_PLACE.findall(body))) if m.group(2) else ()
         files.append(FileInMessage(html.unescape(m.group(1)), body.rstrip("\n").count("\n") + 1, m.group(2) or "",
-                                   places))
+                                   places, body.replace("<\\/document>", "</document>")))
         at = m.end()
     return files, message[at:]
 

@@ -70,3 +70,14 @@ def layers_fit(hw: Hardware, model: ModelInfo, layers: int, *, n_ctx: int, kv_ty
     said = (f"{layers} of {total} layers on the GPU: {on_gpu / GiB:.1f} GiB of the {gpu.free_bytes / GiB:.1f} GiB "
             f"free on {gpu.name}, {in_ram}")
     return said + (" — more than fits: the load will fail or be slow" if on_gpu > room else "")
+
+
+def fit_and_speed(hw: Hardware, model: ModelInfo, *, n_ctx: int) -> str:
+    """"fits on the GPU · ~85 tokens/s": a local model's fit and its estimated writing speed, for the model picker
+    (its file size stands for the bytes read per token: a local file does not say its active parameters)."""
+    from models.speed import estimate_tokens_per_s
+
+    fit = check_fit(hw, model, n_ctx=n_ctx)
+    speed = estimate_tokens_per_s(hw, size_bytes=model.size_bytes, params_b=0, active_b=0, verdict=fit.verdict,
+                                  n_gpu_layers=fit.n_gpu_layers, n_layers=model.n_layers)
+    return f"{fit.badge} · ~{speed:.0f} tokens/s" if speed >= 1 else fit.badge

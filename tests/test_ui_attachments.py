@@ -43,6 +43,16 @@ def test_attached_files_reach_the_model_and_bad_ones_send_nothing(qtbot, make_wi
     assert w.chat.attachments.chips() == [] and w.chat.attachments.isHidden()
     bubble = w.chat.views()[-2].body.toPlainText()  # the files as a line each, then the question
     assert bubble.startswith("Attached: notes.md · 1 line\nAttached: log.pdf · 5 lines") and bubble.endswith("Where does it stand?")
+    from PySide6.QtCore import QUrl as Url
+
+    view = w.chat.views()[-2]
+    assert 'href="lantern-file:0"' in view.body.toHtml()  # each file line opens the file
+    view.body.anchorClicked.emit(Url("lantern-file:1"))
+    assert view.viewer.isVisible() and view.viewer.windowTitle() == "log.pdf"
+    assert view.viewer.text.toPlainText() == "[page 1]\nFog at dawn\n\n[page 2]\nClear at noon"
+    view.viewer.close()
+    view.body.anchorClicked.emit(Url("lantern-file:7"))  # no such file: nothing opens
+    assert not view.viewer.isVisible()
     assert "Eddystone" not in bubble and w.chat.views()[-2].text == content  # Copy gives it all
 
     n = len(stored(w))

@@ -185,3 +185,26 @@ def test_pinned_chats_stay_on_top_under_dated_headings(qtbot, make_window):
     now = time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
     assert [date_group(now - d * 86400, now) for d in (0, 1, 3, 10, 60)] == \
         ["Today", "Yesterday", "Previous 7 days", "Previous 30 days", "Older"]
+
+
+def test_the_model_picker_opens_a_searchable_list_with_fit_and_speed(qtbot, make_window):
+    from PySide6.QtCore import Qt
+
+    w = make_window()
+    qtbot.waitUntil(lambda: w.models_page.hardware is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: "smollm2-135m-instruct" in w.picker.fits, timeout=30_000)
+    assert "tokens/s" in w.picker.fits["smollm2-135m-instruct"] or "too big" in w.picker.fits["smollm2-135m-instruct"]
+    w.picker.showPopup()
+    menu = w.picker.menu
+    assert menu.isVisible() and menu.search.hasFocus()
+    assert menu.names() == [w.picker.itemText(i) for i in range(w.picker.count())]
+    assert "gemma3-270m" in menu.names()
+    qtbot.keyClicks(menu.search, "gemma")
+    assert menu.names() == ["gemma3-270m"]
+    qtbot.keyClicks(menu.search, " nothing-like-this")
+    assert menu.names() == [] and menu.empty.isVisible()
+    menu.search.setText("smol q4_1")  # the details are searched too
+    assert menu.names() == ["smollm2-135m-instruct"]
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        qtbot.keyClick(menu.search, Qt.Key.Key_Return)  # picks the first match: it loads
+    assert not menu.isVisible() and w.models.name == "smollm2-135m-instruct"

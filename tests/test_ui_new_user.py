@@ -209,3 +209,45 @@ def test_only_a_reply_can_be_continued():
         [("<s>hi</s><a>", False), ("so", True)]
     with pytest.raises(InvalidRequestError, match="rewrites replies"):
         continued_parts([Message("user", "hi"), Message("assistant", "SO")], trimmed)
+
+
+def test_a_reply_stopped_while_it_waits_for_the_model_ends_and_is_not_left_writing(qtbot, make_window):
+    """Found by the soak: a reply cancelled in the engine's queue got no end event, and stayed "streaming"."""
+    import threading
+
+    w = make_window(max_tokens=8, slots=1)  # one conversation at a time: the engine's own queue (backends/worker.py)
+    assert send(qtbot, w, "Hi.") == "done"
+    gate = threading.Event()
+    w.models.worker.call(lambda _e: gate.wait(60))  # the engine is busy: the next reply waits in its queue
+    w.chat.input.setPlainText("Tell me more.")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT) as done:
+        w.chat.send_button.click()
+        w.chat.stop()  # before the model began it
+        gate.set()
+    assert done.args[0] == "stopped" and not w.chat.busy
+    assert [m.status for m in w.store.messages(w.chat.conversation_id)][-1] == "stopped"
+    # a continuation stopped the same way is put back as it was
+    w.chat.request_options = {"ignore_eos": True}
+    assert send(qtbot, w, "Go on.") == "done"
+    w.chat.request_options = {}
+    before = w.store.messages(w.chat.conversation_id)[-1]
+    assert before.stats["finish"] == "length"
+    gate.clear()
+    w.models.worker.call(lambda _e: gate.wait(60))
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
+        w.chat.continue_reply(before.id)
+        w.chat.stop()
+        gate.set()
+    after = w.store.messages(w.chat.conversation_id)[-1]
+    assert (after.content, after.status, after.stats) == (before.content, before.status, before.stats)
+    assert w.chat.notice.text() == "Not continued: stopped before it began"
+
+
+def test_the_welcome_keeps_its_height_in_a_small_window(qtbot, make_window):
+    w = make_window(first_start=True)
+    qtbot.waitUntil(lambda: w.welcome.suggested != [] or "No catalog model" in w.welcome.checking.text(),
+                    timeout=30_000)
+    w.resize(900, 560)
+    qtbot.wait(100)  # laid out
+    assert w.welcome.isVisible() and w.welcome.height() >= w.welcome.sizeHint().height()
+    assert w.welcome.starter_button.geometry().bottom() < w.welcome.height()  # nothing cut off

@@ -58,6 +58,8 @@ class Soak:
                                  store=ConversationStore(root / "data" / "conversations.sqlite3"),
                                  make_hub_client=lambda: None)
         self.window.show()
+        if os.environ.get("LANTERN_SOAK_TRACE"):  # each reply's start and end, by message id
+            self._trace(self.window.chat)
         self.sent: set[int] = set()  # user messages sent through the window
 
     @staticmethod
@@ -86,6 +88,20 @@ class Soak:
 
     def _views(self, role: str | None = None):
         return [v for v in self.chat.views() if role is None or v.role == role]
+
+    @staticmethod
+    def _trace(chat) -> None:
+        start, end = chat._start_reply, chat._end_reply
+
+        def started(**kw):
+            start(**kw)
+            print(f"  [reply {chat._reply.message_id if chat._reply else None} started {kw}]", flush=True)
+
+        def ended(*a, **kw):
+            print(f"  [reply {chat._reply.message_id if chat._reply else None} ends {a[0]}]", flush=True)
+            end(*a, **kw)
+
+        chat._start_reply, chat._end_reply = started, ended
 
     def act_send(self) -> str:
         text = self.rng.choice(["Hi.", "Name a colour.", "What is 2 + 2?", "Tell me about Paris.",

@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QTextCursor
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
+                               QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from app.attachments import TEXT_SUFFIXES, AttachmentError, message_with_files
 from app.chat_images import ImageStore
@@ -31,7 +31,7 @@ from ui.empty_state import EmptyState
 from ui.icons import set_icon
 from ui.message_view import MessageView
 from ui.model_controller import ModelController
-from ui.theme import chat_style
+from ui.theme import SPACE, chat_style
 
 STILL_WRITING = "A reply is still being written: stop it first."
 SAVE_EVERY_S = 0.5  # a streaming reply is saved this often, so a crash loses at most this much of it
@@ -101,6 +101,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.session.sig_reasoning_received.connect(self._on_reasoning)
         self.session.sig_reply_finished.connect(self._on_finished)
         self.session.sig_reply_failed.connect(self._on_failed)
+        self.session.sig_reply_dropped.connect(self._on_dropped)
         self.session.sig_prompt_read.connect(self._on_prompt_read)
 
         self.sidebar = ConversationList(store, self)
@@ -140,6 +141,8 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         centre.setContentsMargins(0, 0, 0, 0)
         centre.addWidget(self.column)  # a widget's maximum width and the layout's centring keep it in the middle
         self.scroll = QScrollArea(self)
+        self.scroll.setObjectName("chat-scroll")
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(holder)
         self.scroll.setAccessibleName("Messages")
@@ -155,7 +158,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.input = MessageInput(self)
         self.input.setPlaceholderText("Write a message (Enter sends, Shift+Enter for a new line)")
         self.input.setAccessibleName("Message")
-        self.input.setFixedHeight(self.input.fontMetrics().lineSpacing() * 4 + 12)
+        self.input.setFixedHeight(self.input.fontMetrics().lineSpacing() * 3 + 12)
         self.input.sig_send_requested.connect(self.send)
         self.meter = ContextMeter(self)
         self.attachments = AttachmentBar(self)
@@ -164,14 +167,13 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.attachments.sig_forgotten.connect(self._forget_file)
         self.input.sig_files_given.connect(self.attach)
         self.input.sig_image_pasted.connect(self._attach_pasted)
-        self.attach_button = QPushButton("Attach", self)
-        self.attach_button.setAccessibleName("Attach files")
-        self.attach_button.setToolTip("Text, Markdown, code, CSV, JSON, HTML, PDF or Word files (or drop them on the "
-                                      "message box)")
+        # the composer: attach, image and this chat's settings on its left, Stop and Send on its right
+        self.attach_button = _composer_button(self, "Attach", "attach", "Attach files")
+        self.attach_button.setToolTip("Attach text, Markdown, code, CSV, JSON, HTML, PDF or Word files (or drop them "
+                                      "on the message box)")
         self.attach_button.clicked.connect(self._attach_clicked)
-        self.image_button = QPushButton("Image", self)
-        self.image_button.setAccessibleName("Attach an image")
-        self.image_button.setToolTip("Which models can see images")
+        self.image_button = _composer_button(self, "Image", "image", "Attach an image")
+        self.image_button.setToolTip("Attach an image (for models that see)")
         self.image_button.clicked.connect(self._image_clicked)
         self.summarizer = ChatSummarizer(self)
         self.summarizer.sig_summarized.connect(self._start_from_summary)
@@ -183,13 +185,13 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.summary_button.clicked.connect(self.summarize)
         self.input.textChanged.connect(self.count_context)
         self.input.setTabChangesFocus(True)  # Tab reaches Send, Stop and the messages' actions
-        self.send_button = QPushButton("Send", self)
-        self.send_button.setAccessibleName("Send")
-        set_icon(self.send_button, "send")
+        self.send_button = _composer_button(self, "Send", "send", "Send")
+        self.send_button.setObjectName("send")
+        self.send_button.setToolTip("Send (Enter)")
+        set_icon(self.send_button, "send", "accent_text")
         self.send_button.clicked.connect(self.send)
-        self.stop_button = QPushButton("Stop", self)
-        set_icon(self.stop_button, "stop")
-        self.stop_button.setAccessibleName("Stop the reply")
+        self.stop_button = _composer_button(self, "Stop", "stop", "Stop the reply")
+        self.stop_button.setToolTip("Stop the reply")
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.setEnabled(False)
         self.chat_settings = ChatSettingsPanel(self)
@@ -197,31 +199,49 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.chat_settings.sig_changed.connect(self._own_settings_changed)
         self.chat_settings.sig_save_for_model.connect(self._save_for_model)
         self.chat_settings.sig_template_requested.connect(self.edit_template)
-        self.settings_button = QPushButton("Chat settings", self, checkable=True)
+        self.settings_button = QToolButton(self, checkable=True)
+        self.settings_button.setText("Chat settings")
         self.settings_button.setAccessibleName("This chat's settings")
         self.settings_button.setToolTip("A preset, the system prompt and sampling for this chat only")
+        set_icon(self.settings_button, "settings")
+        self.settings_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.settings_button.toggled.connect(self._toggle_chat_settings)
-        row = QHBoxLayout()
-        row.addWidget(self.input, 1)
-        buttons = QVBoxLayout()
-        buttons.addWidget(self.send_button)
-        buttons.addWidget(self.stop_button)
-        buttons.addWidget(self.attach_button)
-        buttons.addWidget(self.image_button)
-        buttons.addWidget(self.settings_button)
-        row.addLayout(buttons)
+        self.composer = QFrame(self)
+        self.composer.setObjectName("composer")
+        tools = QHBoxLayout()
+        tools.setSpacing(SPACE["xs"])
+        for button in (self.attach_button, self.image_button, self.settings_button):
+            tools.addWidget(button)
+        tools.addStretch(1)
+        tools.addWidget(self.stop_button)
+        tools.addWidget(self.send_button)
+        inside = QVBoxLayout(self.composer)
+        inside.setContentsMargins(SPACE["s"], SPACE["s"], SPACE["s"], SPACE["s"])
+        inside.setSpacing(SPACE["xs"])
+        inside.addWidget(self.attachments)
+        inside.addWidget(self.input)
+        inside.addLayout(tools)
         right = QWidget(self)
         col = QVBoxLayout(right)
+        col.setContentsMargins(0, 0, 0, SPACE["s"])
         col.addLayout(self.banner)
         col.addWidget(self.scroll, 1)
         col.addWidget(self.reading)
         col.addWidget(self.notice)
-        col.addWidget(self.attachments)
-        col.addLayout(row)
-        meter_row = QHBoxLayout()
+        meter_row = QHBoxLayout()  # under the composer: how full the context is
+        meter_row.setContentsMargins(SPACE["xs"], 0, SPACE["xs"], 0)
         meter_row.addWidget(self.meter, 1)
         meter_row.addWidget(self.summary_button)
-        col.addLayout(meter_row)
+        bottom = QWidget(self)  # as wide as the messages' column, in the middle
+        bottom.setMaximumWidth(860)
+        under = QVBoxLayout(bottom)
+        under.setContentsMargins(SPACE["l"], 0, SPACE["l"], 0)
+        under.setSpacing(SPACE["xs"])
+        under.addWidget(self.composer)
+        under.addLayout(meter_row)
+        centred = QHBoxLayout()
+        centred.addWidget(bottom)
+        col.addLayout(centred)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(right)
@@ -370,6 +390,8 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
     def _update_actions(self) -> None:
         busy = self.busy
         self.stop_button.setEnabled(busy)
+        self.stop_button.setVisible(busy)  # one button in Send's place while a reply is written
+        self.send_button.setVisible(not busy)
         views = self.views()
         last_reply = next((v for v in reversed(views) if v.role == "assistant"), None)
         for v in views:
@@ -657,6 +679,10 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         # once: in the reply where it happened when that is on screen, else above the input
         self.show_notice("" if shown else message)
 
+    def _on_dropped(self) -> None:
+        """Stopped before the model began it: kept as stopped (a continuation is put back: _end_reply)."""
+        self._end_reply("stopped", None, None)
+
     def _end_reply(self, status: str, stats: dict | None, error: str | None, *, refused: str = "") -> None:
         """`refused`: why a continuation wrote nothing (the reply is put back as it was, and that is said)."""
         reply, self._reply = self._reply, None
@@ -666,9 +692,10 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
             return
         if self.notice.text() == STILL_WRITING:
             self.show_notice("")
-        if refused:
+        if reply.before is not None and reply.text == reply.before.content and status in ("stopped", "error"):
+            # a continuation that wrote nothing: the reply stays as it was (its Continue too), and that is said
             status, stats, error = reply.before.status, reply.before.stats, None
-            self.show_notice(f"Not continued: {refused}")
+            self.show_notice(f"Not continued: {refused or 'stopped before it began'}")
         self.store.update(reply.message_id, content=reply.text, status=status, stats=stats,
                           reasoning=reply.reasoning or None)
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
@@ -681,3 +708,16 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
 def _title(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= 48 else line[:47].rstrip() + "…"
+
+
+def _composer_button(parent, text: str, icon_name: str, accessible: str) -> QToolButton:
+    """An icon button inside the composer (its text is for screen readers and tests)."""
+    button = QToolButton(parent)
+    button.setText(text)
+    button.setAccessibleName(accessible)
+    button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+    button.setIconSize(QSize(18, 18))
+    button.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+    set_icon(button, icon_name)
+    return button
+

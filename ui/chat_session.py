@@ -45,6 +45,7 @@ class ChatSession(QObject):
     sig_reply_finished = Signal(object)  # backends.events.Finished
     sig_reply_failed = Signal(str)  # a request the engine refused (bad input, context overflow...)
     sig_prompt_read = Signal(int, int)  # tokens of the prompt read so far, of how many (long prompts)
+    sig_reply_dropped = Signal()  # stopped while it waited for the model: it never began (no figures)
 
     def __init__(self, worker: EngineWorker | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -116,3 +117,5 @@ class ChatSession(QObject):
                 self.sig_reply_finished.emit(end)
             elif isinstance(end, BaseException):
                 self.sig_reply_failed.emit(str(end))
+            else:  # cancelled in the engine's queue: the engine ends it with no event (backends/worker.py)
+                self.sig_reply_dropped.emit()

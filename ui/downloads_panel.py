@@ -29,7 +29,7 @@ class DownloadRow(QWidget):
         text = QVBoxLayout()
         self.label = QLabel(title)
         self.detail = QLabel("", wordWrap=True)
-        self.detail.setStyleSheet("color: gray")
+        self.detail.setObjectName("download-detail")
         text.addWidget(self.label)
         text.addWidget(self.detail)
         self.bar = QProgressBar(self)
@@ -61,8 +61,11 @@ class DownloadRow(QWidget):
     def start(self) -> None:
         if self.state == "downloading":
             return
+        from ui.theme import set_role
+
         self.state = "downloading"
         self.detail.setText("Starting…")
+        set_role(self.detail, "download-detail")
         self.cancel_button.setVisible(True)
         self.resume_button.setVisible(False)
         self.dismiss_button.setVisible(False)
@@ -104,8 +107,11 @@ class DownloadRow(QWidget):
             self.sig_finished.emit(model)
 
     def _stopped(self, state: str, text: str) -> None:
+        from ui.theme import set_role
+
         self.state = state
         self.detail.setText(text)
+        set_role(self.detail, "download-failed" if state == "failed" else "download-detail")  # a failure stands out
         self.cancel_button.setVisible(False)
         self.resume_button.setVisible(True)
         self.resume_button.setText("Resume" if state == "cancelled" else "Retry")

@@ -55,12 +55,12 @@ class EmptyState(QFrame):
     def set_model(self, name: str, *, loaded: bool) -> None:
         """Say what happens when the user writes: which model answers, and whether it must load first."""
         if not name:
-            self.hint.setText("Pick a model in the toolbar above, then write a message below.")
+            self.hint.setText("Pick a model at the top, then write a message below.")
         elif loaded:
             self.hint.setText(f"{name} is ready. Write a message below, or start from one of these.")
         else:
             self.hint.setText(f"Write a message below: {name} loads when you send it. "
-                              "Another model can be picked in the toolbar above.")
+                              "Another model can be picked at the top.")
 
     def restyle(self) -> None:
         self.logo.setPixmap(icon("lantern").pixmap(QSize(56, 56)))

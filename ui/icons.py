@@ -43,13 +43,23 @@ def icon(name: str, color: str | None = None) -> QIcon:
     return _icon(name, color or palette.color(QPalette.ColorRole.ButtonText).name(), dimmed)
 
 
-def set_icon(button: QAbstractButton, name: str) -> None:
+def set_icon(button: QAbstractButton, name: str, token: str = "") -> None:
+    """`token`: a colour of ui.theme's tokens (the send button's icon on the accent), else the text colour."""
     button.setProperty("lantern_icon", name)
-    button.setIcon(icon(name))
+    button.setProperty("lantern_icon_token", token)
+    button.setIcon(_themed(name, token))
+
+
+def _themed(name: str, token: str) -> QIcon:
+    if not token:
+        return icon(name)
+    from ui.theme import look
+
+    return icon(name, look()[token])
 
 
 def refresh_icons(root: QWidget) -> None:
     """Every icon under `root` drawn again in the current theme's colour."""
     for button in root.findChildren(QAbstractButton):
         if name := button.property("lantern_icon"):
-            button.setIcon(icon(name))
+            button.setIcon(_themed(name, button.property("lantern_icon_token") or ""))

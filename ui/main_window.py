@@ -1,12 +1,12 @@
-"""The window: a toolbar to pick the model, and the chat, models, settings and server pages."""
+"""The window: a navigation rail to the chat, models, server and settings pages, and a header to pick the model."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSettings, QTimer
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QLabel, QMainWindow, QProgressBar, QPushButton, QTabWidget, QToolBar)
+from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QPushButton
 
 from app.conversations import ConversationStore
 from app.model_host import ModelHost
@@ -18,9 +18,10 @@ from ui.icons import refresh_icons, set_icon
 from ui.model_controller import ModelController
 from ui.model_picker import ModelPicker
 from ui.models_page import ModelsPage
+from ui.nav_rail import NavRail
 from ui.server_page import ServerPage
 from ui.settings_page import SettingsPage
-from ui.theme import apply_theme
+from ui.theme import apply_theme, window_style
 from ui.welcome import Welcome
 
 
@@ -54,13 +55,13 @@ class MainWindow(QMainWindow):
         self.models_page = ModelsPage(library, make_hub_client, lambda: self.settings.current, self)
         self.settings_page = SettingsPage(settings, self)
         self.server_page = ServerPage(self.host, settings, library.names, self)
-        self.pages = QTabWidget(self)
-        self.pages.setAccessibleName("Pages")
-        for page, title in ((self.chat, "Chat"), (self.models_page, "Models"), (self.settings_page, "Settings"),
-                            (self.server_page, "Server")):
-            self.pages.addTab(page, title)
+        self.pages = NavRail(self)
+        for page, title, icon_name in ((self.chat, "Chat", "chat"), (self.models_page, "Models", "models"),
+                                       (self.server_page, "Server", "server"),
+                                       (self.settings_page, "Settings", "settings")):
+            self.pages.addTab(page, title, icon_name)
         self.setCentralWidget(self.pages)
-        self._build_toolbar()
+        self._build_header()
         self._connect()
         self._shortcuts()
         self._restore_geometry()
@@ -68,6 +69,7 @@ class MainWindow(QMainWindow):
         from ui.theme import is_dark
 
         self._dark = is_dark()  # the theme the chat and the icons are drawn in
+        self.setStyleSheet(window_style())
         if settings_problem:
             self.statusBar().showMessage(settings_problem)
             from PySide6.QtWidgets import QMessageBox
@@ -90,13 +92,17 @@ class MainWindow(QMainWindow):
         if restore:
             self._restore_session()
 
-    # -- the toolbar ------------------------------------------------------------------------------
+    # -- the header -------------------------------------------------------------------------------
 
-    def _build_toolbar(self) -> None:
-        bar = QToolBar("Model", self)
-        bar.setObjectName("model-toolbar")
-        bar.setMovable(False)
-        self.addToolBar(bar)
+    def _build_header(self) -> None:
+        """The header above the pages: the model picker, Load and Unload, and how the load went."""
+        from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+        from ui.theme import SPACE
+
+        bar = QWidget(self)
+        bar.setObjectName("header")
+        bar.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
         self.picker = ModelPicker(self)
         self.picker.setAccessibleName("Model")
         self.load_button = QPushButton("Load", self)
@@ -109,20 +115,49 @@ class MainWindow(QMainWindow):
         self.loading.setRange(0, 0)  # llama.cpp does not say how far it is: a busy bar with the time so far
         self.loading.setMaximumWidth(120)
         self.loading.setAccessibleName("Loading")
+        self.loading.setTextVisible(False)
+        self.loading.hide()
         self.model_status = QLabel("No model loaded.")
+        self.model_status.setObjectName("hint")
         self.model_status.setAccessibleName("Model status")
         self.unload_button.setEnabled(False)  # nothing is loaded yet
-        actions = {w: bar.addWidget(w) for w in (QLabel(" Model "), self.picker, self.load_button, self.unload_button,
-                                                  self.loading, self.model_status)}
-        # A toolbar shows or hides its widgets through their actions (the widget's own hide() is overridden)
-        self._loading_action = actions[self.loading]
-        self._loading_action.setVisible(False)
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(SPACE["l"], SPACE["s"], SPACE["l"], SPACE["s"])
+        row.setSpacing(SPACE["s"])
+        for widget in (self.picker, self.load_button, self.unload_button, self.loading, self.model_status):
+            row.addWidget(widget)
+        row.addStretch(1)
+        self.pages.set_header(bar)
         self.picker.activated.connect(lambda _i: self.load_model(self.picker.currentText()))  # picking loads
         self._load_clock = QTimer(self, interval=200)
         self._load_clock.timeout.connect(self._show_loading_time)
 
     def refresh_models(self) -> None:
         self.picker.set_models(self.library.list(), self.host.name or self.settings.current.model)
+        self._fit_models()
+
+    def _fit_models(self, *_) -> None:
+        """Each local model's fit and estimated speed here, for the picker (headers read on a pool thread)."""
+        from ui.tasks import run_task
+
+        hw, models, n_ctx = self.models_page.hardware, self.library.list(), self.settings.current.n_ctx
+        if hw is None:
+            return  # once the machine is known (sig_hardware_found)
+
+        def fits() -> dict[str, str]:
+            from backends.runtime import LanternError
+            from models.fit import fit_and_speed
+            from models.info import describe_model
+
+            out = {}
+            for m in models:
+                try:
+                    out[m.name] = fit_and_speed(hw, describe_model(m.path), n_ctx=n_ctx)
+                except (LanternError, OSError, ValueError):
+                    continue  # a damaged or missing file: the picker shows its details only
+            return out
+
+        run_task(fits, self.picker.set_fits)
 
     def load_model(self, name: str) -> None:
         if name not in self.library.names():
@@ -181,7 +216,7 @@ class MainWindow(QMainWindow):
         self.picker.setCurrentText(name)
         self.picker.blockSignals(False)
         self.loading.setRange(0, 0)
-        self._loading_action.setVisible(True)
+        self.loading.show()
         self._load_clock.start()
         self._show_loading_time()
         self.unload_button.setEnabled(True)
@@ -236,7 +271,7 @@ class MainWindow(QMainWindow):
 
     def _load_done(self) -> None:
         self._load_clock.stop()
-        self._loading_action.setVisible(False)
+        self.loading.hide()
 
     # -- wiring -----------------------------------------------------------------------------------
 
@@ -252,6 +287,7 @@ class MainWindow(QMainWindow):
         self.settings_page.sig_settings_changed.connect(self._settings_changed)
         self.settings_page.sig_reload_requested.connect(self._reload)
         self.models_page.sig_hardware_found.connect(self.settings_page.set_hardware)
+        self.models_page.sig_hardware_found.connect(self._fit_models)
         if self.models_page.hardware is not None:
             self.settings_page.set_hardware(self.models_page.hardware)
 
@@ -266,6 +302,7 @@ class MainWindow(QMainWindow):
 
         if is_dark() != self._dark:
             self._dark = is_dark()
+            self.setStyleSheet(window_style())
             self.chat.restyle()
             refresh_icons(self)
 

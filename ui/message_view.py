@@ -13,7 +13,7 @@ from app.chat_export import figures_text  # one wording for the window and the e
 from ui.icons import icon, set_icon
 from app.attachments import split_files, split_images
 from ui.markdown import math_svg, render_markdown
-from ui.theme import is_dark
+from ui.theme import is_dark, set_role
 
 FOLD_LINES, FOLD_CHARS, FOLDED_LINES = 15, 1500, 8  # a message longer than this shows this many lines at first
 REPLY_FOLD_LINES = 40  # a finished reply longer than this can be folded (it opens unfolded: it is what was asked for)
@@ -115,6 +115,7 @@ class MessageView(QFrame):
         self.role, self.message_id, self.status = role, message_id, status
         self._expanded = role != "user"  # a long message of the user's opens folded, a long reply unfolded
         self._text, self._code_blocks = text, []
+        self._files: list = []  # a user message's attached files (app.attachments.FileInMessage), opened by a click
         self.setObjectName(f"message-{role}")  # styled by ui.theme.chat_style: the user's words in a bubble
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
         layout = QVBoxLayout(self)
@@ -325,6 +326,7 @@ class MessageView(QFrame):
             self.continue_button.setVisible(cut)
         self.note.setText(note)
         self.note.setVisible(bool(note))
+        set_role(self.note, "message-cut" if cut else "message-note")  # a cut reply is no failure: not in red
         self.figures.setText(figures_text(stats))
         self.figures.setToolTip(figures_details(stats))
         self.figures.setVisible(bool(stats))
@@ -413,7 +415,8 @@ class MessageView(QFrame):
         if self.role == "user":  # the user's own words, exactly as typed; attached files as a line each
             files, question = split_files(self._text)
             chips = "".join(self._image_line(digest, name) for digest, name in split_images(self._text)[0])
-            chips += "".join(f'<p style="color: gray">{_file_line(f)}</p>' for f in files)
+            self._files = files
+            chips += "".join(f'<p><a href="lantern-file:{i}">{_file_line(f)}</a></p>' for i, f in enumerate(files))
             self.body.setHtml(f'{chips}<p style="white-space: pre-wrap">{html.escape(question)}</p>')
             self._fold_if_long(question)
             return
@@ -439,14 +442,28 @@ class MessageView(QFrame):
         url = QUrl(f"lantern-image:{digest}")
         self.body.document().addResource(QTextDocument.ResourceType.ImageResource, url, small)
         # its own line height: the text's airier 135% would pad the picture by a third of its height
-        return f'{line}<p style="line-height: 100%"><img src="{url.toString()}" width="{small.width()}" ' \
-               f'height="{small.height()}"></p>'
+        return f'{line}<p style="line-height: 100%"><a href="{url.toString()}"><img src="{url.toString()}" ' \
+               f'width="{small.width()}" height="{small.height()}"></a></p>'
 
     def _link(self, url: QUrl) -> None:
         if url.scheme() == "copy-code":
             index = int(url.path() or url.toString().split(":", 1)[1])
             if 0 <= index < len(self._code_blocks):
                 QGuiApplication.clipboard().setText(self._code_blocks[index])
+        elif url.scheme() == "lantern-file":  # an attached file, shown as the model was given it
+            index = int(url.path() or url.toString().split(":", 1)[1])
+            if 0 <= index < len(self._files):
+                from ui.file_viewer import FileViewer
+
+                self.viewer = FileViewer(self._files[index].name, self._files[index].text, self)
+                self.viewer.show()
+        elif url.scheme() == "lantern-image" and type(self).image_source is not None:
+            from ui.file_viewer import ImageViewer
+
+            digest = url.path() or url.toString().split(":", 1)[1]
+            if data := type(self).image_source(digest):
+                self.viewer = ImageViewer(digest, data, self)
+                self.viewer.show()
         elif url.scheme() in ("http", "https"):
             QDesktopServices.openUrl(url)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout,
                                QWidget)
@@ -41,6 +41,9 @@ def _button(label: str, accessible: str, slot) -> QPushButton:
     return b
 
 
+STATUS_FADE_MS = 15_000  # news under the pages goes after this; errors stay until the user moves on
+
+
 class ModelsPage(QWidget):
     sig_library_changed = Signal()
     sig_use_model = Signal(str)  # the user chose a local model to chat with
@@ -58,6 +61,8 @@ class ModelsPage(QWidget):
         self.tabs = QTabWidget(self)
         self.status = QLabel(wordWrap=True)
         self.status.setAccessibleName("Models status")
+        self._status_fade = QTimer(self, singleShot=True, interval=STATUS_FADE_MS)
+        self._status_fade.timeout.connect(lambda: self.status.setText(""))
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.status)
@@ -67,11 +72,26 @@ class ModelsPage(QWidget):
         self.tabs.addTab(self._hub_tab(), "Hugging Face Hub")
         self.tabs.addTab(self.downloads, "Downloads")
         self.tabs.addTab(self._local_tab(), "On this computer")
+        self.tabs.currentChanged.connect(self._clear_error)
         self.refresh_local()
-        run_task(_detect_hardware, self._hardware_found, lambda e: self.show_status(f"Hardware detection failed: {e}"))
+        run_task(_detect_hardware, self._hardware_found,
+                 lambda e: self.show_status(f"Hardware detection failed: {e}", error=True))
 
-    def show_status(self, text: str) -> None:
+    def show_status(self, text: str, *, error: bool = False) -> None:
+        """A line under the pages; news fades after a while, an error stays (in red) until the next news or until
+        the user moves to another tab, so no old failure reads as the state of things now."""
+        from ui.theme import set_role
+
         self.status.setText(text)
+        set_role(self.status, "status-error" if error else "status")
+        if error:
+            self._status_fade.stop()
+        else:
+            self._status_fade.start()
+
+    def _clear_error(self, *_) -> None:
+        if self.status.objectName() == "status-error":
+            self.show_status("")
 
     # -- catalog ----------------------------------------------------------------------------------
 
@@ -81,6 +101,7 @@ class ModelsPage(QWidget):
         self.catalog_view = CatalogView(self.catalog)
         self.catalog_view.sig_download.connect(self.download_entry)
         self.catalog_view.sig_look.connect(self.look_up)
+        self.catalog_view.sig_quants_wanted.connect(self.list_quants)
         return self.catalog_view
 
     def _hardware_found(self, hardware) -> None:
@@ -118,9 +139,32 @@ class ModelsPage(QWidget):
 
         def failed(e):
             self._looking.discard(entry.name)
-            self.show_status(f"{entry.title}: its figures stay estimates; the Hub could not be read ({e}).")
+            self.show_status(f"{entry.title}: its figures stay estimates; the Hub could not be read "
+                             f"({str(e).rstrip('.')}).", error=True)
 
         run_task(read, self._looked_up, failed)
+
+    def list_quants(self, entry: CatalogEntry) -> None:
+        """The drawer's quantizations: the entry's repository's model files, each with its fit here."""
+        hw, n_ctx, make = self.hardware, self.settings().n_ctx or 4096, self.make_client
+        view = self.catalog_view
+
+        def read():
+            import dataclasses
+
+            from models.fit import check_fit
+
+            listing = make().listing(entry.repo)
+            info = entry.model_info()
+            out = []
+            for choice in listing.choices:
+                fit = check_fit(hw, dataclasses.replace(info, size_bytes=choice.size_bytes), n_ctx=n_ctx) \
+                    if hw is not None else None
+                out.append((choice, fit.badge if fit else "checking…", fit.summary if fit else ""))
+            return out
+
+        run_task(read, lambda quants: view.drawer.set_quants(entry.name, quants),
+                 lambda e: view.drawer.set_quants(entry.name, None, str(e)))
 
     def _looked_up(self, entry: CatalogEntry) -> None:
         from ui.catalog_view import estimate
@@ -183,7 +227,7 @@ class ModelsPage(QWidget):
 
     def _hub_failed(self, error: BaseException) -> None:
         self.hub_busy.hide()
-        self.show_status(str(error))  # HubError says what happened and what to do
+        self.show_status(str(error), error=True)  # HubError says what happened and what to do
 
     def open_repo(self, repo: str) -> None:
         self.show_status(f"Reading {repo}…")
@@ -224,7 +268,7 @@ class ModelsPage(QWidget):
 
     def refresh_local(self) -> None:
         """Read the local models (each file's header: file work, so off the GUI thread)."""
-        run_task(self.library.list, self._show_local, lambda e: self.show_status(f"Local models: {e}"))
+        run_task(self.library.list, self._show_local, lambda e: self.show_status(f"Local models: {e}", error=True))
 
     def _show_local(self, models: list[LocalModel]) -> None:
         self.local_table.setRowCount(len(models))
@@ -250,7 +294,7 @@ class ModelsPage(QWidget):
 
     def delete_model(self, name: str) -> None:
         run_task(lambda: self.library.remove(name), lambda freed: self._deleted(name, freed),
-                 lambda e: self.show_status(f"{name} could not be deleted: {e}"))
+                 lambda e: self.show_status(f"{name} could not be deleted: {e}", error=True))
 
     def _deleted(self, name: str, freed: int) -> None:
         self.show_status(f"Deleted {name}: {_mb(freed)} freed.")
@@ -271,7 +315,7 @@ class ModelsPage(QWidget):
         """Copy (or link) a GGUF file into the library, off the GUI thread."""
         self.show_status(f"Importing {path}…")
         run_task(lambda: self.library.import_path(path, link=link, name=name), self._imported,
-                 lambda e: self.show_status(f"Import failed: {e}"))
+                 lambda e: self.show_status(f"Import failed: {e}", error=True))
 
     def _imported(self, models: list[LocalModel]) -> None:
         self.show_status("Imported " + ", ".join(m.name for m in models) + ".")

@@ -140,6 +140,7 @@ class SettingsPage(QWidget):
         self.reload_button.clicked.connect(self.sig_reload_requested)
         self.reload_button.hide()
         inner = QWidget()
+        inner.setObjectName("page")
         layout = QVBoxLayout(inner)
         layout.addLayout(groups)
         layout.addStretch(1)

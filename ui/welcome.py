@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout
 
 from models.registry import STARTER_MODEL
 
@@ -17,8 +17,11 @@ class Welcome(QFrame):
     def __init__(self, models_page, parent=None):
         super().__init__(parent)
         self.models_page = models_page
-        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setObjectName("welcome")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
         self.setAccessibleName("Welcome")
+        # its full height whatever the window's: the messages' area gives way (it scrolls), never the welcome
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
         intro = QLabel("<b>Welcome to Lantern.</b> Chat right away with the starter model, a small one that is "
@@ -34,6 +37,7 @@ class Welcome(QFrame):
         row = QHBoxLayout()
         self.starter_button = QPushButton(f"Chat with {STARTER_MODEL}")
         self.starter_button.setAccessibleName("Chat with the starter model")
+        self.starter_button.setProperty("primary", True)
         self.starter_button.clicked.connect(self._use_starter)
         row.addWidget(self.starter_button)
         row.addStretch(1)
