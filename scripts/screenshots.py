@@ -3,7 +3,8 @@ models page, the settings page (`NAME-light.png`, `NAME-dark.png`), `search-THEM
 searched file, with its sources), `images-THEME.png` (a picture in a chat, shown small), and
 `features-THEME.png`: a chat written into
 the store here (math, a table, a quote, an attached file, a regenerated reply's ‹ 2/2 ›) with its Chat settings open,
-a file chip and the context meter.
+a file chip and the context meter; `catalog-THEME.png` (a model's details drawer), `server-THEME.png` (the endpoint
+with its Python snippet) and `picker-THEME.png` (the model menu open, with fit and speed).
 
     scripts/screenshots          (runs this under Xvfb: xvfb-run, from Debian's xvfb package)
 
@@ -36,8 +37,11 @@ def main(out: Path) -> int:
     app.setApplicationName("Lantern")
     settings = SettingsFile(settings_path(), Settings(temperature=0, max_tokens=200))
     library = ModelLibrary()
+    from models.hub import HubClient
+
+    # no Hub from here: the catalog's drawer says so (an honest screenshot, not a made-up listing)
     w = MainWindow(settings=settings, library=library, store=ConversationStore(data_dir() / "chats.sqlite3"),
-                   make_hub_client=None)
+                   make_hub_client=lambda: HubClient(endpoint="http://127.0.0.1:9", library=library))
     w.resize(1200, 780)
     w.show()
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +72,30 @@ def main(out: Path) -> int:
 
     def rest(theme: str) -> None:
         shoot(f"models-{theme}")
+        view = w.models_page.catalog_view
+        view.list.setCurrentItem(view.row_of("qwen3.5-4b"))  # its details drawer
+        QTimer.singleShot(1500, lambda: drawer(theme))
+
+    def drawer(theme: str) -> None:
+        shoot(f"catalog-{theme}")
+        w.models_page.catalog_view.drawer.close_drawer()
+        w.pages.setCurrentWidget(w.server_page)
+        w.server_page.language.setCurrentText("Python")
+        app.processEvents()
+        shoot(f"server-{theme}")
+        w.pages.setCurrentWidget(w.chat)
+        w.picker.showPopup()  # the model menu: a window of its own, taken from the screen
+        QTimer.singleShot(500, lambda: picker(theme))
+
+    def picker(theme: str) -> None:
+        from PySide6.QtGui import QGuiApplication
+
+        app.processEvents()
+        frame = w.frameGeometry()
+        QGuiApplication.primaryScreen().grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height()).save(
+            str(out / f"picker-{theme}.png"))
+        print(f"wrote {out / f'picker-{theme}'}.png")
+        w.picker.hidePopup()
         w.pages.setCurrentWidget(w.settings_page)
         app.processEvents()
         shoot(f"settings-{theme}")
