@@ -67,6 +67,9 @@ class MessageInput(QPlainTextEdit):
         super().keyPressEvent(event)
 
 
+COMPACT_BELOW = 520  # px of the messages' area below which message actions are icons only
+
+
 @dataclass
 class _Reply:
     conversation: int
@@ -358,6 +361,16 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         if follow:
             self.follow()  # an opened chat shows its end
 
+    def _compact(self) -> bool:
+        """A narrow chat: the messages' actions show their icons only (their names stay in tooltips)."""
+        return self.scroll.viewport().width() < COMPACT_BELOW
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        compact = self._compact()
+        for view in self._views:
+            view.set_compact(compact)
+
     def _add_view(self, role: str, text: str, message_id: int, status: str = "done",
                   stats: dict | None = None, created: float | None = None) -> MessageView:
         view = MessageView(role, text, message_id=message_id, status=status, stats=stats,
@@ -369,6 +382,7 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         view.sig_delete_requested.connect(self.delete_from)
         view.sig_retry_requested.connect(self.retry)
         view.sig_continue_requested.connect(self.continue_reply)
+        view.set_compact(self._compact())
         if role == "assistant" and (asked := next((v for v in reversed(self.views()) if v.role == "user"), None)):
             view.set_sources(asked.text)  # the searched files' parts it was given
         self.messages.insertWidget(self.messages.count() - 1, view)

@@ -47,7 +47,10 @@ class ConversationList(QWidget):
         self.new_button.clicked.connect(self.sig_new_chat_requested)
         self.search = QLineEdit(self, placeholderText="Search chats", clearButtonEnabled=True)
         self.search.setAccessibleName("Search chats")
-        self.search.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
+        search_icon = self.search.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
+        search_icon.setText("Search chats")
+        for button in self.search.findChildren(QToolButton):  # the icon's own button, for screen readers
+            button.setAccessibleName("Search chats")
         self._search_delay = QTimer(self, singleShot=True, interval=150)
         self._search_delay.timeout.connect(lambda: self.refresh(self.current_id()))
         self.search.textChanged.connect(lambda _: self._search_delay.start())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QEvent, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QPushButton
+from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QPushButton, QSizePolicy
 
 from app.conversations import ConversationStore
 from app.model_host import ModelHost
@@ -120,6 +120,8 @@ class MainWindow(QMainWindow):
         self.model_status = QLabel("No model loaded.")
         self.model_status.setObjectName("hint")
         self.model_status.setAccessibleName("Model status")
+        # a long status never widens the window: it is cut at the header's edge (its tooltip has all of it)
+        self.model_status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.unload_button.setEnabled(False)  # nothing is loaded yet
         row = QHBoxLayout(bar)
         row.setContentsMargins(SPACE["l"], SPACE["s"], SPACE["l"], SPACE["s"])

@@ -130,6 +130,9 @@ class MessageView(QFrame):
         self.model_label = QLabel(self)  # the model that wrote this reply
         self.model_label.setObjectName("speaker-model")
         self.model_label.setAccessibleName("Written by")
+        # a long model name gives way in a narrow chat (its tooltip keeps it) instead of widening the column
+        self.model_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.model_label.setMinimumWidth(40)
         self.time_label = QLabel(_when(created), self)  # when it was written; the full date on hover
         self.time_label.setObjectName("speaker-model")
         self.time_label.setAccessibleName("Written at")
@@ -253,6 +256,7 @@ class MessageView(QFrame):
 
     def set_model(self, name: str) -> None:
         self.model_label.setText(name[:80])
+        self.model_label.setToolTip(name[:200])
         self.model_label.setVisible(bool(name) and self.role == "assistant")
 
     def _type(self) -> None:
@@ -334,6 +338,13 @@ class MessageView(QFrame):
         self._show_typing()
         if self.role != "user":
             self._fold_if_long(self._text)  # finished: a long reply can be folded now
+
+    def set_compact(self, compact: bool) -> None:
+        """Icons only for the actions under the message (a narrow chat), or icons with their names."""
+        style = Qt.ToolButtonStyle.ToolButtonIconOnly if compact else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        for button in self.findChildren(QToolButton, "message-action"):
+            if button.property("lantern_icon"):
+                button.setToolButtonStyle(style)
 
     def set_unanswered(self, why: str | None) -> None:
         """A user message with no reply after it says why (None: it has one, or one is being written)."""
