@@ -251,3 +251,22 @@ def test_the_welcome_keeps_its_height_in_a_small_window(qtbot, make_window):
     qtbot.wait(100)  # laid out
     assert w.welcome.isVisible() and w.welcome.height() >= w.welcome.sizeHint().height()
     assert w.welcome.starter_button.geometry().bottom() < w.welcome.height()  # nothing cut off
+
+
+def test_an_unanswered_message_says_so_while_another_chat_is_answered(qtbot, make_window):
+    """Found by the hour's soak: while a reply was written in one chat, another chat's unanswered message showed
+    neither its note nor Retry."""
+    w = make_window(max_tokens=4000)
+    other = w.store.create("Left unanswered").id
+    asked = w.store.add(other, "user", "Are you there?").id
+    w.chat.request_options = {"ignore_eos": True}
+    w.chat.input.setPlainText("Count to a thousand.")
+    w.chat.send_button.click()
+    qtbot.waitUntil(lambda: w.chat._reply is not None and bool(w.chat._reply.text), timeout=REPLY_TIMEOUT)
+    w.chat.open_conversation(other)
+    view = w.chat.views()[-1]
+    assert view.message_id == asked and view.note.text() == "This message has no reply."
+    assert not view.retry_button.isHidden() and not view.retry_button.isEnabled()  # one reply at a time
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT):
+        w.chat.stop()
+    assert w.chat.views()[-1].retry_button.isEnabled()

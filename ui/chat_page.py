@@ -416,8 +416,11 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
                 v.continue_button.setVisible(v is views[-1] and not busy and v.status == "done"
                                              and (v._stats or {}).get("finish") == "length")
         self.summary_button.setVisible(bool(views))  # an empty chat has nothing to summarize
-        if views and views[-1].role == "user" and not busy:
+        writing_here = busy and (self.searching or self._reply is not None and
+                                 self._reply.conversation == self.conversation_id)
+        if views and views[-1].role == "user" and not writing_here:  # (a reply in another chat does not answer it)
             views[-1].set_unanswered(self._unanswered_why.get(views[-1].message_id, "This message has no reply."))
+            views[-1].retry_button.setEnabled(not busy)  # once the other chat's reply is done
 
     # -- sending ----------------------------------------------------------------------------------
 
