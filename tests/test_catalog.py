@@ -221,3 +221,14 @@ def test_the_speed_estimate_follows_bandwidth_and_active_parameters():
     m3 = machine(os="Darwin", arch="arm64", apple_silicon=True, cpu_name="Apple M3 Max")
     m1 = machine(os="Darwin", arch="arm64", apple_silicon=True, cpu_name="Apple M1")
     assert speed(m3, dense, "gpu") == pytest.approx(speed(m1, dense, "gpu") * 400 / 68)
+
+def test_descriptions_say_only_what_the_catalog_knows():
+    from models.catalog import load_catalog
+    from models.catalog_words import description, license_in_words, tools_in_words
+
+    for e in load_catalog():
+        text = description(e)
+        assert f"{e.params_b:g}B-parameter" in text
+        assert ("thinks before it answers" in text) == e.reasoning and ("reads images" in text) == e.vision
+        assert tools_in_words(e) and license_in_words(e)
+

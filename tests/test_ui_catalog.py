@@ -67,17 +67,6 @@ def test_a_card_opens_its_details_and_downloads_the_chosen_quantization(qtbot, m
         close(w)
 
 
-def test_descriptions_say_only_what_the_catalog_knows():
-    from models.catalog import load_catalog
-    from models.catalog_words import description, license_in_words, tools_in_words
-
-    for e in load_catalog():
-        text = description(e)
-        assert f"{e.params_b:g}B-parameter" in text
-        assert ("thinks before it answers" in text) == e.reasoning and ("reads images" in text) == e.vision
-        assert tools_in_words(e) and license_in_words(e)
-
-
 def test_a_failed_download_stands_out_and_old_errors_do_not_linger(qtbot, make_window, hub):
     w = make_window(hub=hub)
     page = w.models_page
