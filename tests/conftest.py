@@ -210,6 +210,19 @@ def worker():
     w.close()
 
 
+@pytest.fixture(autouse=True)
+def collect_garbage_on_this_thread():
+    """Once a window has turned automatic collection off (ui/gui_gc.py), the garbage of the tests after it is
+    collected here, on the main thread, as the window's timer would."""
+    yield
+    import gc
+
+    if not gc.isenabled():
+        from ui.gui_gc import collect_due
+
+        collect_due()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Collect what is left while Qt's application object still exists (a Qt wrapper freed during interpreter
     shutdown, after it, can end an all-green run with a segfault)."""

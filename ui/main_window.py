@@ -41,6 +41,9 @@ class MainWindow(QMainWindow):
     def __init__(self, *, settings: SettingsFile, library: ModelLibrary, store: ConversationStore,
                  make_hub_client, first_start: bool = False, settings_problem: str = "", restore: bool = True):
         super().__init__()
+        from ui.gui_gc import collect_on_gui_thread
+
+        collect_on_gui_thread()  # Qt objects in garbage cycles are freed here, never on a worker thread
         self.setWindowTitle("Lantern")
         self.settings, self.library, self.store = settings, library, store
         self.load_progress = LoadProgress()
