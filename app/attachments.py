@@ -7,11 +7,13 @@ scanned PDF says so, and a file that changed or went away after it was attached 
 from __future__ import annotations
 
 import html
+import io
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.runtime import LanternError
+from basics.errors import LanternError
 
 MAX_BYTES = 50_000_000  # a 300-page PDF is a few MB; larger files are refused, not read
 MAX_CHARS = 4_000_000  # the text Lantern keeps from one file (a model's context is far smaller still)
@@ -117,8 +119,7 @@ def _plain_text(data: bytes, name: str) -> str:
 
 
 def _pdf_text(data: bytes, name: str) -> tuple[str, int]:
-    import io
-
+    # deferred: pypdf (~60 ms), only for an attached PDF
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -141,9 +142,6 @@ def _pdf_text(data: bytes, name: str) -> tuple[str, int]:
 
 
 def _docx_text(data: bytes, name: str) -> str:
-    import io
-    import zipfile
-
     try:
         import docx
 

@@ -15,8 +15,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from app.document_search import DocumentIndex, DocumentSearchError, Excerpt, choose_excerpts
-from backends.events import GenerationRequest
-from backends.runtime import ContextOverflowError, LanternError
+from app.embedding_service import EmbeddingService
+from basics.errors import ContextOverflowError, LanternError
+from engine.events import GenerationRequest
+from models.facts import facts_of
+from runtimes.llamacpp import EMBED_CTX
 
 WAIT_S = 600  # an embedding job waits behind the chat model's replies at most this long
 MIN_EXCERPTS_TOKENS = 128  # less room than this for excerpts is said, not sent as nothing
@@ -75,8 +78,6 @@ class ChatModelEmbeddings:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         def run(engine):
-            from backends.llamacpp import EMBED_CTX
-
             rt = engine.runtime
             if not hasattr(rt, "embed"):
                 raise DocumentSearchError("Searching a file larger than the context needs an embedding model (import "
@@ -99,8 +100,6 @@ def _result(future: Future):
 def embedding_models(library) -> dict[str, Path]:
     """The embedding models in `library` (models.library.ModelLibrary), by name (their files' headers are read
     once per version)."""
-    from app.server.model_facts import facts_of
-
     found = {}
     for model in library.list():
         try:
@@ -132,8 +131,6 @@ class ChatDocuments:
         """Where this window's vectors come from now; DocumentSearchError when nothing can make them."""
         models = self.embedding_models()
         if models:
-            from app.embedding_service import EmbeddingService
-
             name = sorted(models)[0]
             if self._service is None:
                 self._service = EmbeddingService(self.embedding_models)

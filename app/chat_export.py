@@ -17,7 +17,8 @@ from pathlib import Path
 
 from app.attachments import split_images
 from app.conversations import ConversationStore, ImportedChat, ImportedMessage, StoredMessage
-from backends.runtime import LanternError
+from basics.errors import LanternError
+from files.owned_files import atomic_write
 
 FORMAT = "lantern-chat"
 VERSION = 1
@@ -100,8 +101,6 @@ def _openai(m: StoredMessage) -> dict:
 
 def archive(store: ConversationStore, path: Path) -> int:
     """Every chat as JSON and Markdown in one zip file at `path`; returns how many chats."""
-    from models.owned_files import atomic_write
-
     buffer = io.BytesIO()
     chats = store.conversations()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:

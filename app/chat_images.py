@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.attachments import Attachment, AttachmentError, is_image, read_attachment, split_images
-from models.owned_files import atomic_write
+from files.owned_files import atomic_write
 
-MAX_IMAGE_BYTES = 50 * 1024 * 1024  # as the engine takes (backends/vision.py)
+MAX_IMAGE_BYTES = 50 * 1024 * 1024  # as the engine takes (runtimes/vision.py)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.owned_files import disk_full_error, move_aside
+import psutil
+
+from files.owned_files import disk_full_error, move_aside
 
 SCHEMA_VERSION = 5  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning;
 # 4: messages.parent and conversations.current (branches), conversations.settings (a chat's own settings);
@@ -374,15 +376,11 @@ def _stats(raw) -> dict | None:
 
 
 def _this_process() -> str:
-    import psutil
-
     return f"{os.getpid()}:{psutil.Process().create_time():.3f}"
 
 
 def _alive(writer: str | None) -> bool:
     """Whether the process that wrote `writer` (pid and start time: pids are reused) still runs."""
-    import psutil
-
     try:
         pid, started = str(writer).split(":")
         return f"{psutil.Process(int(pid)).create_time():.3f}" == started

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+import apsw
 import numpy as np
 
-from backends.runtime import LanternError
+from basics.errors import LanternError
 
 PART_CHARS = 1200  # about 300 tokens: enough to hold an answer, small enough that several fit beside the question
 OVERLAP_CHARS = 200  # a sentence cut at a part's end is whole at the next one's start
@@ -148,7 +149,6 @@ class DocumentIndex:
     def _create(db) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA):
-            import apsw
             raise apsw.SchemaChangeError(f"schema {version}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("""
@@ -172,13 +172,11 @@ class DocumentIndex:
         return table
 
     def _guarded(self, fn: Callable):
-        import apsw
-
         with self._lock:
             try:
                 return fn()
             except apsw.FullError:
-                from models.safe_paths import disk_full_error
+                from files.safe_paths import disk_full_error
                 raise disk_full_error(self.path.parent) from None
             except apsw.Error as e:
                 raise DocumentSearchError(f"The document index failed: {e}") from None

@@ -8,6 +8,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable
 
+from runtimes.embedder import Embedder
+
 
 class EmbeddingService:
     """The embedding models by name, one loaded at a time, owned by one thread."""
@@ -56,8 +58,6 @@ class EmbeddingService:
         return self._with_model(name, path, embed)
 
     def _with_model(self, name: str, path: Path, fn: Callable):
-        from backends.embedder import Embedder
-
         if self._name != name:
             if self._embedder is not None:
                 self._embedder.close()

@@ -1,6 +1,6 @@
 """The one loaded model that the window and its endpoint share (Qt-free).
 
-One EngineWorker at a time: asking for another model starts its load on a new engine thread and lets
+One Worker at a time: asking for another model starts its load on a new engine thread and lets
 the old one finish what it has queued, then free its model. Listeners hear of every change.
 """
 from __future__ import annotations
@@ -8,17 +8,17 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from backends.worker import EngineWorker, retire
+from engine.worker import Worker, retire
 
-Listener = Callable[[str | None, EngineWorker | None], None]
+Listener = Callable[[str | None, Worker | None], None]
 
 
 class ModelHost:
-    def __init__(self, open_worker: Callable[[str], EngineWorker]):
+    def __init__(self, open_worker: Callable[[str], Worker]):
         self._open = open_worker
         self._lock = threading.Lock()
         self.name: str | None = None
-        self.worker: EngineWorker | None = None
+        self.worker: Worker | None = None
         self._listeners: list[Listener] = []
         self._closing: list[threading.Thread] = []
         # Listeners hear changes one at a time and never an older one after a newer: two quick switches on two
@@ -34,7 +34,7 @@ class ModelHost:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def use(self, name: str) -> EngineWorker:
+    def use(self, name: str) -> Worker:
         """The worker for `name`, loading it (off this thread) when another model or none is loaded."""
         with self._lock:
             if name == self.name and self.worker is not None:
@@ -45,7 +45,7 @@ class ModelHost:
         self._tell(name, worker, change)
         return worker
 
-    def reload(self) -> EngineWorker | None:
+    def reload(self) -> Worker | None:
         """Load the same model again (new load options)."""
         with self._lock:
             name, old = self.name, self.worker
@@ -72,12 +72,12 @@ class ModelHost:
         self._change += 1
         return self._change
 
-    def _retire(self, old: EngineWorker | None) -> None:
+    def _retire(self, old: Worker | None) -> None:
         """Called with the lock held."""
-        if old is not None:  # queued replies finish first; the next model's plan waits for it (backends/worker.py)
+        if old is not None:  # queued replies finish first; the next model's plan waits for it (engine/worker.py)
             self._closing = [c for c in self._closing if c.is_alive()] + [retire(old)]
 
-    def _tell(self, name: str | None, worker: EngineWorker | None, change: int) -> None:
+    def _tell(self, name: str | None, worker: Worker | None, change: int) -> None:
         with self._telling:
             with self._lock:
                 if change != self._change:

@@ -10,11 +10,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backends.engine import EngineOptions
-from backends.runtime import LanternError, LoadOptions
-from backends.sampling import SamplingParams
-from models.owned_files import atomic_write, move_aside
+from basics.errors import LanternError
+from engine.engine import EngineOptions
+from engine.sampling import SamplingParams
+from files.owned_files import atomic_write, move_aside
+from models.library import data_dir
 from models.registry import STARTER_MODEL
+from runtimes.runtime import LoadOptions
 
 SCHEMA_VERSION = 2  # 2: presets and per-model defaults (an older Lantern refuses the file instead of misreading it)
 
@@ -211,8 +213,6 @@ def save_settings(path: Path, settings: Settings) -> None:
 
 
 def settings_path() -> Path:
-    from models.library import data_dir
-
     return data_dir() / "settings.json"
 
 

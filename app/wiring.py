@@ -5,11 +5,23 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from backends.engine import Engine, EngineOptions
-from backends.runtime import LoadOptions, ModelLoadError
-from backends.state_cache import StateCache
-from backends.worker import EngineWorker
-from models.registry import resolve_model
+import machine.hardware
+from basics.errors import ModelLoadError
+from engine.auto_worker import AutoWorker
+from engine.engine import Engine, EngineOptions
+from engine.remote import RemoteEngine
+from engine.slots import SlotWorker
+from engine.state_cache import StateCache
+from engine.worker import EngineWorker, Worker, wait_for_retired
+from models.choice import choose_backend
+from models.convert import mlx_copy_of
+from models.fit import check_fit
+from models.info import describe_model
+from models.library import resolve_model
+from models.projectors import find_projector, is_projector
+from runtimes.llamacpp import LlamaCppRuntime
+from runtimes.mlx_runtime import MlxRuntime
+from runtimes.runtime import LoadOptions
 
 BACKENDS = ("auto", "llamacpp", "mlx", "remote")
 AUTO = 0  # LoadOptions.slots: Lantern chooses (DEFAULT_SLOTS where the model can batch, else 1)
@@ -38,41 +50,30 @@ class LoadPlan:
 def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadOptions = LoadOptions(),
               hardware=None) -> LoadPlan:
     """Decide where `model` runs (see models/choice.py); nothing is loaded yet."""
-    from backends.hardware import detect
-    from models.choice import choose_backend
-    from models.info import describe_model
-
     if backend not in BACKENDS:
         raise ModelLoadError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
     options.validate()
     path = resolve_model(model)
-    from models.projectors import is_projector
 
     if path.suffix.lower() == ".gguf" and is_projector(path):
         raise ModelLoadError(f"{path.name} is a vision projector, not a model: load the model beside it (Lantern "
                              "finds its projector there).")
     info = describe_model(path)
     if hardware is None:
-        from backends.worker import wait_for_retired
-
         if not wait_for_retired():  # a model being switched away from still holds memory: measured with it
             log.warning("The previous model is still unloading; %s is fitted to the memory free now", path.name)
-        hardware = detect()
+        hardware = machine.hardware.detect()
     choice = choose_backend(hardware, info, n_ctx=options.n_ctx, backend=backend,
                             n_gpu_layers=options.n_gpu_layers, slots=max(options.slots, 1),
                             kv_type=options.kv_cache_type)
     reason = choice.reason
     if choice.backend == "mlx" and info.format == "gguf":
-        from models.convert import mlx_copy_of
-
         path = mlx_copy_of(path)
         reason += f" (the GGUF file converted once to {path})"
     if choice.backend == "mlx":
         return LoadPlan(path, "mlx", options, reason, choice.advice)
     options = replace(options, n_gpu_layers=choice.n_gpu_layers)
     if options.projector is None:
-        from models.projectors import find_projector
-
         found = find_projector(path)
         options = replace(options, projector=str(found) if found else "")
         if found:
@@ -83,17 +84,14 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
 def open_runtime(plan: LoadPlan):
     """Load a planned model (heavy runtimes are imported only now)."""
     if plan.backend == "mlx":
-        from backends.mlx_runtime import MlxRuntime
-
         return MlxRuntime(plan.path, plan.options)
-    from backends.llamacpp import LlamaCppRuntime
 
     return LlamaCppRuntime(plan.path, plan.options)
 
 
 def start_worker(model: str | Path | None, *, backend: str = "auto", options: LoadOptions = LoadOptions(),
                  engine_options: EngineOptions | None = None, state_cache: StateCache | None = None,
-                 remote_url: str | None = None, remote_key: str | None = None) -> EngineWorker:
+                 remote_url: str | None = None, remote_key: str | None = None) -> Worker:
     """Start the engine thread; the model is planned here and loads on the thread (wait_ready() reports a failure)."""
     if engine_options is not None:
         engine_options.validate()  # before any model loads
@@ -116,8 +114,6 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
 
 def _auto_worker(model, backend: str, options: LoadOptions, engine_options, state_cache):
     """DEFAULT_SLOTS slots where llama.cpp batches conversations, else one (decided once the model is planned)."""
-    from backends.auto_worker import AutoWorker
-
     def decide():
         plan = plan_load(model, backend=backend, options=replace(options, slots=1))
         slots = auto_slots(plan)
@@ -137,25 +133,19 @@ def _can_batch(plan: LoadPlan, hardware=None) -> bool:
     leave the model fitting where it fits alone: on the GPU, or in RAM.
     MLX runs slots when asked (--slots), but is not chosen for them: its CPU wheel computes a batch's rows one after
     another (1.1x the tokens a second at 4 slots, docs/benchmarks.md), and on Metal it has not been measured."""
-    from backends.hardware import detect
-    from models.fit import check_fit
-    from models.info import describe_model
-
     if plan.backend != "llamacpp":
         return False
     info = describe_model(plan.path)
     if info.pooling:
         return False
-    hw = hardware or detect()
+    hw = hardware or machine.hardware.detect()
     one = check_fit(hw, info, n_ctx=plan.options.n_ctx, kv_type=plan.options.kv_cache_type)
     many = check_fit(hw, info, n_ctx=plan.options.n_ctx, slots=DEFAULT_SLOTS, kv_type=plan.options.kv_cache_type)
     return many.verdict != "no" and (many.verdict, many.n_gpu_layers) == (one.verdict, one.n_gpu_layers)
 
 
 def _slot_worker(model, backend: str, options: LoadOptions, engine_options, state_cache):
-    """Several conversations at once (backends/slots.py), on llama.cpp or MLX."""
-    from backends.slots import SlotWorker
-
+    """Several conversations at once (engine/slots.py), on llama.cpp or MLX."""
     def make():
         plan = plan_load(model, backend=backend, options=options)
         log.info("%s: %s; %d slots", plan.label, plan.reason, options.slots)
@@ -164,11 +154,10 @@ def _slot_worker(model, backend: str, options: LoadOptions, engine_options, stat
     return SlotWorker(make, options=engine_options, state_cache=state_cache)
 
 
-def _remote_worker(model, url: str | None, key: str | None, backend: str) -> EngineWorker:
+def _remote_worker(model, url: str | None, key: str | None, backend: str) -> Worker:
     if backend != "remote":
         raise ModelLoadError("--remote-url goes with --backend remote.")
     if not url:
         raise ModelLoadError("--backend remote needs --remote-url (such as http://gpu-box:8000/v1).")
-    from backends.remote import RemoteEngine
 
     return EngineWorker(lambda: RemoteEngine(url, api_key=key, model=str(model) if model else None))

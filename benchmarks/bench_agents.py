@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 
 DEFAULT_SERVER = Path.home() / ".cache/lantern-peers/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-server"
 THREADS = os.cpu_count() or 2
@@ -199,12 +199,12 @@ EDIT_TOKENS = 2400  # about the 200-line file's length in Gemma's tokens
 
 def mask_cost(path: Path) -> list[tuple[str, ...]]:
     """Mask time per token against a decode step, from the engine's own figures, on the starter model."""
-    from backends.engine import Engine
-    from backends.events import Finished, GenerationRequest
-    from backends.llamacpp import LlamaCppRuntime
-    from backends.runtime import LoadOptions
-    from backends.sampling import SamplingParams
-    from backends.tool_formats import Tool
+    from engine.engine import Engine
+    from engine.events import Finished, GenerationRequest
+    from runtimes.llamacpp import LlamaCppRuntime
+    from runtimes.runtime import LoadOptions
+    from engine.sampling import SamplingParams
+    from chat_format.tool_formats import Tool
 
     engine = Engine(LlamaCppRuntime(path, LoadOptions(n_ctx=4096)))
     schema = {"type": "object", "properties": {
@@ -220,7 +220,7 @@ def mask_cost(path: Path) -> list[tuple[str, ...]]:
     ask = [{"role": "user", "content": "Describe a person in JSON, then list the files."}]
     engine.grammar_tokenizer()  # built once per model (timed apart below)
     t0 = time.perf_counter()
-    from backends.constraint import GrammarTokenizer
+    from engine.constraint import GrammarTokenizer
 
     GrammarTokenizer(engine.runtime)
     vocab_ms = (time.perf_counter() - t0) * 1000
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
     parts = args.part or ["loop", "edit", "masks"]
 
     from agent_models import family_models
-    from models.registry import resolve_model
+    from models.library import resolve_model
 
     cache = Path.home() / ".cache" / "lantern-bench"
     cache.mkdir(parents=True, exist_ok=True)

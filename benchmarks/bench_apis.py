@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.benchdoc import machine, write_section  # noqa: E402
+from benchmarks.doc import machine, write_section  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 SYSTEM = "You are a friendly travel guide."
@@ -38,7 +38,7 @@ def main() -> int:
     from app.server.api import ServerSettings
     from app.server.run import LanternServer
     from app.server.service import ModelService, default_opener
-    from backends.runtime import LoadOptions
+    from runtimes.runtime import LoadOptions
 
     engine_ttft: list[float] = []
     service = ModelService(MODEL, models=lambda: [MODEL], open_worker=default_opener(options=LoadOptions(n_ctx=2048)))

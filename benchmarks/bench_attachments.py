@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from app.attachments import message_with_files, read_attachment  # noqa: E402
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 
 DOCUMENT = """# Keeping a lighthouse
 
@@ -53,8 +53,8 @@ ASK = "Fix the typos in this file. Reply with the whole corrected file and nothi
 
 
 def edit_run(engine, text: str, lookup: bool, max_tokens: int):
-    from backends.events import GenerationRequest, TextDelta
-    from backends.sampling import SamplingParams
+    from engine.events import GenerationRequest, TextDelta
+    from engine.sampling import SamplingParams
 
     engine.forget_draft_statistics()
     request = GenerationRequest(messages=[{"role": "user", "content": text}], sampling=SamplingParams(temperature=0),
@@ -79,11 +79,11 @@ def search_figures(attached, work: Path, repeats: int) -> list[tuple]:
     from app.document_search import DocumentIndex
     from app.embedding_service import EmbeddingService
     from app.wiring import start_worker
-    from backends.events import GenerationRequest, TextDelta
-    from backends.runtime import LoadOptions
-    from backends.sampling import SamplingParams
+    from engine.events import GenerationRequest, TextDelta
+    from runtimes.runtime import LoadOptions
+    from engine.sampling import SamplingParams
     from embedding_model import minilm_gguf
-    from models.registry import resolve_model
+    from models.library import resolve_model
 
     worker = start_worker("smollm2-135m-instruct", options=LoadOptions(n_ctx=4096))
     worker.wait_ready(120)
@@ -129,10 +129,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from backends.engine import Engine, EngineOptions
-    from backends.llamacpp import LlamaCppRuntime, default_threads
-    from backends.runtime import LoadOptions
-    from models.registry import resolve_model
+    from engine.engine import Engine, EngineOptions
+    from runtimes.llamacpp import LlamaCppRuntime
+    from runtimes.llama_library import default_threads
+    from runtimes.runtime import LoadOptions
+    from models.library import resolve_model
 
     work = Path(tempfile.mkdtemp())
     typed = DOCUMENT

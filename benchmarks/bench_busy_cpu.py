@@ -4,7 +4,7 @@
 
 Each row loads the model, reads a short prompt, then decodes one token a step (prompt lookup has nothing to do
 with it) while 0, 1 or 2 processes spin beside it (`while True: pass`, not niced: a compile, a browser tab).
-"auto" is Lantern's default (backends/threads.py): the cores other programs leave free, sampled twice a second.
+"auto" is Lantern's default (machine/threads.py): the cores other programs leave free, sampled twice a second.
 Writes the "Decode beside busy programs" section of docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
-from backends.llamacpp import LlamaCppRuntime, default_threads  # noqa: E402
-from backends.runtime import LoadOptions  # noqa: E402
-from models.registry import resolve_model  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
+from runtimes.llamacpp import LlamaCppRuntime
+from runtimes.llama_library import default_threads  # noqa: E402
+from runtimes.runtime import LoadOptions  # noqa: E402
+from models.library import resolve_model  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 NOTES = """Without OpenMP (Lantern's build), llama.cpp's threads meet at barriers that spin without yielding: a thread

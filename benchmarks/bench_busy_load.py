@@ -20,18 +20,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from app.bench import run_lantern  # noqa: E402
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
-from backends import draft_policy  # noqa: E402
-from backends.engine import Engine, EngineOptions  # noqa: E402
-from backends.llamacpp import LlamaCppRuntime  # noqa: E402
-from backends.runtime import LoadOptions  # noqa: E402
-from models.registry import resolve_model  # noqa: E402
+from benchmarks.lookup import run_lantern  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
+from engine import draft_policy  # noqa: E402
+from engine.engine import Engine, EngineOptions  # noqa: E402
+from runtimes.llamacpp import LlamaCppRuntime  # noqa: E402
+from runtimes.runtime import LoadOptions  # noqa: E402
+from models.library import resolve_model  # noqa: E402
 
 MODEL, MAX_TOKENS = "gemma3-270m", 300
 NOTES = """Busy: two processes spinning beside the load (they stop before the reply); the busy measurements come out
 anywhere from cheap to dear (the cost ratio column). Learnt: every pass run corrects the cost estimate of its size
-(backends/draft_policy.py). In every row the plain steps also check the draft not sent (free acceptance
+(engine/draft_policy.py). In every row the plain steps also check the draft not sent (free acceptance
 evidence), which is what starts drafting early in the reply; with frozen costs the policy still recovers here
 because the evidence outweighs a busy measurement of this size, and learning keeps a worse one from sticking
 (tests/test_prompt_lookup.py drives the policy with a busy curve 3x too steep).

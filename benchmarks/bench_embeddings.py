@@ -25,7 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app.benchdoc import machine, write_section  # noqa: E402
+from benchmarks.doc import machine, write_section  # noqa: E402
 
 PEER = Path.home() / ".cache/lantern-peers/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-server"
 SIZES = (1, 32, 256)
@@ -66,7 +66,7 @@ def main() -> int:
     from app.server.api import ServerSettings
     from app.server.run import LanternServer
     from app.server.service import ModelService, default_opener
-    from backends.runtime import LoadOptions
+    from runtimes.runtime import LoadOptions
 
     model = minilm_gguf()
     ours = {}

@@ -16,14 +16,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.engine import Engine, EngineOptions  # noqa: E402
-from backends.events import GenerationRequest  # noqa: E402
-from backends.llamacpp import LlamaCppRuntime, default_threads  # noqa: E402
-from backends.runtime import LoadOptions  # noqa: E402
-from backends.sampling import SamplingParams  # noqa: E402
-from models.registry import resolve_model  # noqa: E402
-from app.bench import peer_llama  # noqa: E402
-from app.benchdoc import machine, write_section  # noqa: E402
+from engine.engine import Engine, EngineOptions  # noqa: E402
+from engine.events import GenerationRequest  # noqa: E402
+from runtimes.llamacpp import LlamaCppRuntime
+from runtimes.llama_library import default_threads  # noqa: E402
+from runtimes.runtime import LoadOptions  # noqa: E402
+from engine.sampling import SamplingParams  # noqa: E402
+from models.library import resolve_model  # noqa: E402
+from benchmarks.lookup import peer_llama  # noqa: E402
+from benchmarks.doc import machine, write_section  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0)
 STORY = "Once upon a time, in a small village by the sea, there lived an old lighthouse keeper named"

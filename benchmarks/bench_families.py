@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 
 STEPS = ("turn 1", "turn 2", "regenerate", "edit", "other chat", "back, turn 3", "lookup drafts accepted",
          "new chat, same system prompt")
@@ -26,15 +26,15 @@ SYSTEM = "You are a helpful assistant who answers in full sentences. " * 12
 
 
 def scenario(path: Path, system: str = SYSTEM) -> list[str]:
-    from backends.engine import Engine
-    from backends.events import Finished, GenerationRequest
-    from backends.llamacpp import LlamaCppRuntime
-    from backends.runtime import LoadOptions
-    from backends.sampling import SamplingParams
-    from backends.state_cache import StateCache
+    from engine.engine import Engine
+    from engine.events import Finished, GenerationRequest
+    from runtimes.llamacpp import LlamaCppRuntime
+    from runtimes.runtime import LoadOptions
+    from engine.sampling import SamplingParams
+    from engine.state_cache import StateCache
 
     if path.is_dir():
-        from backends.mlx_runtime import MlxRuntime
+        from runtimes.mlx_runtime import MlxRuntime
 
         runtime = MlxRuntime(path, LoadOptions(n_ctx=4096))
     else:
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--label", default="")
     args = ap.parse_args(argv)
-    from models.registry import resolve_model
+    from models.library import resolve_model
     from models.convert import convert_gguf_to_mlx
     from tiny_models import write_lfm2, write_mamba2, write_mlx, write_nemotron_h, write_qwen35
 

@@ -7,7 +7,18 @@ SmolLM2: lookup on/off, seeded and not, text compared), slots (1/4/8 streaming c
 slots). Each figure is the median of --repeats runs. Run by scripts/gpu-check; stdlib only.
 """
 from __future__ import annotations
-import argparse, json, os, shlex, socket, statistics, subprocess, sys, threading, time, urllib.request, urllib.error
+import argparse
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 
 STORY = "Once upon a time, in a small village by the sea, there lived an old lighthouse keeper named"
 RESULTS: dict = {}

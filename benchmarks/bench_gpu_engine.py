@@ -5,7 +5,7 @@
 - decode: 128 greedy tokens from the story prompt (llama-bench's tg128), every layer on the GPU, lookup off; the
   median of --repeats replies after a warm-up.
 - costs: measure_forward_costs' seconds of a pass of 1, 2, 4, 8, 16 tokens, relative to one (the curve seeded
-  requests draft by on this device: backends/draft_policy.py).
+  requests draft by on this device: engine/draft_policy.py).
 - parting: SmolLM2 copying a document, 400 greedy tokens: plain single-token decoding straight on the runtime
   (the reference, with each step's top-two logit gap) against the engine with lookup, unseeded and seeded; where
   they first differ and the reference's gap there.
@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends.engine import Engine, EngineOptions  # noqa: E402  (first: backends/native.py)
-from backends.events import GenerationRequest, TextDelta  # noqa: E402
-from backends.runtime import LoadOptions  # noqa: E402
-from backends.sampling import SamplingParams  # noqa: E402
+from engine.engine import Engine, EngineOptions  # noqa: E402  (first: basics/native.py)
+from engine.events import GenerationRequest, TextDelta  # noqa: E402
+from runtimes.runtime import LoadOptions  # noqa: E402
+from engine.sampling import SamplingParams  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -47,8 +47,8 @@ def reply(engine, request):
 
 
 def decode(path: str, repeats: int) -> dict:
-    from backends.llamacpp import LlamaCppRuntime
-    from backends.draft_policy import measure_forward_costs
+    from runtimes.llamacpp import LlamaCppRuntime
+    from engine.draft_policy import measure_forward_costs
 
     rt = LlamaCppRuntime(path, LoadOptions(n_ctx=4096, n_gpu_layers=LAYERS))
     try:
@@ -73,7 +73,7 @@ def decode(path: str, repeats: int) -> dict:
 def slot_overhead(path: str, repeats: int) -> dict:
     """One client's decode on 1 slot and on 8, and the passes under them: where a lone client on many slots loses."""
     from app.wiring import start_worker
-    from backends.llamacpp import LlamaCppRuntime
+    from runtimes.llamacpp import LlamaCppRuntime
 
     out = {}
     for slots in (1, 8):
@@ -115,7 +115,7 @@ def slot_overhead(path: str, repeats: int) -> dict:
 
 
 def parting(path: str, doc: str) -> dict:
-    from backends.llamacpp import LlamaCppRuntime
+    from runtimes.llamacpp import LlamaCppRuntime
 
     src = Path(doc).read_text()[:1800]
     messages = [{"role": "user", "content": f"Repeat the following document exactly.\n\n{src}"}]

@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app.benchdoc import machine, write_section  # noqa: E402
+from benchmarks.doc import machine, write_section  # noqa: E402
 from hub_server import HubFile, HubRepo, HubServer, HubState  # noqa: E402
 from models.hub import HubClient  # noqa: E402
 from models.library import ModelLibrary  # noqa: E402
-from models.registry import resolve_model  # noqa: E402
+from models.library import resolve_model  # noqa: E402
 
 REPO, FILE = "google/gemma-3-270m-GGUF", "gemma-3-270m-Q4_K_M.gguf"
 NOTES = """

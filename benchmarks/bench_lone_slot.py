@@ -24,14 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 
 PROMPT = "The history of the lighthouse begins"
 
 
 def decode_speed(worker, tokens: int) -> float:
-    from backends.events import GenerationRequest, TextDelta
-    from backends.sampling import SamplingParams
+    from engine.events import GenerationRequest, TextDelta
+    from engine.sampling import SamplingParams
 
     request = GenerationRequest(prompt=PROMPT, max_tokens=tokens, ignore_eos=True,
                                 sampling=SamplingParams(temperature=0.0))
@@ -46,7 +46,7 @@ def decode_speed(worker, tokens: int) -> float:
 def tiny_model() -> Path:
     import subprocess
 
-    from models.registry import resolve_model
+    from models.library import resolve_model
 
     folder = Path(tempfile.mkdtemp(prefix="lantern-bench-tiny-"))
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -66,8 +66,8 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from app.wiring import start_worker
-    from backends.engine import EngineOptions
-    from backends.runtime import LoadOptions
+    from engine.engine import EngineOptions
+    from runtimes.runtime import LoadOptions
 
     rows, figures = [], {}
     for name, path, threads in (("random Llama, 2 layers, 128k vocabulary", tiny_model(), 1),

@@ -10,18 +10,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from app.benchdoc import machine, write_section  # noqa: E402
+from benchmarks.doc import machine, write_section  # noqa: E402
 from bench_window import startup_ms  # noqa: E402
 
 

@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 os.environ["LANTERN_CACHE_DIR"] = tempfile.mkdtemp(prefix="lantern-bench-safety-")  # nothing remembered yet
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 
 
 def model_costs(name: str, repeats: int) -> tuple[str, str, str, str]:
-    from backends.load_probe import verify_in_child
-    from backends.runtime import LoadOptions
-    from models.gguf_check import read_checked_header
-    from models.registry import resolve_model
+    from runtimes.load_probe import verify_in_child
+    from runtimes.runtime import LoadOptions
+    from files.gguf_check import read_checked_header
+    from models.library import resolve_model
 
     path = resolve_model(name)
     header = statistics.median(timeit.repeat(lambda: read_checked_header(path), number=1, repeat=repeats))
@@ -46,10 +46,10 @@ def model_costs(name: str, repeats: int) -> tuple[str, str, str, str]:
 def template_costs(repeats: int) -> tuple[str, str, str]:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from backends.chat_template import ChatTemplate, Message
-    from backends.llamacpp import LlamaCppRuntime
-    from backends.runtime import LoadOptions
-    from models.registry import resolve_model
+    from chat_format.chat_template import ChatTemplate, Message
+    from runtimes.llamacpp import LlamaCppRuntime
+    from runtimes.runtime import LoadOptions
+    from models.library import resolve_model
 
     rt = LlamaCppRuntime(resolve_model("smollm2-135m-instruct"), LoadOptions(n_ctx=512))
     source = rt.chat_template

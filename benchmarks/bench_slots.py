@@ -3,7 +3,7 @@ with 1, 2 and 4 concurrent requests, each in its own slot of one model, against 
 
     .venv/bin/python benchmarks/bench_slots.py [--models NAME,...] [--tokens N] [--mlx-tokens N] [--no-write]
 
-Runs backends.slots.SlotWorker directly (as the endpoint and the window do, without HTTP), greedy, prompt lookup off
+Runs engine.slots.SlotWorker directly (as the endpoint and the window do, without HTTP), greedy, prompt lookup off
 (plain decoding: what batching alone gives), every request a different question and `--tokens` long (ignore_eos).
 Aggregate speed: all reply tokens over the wall time from the first submit to the last token. Beside it, the ceiling:
 llama.cpp's own decode of n rows (forward_seqs alone, one token per slot, median of 20 steps), as n times one row's
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 
 QUESTIONS = ["Tell me about lighthouses.", "Write a story about a fox.", "Explain how rain forms.",
              "Describe a busy market.", "What do bees do all day?", "Tell me about the moon.",
@@ -32,8 +32,8 @@ QUESTIONS = ["Tell me about lighthouses.", "Write a story about a fox.", "Explai
 
 
 def run(worker, n: int, tokens: int, questions=QUESTIONS) -> tuple[float, list[float]]:
-    from backends.events import GenerationRequest, TextDelta
-    from backends.sampling import SamplingParams
+    from engine.events import GenerationRequest, TextDelta
+    from engine.sampling import SamplingParams
 
     firsts: list[float] = [0.0] * n
     counts = [0] * n
@@ -95,11 +95,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each case; the median run is reported")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from backends.engine import EngineOptions
-    from backends.llamacpp import LlamaCppRuntime
-    from backends.runtime import LoadOptions
-    from backends.slots import SlotWorker
-    from models.registry import resolve_model
+    from engine.engine import EngineOptions
+    from runtimes.llamacpp import LlamaCppRuntime
+    from runtimes.runtime import LoadOptions
+    from engine.slots import SlotWorker
+    from models.library import resolve_model
 
     rows, chunk_times = [], []
     runs = [(name, "llamacpp", args.tokens) for name in args.models.split(",")]
@@ -110,7 +110,7 @@ def main() -> int:
         if backend == "mlx":
             import tempfile
 
-            from backends.mlx_runtime import MlxRuntime
+            from runtimes.mlx_runtime import MlxRuntime
             from models.convert import convert_gguf_to_mlx
 
             path = convert_gguf_to_mlx(path, Path(tempfile.mkdtemp(prefix="lantern-bench-")) / "mlx")
@@ -148,7 +148,7 @@ def main() -> int:
     body = (f"## Several conversations at once (continuous batching)\n\nMachine: {machine()}. Command: "
             f"`.venv/bin/python benchmarks/bench_slots.py --tokens {args.tokens} --mlx-tokens {args.mlx_tokens} "
             f"--repeats {args.repeats}`. Date: {datetime.date.today()}.\n\n"
-            f"n concurrent greedy requests of {args.tokens} tokens each, one slot each, on backends.slots.SlotWorker "
+            f"n concurrent greedy requests of {args.tokens} tokens each, one slot each, on engine.slots.SlotWorker "
             f"(n_ctx 4096 shared by the slots, prompt lookup off), the run of median speed of {args.repeats} "
             "(in rounds: 1, 2 and 4 clients in turn; each round's questions new to the cache):\n\n"
             + markdown_table(("model", "clients", "aggregate tok/s", "vs 1 client",

@@ -3,8 +3,8 @@ reply that quotes its prompt (lookup's best case) and on open-ended stories (its
 
     .venv/bin/python benchmarks/bench_slots_lookup.py [--model NAME] [--tokens N] [--no-write]
 
-backends.slots.SlotWorker with n slots and n concurrent greedy requests, each different. With others decoding, the
-draft policy counts a draft row at what another conversation's token would cost (backends/draft_policy.py): the
+engine.slots.SlotWorker with n slots and n concurrent greedy requests, each different. With others decoding, the
+draft policy counts a draft row at what another conversation's token would cost (engine/draft_policy.py): the
 target is never to be slower than without drafting, at any slot count. Writes its section of docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 from bench_slots import run  # noqa: E402
 
 PARAGRAPHS = [
@@ -55,11 +55,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from backends.engine import EngineOptions
-    from backends.llamacpp import LlamaCppRuntime
-    from backends.runtime import LoadOptions
-    from backends.slots import SlotWorker
-    from models.registry import resolve_model
+    from engine.engine import EngineOptions
+    from runtimes.llamacpp import LlamaCppRuntime
+    from runtimes.runtime import LoadOptions
+    from engine.slots import SlotWorker
+    from models.library import resolve_model
 
     # a reply that copies ~100 tokens of its prompt (the starter repeats a text once, not three times)
     quoting = [f"Copy this text exactly:\n\n{' '.join(PARAGRAPHS[i:] + PARAGRAPHS[:i])[:480]}"

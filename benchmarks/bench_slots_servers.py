@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from app.benchdoc import machine, markdown_table, write_section  # noqa: E402
+from benchmarks.doc import machine, markdown_table, write_section  # noqa: E402
 
 QUESTIONS = ["Tell me about lighthouses.", "Write a story about a fox.", "Explain how rain forms.",
              "Describe a busy market.", "What do bees do all day?", "Tell me about the moon.",
@@ -66,7 +66,7 @@ def _start(cmd: list[str], port: int, name: str, env=None):
 
 def servers(model_path: Path, name: str, llama_server: str | None):
     """(label, command builder, extra request fields) of each server to measure."""
-    from backends.llamacpp import cpu_has_amx
+    from runtimes.llama_library import cpu_has_amx
 
     def lantern(port):
         return [str(ROOT / ".venv" / "bin" / "lantern"), "serve", "--model", name, "--slots", "4", "--n-ctx", "4096",
@@ -78,7 +78,7 @@ def servers(model_path: Path, name: str, llama_server: str | None):
                 *(["--no-repack"] if cpu_has_amx() else [])]
 
     def peer(port):
-        return [sys.executable, "-m", "app.peer_server", "--model", str(model_path), "--host", "127.0.0.1", "--port",
+        return [sys.executable, "-m", "benchmarks.peer_server", "--model", str(model_path), "--host", "127.0.0.1", "--port",
                 str(port), "--n_ctx", "4096", "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS),
                 "--model_alias", name, "--interrupt_requests", "False"]  # queue, as the others do
 
@@ -92,8 +92,8 @@ def servers(model_path: Path, name: str, llama_server: str | None):
 
 
 def _end_tokens(model_path: Path) -> list[int]:
-    from backends.llamacpp import LlamaCppRuntime
-    from backends.runtime import LoadOptions
+    from runtimes.llamacpp import LlamaCppRuntime
+    from runtimes.runtime import LoadOptions
 
     rt = LlamaCppRuntime(model_path, LoadOptions(n_ctx=256))
     try:
@@ -157,7 +157,7 @@ def main() -> int:
     parser.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER"))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from models.registry import resolve_model
+    from models.library import resolve_model
 
     counts = [int(c) for c in args.clients.split(",")]
     rows = []

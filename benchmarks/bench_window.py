@@ -27,7 +27,7 @@ TREE = Path(os.environ.get("LANTERN_BENCH_TREE", ROOT))  # the code measured: th
 sys.path[:0] = [str(TREE), str(ROOT)]
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from app.benchdoc import machine, write_section  # noqa: E402
+from benchmarks.doc import machine, write_section  # noqa: E402
 
 
 def startup_ms(exe: str | Path, base_env: dict | None = None) -> float:

@@ -1,4 +1,4 @@
-"""Why a CUDA build crashed at its first model load when Lantern's modules came before llama.cpp (backends/native.py).
+"""Why a CUDA build crashed at its first model load when Lantern's modules came before llama.cpp (basics/native.py).
 
     python benchmarks/gpu_load_order.py MODEL.gguf OUT_DIR
 
@@ -26,8 +26,8 @@ p = L.llama_model_default_params(); p.vocab_only = True
 m = L.llama_model_load_from_file(sys.argv[1].encode(), p)
 print("LOADED" if m else "NULL")
 """
-LANTERN = "import app.cli, app.server.api, app.conversations, backends.engine, backends.slots, models.library, " \
-          "models.info, backends.constraint, app.document_search\n"
+LANTERN = "import cli.main, app.server.api, app.conversations, engine.engine, engine.slots, models.library, " \
+          "models.info, engine.constraint, app.document_search\n"
 
 
 def run(name: str, pre: str, model: str, env: dict | None = None, timeout: float = 120) -> dict:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, fields
+from datetime import date
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from files.owned_files import atomic_write, file_lock, move_aside
+from files.safe_paths import UnsafeName, check_name, check_relative
+from models.hub import HubError
 from models.info import ModelInfo
 
 BACKENDS = {"llamacpp": "gguf", "mlx": "mlx"}
@@ -114,10 +118,6 @@ def catalog_json(entries: list[CatalogEntry], note: str) -> str:
 def read_from_hub(client, entry: CatalogEntry) -> CatalogEntry:
     """`entry` with its figures read from the Hub: the file's size from the listing, its shape from the GGUF
     header (a ranged read) or the MLX config.json. HubError when the repository or file is not there."""
-    from datetime import date
-
-    from models.hub import HubError
-
     listing = client.listing(entry.repo)
     if entry.files:
         choice = next((c for c in listing.choices if tuple(c.files) == entry.files), None)
@@ -134,8 +134,6 @@ def read_from_hub(client, entry: CatalogEntry) -> CatalogEntry:
 
 def read_figures(folder: Path) -> dict[str, dict]:
     """Figures read from the Hub earlier, by entry name; a damaged file is moved aside and forgotten."""
-    from models.owned_files import move_aside
-
     path = folder / FIGURES_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -151,8 +149,6 @@ def read_figures(folder: Path) -> dict[str, dict]:
 
 def remember_figures(folder: Path, entry: CatalogEntry) -> None:
     """Keep what was read for `entry` (under the folder's lock: two windows may look at once)."""
-    from models.owned_files import atomic_write, file_lock
-
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / ".catalog-figures.lock"):
         known = read_figures(folder)
@@ -202,8 +198,6 @@ def _entry(i: int, raw: dict) -> CatalogEntry:
 
 
 def _checked(e: CatalogEntry) -> CatalogEntry:
-    from models.safe_paths import UnsafeName, check_name, check_relative
-
     checks = [
         (e.backend in BACKENDS and BACKENDS[e.backend] == e.format, "backend and format must agree"),
         (e.kind in KINDS, "kind is chat or embedding"),

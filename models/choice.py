@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.hardware import Hardware
-from backends.runtime import ModelLoadError
+from basics.errors import ModelLoadError
+from machine.hardware import Hardware
 from models.info import ModelInfo
 
 GiB = 1 << 30

@@ -14,8 +14,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from backends.mlx_runtime import END_OF_TURN_TEXTS
-from backends.runtime import LanternError, ModelLoadError
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+from basics.errors import LanternError, ModelLoadError
+from files.gguf_header import read_gguf_header
+from files.owned_files import cache_dir
+from runtimes.llama_library import check_gguf_file
+from runtimes.mlx_runtime import END_OF_TURN_TEXTS
 
 # GGUF tensor types MLX reads, and the bits they become (None: stays a plain float tensor).
 MLX_READABLE = {"F32": None, "F16": None, "Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
@@ -65,12 +70,10 @@ def convert_gguf_to_mlx(gguf_path: str | os.PathLike, out_dir: str | os.PathLike
     The folder appears complete or not at all: it is written beside `out_dir` and renamed.
     """
     src, out = Path(gguf_path), Path(out_dir)
-    from backends.llamacpp import check_gguf_file
 
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another folder or allow overwriting (--force).")
     check_gguf_file(src)
-    from models.gguf_header import read_gguf_header
 
     header = read_gguf_header(src)  # fast: refuse what cannot convert before reading the vocabulary
     types = {t.name: t.type_name for t in header.tensors}
@@ -86,6 +89,7 @@ def convert_gguf_to_mlx(gguf_path: str | os.PathLike, out_dir: str | os.PathLike
     config = _config(meta, arch, types)
     tokenizer, tokenizer_config = _tokenizer(meta)
 
+    # deferred: MLX is optional (Apple silicon, or the dev extra's CPU wheel)
     import mlx.core as mx
 
     weights = {mlx_name(k): v for k, v in mx.load(str(src)).items()}
@@ -110,8 +114,6 @@ def convert_gguf_to_mlx(gguf_path: str | os.PathLike, out_dir: str | os.PathLike
 
 def mlx_copy_of(gguf_path: Path) -> Path:
     """The MLX folder converted from a GGUF file, made once and kept in Lantern's cache."""
-    from models.registry import cache_dir
-
     st = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{CONVERTER_VERSION}".encode())
     out = cache_dir() / "mlx" / f"{gguf_path.stem}-{key.hexdigest()[:12]}"
@@ -121,6 +123,7 @@ def mlx_copy_of(gguf_path: Path) -> Path:
 
 
 def _read_gguf(path: Path):
+    # deferred: gguf (~90 ms to import), only for its tables
     from gguf import GGUFReader
 
     try:
@@ -183,8 +186,6 @@ def _quantization(types: dict[str, str]) -> dict:
 
 
 def _tokenizer(meta: dict):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":
         raise ConversionError(f"Only byte-level BPE tokenizers can be converted yet; this model's is {kind!r}.")

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.hardware import Hardware
-from models.choice import METAL_WORKING_SET, choose_backend
+from machine.hardware import Hardware
+from models.choice import GPU_MARGIN_BYTES, GPU_MARGIN_SHARE, METAL_WORKING_SET, choose_backend
 from models.info import ModelInfo
+from models.speed import estimate_tokens_per_s
 
 GiB = 1 << 30
 RAM_MARGIN_BYTES = 1 << 30  # the OS, Lantern itself and the window keep this much
@@ -55,8 +56,6 @@ def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1, kv_
 def layers_fit(hw: Hardware, model: ModelInfo, layers: int, *, n_ctx: int, kv_type: str = "f16") -> str:
     """What `layers` of the model's layers on the GPU (-1: all) take there and in RAM, in words (the window's GPU
     layers slider says it as it moves)."""
-    from models.choice import GPU_MARGIN_BYTES, GPU_MARGIN_SHARE
-
     total = max(model.n_layers, 1)
     layers = total if layers < 0 else min(layers, total)
     n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train and n_ctx else n_ctx or 4096
@@ -75,8 +74,6 @@ def layers_fit(hw: Hardware, model: ModelInfo, layers: int, *, n_ctx: int, kv_ty
 def fit_and_speed(hw: Hardware, model: ModelInfo, *, n_ctx: int) -> str:
     """"fits on the GPU · ~85 tokens/s": a local model's fit and its estimated writing speed, for the model picker
     (its file size stands for the bytes read per token: a local file does not say its active parameters)."""
-    from models.speed import estimate_tokens_per_s
-
     fit = check_fit(hw, model, n_ctx=n_ctx)
     speed = estimate_tokens_per_s(hw, size_bytes=model.size_bytes, params_b=0, active_b=0, verdict=fit.verdict,
                                   n_gpu_layers=fit.n_gpu_layers, n_layers=model.n_layers)

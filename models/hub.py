@@ -7,18 +7,24 @@ into data/models/<name> and registers it: a failed or cancelled pull leaves no m
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
 import shutil
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from backends.runtime import LanternError
+from tqdm.auto import tqdm
+
+from basics.errors import LanternError
+from files.gguf_header import HeaderCut, parse_gguf_header
+from files.gguf_split import PART, join_split_gguf
+from files.owned_files import disk_full_error, is_disk_full
+from files.safe_paths import UnsafeName, check_name, check_relative, inside
+from models.info import info_from_config, info_from_header
 from models.library import LibraryError, LocalModel, ModelLibrary, check_model_name, model_name
-from models.owned_files import disk_full_error, is_disk_full
-from models.safe_paths import UnsafeName, check_name, check_relative, inside
 
 QUANT = re.compile(r"(?i)(?:^|[-_./])((?:I?Q\d_(?:K_[SMLX]L?|K|[01]|XXS|XS|S|M|NL))|BF16|F16|F32|Q8_0)(?=[-_./])")
 SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
@@ -76,6 +82,7 @@ class DownloadProgress:
 class HubClient:
     def __init__(self, *, endpoint: str | None = None, token: str | None = None, library: ModelLibrary | None = None,
                  disk_free: Callable[[Path], int] | None = None, timeout: float = 10.0):
+        # deferred: huggingface_hub's API modules (~300 ms), only when the Hub is asked
         from huggingface_hub import HfApi
 
         self.endpoint, self.token = endpoint, token
@@ -94,6 +101,7 @@ class HubClient:
 
     def _reach(self) -> None:
         """One quick request to the Hub, so being offline is said at once (raises the transport's error)."""
+        # deferred: huggingface_hub's API modules (~300 ms), only when the Hub is asked
         from huggingface_hub import constants
         from huggingface_hub.utils import get_session
 
@@ -132,13 +140,9 @@ class HubClient:
     def describe(self, listing: RepoListing, choice: FileChoice):
         """A ModelInfo before any download: a GGUF header read with a ranged request (4 MB, then 32 MB),
         or an MLX repository's config.json. Needed to size the KV cache for the fit check."""
-        from pathlib import PurePosixPath
-
+        # deferred: huggingface_hub's API modules (~300 ms), only when the Hub is asked
         from huggingface_hub import hf_hub_url
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
-
-        from models.gguf_header import HeaderCut, parse_gguf_header
-        from models.info import info_from_config, info_from_header
 
         first = choice.files[0]
         url = hf_hub_url(listing.repo, "config.json" if choice.label == "mlx" else first, revision=listing.commit,
@@ -207,7 +211,6 @@ class HubClient:
                 self.unchecked.append(f)
         model_file = choice.files[0]
         if split:  # one model, one file
-            from models.gguf_split import PART, join_split_gguf
 
             model_file = PART.match(Path(choice.files[0]).name)["stem"] + ".gguf"
             join_split_gguf(staging / choice.files[0], staging / model_file)
@@ -231,6 +234,7 @@ class HubClient:
 
         (hf_hub_download itself deletes its partial file when a download fails, so it cannot resume across runs.)
         """
+        # deferred: huggingface_hub's API modules (~300 ms), only when the Hub is asked
         from huggingface_hub import hf_hub_url
         from huggingface_hub.file_download import http_get
         from huggingface_hub.utils import build_hf_headers
@@ -280,8 +284,6 @@ class _Tracker:
         self.file, self.file_done = name, 0
 
     def tqdm_class(self):
-        from tqdm.auto import tqdm
-
         tracker = self
 
         class Progress(tqdm):
@@ -356,8 +358,6 @@ class _HashingFile:
     """
 
     def __init__(self, f, *, limit: int):
-        import queue
-
         self._f = f
         self._limit = limit
         self._chunks: queue.SimpleQueue = queue.SimpleQueue()
@@ -493,6 +493,7 @@ class _hub_errors:
     def __exit__(self, kind, e, tb):
         if e is None or isinstance(e, LanternError):
             return False
+        # deferred: huggingface_hub's API modules (~300 ms), only when the Hub is asked
         from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
                                             LocalEntryNotFoundError, RepositoryNotFoundError)
 

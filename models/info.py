@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.runtime import KV_CACHE_TYPES, ModelLoadError
+from basics.errors import LanternError, ModelLoadError
+from chat_format.chat_template import ChatTemplate
+from chat_format.format_choice import detect
+from chat_format.reply import think_tags
+from files.gguf_check import check_header
+from files.gguf_header import read_gguf_header
+from runtimes.llama_library import RECURRENT_SNAPSHOTS, ROLLBACK_ARCHITECTURES, check_gguf_file
+from runtimes.runtime import KV_CACHE_TYPES
 
 
 @dataclass(frozen=True)
@@ -55,24 +63,17 @@ def describe_model(path: str | os.PathLike) -> ModelInfo:
     p = Path(path)
     if p.is_dir():
         return _describe_mlx(p)
-    from backends.llamacpp import check_gguf_file
 
     check_gguf_file(p, check_header=False)  # the header is read and checked once, below
     return _describe_gguf(p)
 
 
 def _describe_gguf(path: Path) -> ModelInfo:
-    from models.gguf_header import read_gguf_header
-
     return info_from_header(read_gguf_header(path), path=path, size_bytes=path.stat().st_size)
 
 
 def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
     """A ModelInfo from a GGUF header (read from a local file, or from the first bytes of a remote one)."""
-    from collections import Counter
-
-    from models.gguf_check import check_header
-
     check_header(header, file_size=size_bytes, name=path.name)  # also a remote header: nothing unchecked is used
     meta = header.metadata
     arch = str(meta.get("general.architecture", ""))
@@ -91,6 +92,7 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
         by_type[t.type_name] += t.n_bytes
     quant = by_type.most_common(1)[0][0] if by_type else ""
     if isinstance(meta.get("general.file_type"), int):
+        # deferred: gguf (~90 ms to import), only for its tables
         from gguf import LlamaFileType
 
         try:
@@ -139,7 +141,6 @@ def _memory_by_layer_kind(meta: dict, arch: str, n_layers: int, n_heads: int, kv
             window_b += b
         else:
             full += b
-    from backends.llamacpp import RECURRENT_SNAPSHOTS, ROLLBACK_ARCHITECTURES
 
     copies = 1 + (RECURRENT_SNAPSHOTS if arch in ROLLBACK_ARCHITECTURES else 0)  # the rollback snapshots
     state = sum(recurrent) * _recurrent_state_bytes(number) * copies
@@ -160,11 +161,6 @@ def _recurrent_state_bytes(number) -> int:
 
 def chat_style(template: object) -> dict:
     """The tool-call format and reasoning tags a chat template shows (compiled in the sandbox, never trusted)."""
-    from backends.chat_template import ChatTemplate
-    from backends.reply import think_tags
-    from backends.runtime import LanternError
-    from backends.tool_formats import detect
-
     source = template if isinstance(template, str) else None
     try:
         t = ChatTemplate(source)

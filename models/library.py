@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -14,10 +15,16 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from backends.runtime import LanternError, ModelLoadError
-from models.owned_files import atomic_write, disk_full_error, file_lock, is_disk_full, move_aside
-from models.registry import BUILTIN_MODELS
-from models.safe_paths import UnsafeName, check_name, inside, same_ignoring_case
+import platformdirs
+
+from basics.errors import LanternError, ModelLoadError
+from files.owned_files import atomic_write, disk_full_error, file_lock, is_disk_full, move_aside
+from files.safe_paths import UnsafeName, check_name, inside, same_ignoring_case
+from models.info import describe_model
+from models.projectors import find_projector, is_projector
+from models.registry import BUILTIN_MODELS, STARTER_MODEL
+from runtimes.load_probe import verify_in_child
+from runtimes.runtime import LoadOptions
 
 
 class LibraryError(LanternError):
@@ -45,7 +52,6 @@ def data_dir() -> Path:
     env = os.environ.get("LANTERN_DATA_DIR")
     if env:
         return Path(env)
-    import platformdirs
 
     return Path(platformdirs.user_data_dir("lantern", appauthor=False))
 
@@ -127,8 +133,6 @@ class ModelLibrary:
         if not src.exists():
             raise LibraryError(f"Nothing to import at {src}.")
         if src.is_dir() and not (src / "config.json").is_file():
-            from models.projectors import is_projector
-
             files = sorted(f for f in src.glob("*.gguf") if not is_projector(f))  # projectors come with their model
             if not files:
                 raise LibraryError(f"{src} holds no .gguf files (other than vision projectors) and is not an MLX "
@@ -139,16 +143,12 @@ class ModelLibrary:
         return [self._import_one(src, link=link, name=name)]
 
     def _import_one(self, src: Path, *, link: bool, name: str | None) -> LocalModel:
-        from models.projectors import find_projector, is_projector
-
         if src.is_file() and is_projector(src):
             raise LibraryError(f"{src.name} is a vision projector, not a model: import the model beside it (its "
                                "projector comes with it).")
         name = check_model_name(name) if name is not None else model_name(src.stem if src.is_file() else src.name)
         found = describe(src, name=name, source="import")  # refuse what is not a model before copying anything
         if src.is_file():  # and what llama.cpp would refuse or abort on: a test load in a child process
-            from backends.load_probe import verify_in_child
-            from backends.runtime import LoadOptions
 
             # within the context it was trained for (embedding models read 512 tokens: the default would be refused)
             n_ctx = LoadOptions().n_ctx
@@ -262,8 +262,6 @@ def _builtin(path: str, name: str, _size: int, _mtime_ns: int) -> LocalModel:
 
 def describe(path: Path, *, name: str, source: str, repo: str = "", linked: bool = False) -> LocalModel:
     """A LocalModel read from the files themselves."""
-    from models.info import describe_model
-
     info = describe_model(path)  # one read of the header: it also says whether there is a chat template
     return LocalModel(
         name=name, path=str(path), backend="mlx" if info.format == "mlx" else "llamacpp", format=info.format,
@@ -330,12 +328,29 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-
 def _digest(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """The model file for a registry name or a path; the starter model when None."""
+    if name_or_path is None:
+        name_or_path = STARTER_MODEL
+    key = str(name_or_path)
+    if key in BUILTIN_MODELS:
+        return BUILTIN_MODELS[key].locate()
+    local = ModelLibrary().find(key)
+    if local is not None:
+        if not Path(local.path).exists():
+            raise ModelLoadError(f"The model {key!r} is registered but its files are gone ({local.path}); "
+                                 f"remove it with `lantern models rm {key}`.")
+        return Path(local.path)
+    path = Path(key).expanduser()
+    if path.exists() or os.sep in key or key.endswith(".gguf"):
+        return path
+    known = ", ".join(ModelLibrary().names())
+    raise ModelLoadError(f"No model named {key!r}. Known models: {known}; or give the path of a .gguf file.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.gguf_header import read_gguf_header
+from files.gguf_header import read_gguf_header
 
 
 def find_projector(model: Path) -> Path | None:

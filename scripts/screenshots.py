@@ -179,7 +179,7 @@ def _lighthouse() -> bytes:
     """A small picture of a lighthouse on a rock (drawn here: no image ships with Lantern)."""
     import numpy as np
 
-    from backends.vision import png_bytes
+    from runtimes.vision import png_bytes
 
     h, w = 240, 320
     y = np.arange(h)[:, None, None] / h

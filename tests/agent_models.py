@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 
 import httpx
+from real_templates import template
+from test_untrusted_gguf import write_gguf_with_template
 
 from app.server.api import ServerSettings
 from app.server.run import LanternServer
 from app.server.service import ModelService
-from backends.engine import EngineOptions
-from backends.runtime import LoadOptions
-from real_templates import template
-from test_untrusted_gguf import write_gguf_with_template
+from engine.engine import EngineOptions
+from runtimes.runtime import LoadOptions
 
 # name -> the real template it carries (None: the starter's own ChatML template, which takes no tools)
 FAMILIES = {

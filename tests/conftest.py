@@ -6,12 +6,12 @@ import tempfile
 import threading
 import time
 
-from backends.engine import Engine  # first: llama.cpp's libraries load before numpy's (backends/native.py)
-from backends.runtime import LoadOptions
-from models.registry import resolve_model
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from engine.engine import Engine  # first: llama.cpp's libraries load before numpy's (basics/native.py)
+from models.library import resolve_model
+from runtimes.runtime import LoadOptions
 
 # The window tests' fixtures (make_window, hub) need Qt; every other test collects and runs without it (a GPU
 # machine, a server without a desktop). A window test there fails at its own `import PySide6`, saying why.
@@ -39,7 +39,7 @@ def no_thread_left_behind():
         # Qt's pool threads show up as dummies once they run Python; the window's tests wait for their tasks.
         left = [t for t in threading.enumerate() if t not in before and t.is_alive()
                 and not isinstance(t, threading._DummyThread)
-                and t.name != "lantern-parked"]  # a thread that ran MLX waits forever by design (backends/worker.py)
+                and t.name != "lantern-parked"]  # a thread that ran MLX waits forever by design (engine/worker.py)
         if not left:
             return
         time.sleep(0.05)
@@ -70,7 +70,7 @@ GPU_MODE = os.environ.get("LANTERN_TEST_GPU") == "1"
 
 
 def load(path, **options):
-    from backends.llamacpp import LlamaCppRuntime
+    from runtimes.llamacpp import LlamaCppRuntime
 
     defaults = {"n_ctx": 2048, "n_gpu_layers": -1 if GPU_MODE else None}
     return LlamaCppRuntime(path, LoadOptions(**{**defaults, **options}))
@@ -79,7 +79,7 @@ def load(path, **options):
 def pytest_sessionstart(session):
     if not GPU_MODE:
         return
-    from backends.hardware import detect
+    from machine.hardware import detect
 
     hw = detect()
     if not hw.llamacpp_gpu_offload or starter_label() != "llamacpp (GPU)":
@@ -117,7 +117,7 @@ def engine(smollm2):
 
 def run(engine: Engine, request) -> tuple[str, list[int], object]:
     """A whole reply from the engine: its text, its token ids and its final event."""
-    from backends.events import TextDelta
+    from engine.events import TextDelta
 
     text, tokens, final = [], [], None
     for event in engine.generate(request):
@@ -131,7 +131,7 @@ def run(engine: Engine, request) -> tuple[str, list[int], object]:
 
 def reply_tokens(gen) -> tuple[list[int], object]:
     """A Generation's (or any event stream's) token ids and its final event."""
-    from backends.events import TextDelta
+    from engine.events import TextDelta
 
     tokens, final = [], None
     for event in gen:
@@ -183,7 +183,7 @@ def smollm2_mlx_path(smollm2_path, tmp_path_factory):
 
 
 def load_mlx(path, **options):
-    from backends.mlx_runtime import MlxRuntime
+    from runtimes.mlx_runtime import MlxRuntime
 
     return MlxRuntime(path, LoadOptions(**{"n_ctx": 2048, **options}))
 

@@ -4,7 +4,7 @@
 
 Each chat prompt is decoded alone, one token a pass (the tests' solo reference). The same tokens are then forced
 through the shapes the slot scheduler makes: every conversation's next token in one batch of 2, 4 or 8 rows
-(backends/slots.py), the prompts read together in one pass, and a prompt read in two pieces. For each step it
+(engine/slots.py), the prompts read together in one pass, and a prompt read in two pieces. For each step it
 compares the reference's top-two gap with the gap of the same two tokens there; the worst change is how close two
 logits must be for a greedy run to part from its solo reply. Not a test (it prints figures); the tests check the
 bound with test_runtime_slots.py::test_slot_batches_move_logits_less_than_the_near_tie_margin.
@@ -96,9 +96,9 @@ def measure(path, n_tokens: int, *, questions=QUESTIONS, rows=(2, 4, 8)) -> dict
     """The worst change of the top-two gap per shape."""
     from conftest import load
 
-    from backends.engine import Engine
-    from backends.events import GenerationRequest
-    from backends.sampling import SamplingParams
+    from engine.engine import Engine
+    from engine.events import GenerationRequest
+    from engine.sampling import SamplingParams
 
     rt = load(path, n_ctx=4096, slots=max(max(rows), 2))
     engine = Engine(rt)
@@ -114,7 +114,7 @@ def measure(path, n_tokens: int, *, questions=QUESTIONS, rows=(2, 4, 8)) -> dict
 
 
 def main() -> int:
-    from models.registry import resolve_model
+    from models.library import resolve_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=48)

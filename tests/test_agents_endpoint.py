@@ -8,7 +8,6 @@ import json
 import jsonschema
 import openai
 import pytest
-
 from agent_models import family_models, start_server
 
 WEATHER = {"type": "function", "function": {

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from documents import blank_pdf, encrypted_pdf, text_pdf, word_file
 
 from app.attachments import AttachmentError, describe, message_with_files, read_attachment
-from documents import blank_pdf, encrypted_pdf, text_pdf, word_file
 
 
 @pytest.mark.parametrize("name, data, expected", [

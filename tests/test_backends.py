@@ -9,12 +9,12 @@ import threading
 
 import numpy as np
 import pytest
-
-from backends.engine import Engine, EngineOptions
-from backends.events import GenerationRequest
-from backends.runtime import ContextOverflowError, InvalidRequestError
-from backends.sampling import SamplingParams
 from conftest import assert_same_up_to_near_tie, load, load_mlx, reference_greedy, run
+
+from basics.errors import ContextOverflowError, InvalidRequestError
+from engine.engine import Engine, EngineOptions
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
 SYSTEM = {"role": "system", "content": "You are brief."}

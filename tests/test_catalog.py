@@ -9,16 +9,16 @@ import os
 import subprocess
 
 import pytest
-
-from backends.hardware import GPU, Hardware
 from hub_server import HubFile, HubRepo, HubServer, HubState
+from tiny_models import write_lfm2, write_qwen35
+
+from machine.hardware import GPU, Hardware
 from models.catalog import FIGURES_FILE, CatalogError, bundled_text, load_catalog, read_from_hub, remember_figures
 from models.fit import check_fit
 from models.hub import HubClient, HubError
 from models.info import describe_model
 from models.library import ModelLibrary
 from models.speed import estimate_tokens_per_s
-from tiny_models import write_lfm2, write_qwen35
 
 GiB = 1 << 30
 # The families the catalog must carry (the models people pick in late 2026), and each one's tool-call format.
@@ -221,6 +221,7 @@ def test_the_speed_estimate_follows_bandwidth_and_active_parameters():
     m3 = machine(os="Darwin", arch="arm64", apple_silicon=True, cpu_name="Apple M3 Max")
     m1 = machine(os="Darwin", arch="arm64", apple_silicon=True, cpu_name="Apple M1")
     assert speed(m3, dense, "gpu") == pytest.approx(speed(m1, dense, "gpu") * 400 / 68)
+
 
 def test_descriptions_say_only_what_the_catalog_knows():
     from models.catalog import load_catalog

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from app.chat_export import (MAX_IMPORT_BYTES, ChatImportError, archive, chat_json, chat_markdown, import_file)
+from app.chat_export import MAX_IMPORT_BYTES, ChatImportError, archive, chat_json, chat_markdown, import_file
 from app.conversations import ConversationStore
 
 STATS = {"ttft_ms": 250.0, "decode_tokens_per_s": 41.0, "cached_tokens": 30, "prompt_tokens": 40, "model": "smol"}

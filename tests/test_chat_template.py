@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.chat_template import ChatTemplate, ChatTemplateError, Message, parse_messages
-from backends.runtime import InvalidRequestError
+from basics.errors import InvalidRequestError
+from chat_format.chat_template import ChatTemplate, ChatTemplateError, Message, parse_messages
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
@@ -89,7 +89,7 @@ def test_a_template_that_changes_content_is_not_split():
 
 def test_template_features_transformers_offers():
     """Loop controls, the {% generation %} tag and tojson's options, as real templates use them."""
-    from backends.chat_template import ChatTemplate, Message
+    from chat_format.chat_template import ChatTemplate, Message
 
     source = ("{% for m in messages %}{% if m.content == 'skip' %}{% continue %}{% endif %}"
               "{% if loop.index > 3 %}{% break %}{% endif %}"
@@ -105,7 +105,7 @@ def test_template_features_transformers_offers():
 def test_a_template_that_prints_the_time_renders_one_time_per_request():
     """Two renders of one request (the prompt, and the one that finds the message texts) print the same time, so
     the texts are found; issue 32 saw them a second apart, and the parts then fell back to one unsplit text."""
-    from backends.chat_template import ChatTemplate, Message
+    from chat_format.chat_template import ChatTemplate, Message
 
     template = ChatTemplate("Now: {{ strftime_now('%H:%M:%S.%f') }}\n{% for m in messages %}{{ m.content }}\n"
                             "{% endfor %}")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.hardware import GPU, Hardware, detect, parse_nvidia_smi
-from backends.runtime import ModelLoadError
+from basics.errors import ModelLoadError
+from machine.hardware import GPU, Hardware, detect, parse_nvidia_smi
 from models.choice import choose_backend
 from models.info import ModelInfo, describe_model
 
@@ -123,7 +123,7 @@ def test_this_machine_is_detected_and_its_models_described(smollm2_path, gemma_p
 def test_the_fast_gguf_header_reader_agrees_with_gguf_and_refuses_broken_files(smollm2_path, tmp_path):
     from gguf import GGUFReader
 
-    from models.gguf_header import read_gguf_header
+    from files.gguf_header import read_gguf_header
 
     header = read_gguf_header(smollm2_path)
     reader = GGUFReader(str(smollm2_path))

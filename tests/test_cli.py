@@ -81,7 +81,7 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     assert r.returncode == 0, r.stderr
     assert "cores" in r.stdout and "GiB RAM" in r.stdout
     assert "llama-cpp-python 0.3.36" in r.stdout and "features: CPU" in r.stdout
-    from backends.hardware import build_advice, detect
+    from machine.hardware import build_advice, detect
     from conftest import starter_label
 
     hw = detect()
@@ -90,7 +90,7 @@ def test_doctor_describes_this_machine_and_where_each_model_runs():
     assert (f"faster: {advice}" in r.stdout) if advice else "faster:" not in r.stdout
     # scripts/setup builds llama.cpp without OpenMP (a second computing thread would slow every decode ~3x)
     assert "OPENMP" not in r.stdout and "uses OpenMP" not in r.stdout
-    # the count a model would compute with now, from the cores other programs leave free (backends/threads.py)
+    # the count a model would compute with now, from the cores other programs leave free (machine/threads.py)
     threads = re.search(r"threads: (\d+) now, up to (\d+) \(other programs use [0-9.]+ of (\d+) cores", r.stdout)
     assert threads and 1 <= int(threads[1]) <= int(threads[2]) and int(threads[3]) >= 1, r.stdout
     assert "MLX: " in r.stdout

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import jsonschema
-
-from backends.engine import Engine
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
-from backends.tool_formats import Tool
 from conftest import run
+
+from chat_format.tool_formats import Tool
+from engine.engine import Engine
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 16},
                                            "age": {"type": "integer", "minimum": 0, "maximum": 120}},

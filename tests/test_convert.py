@@ -5,12 +5,12 @@ import json
 import shutil
 
 import pytest
-
-from backends.engine import Engine
-from backends.events import GenerationRequest
-from backends.runtime import ModelLoadError
-from backends.sampling import SamplingParams
 from conftest import load_mlx, run
+
+from basics.errors import ModelLoadError
+from engine.engine import Engine
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 from models.convert import ConversionError, convert_gguf_to_mlx, mlx_name
 
 GREEDY = SamplingParams(temperature=0)

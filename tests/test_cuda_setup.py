@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.hardware import GPU, Hardware, build_advice
+from machine.hardware import GPU, Hardware, build_advice
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("cuda_toolkit", ROOT / "scripts" / "cuda_toolkit.py")

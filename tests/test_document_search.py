@@ -7,9 +7,9 @@ import random
 
 import numpy as np
 import pytest
+from embedding_model import minilm_gguf
 
 from app.document_search import DocumentIndex, DocumentSearchError, split_parts
-from embedding_model import minilm_gguf
 
 NEEDLE = "The spare key to the harbour gate is kept by the night watchman, Orlando Pike."
 WORDS = ("river mountain engine kernel budget garden window paper market signal winter copper orbit canvas "
@@ -144,7 +144,7 @@ def test_a_text_longer_than_the_embedder_reads_is_read_whole_in_windows():
 
 def test_excerpts_fit_the_room_the_chat_leaves_on_the_starter_model(tmp_path, worker, smollm2_path):
     from app.chat_documents import ChatModelEmbeddings, excerpts_for
-    from backends.events import GenerationRequest
+    from engine.events import GenerationRequest
 
     chat = ChatModelEmbeddings(worker, "smollm2-135m-instruct", smollm2_path)  # its own pooled hidden states
     index = DocumentIndex(tmp_path / "documents.sqlite3")

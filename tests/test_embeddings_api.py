@@ -9,7 +9,6 @@ import httpx
 import numpy as np
 import openai
 import pytest
-
 from embedding_model import minilm_gguf, reference_embedding, reference_tokens
 from test_server import start
 
@@ -94,7 +93,7 @@ def test_an_imported_embedding_model_is_found_listed_and_refused_for_replies():
     from app.server.api import ServerSettings
     from app.server.run import LanternServer
     from app.server.service import ModelService, default_opener
-    from backends.runtime import LoadOptions
+    from runtimes.runtime import LoadOptions
     from models.library import ModelLibrary
 
     library = ModelLibrary()  # the tests' own data folder (conftest)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import pytest
-
-from backends.engine import Engine
-from backends.events import GenerationRequest, TextDelta
-from backends.runtime import ContextOverflowError, InvalidRequestError
-from backends.sampling import SamplingParams
 from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
+
+from basics.errors import ContextOverflowError, InvalidRequestError
+from engine.engine import Engine
+from engine.events import GenerationRequest, TextDelta
+from engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -166,7 +166,7 @@ def test_bad_requests_are_clear_errors_and_the_engine_lives_on(engine, request_k
 
 def test_switching_works_when_the_saved_states_barely_fit(smollm2_path):
     """A budget for one state: saving the current conversation must not lose the one being restored."""
-    from backends.state_cache import StateCache
+    from engine.state_cache import StateCache
 
     rt = load(smollm2_path)
     probe = Engine(rt)
@@ -183,7 +183,7 @@ def test_switching_works_when_the_saved_states_barely_fit(smollm2_path):
 
 
 def test_saved_states_spilled_to_disk_come_back(smollm2_path, tmp_path):
-    from backends.state_cache import StateCache
+    from engine.state_cache import StateCache
 
     rt = load(smollm2_path)
     engine = Engine(rt, state_cache=StateCache(ram_bytes=1, disk_dir=tmp_path))  # every state goes to disk
@@ -223,8 +223,8 @@ def test_a_user_cannot_forge_turns_with_special_token_text(engine):
 
 
 def test_ignore_eos_generates_to_max_tokens(engine):
-    from backends.events import GenerationRequest
-    from backends.sampling import SamplingParams
+    from engine.events import GenerationRequest
+    from engine.sampling import SamplingParams
 
     request = GenerationRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=60,
                                 sampling=SamplingParams(temperature=0), ignore_eos=True)

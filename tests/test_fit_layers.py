@@ -3,11 +3,11 @@ their window, recurrent layers keep a fixed state. The figures are checked again
 from __future__ import annotations
 
 import pytest
-
-from backends.llamacpp import LlamaCppRuntime
-from backends.runtime import LoadOptions
-from models.info import describe_model
 from tiny_models import write_lfm2, write_mamba2, write_nemotron_h, write_qwen35
+
+from models.info import describe_model
+from runtimes.llamacpp import LlamaCppRuntime
+from runtimes.runtime import LoadOptions
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_each_layer_kind_is_counted_as_such(models):
 def test_hybrid_states_count_their_rollback_snapshots_and_only_recurrent_layers(models):
     """Qwen3.5 and Nemotron-H keep llama.cpp's snapshots of the recurrent state (one per token a draft may roll
     back); Nemotron-H's feed-forward-only layers have neither KV nor state."""
-    from backends.llamacpp import RECURRENT_SNAPSHOTS
+    from runtimes.llama_library import RECURRENT_SNAPSHOTS
 
     qwen = describe_model(models["gated deltanet"])  # 2 attention layers of 8; 6 Gated DeltaNet layers
     assert qwen.kv_bytes_per_token == 2 * 2 * 16 * 2 * 2
@@ -81,7 +81,7 @@ def test_a_quantized_kv_cache_is_what_llama_cpp_allocates_and_what_the_fit_count
 
 
 def test_a_quantized_kv_cache_without_flash_attention_is_refused_clearly():
-    from backends.runtime import ModelLoadError
+    from basics.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="q4_0 KV cache needs flash attention"):
         LoadOptions(kv_cache_type="q4_0", flash_attn=False).validate()
@@ -91,7 +91,7 @@ def test_a_quantized_kv_cache_without_flash_attention_is_refused_clearly():
 
 def test_a_quantized_kv_cache_a_model_cannot_take_is_a_clear_load_error(models):
     """q8_0 blocks are 32 wide: a model with 16-wide heads (the tiny LFM2) is refused by llama.cpp, in words."""
-    from backends.runtime import ModelLoadError
+    from basics.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="K cache type q8_0 with block size 32 does not divide"):
         LlamaCppRuntime(models["hybrid"], LoadOptions(n_ctx=512, kv_cache_type="q8_0"))

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
-from backends.engine import Engine
-from backends.events import GenerationRequest, TextDelta
-from backends.sampling import SamplingParams
 from conftest import assert_same_up_to_near_tie, load, reference_greedy
+
+from engine.engine import Engine
+from engine.events import GenerationRequest, TextDelta
+from engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
 

@@ -7,7 +7,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from backends.hardware import GPU, Hardware
+from machine.hardware import GPU, Hardware
 from models.choice import choose_backend
 from models.fit import check_fit
 from models.info import ModelInfo
@@ -62,15 +62,15 @@ def test_a_switch_plans_the_new_model_after_the_old_one_is_freed(monkeypatch, sm
             release.wait(30)  # queued replies still running
             freed.set()
 
-    import backends.hardware
+    import machine.hardware
 
-    real = backends.hardware.detect
+    real = machine.hardware.detect
 
     def detect():
         seen.append(freed.is_set())
         return real()
 
-    monkeypatch.setattr(backends.hardware, "detect", detect)
+    monkeypatch.setattr(machine.hardware, "detect", detect)
 
     def open_worker(name):
         threading.Timer(0.2, release.set).start()  # the old worker's last reply ends some time later
@@ -86,8 +86,8 @@ def test_a_switch_plans_the_new_model_after_the_old_one_is_freed(monkeypatch, sm
 def test_the_first_test_load_uses_a_small_context(monkeypatch, smollm2_path, tmp_path):
     """The load probe's child checks that the file loads and computes with a context of 512 cells, whatever the
     context asked for: on a GPU it never holds a second full-size cache."""
-    from backends import load_probe
-    from backends.runtime import LoadOptions
+    from runtimes import load_probe
+    from runtimes.runtime import LoadOptions
 
     monkeypatch.setattr(load_probe, "_cache_file", lambda: tmp_path / "loaded.json")
     specs, real = [], subprocess.Popen

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from test_server import MODEL, QUESTION, root, start
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +147,7 @@ def test_a_connection_flood_under_a_low_file_limit_still_serves_a_normal_client(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128)); "
-            "from app.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from cli.main import main; sys.exit(main(sys.argv[1:]))")
     log = (tmp_path / "server.log").open("w+")
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port), "--n-ctx", "512"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.runtime import LanternError, LoadOptions, ModelLoadError
+from basics.errors import LanternError, ModelLoadError
+from runtimes.runtime import LoadOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,12 +146,12 @@ def test_generate_and_doctor_say_why_in_one_line_and_exit_cleanly(case, broken_f
     (tmp_path / "models.json").write_text(json.dumps({"version": 1, "models": [asdict(entry)]}))
     env = {**os.environ, "LANTERN_DATA_DIR": str(tmp_path)}
     for model in (str(broken_files[case]), "broken"):
-        out = subprocess.run([sys.executable, "-m", "app.cli", "generate", "--model", model, "--max-tokens", "2", "Hi"],
+        out = subprocess.run([sys.executable, "-m", "cli.main", "generate", "--model", model, "--max-tokens", "2", "Hi"],
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
         assert out.returncode == 2, (case, out.returncode, out.stderr[-2000:])
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("lantern: ") and "Traceback" not in out.stderr, out.stderr
-    out = subprocess.run([sys.executable, "-m", "app.cli", "doctor"], capture_output=True, text=True, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "cli.main", "doctor"], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=300)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     (line,) = [line for line in out.stdout.splitlines() if line.strip().startswith("broken:")]
@@ -160,11 +161,11 @@ def test_generate_and_doctor_say_why_in_one_line_and_exit_cleanly(case, broken_f
 def test_an_abort_that_slips_past_the_checks_kills_only_the_test_load(broken_files, monkeypatch, tmp_path):
     """With the header checks switched off in this process, llama.cpp really aborts on block_count 0: in the
     child, which becomes a clear message here."""
-    from backends import load_probe
-    from backends.llamacpp import LlamaCppRuntime
+    from runtimes import load_probe
+    from runtimes.llamacpp import LlamaCppRuntime
 
     monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("models.gguf_check.check_header", lambda *a, **k: None)
+    monkeypatch.setattr("files.gguf_check.check_header", lambda *a, **k: None)
     path = broken_files["block_count=0"]
     with pytest.raises(ModelLoadError, match=r"crash \(SIG") as e:
         LlamaCppRuntime(path, LoadOptions(n_ctx=512))
@@ -173,8 +174,8 @@ def test_an_abort_that_slips_past_the_checks_kills_only_the_test_load(broken_fil
 
 
 def test_a_good_file_is_test_loaded_once_then_remembered(smollm2_path, tmp_path, monkeypatch):
-    from backends import load_probe
-    from backends.llamacpp import LlamaCppRuntime
+    from runtimes import load_probe
+    from runtimes.llamacpp import LlamaCppRuntime
 
     monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
@@ -193,14 +194,14 @@ def test_a_good_file_is_test_loaded_once_then_remembered(smollm2_path, tmp_path,
 def test_a_chatty_test_load_is_read_while_it_runs(smollm2_path, tmp_path, monkeypatch):
     """A child that writes more than a pipe holds (llama.cpp's logs, a backend's warnings) must not block until the
     timeout: both pipes are read while it runs (issue 32)."""
-    from backends import load_probe
-    from backends.llamacpp import LlamaCppRuntime
+    from runtimes import load_probe
+    from runtimes.llamacpp import LlamaCppRuntime
 
     monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(load_probe, "TIMEOUT_S", 120.0)  # far past the load; the old code blocked until it
     chatty = ("import sys, runpy; sys.stdout.write('x' * 1_000_000); sys.stdout.flush(); "
               "sys.stderr.write('y' * 1_000_000); sys.stderr.flush(); "
-              "runpy.run_module('backends.load_probe', run_name='__main__')")
+              "runpy.run_module('runtimes.load_probe_child', run_name='__main__')")
     real = load_probe.subprocess.Popen
     monkeypatch.setattr(load_probe.subprocess, "Popen",
                         lambda cmd, **k: real([cmd[0], "-c", chatty, cmd[-1]], **k))
@@ -214,8 +215,8 @@ def test_cache_sizes_and_errors_are_those_of_the_load_on_this_thread(smollm2_pat
     per thread (issue 32). Another thread logs a huge cache all through this load."""
     import threading
 
-    from backends import llamacpp
-    from backends.llamacpp import LlamaCppRuntime
+    from runtimes import llama_library as llamacpp
+    from runtimes.llamacpp import LlamaCppRuntime
 
     alone = LlamaCppRuntime(smollm2_path, LoadOptions(n_ctx=512))
     expected = alone.cache_bytes

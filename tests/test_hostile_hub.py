@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-
 from hub_server import COMMIT, HubFile, HubRepo, HubServer, HubState
+
 from models.hub import HubClient, HubError
 from models.library import ModelLibrary
 

@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from backends.runtime import LanternError
 from hub_server import HubFile, HubRepo, HubServer, HubState
+
+from basics.errors import LanternError
+from files.safe_paths import UnsafeName, check_name, check_relative, inside
 from models.hub import HubClient, HubError, check_repo_id
 from models.library import LibraryError, ModelLibrary
-from models.safe_paths import UnsafeName, check_name, check_relative, inside
 
 REPO = "someone/Smol-GGUF"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.chat_template import ChatTemplate, ChatTemplateError, Message
-from backends.template_budget import TemplateLimits
+from chat_format.chat_template import ChatTemplate, ChatTemplateError, Message
+from chat_format.template_budget import TemplateLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = {
@@ -50,7 +50,7 @@ def test_memory_stays_bounded_across_every_hostile_template():
     """In a child process, so its peak memory is its own: every template rendered, peak growth reported."""
     code = (
         "import json, resource, sys\n"
-        "from backends.chat_template import ChatTemplate, Message, ChatTemplateError\n"
+        "from chat_format.chat_template import ChatTemplate, Message, ChatTemplateError\n"
         "templates = json.loads(sys.stdin.read())\n"
         "ChatTemplate('{{ messages[0].content }}').render([Message('user', 'warm up')])\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -85,9 +85,9 @@ def test_real_templates_render_normally_under_the_budget():
 def test_the_engine_comes_back_from_a_hostile_template_and_keeps_working(smollm2_path, tmp_path):
     from test_untrusted_gguf import write_gguf_with_template
 
-    from backends.engine import Engine
-    from backends.events import GenerationRequest
-    from backends.sampling import SamplingParams
+    from engine.engine import Engine
+    from engine.events import GenerationRequest
+    from engine.sampling import SamplingParams
     from conftest import load
 
     path = write_gguf_with_template(smollm2_path, tmp_path / "slow.gguf", HOSTILE["loop that calls nothing"])
@@ -110,7 +110,7 @@ def test_the_server_keeps_serving_after_a_hostile_template(smollm2_path, tmp_pat
     from app.server.run import LanternServer
     from app.server.service import ModelService
     from app.wiring import start_worker
-    from backends.runtime import LoadOptions
+    from runtimes.runtime import LoadOptions
     from test_untrusted_gguf import write_gguf_with_template
 
     evil = write_gguf_with_template(smollm2_path, tmp_path / "evil.gguf", HOSTILE["nested ranges"])

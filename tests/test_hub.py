@@ -5,9 +5,9 @@ import socket
 import threading
 
 import pytest
-
 from conftest import load, load_mlx
 from hub_server import HubFile, HubRepo, HubServer, HubState
+
 from models.hub import DownloadCancelled, HubClient, HubError
 from models.library import ModelLibrary
 

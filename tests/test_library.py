@@ -5,10 +5,9 @@ import shutil
 from collections import namedtuple
 
 import pytest
-
 from conftest import load
-from models.library import LibraryError, ModelLibrary
-from models.registry import resolve_model
+
+from models.library import LibraryError, ModelLibrary, resolve_model
 
 
 @pytest.fixture

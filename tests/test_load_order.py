@@ -1,9 +1,9 @@
-"""Every entry point loads llama.cpp's libraries before any other compiled extension (backends/native.py).
+"""Every entry point loads llama.cpp's libraries before any other compiled extension (basics/native.py).
 
 Each check runs in a fresh interpreter and reads the dynamic loader's own list of loaded objects, which is in load
 order: libllama must come before every shared object from site-packages other than llama-cpp-python's own (numpy's
 extension and bundled libraries, apsw, tokenizers, llguidance, PySide6...). On a CUDA build the other order crashed
-every model load (backends/native.py).
+every model load (basics/native.py).
 """
 from __future__ import annotations
 
@@ -54,10 +54,10 @@ print(json.dumps(loaded()))
 ENTRY_POINTS = [
     ("console", "lantern"),  # the CLI, the window (`lantern` with no command) and `lantern serve`
     ("script", str(ROOT / "packaging" / "entry.py")),  # the installable app's entry point
-    ("run_module", "backends.load_probe"),  # the child that test-loads a new model file
+    ("run_module", "runtimes.load_probe"),  # the child that test-loads a new model file
     ("module", "ui.app"),  # the window's own module
     ("module", "app.server.run"),  # the endpoint
-    ("module", "app.cli"),
+    ("module", "cli.main"),
     ("module", "models.library"),  # a library user (a benchmark, a script) that starts from models/
 ]
 
@@ -97,7 +97,7 @@ def test_the_check_sees_the_wrong_order():
 def test_the_early_load_can_be_turned_off_for_diagnosis(monkeypatch):
     """LANTERN_NO_EARLY_LLAMA=1 keeps the old order (the GPU check reproduces the crash with it)."""
     monkeypatch.setenv("LANTERN_NO_EARLY_LLAMA", "1")
-    objects = _load_order("module", "app.cli")
+    objects = _load_order("module", "cli.main")
     assert not any(Path(o).name.startswith("libllama.") for o in objects)
 
 

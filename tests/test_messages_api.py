@@ -9,7 +9,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from agent_models import family_models, start_server
 
 WEATHER = {"name": "get_weather", "description": "The current weather of a city",
@@ -158,7 +157,7 @@ def test_an_unknown_model_and_a_wrong_key_are_anthropic_errors(servers, smollm2_
     from app.server.run import LanternServer
     from app.server.service import ModelService
     from app.wiring import start_worker
-    from backends.runtime import LoadOptions
+    from runtimes.runtime import LoadOptions
 
     service = ModelService("smol", models=lambda: ["smol"],
                            open_worker=lambda _n: start_worker(smollm2_path, options=LoadOptions(n_ctx=1024)))

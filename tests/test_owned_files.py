@@ -14,7 +14,7 @@ import pytest
 
 from app.conversations import ConversationStore
 from app.settings import Settings, load_settings, save_settings
-from models import owned_files
+from files import owned_files
 from models.library import ModelLibrary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,8 +154,8 @@ def test_a_full_disk_is_named_and_leaves_no_temporary_file(tmp_path):
     code = ("import resource, sys; from pathlib import Path\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
             "from app.settings import Settings, save_settings\n"
-            "from backends.runtime import LanternError\n"
-            "from models.owned_files import atomic_write\n"
+            "from runtimes.runtime import LanternError\n"
+            "from files.owned_files import atomic_write\n"
             "try:\n"
             "    atomic_write(Path(sys.argv[1]) / 'models.json', 'x' * 100000)\n"
             "except LanternError as e:\n"

@@ -5,9 +5,9 @@ Marked `packaging` (a build takes minutes): CI runs it; skip it locally with `-m
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-import re
 from pathlib import Path
 
 import pytest

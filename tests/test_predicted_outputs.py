@@ -2,10 +2,11 @@
 only faster where it follows the prediction."""
 from __future__ import annotations
 
-from backends.engine import Engine
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
 from conftest import assert_same_up_to_near_tie, reference_greedy, run
+
+from engine.engine import Engine
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 CODE = "\n".join(f"def area_{i}(w, h):\n    return w * h * {i}\n" for i in range(10))
 EDIT = [{"role": "user", "content": f"Rename area to size in this code:\n\n{CODE}"}]

@@ -5,15 +5,15 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
 from scipy.stats import chi2_contingency
 
-from backends.decoding import _verify
-from backends.draft_policy import DraftLengthPolicy
-from backends.drafting import PromptLookupDrafter
-from backends.engine import Engine, EngineOptions
-from backends.events import GenerationRequest, TextDelta
-from backends.sampling import SamplingParams, make_sampler
-from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
+from engine.decoding import _verify
+from engine.draft_policy import DraftLengthPolicy
+from engine.drafting import PromptLookupDrafter
+from engine.engine import Engine, EngineOptions
+from engine.events import GenerationRequest, TextDelta
+from engine.sampling import SamplingParams, make_sampler
 
 GREEDY = SamplingParams(temperature=0)
 FORCED = EngineOptions(adaptive_draft=False, draft_max=8)
@@ -274,7 +274,7 @@ def test_an_exception_during_verification_leaves_the_cache_in_step(smollm2):
 
 def test_plain_steps_check_the_draft_that_was_not_sent():
     """Free evidence: while decoding plainly, the proposal is compared with the tokens that come."""
-    from backends.decoding import _Shadow
+    from engine.decoding import _Shadow
 
     seen = []
 
@@ -292,7 +292,7 @@ def test_plain_steps_check_the_draft_that_was_not_sent():
 
 
 def test_beside_other_conversations_a_draft_must_raise_what_the_whole_pass_gives():
-    from backends.draft_policy import DraftLengthPolicy
+    from engine.draft_policy import DraftLengthPolicy
 
     costs = {1: 0.010, 2: 0.015, 4: 0.025, 8: 0.045, 16: 0.085}  # a CPU: each more row costs about 5 ms
     policy = DraftLengthPolicy(costs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
-from backends.auto_worker import AutoWorker
+from engine.auto_worker import AutoWorker
 
 
 class RecordingWorker:

@@ -4,11 +4,11 @@ messages as transformers passes them, or fails with a message naming what it lac
 from __future__ import annotations
 
 import pytest
-
-from backends.chat_template import ChatTemplate, Message, ToolCall
-from backends.runtime import LanternError
-from backends.tool_formats import detect
 from real_templates import all_templates, template
+
+from basics.errors import LanternError
+from chat_format.chat_template import ChatTemplate, Message, ToolCall
+from chat_format.format_choice import detect
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "The weather of a city",

@@ -5,13 +5,13 @@ conversation still reuses it, and what is recomputed equals a fresh computation.
 from __future__ import annotations
 
 import pytest
-
-from backends.engine import Engine
-from backends.events import Finished, GenerationRequest
-from backends.sampling import SamplingParams
-from backends.state_cache import common_prefix_len
 from conftest import assert_same_up_to_near_tie, load, load_mlx, reference_greedy, reply_tokens, run
 from tiny_models import write_lfm2, write_mamba2, write_mlx, write_nemotron_h, write_qwen35
+
+from engine.engine import Engine
+from engine.events import Finished, GenerationRequest
+from engine.sampling import SamplingParams
+from engine.state_cache import common_prefix_len
 
 GREEDY = SamplingParams(temperature=0, seed=1)
 
@@ -172,7 +172,7 @@ def test_recurrent_slots_decode_together_as_alone_and_each_rolls_back_only_withi
     would accept more and leave a wrong state) while the others stay as they were. No prefix can be shared."""
     import numpy as np
 
-    from backends.runtime import InvalidRequestError
+    from basics.errors import InvalidRequestError
 
     rt = load(recurrent_gguf, n_ctx=512, slots=3)
     alone = load(recurrent_gguf, n_ctx=512)
@@ -226,8 +226,8 @@ def test_a_recurrent_model_answers_several_conversations_at_once_each_as_alone(r
     """Lantern gives a recurrent or hybrid model its 4 slots (their states are small beside the model); two replies
     at once, each drafting from a prediction (rolled back where the draft is wrong), equal their solo greedy replies."""
     from app.wiring import AUTO, start_worker
-    from backends.runtime import LoadOptions
-    from backends.slots import SlotWorker
+    from runtimes.runtime import LoadOptions
+    from engine.slots import SlotWorker
 
     worker = start_worker(str(recurrent_gguf), options=LoadOptions(n_ctx=1024, slots=AUTO))
     alone = load(recurrent_gguf, n_ctx=1024)

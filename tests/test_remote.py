@@ -8,12 +8,12 @@ import time
 
 import httpx
 import pytest
+from test_server import MODEL, start
 
 from app.wiring import start_worker
-from backends.events import GenerationRequest
-from backends.runtime import InvalidRequestError, ModelLoadError
-from backends.sampling import SamplingParams
-from test_server import MODEL, start
+from basics.errors import InvalidRequestError, ModelLoadError
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -28,7 +28,7 @@ def free_port() -> int:
 def llama_cpp_server(smollm2_path, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("peer") / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "app.peer_server", "--model", str(smollm2_path), "--host",
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.peer_server", "--model", str(smollm2_path), "--host",
                              "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", MODEL],
                             stdout=subprocess.DEVNULL, stderr=log.open("wb"))  # a pipe nobody reads would fill up
     url = f"http://127.0.0.1:{port}/v1"

@@ -9,7 +9,6 @@ import httpx
 import jsonschema
 import openai
 import pytest
-
 from agent_models import family_models, start_server
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The current weather of a city",

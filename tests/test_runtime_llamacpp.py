@@ -5,10 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
-
-from backends.llamacpp import LlamaCppRuntime
-from backends.runtime import InvalidRequestError, LoadOptions, ModelLoadError
 from conftest import load
+
+from basics.errors import InvalidRequestError, ModelLoadError
+from runtimes.llamacpp import LlamaCppRuntime
+from runtimes.runtime import LoadOptions
 
 
 def test_chunked_prefill_matches_one_batch(smollm2_path):
@@ -172,7 +173,7 @@ def test_llama_cpp_pythons_own_llama_gets_the_amx_guard_too():
     test's reference) loads without the extra buffer types that route weights to it, on CPUs with AMX."""
     import llama_cpp.llama_cpp as low
 
-    from backends.llamacpp import _init_backend, cpu_has_amx
+    from runtimes.llama_library import init_backend as _init_backend, cpu_has_amx
 
     _init_backend()
     assert low.llama_model_default_params().use_extra_bufts == (not cpu_has_amx())

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from backends.runtime import InvalidRequestError, ModelLoadError
 from conftest import NEAR_TIE, assert_same_up_to_near_tie, load, reference_greedy
+
+from basics.errors import InvalidRequestError, ModelLoadError
 
 PROMPTS = ["The lighthouse keeper climbed the stairs and", "def fibonacci(n):\n    ",
            "Paris is the capital of France. Berlin is the capital of"]
@@ -161,7 +161,7 @@ def test_bad_sequences_and_an_overfull_context_are_errors_that_change_nothing(sm
 
 
 def test_mlx_slots_decode_together_as_alone_and_each_slot_changes_only_itself(smollm2_mlx_path):
-    """MLX's slots (backends/mlx_slots.py): each conversation its own mlx-lm cache, the rows of several stacked into
+    """MLX's slots (runtimes/mlx_slots.py): each conversation its own mlx-lm cache, the rows of several stacked into
     one model call. The same weights as the starter, converted."""
     from conftest import load_mlx
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from backends.runtime import InvalidRequestError
-from backends.sampling import SamplingParams, make_sampler
+from basics.errors import InvalidRequestError
+from engine.sampling import SamplingParams, make_sampler
 
 
 def logits(n=100, seed=0):

@@ -1,12 +1,13 @@
-"""Seeded replies draft by a fixed cost curve of the device they run on (backends/engine.py): eagerly on a GPU, where a
+"""Seeded replies draft by a fixed cost curve of the device they run on (engine/engine.py): eagerly on a GPU, where a
 pass of a few tokens costs about what one does, cautiously on a CPU; on either, their draft lengths follow from their
 text alone, so the same request gives the same tokens every time."""
 from __future__ import annotations
 
-from backends.engine import NOMINAL_COSTS, NOMINAL_GPU_COSTS, Engine
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
 from conftest import run
+
+from engine.engine import NOMINAL_COSTS, NOMINAL_GPU_COSTS, Engine
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 DOC = ("The lighthouse stood on the northern cliff. Its keeper climbed ninety steps every evening to light the lamp, "
        "and every morning he wrote the weather in a green book.")

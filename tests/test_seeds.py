@@ -2,10 +2,11 @@
 busy processes compete for the CPU."""
 from __future__ import annotations
 
-from backends.engine import Engine
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
 from conftest import load, run
+
+from engine.engine import Engine
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 CODE = "\n".join(f"def handler_{i}(event):\n    return process(event, level={i})\n" for i in range(6))
 MESSAGES = [{"role": "user", "content": f"Here is some code:\n\n{CODE}\nRepeat it exactly, then explain it."}]
@@ -22,7 +23,7 @@ def recording_samplers(monkeypatch) -> list[dict]:
     not only come out the same, the numbers each draw is compared with must be the same bits."""
     import hashlib
 
-    import backends.engine as engine_module
+    import engine.engine as engine_module
 
     made, real = [], engine_module.make_sampler
 

@@ -11,8 +11,8 @@ import pytest
 from app.server.api import ServerSettings
 from app.server.run import LanternServer, UnsafeBind, check_bind
 from app.server.service import ModelService, default_opener
-from backends.runtime import LoadOptions
 from models.registry import BUILTIN_MODELS
+from runtimes.runtime import LoadOptions
 
 MODEL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -268,8 +268,8 @@ def test_binding_beyond_loopback_needs_a_key_or_insecure(capsys):
 
 def test_requests_while_the_model_loads_wait_for_it_within_a_bound():
     from app.wiring import open_runtime, plan_load
-    from backends.engine import Engine
-    from backends.worker import EngineWorker
+    from engine.engine import Engine
+    from engine.worker import EngineWorker
 
     gate = threading.Event()
 
@@ -320,8 +320,8 @@ def test_requests_while_the_model_loads_wait_for_it_within_a_bound():
 def test_logit_bias_forces_and_bans_tokens_greedy_and_sampled(server, client):
     """OpenAI's logit_bias (issue 32: refused with 400): +100 all but forces a token, -100 bans it; with prompt lookup
     drafting (the default) too, since every verified row goes through the same biased sampler."""
-    from backends.llamacpp import LlamaCppRuntime
-    from models.registry import resolve_model
+    from runtimes.llamacpp import LlamaCppRuntime
+    from models.library import resolve_model
 
     rt = LlamaCppRuntime(resolve_model(MODEL), LoadOptions(n_ctx=256))
     try:
@@ -344,8 +344,8 @@ def test_logit_bias_forces_and_bans_tokens_greedy_and_sampled(server, client):
 def test_a_completion_prompt_may_be_token_ids(server, client):
     """OpenAI's completions take token ids as the prompt (evaluation harnesses send them; issue 32: a 400): the same
     ids as the text's give the same greedy reply, and an id past the vocabulary is a 400 naming it."""
-    from backends.llamacpp import LlamaCppRuntime
-    from models.registry import resolve_model
+    from runtimes.llamacpp import LlamaCppRuntime
+    from models.library import resolve_model
 
     rt = LlamaCppRuntime(resolve_model(MODEL), LoadOptions(n_ctx=256))
     try:

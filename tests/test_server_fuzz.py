@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from app.server.api import ServerSettings, create_app
 from app.server.service import ModelService, default_opener
-from backends.runtime import LoadOptions
+from runtimes.runtime import LoadOptions
 
 MODEL = "smollm2-135m-instruct"
 REFUSED = ("audio", "function_call", "functions", "logprobs", "metadata", "modalities", "prediction", "reasoning_effort",

@@ -4,12 +4,12 @@ wrong cache, and the engine recomputes."""
 from __future__ import annotations
 
 import numpy as np
-
-from backends.engine import Engine
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
-from backends.state_cache import StateCache
 from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
+
+from engine.engine import Engine
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
+from engine.state_cache import StateCache
 
 TEXT = " ".join(f"Item {i} is a {['red', 'green', 'blue'][i % 3]} box of {i * 7 % 13} apples." for i in range(90))
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import NEAR_TIE, load, reply_tokens as _tokens
 
-from backends.engine import EngineOptions
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
-from conftest import NEAR_TIE, load
-from conftest import reply_tokens as _tokens
+from engine.engine import EngineOptions
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
 QUESTIONS = ["Name three colours of the rainbow.", "Write a haiku about the sea.", "What is 12 times 12?",
@@ -32,7 +31,7 @@ def solo_replies(smollm2_path):
     from conftest import reference_greedy
 
     rt = load(smollm2_path, n_ctx=2048)
-    from backends.engine import Engine
+    from engine.engine import Engine
 
     engine = Engine(rt, options=EngineOptions(prompt_lookup=False))
     out = {}
@@ -45,7 +44,7 @@ def solo_replies(smollm2_path):
 
 @pytest.fixture
 def slots(smollm2_path):
-    from backends.slots import SlotWorker
+    from engine.slots import SlotWorker
 
     made = []
 
@@ -87,7 +86,7 @@ def test_cancelling_one_slot_leaves_the_others_untouched(slots, solo_replies):
     first = threading.Event()
 
     def cancel_soon():
-        from backends.events import TextDelta
+        from engine.events import TextDelta
 
         for event in long:
             if isinstance(event, TextDelta) and not first.is_set():
@@ -109,7 +108,7 @@ def test_a_long_prompt_is_read_in_chunks_between_the_others_tokens(slots):
     w = slots(2, n_batch=128)
     w.scheduler.keep_steps = True
     talker = w.submit(_request(QUESTIONS[1], max_tokens=120, ignore_eos=True))
-    from backends.events import TextDelta
+    from engine.events import TextDelta
 
     it = iter(talker)
     while not isinstance(next(it), TextDelta):  # the first is decoding before the long prompt comes
@@ -128,7 +127,7 @@ def test_a_conversations_next_turn_goes_back_to_the_slot_that_holds_it(slots):
     w = slots(2)
     chat = [{"role": "user", "content": "You are a lighthouse keeper. " * 30 + "Who are you?"}]
     text, tokens, final = "", [], None
-    from backends.events import TextDelta
+    from engine.events import TextDelta
 
     for event in w.submit(GenerationRequest(messages=chat, sampling=GREEDY, max_tokens=12)):
         if isinstance(event, TextDelta):
@@ -142,7 +141,7 @@ def test_a_conversations_next_turn_goes_back_to_the_slot_that_holds_it(slots):
 
 
 def test_prompt_lookup_runs_per_slot_with_the_same_replies(slots, smollm2_path):
-    from backends.engine import Engine
+    from engine.engine import Engine
     from conftest import assert_same_up_to_near_tie, reference_greedy
 
     text = ("The keeper climbs the stairs every evening at dusk. She checks the lamp, cleans the lens and winds the "
@@ -167,7 +166,7 @@ def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_pat
 
     Each client has a slot of its own, so each prompt is read whole as the solo reference's was: a prompt read after
     a cached prefix (another conversation's system part in a reused slot) can part from its solo reply beyond the
-    near-tie rule, which is calibrated for batches only (backends/slots.py, SHARE_AT_LEAST)."""
+    near-tie rule, which is calibrated for batches only (engine/slots.py, SHARE_AT_LEAST)."""
     import time
 
     import httpx
@@ -176,7 +175,7 @@ def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_pat
     from app.server.api import ServerSettings
     from app.server.run import LanternServer
     from app.server.service import ModelService, default_opener
-    from backends.runtime import LoadOptions
+    from runtimes.runtime import LoadOptions
     from models.registry import BUILTIN_MODELS
 
     name = "smollm2-135m-instruct"
@@ -189,7 +188,7 @@ def test_the_endpoint_answers_clients_at_once_each_as_it_would_alone(smollm2_pat
         while httpx.get(server.base_url.removesuffix("/v1") + "/health").json()["status"] == "loading" and \
                 time.monotonic() < deadline:
             time.sleep(0.05)
-        from backends.slots import SlotWorker
+        from engine.slots import SlotWorker
 
         worker = service._worker
         assert isinstance(worker, SlotWorker) and worker.wait_ready(60)
@@ -230,8 +229,8 @@ def test_the_command_line_takes_slots_and_mlx_runs_them_too(smollm2_mlx_path):
     from test_cli import lantern
 
     from app.wiring import start_worker
-    from backends.runtime import LoadOptions
-    from backends.slots import SlotWorker
+    from runtimes.runtime import LoadOptions
+    from engine.slots import SlotWorker
     from conftest import assert_same_up_to_near_tie, reference_greedy, starter_label
 
     args = ["generate", "--model", "smollm2-135m-instruct", "--max-tokens", "8", "--temperature", "0", "--n-ctx",
@@ -241,7 +240,7 @@ def test_the_command_line_takes_slots_and_mlx_runs_them_too(smollm2_mlx_path):
     assert two.stdout == one.stdout and starter_label() in two.stderr  # one request: the same greedy reply
     bad = lantern(*args, "--slots", "65")
     assert bad.returncode != 0 and "Slots must be between 1 and 64" in bad.stderr
-    # MLX runs slots too (backends/mlx_slots.py): two requests at once, each its reply alone (greedy, same weights)
+    # MLX runs slots too (runtimes/mlx_slots.py): two requests at once, each its reply alone (greedy, same weights)
     requests = [_request(q, max_tokens=6) for q in QUESTIONS[:2]]
     alone = start_worker(smollm2_mlx_path, backend="mlx", options=LoadOptions(n_ctx=512))
     try:
@@ -262,7 +261,7 @@ def test_the_command_line_takes_slots_and_mlx_runs_them_too(smollm2_mlx_path):
 
 
 def test_an_idle_slot_gives_its_cells_to_a_request_that_needs_them_and_comes_back_from_the_state_cache(smollm2_path):
-    from backends.slots import SlotWorker
+    from engine.slots import SlotWorker
 
     w = SlotWorker(load(smollm2_path, n_ctx=512, slots=2), options=EngineOptions(prompt_lookup=False))
     try:
@@ -282,7 +281,7 @@ def test_an_idle_slot_gives_its_cells_to_a_request_that_needs_them_and_comes_bac
 
 def _first_delta(gen):
     """Iterate `gen` until its first text (the prompt is in its slot's cache then); the rest of it, to finish."""
-    from backends.events import TextDelta
+    from engine.events import TextDelta
 
     it = iter(gen)
     for event in it:
@@ -293,7 +292,7 @@ def _first_delta(gen):
 
 def _ordered(order: list, name: str, gen) -> tuple[list[int], object]:
     """Collect `gen` and note in `order` when its first text and its end came (in the order they happened)."""
-    from backends.events import TextDelta
+    from engine.events import TextDelta
 
     tokens, final = [], None
     for event in gen:
@@ -308,7 +307,7 @@ def _ordered(order: list, name: str, gen) -> tuple[list[int], object]:
 
 
 def test_a_request_that_needs_room_waits_for_a_busy_slot_instead_of_failing(smollm2_path):
-    from backends.slots import SlotWorker
+    from engine.slots import SlotWorker
 
     w = SlotWorker(load(smollm2_path, n_ctx=512, slots=2), options=EngineOptions(prompt_lookup=False))
     try:
@@ -336,7 +335,7 @@ def test_a_request_that_needs_room_waits_for_a_busy_slot_instead_of_failing(smol
 
 
 def test_a_request_waiting_for_room_can_be_cancelled(smollm2_path):
-    from backends.slots import SlotWorker
+    from engine.slots import SlotWorker
 
     w = SlotWorker(load(smollm2_path, n_ctx=512, slots=2), options=EngineOptions(prompt_lookup=False))
     try:
@@ -355,8 +354,8 @@ def test_a_request_waiting_for_room_can_be_cancelled(smollm2_path):
 
 
 def test_a_long_system_prompt_in_a_busy_slot_is_shared_not_computed_again(smollm2_path):
-    from backends.engine import Engine
-    from backends.slots import SlotWorker
+    from engine.engine import Engine
+    from engine.slots import SlotWorker
     from conftest import assert_same_up_to_near_tie, reference_greedy
 
     system = {"role": "system", "content": "You keep the Eddystone light. Log the weather every hour. " * 30}
@@ -369,7 +368,7 @@ def test_a_long_system_prompt_in_a_busy_slot_is_shared_not_computed_again(smollm
     shared_part = solo._shared_end(*_split_for_shared_end(solo, second))
     reference, gaps = reference_greedy(solo.runtime, prompt, 16)
     solo.close()
-    assert shared_part > 256  # (backends/slots.py shares prefixes of 256 tokens and more)
+    assert shared_part > 256  # (engine/slots.py shares prefixes of 256 tokens and more)
 
     w = SlotWorker(load(smollm2_path, n_ctx=2048, slots=2), options=EngineOptions(prompt_lookup=False))
     try:
@@ -386,8 +385,8 @@ def test_a_long_system_prompt_in_a_busy_slot_is_shared_not_computed_again(smollm
 
 def _split_for_shared_end(engine, request):
     """The arguments Engine._shared_end takes for `request` (where its system part ends)."""
-    from backends.chat_template import parse_messages
-    from backends.reply_plan import plan_reply
+    from chat_format.chat_template import parse_messages
+    from engine.reply_plan import plan_reply
 
     plan = plan_reply(request, parse_messages(request.messages), engine.style)
     parts, add_bos = engine._render(plan.messages, tools=plan.tools, options=plan.options)
@@ -395,7 +394,7 @@ def _split_for_shared_end(engine, request):
 
 
 def test_the_windows_request_goes_before_the_endpoints_queued_ones(smollm2_path):
-    from backends.slots import SlotWorker
+    from engine.slots import SlotWorker
 
     w = SlotWorker(load(smollm2_path, n_ctx=1024, slots=1), options=EngineOptions(prompt_lookup=False))
     try:
@@ -447,10 +446,10 @@ def test_json_replies_in_two_slots_at_once_each_follow_their_own_schema(slots):
 
 
 def test_a_seeded_reply_beside_another_conversation_is_its_solo_reply_up_to_close_draws(slots, smollm2_path):
-    """The rule (backends/slots.py): a seeded reply draws the same number at each position alone or beside others,
+    """The rule (engine/slots.py): a seeded reply draws the same number at each position alone or beside others,
     so it is its solo reply, except where a batch's slightly different logits move a token's boundary across the
     draw: the runs may part only at a draw that lay within a few percent of the probability mass of a boundary."""
-    from backends.engine import Engine
+    from engine.engine import Engine
 
     params = SamplingParams(temperature=0.8, seed=11)
     seeded = GenerationRequest(messages=[{"role": "user", "content": QUESTIONS[1]}], max_tokens=24, sampling=params)
@@ -477,7 +476,7 @@ def _draw_margins(runtime, prompt: list[int], tokens: list[int], params) -> list
     """For each token of a seeded solo reply: how far its draw lay from the nearest token boundary (probability)."""
     import numpy as np
 
-    from backends.sampling import _filtered_probs
+    from engine.sampling import _filtered_probs
 
     runtime.reset()
     logits = runtime.forward(prompt, 0)[0]
@@ -485,7 +484,7 @@ def _draw_margins(runtime, prompt: list[int], tokens: list[int], params) -> list
     for t in tokens:
         ids, probs = _filtered_probs(logits, params)
         cum = np.cumsum(probs) / probs.sum()
-        u = np.random.default_rng([params.seed, len(context)]).random()  # as backends/sampling.py draws
+        u = np.random.default_rng([params.seed, len(context)]).random()  # as engine/sampling.py draws
         j = int(np.searchsorted(cum, u))
         assert int(ids[j]) == t  # the same draw as the reply's
         margins.append(float(min(u - (cum[j - 1] if j else 0.0), cum[j] - u)))
@@ -496,9 +495,9 @@ def _draw_margins(runtime, prompt: list[int], tokens: list[int], params) -> list
 
 def test_lantern_chooses_four_slots_where_the_model_batches_and_one_where_it_cannot(smollm2_path, smollm2_mlx_path):
     from app.wiring import AUTO, start_worker
-    from backends.runtime import LoadOptions
-    from backends.slots import SlotWorker
-    from backends.worker import EngineWorker
+    from runtimes.runtime import LoadOptions
+    from engine.slots import SlotWorker
+    from engine.worker import EngineWorker
 
     chosen = start_worker(str(smollm2_path), options=LoadOptions(n_ctx=1024, slots=AUTO))
     try:
@@ -523,7 +522,7 @@ def test_a_reply_that_grows_takes_room_from_idle_slots_and_ends_with_length_at_t
     """Issue 32's reproduction: a 256-token context on 4 slots, four short replies left cached, then one reply asked
     for 1000 tokens. Room was taken from idle slots only when a request was admitted, so the reply failed ("1 more
     tokens do not fit"); it takes room as it grows now, and ends with "length" only when the context is full."""
-    from backends.slots import SlotWorker
+    from engine.slots import SlotWorker
 
     w = SlotWorker(load(smollm2_path, n_ctx=256, slots=4), options=EngineOptions(prompt_lookup=lookup))
     try:

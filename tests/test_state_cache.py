@@ -1,4 +1,4 @@
-from backends.state_cache import StateCache, common_prefix_len
+from engine.state_cache import StateCache, common_prefix_len
 
 
 def test_longest_prefix_match_wins():

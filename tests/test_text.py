@@ -1,4 +1,4 @@
-from backends.text import TextStream
+from engine.text import TextStream
 
 
 def feed(stream: TextStream, pieces: list[bytes]) -> str:

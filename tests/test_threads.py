@@ -1,11 +1,11 @@
-"""The thread count follows the machine's load (backends/threads.py), and the logits never depend on it."""
+"""The thread count follows the machine's load (machine/threads.py), and the logits never depend on it."""
 import time
 
 import numpy as np
 import pytest
-
-from backends.threads import CpuSample, ThreadChooser, sample_cpu
 from conftest import load
+
+from machine.threads import CpuSample, ThreadChooser, sample_cpu
 
 
 class Machine:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from backends.constraint import Constraint, GrammarTokenizer
-from backends.harmony import HARMONY
-from backends.reply import ReplyParser, ToolSetup, think_tags, starts_thinking
-from backends.tool_formats import FORMATS, Tool, detect
 from conftest import load
+
+from chat_format.format_choice import FORMATS, detect
+from chat_format.harmony import HARMONY
+from chat_format.reply import ReplyParser, ToolSetup, starts_thinking, think_tags
+from chat_format.tool_formats import Tool
+from engine.constraint import Constraint, GrammarTokenizer
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
            "required": ["city"]}
@@ -146,7 +147,7 @@ def test_reasoning_split_at_every_character(tags, prompt_end, text, expected):
 
 def test_formats_and_tags_are_recognised_from_real_templates():
     from real_templates import template
-    from backends.chat_template import ChatTemplate
+    from chat_format.chat_template import ChatTemplate
 
     expect = {"Qwen-Qwen2.5-7B-Instruct": "hermes", "Qwen-Qwen3-0.6B": "hermes",
               "HuggingFaceTB-SmolLM3-3B": "generic",  # this copy of its template prints no tools

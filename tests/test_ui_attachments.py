@@ -78,7 +78,6 @@ def test_attached_files_reach_the_model_and_bad_ones_send_nothing(qtbot, make_wi
     assert "gone since" in w.chat.attachments.chips()[0].text()
 
 
-
 def test_a_file_larger_than_the_context_is_searched_with_its_sources_under_the_reply(qtbot, make_window, tmp_path):
     w = make_window(max_tokens=8, n_ctx=1024)
     assert send(qtbot, w, "Hi") == "done"  # the model is loaded: chips count tokens

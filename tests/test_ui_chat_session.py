@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from backends.events import GenerationRequest  # noqa: E402
-from backends.sampling import SamplingParams  # noqa: E402
+from engine.events import GenerationRequest  # noqa: E402
+from engine.sampling import SamplingParams  # noqa: E402
 from ui.chat_session import FLUSH_MS, ChatSession  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0)

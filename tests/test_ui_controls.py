@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from backends.hardware import GPU, Hardware  # noqa: E402
+from machine.hardware import GPU, Hardware  # noqa: E402
 from window_fixtures import record_requests, send, stored  # noqa: E402
 
 from app.settings import ModelDefaults  # noqa: E402
@@ -39,7 +39,7 @@ def test_seed_and_stop_strings_reach_the_reply(qtbot, make_window):
 
 
 def test_thinking_switch_shows_for_a_model_that_reads_it_and_changes_its_prompt(qtbot, make_window):
-    from backends.chat_template import parse_messages
+    from chat_format.chat_template import parse_messages
 
     w = make_window(max_tokens=4, model_defaults={STARTER_MODEL: ModelDefaults(chat_template=THINKING_TEMPLATE)})
     sent = record_requests(w)

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from backends.chat_template import parse_messages  # noqa: E402
+from chat_format.chat_template import parse_messages  # noqa: E402
 from window_fixtures import REPLY_TIMEOUT, send, stored  # noqa: E402
 
 
@@ -177,7 +177,7 @@ def test_continue_writes_on_a_reply_cut_at_the_length_limit(qtbot, make_window):
     prompt = w.models.worker.call(lambda e: e.template.render_parts(
         parse_messages(request.messages), add_generation_prompt=False)).result(timeout=30)
     assert prompt[-1][0].endswith("<|im_end|>\n") and first.content in "".join(p for p, _ in prompt)
-    from backends.engine import continued_parts
+    from engine.engine import continued_parts
 
     assert "".join(p for p, _ in continued_parts(parse_messages(request.messages), prompt)).endswith(first.content)
     # only the last reply offers it; a refused continuation leaves the reply as it was, and says why
@@ -196,9 +196,9 @@ def test_continue_writes_on_a_reply_cut_at_the_length_limit(qtbot, make_window):
 
 
 def test_only_a_reply_can_be_continued():
-    from backends.chat_template import Message
-    from backends.engine import continued_parts
-    from backends.runtime import InvalidRequestError
+    from chat_format.chat_template import Message
+    from engine.engine import continued_parts
+    from basics.errors import InvalidRequestError
 
     with pytest.raises(InvalidRequestError, match="Only a reply"):
         continued_parts([Message("user", "hi")], [("hi", True)])
@@ -215,7 +215,7 @@ def test_a_reply_stopped_while_it_waits_for_the_model_ends_and_is_not_left_writi
     """Found by the soak: a reply cancelled in the engine's queue got no end event, and stayed "streaming"."""
     import threading
 
-    w = make_window(max_tokens=8, slots=1)  # one conversation at a time: the engine's own queue (backends/worker.py)
+    w = make_window(max_tokens=8, slots=1)  # one conversation at a time: the engine's own queue (engine/worker.py)
     assert send(qtbot, w, "Hi.") == "done"
     gate = threading.Event()
     w.models.worker.call(lambda _e: gate.wait(60))  # the engine is busy: the next reply waits in its queue

@@ -323,7 +323,7 @@ def test_settings_feed_the_replies_the_command_line_and_survive_a_restart(qtbot,
     page.widgets["n_ctx"].setValue(1024)
     assert page.save() and not page.reload_button.isHidden()  # load settings apply at the next load
     monkeypatch.setenv("LANTERN_DATA_DIR", str(w.library.root))
-    from app.cli import apply_preset, build_parser
+    from cli.main import apply_preset, build_parser
 
     args = build_parser().parse_args(["chat"])
     apply_preset(args)

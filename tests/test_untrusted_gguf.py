@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from backends.chat_template import ChatTemplateError
-from backends.engine import Engine
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
 from conftest import load
+
+from chat_format.chat_template import ChatTemplateError
+from engine.engine import Engine
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 MARKER = Path("/tmp/lantern-template-escape")
 EVIL = (

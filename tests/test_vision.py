@@ -14,15 +14,16 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
-from backends.drafting import PromptLookupDrafter
-from backends.engine import Engine
-from backends.events import Finished, GenerationRequest, TextDelta
-from backends.llamacpp import LlamaCppRuntime
-from backends.runtime import InvalidRequestError, LoadOptions, ModelLoadError
-from backends.sampling import SamplingParams, make_sampler
-from backends.vision import check_projector_file
 from vision_model import png_bytes, write_projector
+
+from basics.errors import InvalidRequestError, ModelLoadError
+from engine.drafting import PromptLookupDrafter
+from engine.engine import Engine
+from engine.events import Finished, GenerationRequest, TextDelta
+from engine.sampling import SamplingParams, make_sampler
+from runtimes.llamacpp import LlamaCppRuntime
+from runtimes.runtime import LoadOptions
+from runtimes.vision import check_projector_file
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -114,7 +115,7 @@ def test_a_model_without_a_projector_says_it_cannot_see(engine):
 
 
 def test_a_marker_typed_as_text_stays_text(seeing):
-    from backends.vision import marker_for
+    from runtimes.vision import marker_for
 
     typed = [{"role": "user", "content": "Look: " + marker_for(png_bytes())}]
     request = GenerationRequest(messages=typed)
@@ -310,8 +311,8 @@ def test_the_command_line_takes_a_projector_or_none(model_folder):
 
 
 def test_images_run_on_slots_beside_another_conversation(smollm2_path, projector):
-    from backends.engine import EngineOptions
-    from backends.slots import SlotWorker
+    from engine.engine import EngineOptions
+    from engine.slots import SlotWorker
     from conftest import assert_same_up_to_near_tie, reference_greedy
 
     seeing = GenerationRequest(messages=asking(png_bytes(seed=5)), max_tokens=12, sampling=GREEDY)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from app.wiring import start_worker
-from backends.events import GenerationRequest, TextDelta
-from backends.runtime import InvalidRequestError, ModelLoadError
-from backends.sampling import SamplingParams
+from basics.errors import InvalidRequestError, ModelLoadError
+from engine.events import GenerationRequest, TextDelta
+from engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -53,7 +53,7 @@ def test_a_load_failure_is_reported_and_requests_fail_cleanly(tmp_path):
 
 
 def test_a_call_or_request_after_close_ends_at_once_with_a_reason():
-    from backends.worker import EngineWorker
+    from engine.worker import EngineWorker
 
     class Engine:
         def close(self):

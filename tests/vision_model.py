@@ -63,6 +63,6 @@ def write_projector(path: Path, *, n_embd_text: int, image_size: int = 16, patch
 
 def png_bytes(width: int = 24, height: int = 20, seed: int = 0) -> bytes:
     """A small PNG of random colours."""
-    from backends.vision import png_bytes as write_png
+    from runtimes.vision import png_bytes as write_png
 
     return write_png(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))

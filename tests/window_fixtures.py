@@ -3,11 +3,11 @@ send a message and read what was stored."""
 from __future__ import annotations
 
 import pytest
+from hub_server import HubFile, HubRepo, HubServer, HubState
 from PySide6.QtCore import Qt
 
 from app.conversations import ConversationStore
 from app.settings import Settings, SettingsFile
-from hub_server import HubFile, HubRepo, HubServer, HubState
 from models.hub import HubClient
 from models.library import ModelLibrary
 from ui.tasks import tasks_running, wait_for_tasks

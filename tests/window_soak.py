@@ -72,7 +72,7 @@ class Soak:
 
     @staticmethod
     def _models(library) -> list[str]:
-        from models.registry import resolve_model
+        from models.library import resolve_model
 
         try:  # a second model to switch to, where the test models are installed
             library.import_path(resolve_model("gemma3-270m"), link=True, name="gemma3-270m")

@@ -1,5 +1,5 @@
 """The Qt window (the desktop-app issue). The only package besides app/ that may import PySide6."""
 
-from backends.native import load_first
+from basics.native import load_first
 
-load_first()  # before numpy or any other compiled module (backends/native.py)
+load_first()  # before numpy or any other compiled module (basics/native.py)

@@ -5,9 +5,20 @@ huggingface_hub load later, off the GUI thread, when a model or the Hub is first
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import re
 import sys
 import time
+from importlib.util import find_spec
+from pathlib import Path
+
+from app.conversations import ConversationStore
+from app.settings import Settings, SettingsError, SettingsFile, settings_path
+from files.owned_files import take_notices
+from models.hub import HubClient
+from models.library import ModelLibrary, data_dir
 
 STARTED = time.perf_counter()
 
@@ -26,12 +37,6 @@ def display_problem() -> str:
 
 def _x11_problem() -> str:
     """Qt aborts the process when its X11 plugin cannot load: find out first, and name what is missing."""
-    import ctypes
-    import ctypes.util
-    import re
-    from importlib.util import find_spec
-    from pathlib import Path
-
     hint = ("(Debian/Ubuntu: sudo apt install libgl1 libegl1 libfontconfig1 libdbus-1-3 libx11-xcb1 libxcb-cursor0 "
             "libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-sync1 "
             "libxcb-xfixes0 libxcb-xkb1 libxkbcommon-x11-0, as the README lists); meanwhile `lantern chat` works in "
@@ -50,9 +55,7 @@ def _x11_problem() -> str:
 
 
 def build_window():
-    from app.conversations import ConversationStore
-    from app.settings import Settings, SettingsError, SettingsFile, settings_path
-    from models.library import ModelLibrary, data_dir
+    # deferred: Qt's modules, once display_problem() has found a display Qt can open
     from ui.main_window import MainWindow
     from ui.theme import apply_theme
 
@@ -65,14 +68,11 @@ def build_window():
     library = ModelLibrary()
     library.list()  # a damaged model index is found (and moved aside) now, so the window can say so
     store = ConversationStore(data_dir() / "conversations.sqlite3")
-    from models.owned_files import take_notices
 
     problem = " ".join([problem, *take_notices()]).strip()  # damaged files moved aside: said once
     apply_theme(settings.current.theme)
 
     def make_hub_client():
-        from models.hub import HubClient
-
         return HubClient(library=library, token=os.environ.get("HF_TOKEN"))  # HF_ENDPOINT is read by huggingface_hub
 
     return MainWindow(settings=settings, library=library, store=store, make_hub_client=make_hub_client,
@@ -84,6 +84,7 @@ def run_window() -> int:
     if problem:
         print(f"lantern: {problem}", file=sys.stderr)
         return 2
+    # deferred: Qt, once display_problem() has found a display Qt can open
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -101,6 +102,7 @@ def run_window() -> int:
     code = app.exec()
     window.store.close()
     # Deleted now, while the application exists: freeing Qt objects at interpreter exit can crash.
+    # deferred: Qt, once display_problem() has found a display Qt can open
     from PySide6.QtCore import QCoreApplication, QEvent
 
     window.deleteLater()

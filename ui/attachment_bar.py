@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QToolButton, QWidget
 
 from app.attachments import VISION_HELP, Attachment, AttachmentError, describe
 from app.chat_images import ImageFile, read_any
+from app.document_search import DocumentSearchError
 from ui.tasks import run_task
 
 INLINE_SHARE = 0.5  # files up to this share of the context go into the message whole
@@ -239,8 +240,6 @@ class AttachmentBar(QWidget):
             chip.show_state()
 
     def _index(self, chip: Chip) -> None:
-        from app.document_search import DocumentSearchError
-
         if chip.searched is not None or chip.indexing is not None:
             return
         try:

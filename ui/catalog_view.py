@@ -8,6 +8,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QListWidgetItem, QVBoxLayout, QWidget)
 
 from models.catalog import CatalogEntry
+from models.fit import check_fit
+from models.speed import estimate_tokens_per_s
 from ui.catalog_card import CELLS, HEADING, CardDelegate
 from ui.catalog_drawer import CatalogDrawer
 
@@ -16,10 +18,12 @@ GROUPS = {"gpu": "Runs on the GPU", "partial": "Runs partly on the GPU", "cpu": 
           "no": "Too big for this machine", "": "Checking this machine…"}
 SIZES = [("Any size", None), ("Up to 2 GB", 2e9), ("Up to 6 GB", 6e9), ("Up to 12 GB", 12e9), ("Up to 24 GB", 24e9)]
 
+
 def size_text(e: CatalogEntry) -> str:
     gb = e.size_bytes / 1e9
     text = f"{gb:.1f} GB" if gb >= 1 else f"{e.size_bytes / 1e6:.0f} MB"
     return ("≈ " if e.approximate else "") + text
+
 
 class CatalogView(QWidget):
     sig_download = Signal(object)  # a CatalogEntry
@@ -198,9 +202,6 @@ def fit_text(fit) -> str:
 
 def estimate(hardware, entry: CatalogEntry, n_ctx: int):
     """(fit, estimated tokens a second) of `entry` on `hardware`."""
-    from models.fit import check_fit
-    from models.speed import estimate_tokens_per_s
-
     fit = check_fit(hardware, entry.model_info(), n_ctx=n_ctx)
     speed = estimate_tokens_per_s(hardware, size_bytes=entry.size_bytes, params_b=entry.params_b,
                                   active_b=entry.active_b, verdict=fit.verdict, n_gpu_layers=fit.n_gpu_layers,

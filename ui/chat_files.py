@@ -2,12 +2,14 @@
 thread; the formats are app.chat_export's."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
 from app.chat_export import archive, chat_json, chat_markdown, file_title, import_file
 from app.conversations import ConversationStore
+from files.owned_files import atomic_write
 from ui import dialogs
 from ui.tasks import run_task
 
@@ -29,10 +31,6 @@ class ChatFiles(QObject):
             return
 
         def write() -> Path:
-            import json
-
-            from models.owned_files import atomic_write
-
             text = chat_markdown(self.store, conversation) if kind == "markdown" else \
                 json.dumps(chat_json(self.store, conversation), ensure_ascii=False, indent=1)
             atomic_write(path, text)

@@ -2,8 +2,11 @@
 the Image button, whether the loaded model sees, and the images of a message stored beside the chats."""
 from __future__ import annotations
 
+import time
+
 from app.attachments import IMAGE_SUFFIXES, VISION_HELP, AttachmentError
 from app.chat_images import ImageFile, ImageStore, image_tags
+from ui import dialogs
 from ui.tasks import run_task
 
 
@@ -29,8 +32,6 @@ class ChatImagesMixin:
         run_task(lambda: worker.call(sees).result(timeout=300), told, lambda _e: None)
 
     def _image_clicked(self) -> None:
-        from ui import dialogs
-
         if self.model_sees is False:
             model = self.models.name or self.settings().model
             self.show_notice(f"{model} cannot see images. {VISION_HELP}")
@@ -40,8 +41,6 @@ class ChatImagesMixin:
 
     def _attach_pasted(self, image) -> None:
         """A pasted image (a screenshot) becomes a PNG in Lantern's own folder, attached like a file."""
-        import time
-
         if self.images is None or image is None or image.isNull():
             return
         folder = self.images.folder / "pasted"

@@ -2,12 +2,15 @@
 context meter's count, and a new chat from a summary (a mixin of ui.chat_page.ChatPage, kept apart for size)."""
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from app.attachments import message_with_files
 from app.chat_images import with_images
 from app.settings import ChatSettings, ModelDefaults, Settings
-from backends.events import GenerationRequest
-from backends.runtime import LanternError
+from basics.errors import LanternError
+from engine.events import GenerationRequest
 from ui.chat_summary import summary_prompt
+from ui.template_dialog import TemplateDialog
 
 
 class ChatSettingsMixin:
@@ -91,11 +94,8 @@ class ChatSettingsMixin:
             self.save_model_defaults(model, kept.model_copy(update=values.model_dump(exclude={"preset"})))
             self.show_notice(f"New chats with {model} start from these settings.")
 
-
     def edit_template(self) -> None:
         """The loaded model's chat template, replaced for this model (kept in its defaults); reloaded to use it."""
-        from ui.template_dialog import TemplateDialog
-
         model = self.models.name or self.settings().model
         kept = self.settings().model_defaults.get(model) or ModelDefaults()
         own = None
@@ -116,8 +116,6 @@ class ChatSettingsMixin:
 
 def own_settings(saved: dict | None) -> ChatSettings | None:
     """A chat's saved settings, checked; damaged ones are left unused (the chat follows the defaults)."""
-    from pydantic import ValidationError
-
     try:
         return ChatSettings.model_validate(saved) if saved else None
     except (ValidationError, TypeError):

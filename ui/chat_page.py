@@ -15,8 +15,9 @@ from app.attachments import TEXT_SUFFIXES, AttachmentError, message_with_files
 from app.chat_images import ImageStore
 from app.conversations import LATEST, ConversationStore, StoredMessage
 from app.settings import ChatSettings, ModelDefaults, Settings
-from backends.events import Finished, GenerationRequest
-from backends.runtime import LanternError
+from basics.errors import LanternError
+from engine.events import Finished, GenerationRequest
+from ui import dialogs
 from ui.attachment_bar import AttachmentBar
 from ui.chat_follow import ScrollFollower
 from ui.chat_images import ChatImagesMixin
@@ -474,8 +475,6 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.attachments.add_paths(paths)
 
     def _attach_clicked(self) -> None:
-        from ui import dialogs
-
         patterns = " ".join(f"*{s}" for s in sorted(TEXT_SUFFIXES | {".pdf", ".docx"}))
         self.attach(dialogs.open_paths(self, "Attach files", f"Documents ({patterns});;All files (*)"))
 
@@ -531,8 +530,6 @@ class ChatPage(ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin, QWidget):
         self.input.setFocus()
 
     def delete_from(self, message_id: int) -> None:
-        from ui import dialogs
-
         if self.busy or self._stored(message_id) is None or not dialogs.confirm(
                 self, "Delete messages", "Delete this message and everything after it, on every branch?"):
             return

@@ -3,7 +3,8 @@ the excerpts found for a message before it is sent (a mixin of ui.chat_page.Chat
 from __future__ import annotations
 
 from app.attachments import message_with_files
-from backends.events import GenerationRequest
+from app.chat_documents import excerpts_for
+from engine.events import GenerationRequest
 from ui.attachment_bar import SearchedFile
 from ui.tasks import run_task
 
@@ -33,8 +34,6 @@ class SearchedFilesMixin:
 
     def _search_then_send(self, question: str, files, searched: list[SearchedFile], post) -> None:
         """Find the parts of the searched files that answer `question` (off the GUI thread), then `post(text)`."""
-        from app.chat_documents import excerpts_for
-
         settings = self.effective_settings()
         inline = message_with_files(question, files)
         history = self._history() if self.conversation_id is not None else self._system_only(settings)

@@ -6,11 +6,13 @@ drains it at most ~30 times a second, so a fast reply never floods the event loo
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from backends.events import Finished, GenerationRequest, TextDelta
-from backends.worker import EngineWorker, Generation
+from engine.events import Finished, GenerationRequest, TextDelta
+from engine.worker import EngineWorker, Generation
 
 FLUSH_MS = 33  # ~30 updates a second
 
@@ -42,7 +44,7 @@ class ChatSession(QObject):
 
     sig_text_received = Signal(str)  # new text since the last signal (batched)
     sig_reasoning_received = Signal(str)  # new thinking since the last signal (batched)
-    sig_reply_finished = Signal(object)  # backends.events.Finished
+    sig_reply_finished = Signal(object)  # engine.events.Finished
     sig_reply_failed = Signal(str)  # a request the engine refused (bad input, context overflow...)
     sig_prompt_read = Signal(int, int)  # tokens of the prompt read so far, of how many (long prompts)
     sig_reply_dropped = Signal()  # stopped while it waited for the model: it never began (no figures)
@@ -65,7 +67,6 @@ class ChatSession(QObject):
             raise RuntimeError("A reply is already being generated; stop it first.")
         if self.worker is None:
             raise RuntimeError("No model is loaded.")
-        from dataclasses import replace
 
         self._generation = _BufferedGeneration(request)
         self._generation.request = replace(request, on_prefill=self._generation.prefill)
@@ -81,8 +82,6 @@ class ChatSession(QObject):
     def wait(self, timeout: float) -> bool:
         """Deliver the reply's last events now (at exit, when the event loop will not run again); False if the
         engine did not finish within `timeout` seconds."""
-        import time
-
         give_up = time.monotonic() + timeout
         while self._generation is not None and time.monotonic() < give_up:
             self._flush()
@@ -117,5 +116,5 @@ class ChatSession(QObject):
                 self.sig_reply_finished.emit(end)
             elif isinstance(end, BaseException):
                 self.sig_reply_failed.emit(str(end))
-            else:  # cancelled in the engine's queue: the engine ends it with no event (backends/worker.py)
+            else:  # cancelled in the engine's queue: the engine ends it with no event (engine/worker.py)
                 self.sig_reply_dropped.emit()

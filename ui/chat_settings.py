@@ -2,6 +2,7 @@
 defaults". The values live in app.settings (ChatSettings, presets, model defaults); this is only the form."""
 from __future__ import annotations
 
+from pydantic import ValidationError
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QLabel, QPlainTextEdit,
                                QPushButton, QSpinBox, QVBoxLayout)
@@ -150,8 +151,6 @@ class ChatSettingsPanel(QFrame):
 
     def checked_values(self) -> ChatSettings | None:
         """The form's values, or None with the reason shown under the form (a stop string too long...)."""
-        from pydantic import ValidationError
-
         try:
             values = self.values()
         except ValidationError as e:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from backends.events import Finished, GenerationRequest, TextDelta
-from backends.sampling import SamplingParams
+from engine.events import Finished, GenerationRequest, TextDelta
+from engine.sampling import SamplingParams
 from ui.tasks import run_task
 
 SUMMARY_TOKENS = 400

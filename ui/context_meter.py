@@ -6,8 +6,8 @@ from __future__ import annotations
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QLabel
 
-from backends.events import GenerationRequest
-from backends.runtime import ContextOverflowError
+from basics.errors import ContextOverflowError
+from engine.events import GenerationRequest
 from ui.tasks import run_task
 
 DELAY_MS = 300  # counted when the typing pauses

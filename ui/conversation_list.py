@@ -3,8 +3,9 @@ and search."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QMenu, QPushButton, QToolButton,
                                QVBoxLayout, QWidget)
@@ -20,8 +21,6 @@ PINNED = Qt.ItemDataRole.UserRole + 1
 
 def date_group(updated: float, now: float) -> str:
     """The heading a chat last written to at `updated` goes under (local calendar days)."""
-    from datetime import datetime
-
     days = (datetime.fromtimestamp(now).date() - datetime.fromtimestamp(updated).date()).days
     if days <= 0:
         return "Today"
@@ -207,8 +206,6 @@ class ConversationList(QWidget):
             QTimer.singleShot(0, self, lambda: self.refresh(self.current_id()))
 
     def eventFilter(self, watched, event) -> bool:
-        from PySide6.QtCore import QEvent
-
         if watched is self.list and event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Delete \
                 and self.list.state() != QListWidget.State.EditingState:
             self._delete_clicked()

@@ -1,7 +1,9 @@
 """Questions to the user. Tests replace these (a modal dialog would wait for a click forever)."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QMessageBox, QWidget
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 
 def confirm(parent: QWidget, title: str, text: str) -> bool:
@@ -12,9 +14,6 @@ def confirm(parent: QWidget, title: str, text: str) -> bool:
 
 def save_path(parent: QWidget, title: str, suggested: str, filter: str):
     """Where to save a file, or None if the user cancelled."""
-    from pathlib import Path
-
-    from PySide6.QtWidgets import QFileDialog
 
     chosen, _ = QFileDialog.getSaveFileName(parent, title, suggested, filter)
     return Path(chosen) if chosen else None
@@ -22,9 +21,6 @@ def save_path(parent: QWidget, title: str, suggested: str, filter: str):
 
 def open_path(parent: QWidget, title: str, filter: str):
     """Which file to open, or None if the user cancelled."""
-    from pathlib import Path
-
-    from PySide6.QtWidgets import QFileDialog
 
     chosen, _ = QFileDialog.getOpenFileName(parent, title, "", filter)
     return Path(chosen) if chosen else None
@@ -32,9 +28,6 @@ def open_path(parent: QWidget, title: str, filter: str):
 
 def open_paths(parent: QWidget, title: str, filter: str) -> list:
     """Which files to open (several may be chosen); [] if the user cancelled."""
-    from pathlib import Path
-
-    from PySide6.QtWidgets import QFileDialog
 
     chosen, _ = QFileDialog.getOpenFileNames(parent, title, "", filter)
     return [Path(c) for c in chosen]

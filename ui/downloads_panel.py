@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QV
 
 from models.downloads import Download
 from models.hub import DownloadCancelled, HubClient
+from ui.theme import set_role
 
 POLL_MS = 100  # the pull thread only records its progress; the bar reads it ten times a second
 
@@ -61,7 +62,6 @@ class DownloadRow(QWidget):
     def start(self) -> None:
         if self.state == "downloading":
             return
-        from ui.theme import set_role
 
         self.state = "downloading"
         self.detail.setText("Starting…")
@@ -107,8 +107,6 @@ class DownloadRow(QWidget):
             self.sig_finished.emit(model)
 
     def _stopped(self, state: str, text: str) -> None:
-        from ui.theme import set_role
-
         self.state = state
         self.detail.setText(text)
         set_role(self.detail, "download-failed" if state == "failed" else "download-detail")  # a failure stands out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 
+from shiboken6 import isValid
+
 CHECK_MS = 500
 _collector = None
 
@@ -28,8 +30,8 @@ def collect_due() -> int:
 def collect_on_gui_thread() -> None:
     """Turn automatic collection off and collect from a timer on this (the GUI) thread; once per application."""
     global _collector
+    # deferred: Qt; conftest imports this module in runs without Qt
     from PySide6.QtCore import QCoreApplication, QTimer
-    from shiboken6 import isValid
 
     if _collector is not None and isValid(_collector):
         return

@@ -13,6 +13,8 @@ from PySide6.QtGui import QGuiApplication, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import QAbstractButton, QWidget
 
+from ui.theme import look
+
 ICONS = Path(__file__).with_name("icons")
 SIZES = (16, 20, 24, 32, 48, 64)
 
@@ -53,7 +55,6 @@ def set_icon(button: QAbstractButton, name: str, token: str = "") -> None:
 def _themed(name: str, token: str) -> QIcon:
     if not token:
         return icon(name)
-    from ui.theme import look
 
     return icon(name, look()[token])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QRadioButton, QVBoxLayout,
                                QWidget)
 
-from backends.runtime import LanternError
+from basics.errors import LanternError
 from models.library import ModelLibrary, check_model_name, model_name
 
 

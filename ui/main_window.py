@@ -2,26 +2,37 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QPushButton, QSizePolicy
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSizePolicy,
+                               QWidget)
 
+from app.chat_documents import ChatDocuments, embedding_models
 from app.conversations import ConversationStore
 from app.model_host import ModelHost
 from app.settings import SettingsFile
-from backends.runtime import LanternError, ModelLoadError
+from app.wiring import start_worker
+from basics.errors import LanternError, ModelLoadError
+from models.facts import facts_of
+from models.fit import fit_and_speed
+from models.info import describe_model
 from models.library import ModelLibrary
+from models.registry import BUILTIN_MODELS as BUILTIN_NAMES
 from ui.chat_page import ChatPage
+from ui.gui_gc import collect_on_gui_thread
 from ui.icons import refresh_icons, set_icon
+from ui.markdown import warm_up
 from ui.model_controller import ModelController
 from ui.model_picker import ModelPicker
 from ui.models_page import ModelsPage
 from ui.nav_rail import NavRail
 from ui.server_page import ServerPage
 from ui.settings_page import SettingsPage
-from ui.theme import apply_theme, window_style
+from ui.tasks import run_task
+from ui.theme import SPACE, apply_theme, is_dark, window_style
 from ui.welcome import Welcome
 
 
@@ -41,7 +52,6 @@ class MainWindow(QMainWindow):
     def __init__(self, *, settings: SettingsFile, library: ModelLibrary, store: ConversationStore,
                  make_hub_client, first_start: bool = False, settings_problem: str = "", restore: bool = True):
         super().__init__()
-        from ui.gui_gc import collect_on_gui_thread
 
         collect_on_gui_thread()  # Qt objects in garbage cycles are freed here, never on a worker thread
         self.setWindowTitle("Lantern")
@@ -49,7 +59,6 @@ class MainWindow(QMainWindow):
         self.load_progress = LoadProgress()
         self.host = ModelHost(self._open_worker)
         self.models = ModelController(self.host, self)
-        from app.chat_documents import ChatDocuments, embedding_models
 
         self.documents = ChatDocuments(store.path.parent / "documents.sqlite3", lambda: embedding_models(library),
                                        lambda name: Path(m.path) if (m := library.get(name)) else None)
@@ -69,20 +78,16 @@ class MainWindow(QMainWindow):
         self._shortcuts()
         self._restore_geometry()
         self.refresh_models()
-        from ui.theme import is_dark
 
         self._dark = is_dark()  # the theme the chat and the icons are drawn in
         self.setStyleSheet(window_style())
         if settings_problem:
             self.statusBar().showMessage(settings_problem)
-            from PySide6.QtWidgets import QMessageBox
 
             box = QMessageBox(QMessageBox.Icon.Warning, "Lantern", settings_problem, QMessageBox.StandardButton.Ok, self)
             box.setModal(False)
             QTimer.singleShot(0, box.show)  # not modal: the window is usable at once
             self.problem_box = box
-        from ui.markdown import warm_up
-        from ui.tasks import run_task
 
         run_task(warm_up)
         self.welcome = None
@@ -99,10 +104,6 @@ class MainWindow(QMainWindow):
 
     def _build_header(self) -> None:
         """The header above the pages: the model picker, Load and Unload, and how the load went."""
-        from PySide6.QtWidgets import QHBoxLayout, QWidget
-
-        from ui.theme import SPACE
-
         bar = QWidget(self)
         bar.setObjectName("header")
         bar.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
@@ -143,17 +144,11 @@ class MainWindow(QMainWindow):
 
     def _fit_models(self, *_) -> None:
         """Each local model's fit and estimated speed here, for the picker (headers read on a pool thread)."""
-        from ui.tasks import run_task
-
         hw, models, n_ctx = self.models_page.hardware, self.library.list(), self.settings.current.n_ctx
         if hw is None:
             return  # once the machine is known (sig_hardware_found)
 
         def fits() -> dict[str, str]:
-            from backends.runtime import LanternError
-            from models.fit import fit_and_speed
-            from models.info import describe_model
-
             out = {}
             for m in models:
                 try:
@@ -191,8 +186,6 @@ class MainWindow(QMainWindow):
             self.chat.new_chat()
 
     def _embeds(self, name: str) -> bool:
-        from app.server.model_facts import facts_of
-
         local = self.library.get(name)
         try:
             return local is not None and facts_of(local.path).get("kind") == "embedding"
@@ -200,10 +193,6 @@ class MainWindow(QMainWindow):
             return False  # an unreadable file: the load says what is wrong with it
 
     def _open_worker(self, name: str):  # any thread: the endpoint may ask for a model too
-        from dataclasses import replace
-
-        from app.wiring import start_worker
-        from models.registry import BUILTIN_MODELS as BUILTIN_NAMES
 
         s = self.settings.current.for_chat(name)  # the model's own defaults (its context size) first
         if s.backend == "remote" and not (s.remote_url or "").strip():
@@ -229,13 +218,10 @@ class MainWindow(QMainWindow):
 
     def _describe_for_settings(self, name: str) -> None:
         """The model's layers and sizes for the Settings page's GPU layers slider (its header, on a pool thread)."""
-        from ui.tasks import run_task
-
         local = self.library.get(name)
         if local is None:
             self.settings_page.set_model(None)
             return
-        from models.info import describe_model
 
         run_task(lambda: describe_model(local.path), self.settings_page.set_model,
                  lambda _e: self.settings_page.set_model(None))
@@ -303,8 +289,6 @@ class MainWindow(QMainWindow):
     def _follow_theme(self) -> None:
         """Colours drawn into the chat (code blocks, bubbles) and the icons follow a change between light and dark,
         whether the user or the system made it."""
-        from ui.theme import is_dark
-
         if is_dark() != self._dark:
             self._dark = is_dark()
             self.setStyleSheet(window_style())

@@ -12,6 +12,14 @@ import html
 from collections import OrderedDict
 from functools import lru_cache
 
+from markdown_it import MarkdownIt
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from mdit_py_plugins.texmath import texmath_plugin
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
+
 CODE_BG = {"light": "#f4f5f7", "dark": "#23252b"}
 PYGMENTS_STYLE = {"light": "default", "dark": "monokai"}
 INK = {"light": "#1f2328", "dark": "#e3e5e8"}  # the formulas' colour, the text's
@@ -24,10 +32,6 @@ FORMULAS_KEPT = 512
 
 @lru_cache(maxsize=2)
 def _parser():
-    from markdown_it import MarkdownIt
-    from mdit_py_plugins.dollarmath import dollarmath_plugin
-    from mdit_py_plugins.texmath import texmath_plugin
-
     md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
     md.enable("table").enable("strikethrough").enable("linkify")
     dollarmath_plugin(md, allow_digits=False, double_inline=True)  # "$5 and $10" stays money
@@ -70,11 +74,6 @@ def _formula(latex: str, display: bool, theme: str) -> str:
 
 
 def _highlight(code: str, lang: str, theme: str) -> str:
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import get_lexer_by_name
-    from pygments.util import ClassNotFound
-
     try:
         lexer = get_lexer_by_name(lang.strip() or "text", stripnl=False)
     except ClassNotFound:

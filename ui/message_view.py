@@ -4,14 +4,15 @@ from __future__ import annotations
 import html
 import time
 
-from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, QTextBrowser, QToolButton,
-                               QVBoxLayout)
+from PySide6.QtCore import QByteArray, QRectF, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QPainter, QTextDocument
+from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout
 
-from app.chat_export import figures_text  # one wording for the window and the exports
-from ui.icons import icon, set_icon
 from app.attachments import split_files, split_images
+from app.chat_export import figures_text  # one wording for the window and the exports
+from ui.file_viewer import FileViewer, ImageViewer
+from ui.icons import icon, set_icon
 from ui.markdown import math_svg, render_markdown
 from ui.theme import is_dark, set_role
 
@@ -41,10 +42,6 @@ _images: dict = {}  # (formula key, pixel ratio) -> QImage
 
 
 def _math_image(key: str, ratio: float):
-    from PySide6.QtCore import QByteArray, QRectF
-    from PySide6.QtGui import QImage, QPainter
-    from PySide6.QtSvg import QSvgRenderer
-
     if (key, ratio) in _images:
         return _images[(key, ratio)]
     svg = math_svg(key)
@@ -440,9 +437,6 @@ class MessageView(QFrame):
     THUMBNAIL = 160
 
     def _image_line(self, digest: str, name: str) -> str:
-        from PySide6.QtCore import Qt
-        from PySide6.QtGui import QImage, QTextDocument
-
         data = type(self).image_source(digest) if type(self).image_source is not None else None
         image = QImage.fromData(data) if data else QImage()
         line = f'<p style="color: gray">Image: {html.escape(name)}</p>'
@@ -464,13 +458,9 @@ class MessageView(QFrame):
         elif url.scheme() == "lantern-file":  # an attached file, shown as the model was given it
             index = int(url.path() or url.toString().split(":", 1)[1])
             if 0 <= index < len(self._files):
-                from ui.file_viewer import FileViewer
-
                 self.viewer = FileViewer(self._files[index].name, self._files[index].text, self)
                 self.viewer.show()
         elif url.scheme() == "lantern-image" and type(self).image_source is not None:
-            from ui.file_viewer import ImageViewer
-
             digest = url.path() or url.toString().split(":", 1)[1]
             if data := type(self).image_source(digest):
                 self.viewer = ImageViewer(digest, data, self)

@@ -6,8 +6,8 @@ import time
 from PySide6.QtCore import QObject, Signal
 
 from app.model_host import ModelHost
-from backends.runtime import LanternError
-from backends.worker import EngineWorker
+from basics.errors import LanternError
+from engine.worker import Worker
 
 
 class ModelController(QObject):
@@ -35,10 +35,10 @@ class ModelController(QObject):
         return self.host.name
 
     @property
-    def worker(self) -> EngineWorker | None:
+    def worker(self) -> Worker | None:
         return self.host.worker
 
-    def load(self, name: str) -> EngineWorker:
+    def load(self, name: str) -> Worker:
         """Start loading `name` (returns at once; replies sent meanwhile wait for the load). A load refused before
         it starts (no server address for the remote backend) raises LanternError, and is told as a failed load."""
         self._asked = name
@@ -55,7 +55,7 @@ class ModelController(QObject):
     def unload(self) -> None:
         self.host.unload()
 
-    def _on_change(self, name: str | None, worker: EngineWorker | None) -> None:  # any thread
+    def _on_change(self, name: str | None, worker: Worker | None) -> None:  # any thread
         if worker is None:
             self._sig_ready.emit(None, "", None)
             return

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QSize, Qt
 from PySide6.QtGui import QFont, QPalette
-from PySide6.QtWidgets import (QApplication, QComboBox, QFrame, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QStyle, QStyledItemDelegate, QStyleOptionViewItem, QVBoxLayout)
+from PySide6.QtWidgets import (QApplication, QComboBox, QFrame, QLabel, QLineEdit, QListWidget, QListWidgetItem, QStyle,
+                               QStyledItemDelegate, QStyleOptionViewItem, QVBoxLayout)
 
 from models.library import LocalModel
 

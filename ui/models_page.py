@@ -1,6 +1,7 @@
 """Models: the catalog with fit badges for this machine, Hub search, downloads, and the local models."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -10,12 +11,17 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
                                QWidget)
 
 from app.settings import Settings
-from models.catalog import CatalogEntry, load_catalog
+from machine.hardware import detect
+from models.catalog import CatalogEntry, load_catalog, read_from_hub, remember_figures
+from models.fit import check_fit
 from models.hub import HubClient
 from models.library import LocalModel, ModelLibrary
 from ui import dialogs
+from ui.catalog_view import CatalogView, estimate
 from ui.downloads_panel import DownloadsPanel
+from ui.import_dialog import ask_import
 from ui.tasks import run_task
+from ui.theme import set_role
 
 
 def _mb(n: int) -> str:
@@ -48,7 +54,7 @@ class ModelsPage(QWidget):
     sig_library_changed = Signal()
     sig_use_model = Signal(str)  # the user chose a local model to chat with
     sig_fits_ready = Signal()  # the catalog's fit for this machine is known (self.fits)
-    sig_hardware_found = Signal(object)  # backends.hardware.Hardware
+    sig_hardware_found = Signal(object)  # machine.hardware.Hardware
 
     def __init__(self, library: ModelLibrary, make_client: Callable[[], HubClient], settings: Callable[[], Settings],
                  parent=None):
@@ -80,8 +86,6 @@ class ModelsPage(QWidget):
     def show_status(self, text: str, *, error: bool = False) -> None:
         """A line under the pages; news fades after a while, an error stays (in red) until the next news or until
         the user moves to another tab, so no old failure reads as the state of things now."""
-        from ui.theme import set_role
-
         self.status.setText(text)
         set_role(self.status, "status-error" if error else "status")
         if error:
@@ -96,8 +100,6 @@ class ModelsPage(QWidget):
     # -- catalog ----------------------------------------------------------------------------------
 
     def _catalog_tab(self) -> QWidget:
-        from ui.catalog_view import CatalogView
-
         self.catalog_view = CatalogView(self.catalog)
         self.catalog_view.sig_download.connect(self.download_entry)
         self.catalog_view.sig_look.connect(self.look_up)
@@ -105,8 +107,6 @@ class ModelsPage(QWidget):
         return self.catalog_view
 
     def _hardware_found(self, hardware) -> None:
-        from ui.catalog_view import estimate
-
         self.hardware = hardware
         self.sig_hardware_found.emit(hardware)
         n_ctx = self.settings().n_ctx or 4096
@@ -125,8 +125,6 @@ class ModelsPage(QWidget):
 
     def look_up(self, entry: CatalogEntry) -> None:
         """Read an entry's size and shape from the Hub (once: they are kept), then place it again."""
-        from models.catalog import read_from_hub, remember_figures
-
         if entry.name in self._looking:
             return
         self._looking.add(entry.name)
@@ -150,10 +148,6 @@ class ModelsPage(QWidget):
         view = self.catalog_view
 
         def read():
-            import dataclasses
-
-            from models.fit import check_fit
-
             listing = make().listing(entry.repo)
             info = entry.model_info()
             out = []
@@ -167,8 +161,6 @@ class ModelsPage(QWidget):
                  lambda e: view.drawer.set_quants(entry.name, None, str(e)))
 
     def _looked_up(self, entry: CatalogEntry) -> None:
-        from ui.catalog_view import estimate
-
         self._looking.discard(entry.name)
         self.catalog = [entry if e.name == entry.name else e for e in self.catalog]
         fit, speed = (estimate(self.hardware, entry, self.settings().n_ctx or 4096) if self.hardware is not None
@@ -305,7 +297,6 @@ class ModelsPage(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF file", "", "GGUF models (*.gguf)")
         if not path:
             return
-        from ui.import_dialog import ask_import
 
         if (choice := ask_import(self, Path(path), self.library)) is not None:  # copy or link, and its name
             name, link = choice
@@ -329,15 +320,11 @@ class ModelsPage(QWidget):
 
 
 def _detect_hardware():
-    from backends.hardware import detect
-
     return detect()
 
 
 def _listing_with_fit(client: HubClient, repo: str, hardware, n_ctx: int):
     """A repository's models, each with its fit for this machine (a header read per model, on a pool thread)."""
-    from models.fit import check_fit
-
     listing = client.listing(repo)
     fits = []
     for choice in listing.choices:

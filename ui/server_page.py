@@ -2,9 +2,11 @@
 it, and a live log of its requests."""
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Callable
 
+import shiboken6
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
@@ -12,6 +14,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, Q
                                QWidget)
 
 from app.model_host import ModelHost
+from app.server.service import ModelService
+from app.server.snippets import LANGUAGES, lan_address, snippet
 from app.settings import SettingsFile
 from ui.tasks import run_task
 
@@ -112,7 +116,6 @@ class ServerPage(QWidget):
         header.setStretchLastSection(True)
         self.language = QComboBox()
         self.language.setAccessibleName("Code language")
-        from app.server.snippets import LANGUAGES
 
         self.language.addItems(LANGUAGES)
         self.language.currentTextChanged.connect(self.show_snippet)
@@ -151,8 +154,6 @@ class ServerPage(QWidget):
     def reach_url(self) -> str:
         """Where a client calls: the running server's address (this machine's on the network when it listens on
         every address), else the address the form would start it on."""
-        from app.server.snippets import lan_address
-
         host = self.address.text().strip() or "127.0.0.1"
         port = self.server.port if self.server is not None and self.state == "running" else self.port.value() or 8000
         if host in ("0.0.0.0", "::"):
@@ -160,22 +161,17 @@ class ServerPage(QWidget):
         return f"http://{host if ':' not in host else f'[{host}]'}:{port}/v1"
 
     def _model_switched(self, *_) -> None:  # any thread
-        import shiboken6
 
         if shiboken6.isValid(self):
             self._sig_model_changed.emit()
 
     def show_snippet(self, *_) -> None:
-        from app.server.snippets import snippet
-
         model = self.host.name or self.settings.current.model
         self.code.setPlainText(snippet(self.language.currentText(), base_url=self.reach_url(), model=model,
                                        key=self.key.text().strip() or None))
 
     def _share_on_lan(self, on: bool) -> None:
         """Every address with a key (made here when there is none), or this computer only."""
-        import secrets
-
         self.address.setText("0.0.0.0" if on else "127.0.0.1")
         if on and not self.key.text().strip():
             self.key.setText(f"lantern-{secrets.token_urlsafe(18)}")
@@ -195,9 +191,9 @@ class ServerPage(QWidget):
                  lambda e: self._set_state("failed", f"Not started: {e}"))
 
     def _start(self, model: str, host: str, port: int, key: str | None):  # on a pool thread
+        # deferred: fastapi and uvicorn (~250 ms), only once the server is started
         from app.server.api import ServerSettings
         from app.server.run import LanternServer, check_bind
-        from app.server.service import ModelService
 
         settings = ServerSettings(host=host, port=port, api_key=key, on_request=self._sig_finished.emit)
         check_bind(settings)  # beyond this computer only with a key; before any model loads

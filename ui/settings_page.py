@@ -1,12 +1,17 @@
 """Settings: one form over app.settings.Settings, saved as soon as a value changes."""
 from __future__ import annotations
 
+import importlib.util
+import platform
+import sys
+
 from pydantic import ValidationError
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QHBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from app.settings import SEED_MAX, SettingsFile
+from models.fit import layers_fit
 from ui.gpu_layers import AUTO_LAYERS, GpuLayersField
 from ui.stop_strings import StopStringsField
 
@@ -174,7 +179,6 @@ class SettingsPage(QWidget):
         if hw is None or info is None or not info.n_layers:
             field.set_model(0, None)
             return
-        from models.fit import layers_fit
 
         n_ctx, kv = self.widgets["n_ctx"].value(), self.widgets["kv_cache_type"].currentText()
         field.set_model(info.n_layers, lambda n: layers_fit(hw, info, n, n_ctx=n_ctx, kv_type=kv))
@@ -243,10 +247,6 @@ class SettingsPage(QWidget):
 
 def backends_here(chosen: str) -> list[str]:
     """The backends this machine can run: MLX on Apple silicon, or where it is installed (Linux's CPU wheel)."""
-    import importlib.util
-    import platform
-    import sys
-
     mlx = (sys.platform == "darwin" and platform.machine() == "arm64") or importlib.util.find_spec("mlx") is not None
     return ["auto", "llamacpp", *(["mlx"] if mlx or chosen == "mlx" else []), "remote"]
 

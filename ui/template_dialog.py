@@ -5,12 +5,12 @@ from __future__ import annotations
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout
 
+from basics.errors import LanternError
+from chat_format.chat_template import ChatTemplate, Message
+
 
 def check_template(source: str) -> str:
     """'' when `source` works as a chat template, else what is wrong (in the user's words)."""
-    from backends.chat_template import ChatTemplate, Message
-    from backends.runtime import LanternError
-
     if not source.strip():
         return "The template is empty."
     try:

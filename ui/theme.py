@@ -1,7 +1,9 @@
 """Light, dark or the system's look."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from pathlib import Path
+
+from PySide6.QtCore import QStandardPaths, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 
@@ -201,8 +203,6 @@ def _arrow(color: str, *, up: bool = False) -> str:
 
 def _pt(token: str) -> float:
     """A type-scale step in points, from the system font (the user's size setting wins)."""
-    from PySide6.QtGui import QGuiApplication
-
     base = QGuiApplication.font().pointSizeF() if QGuiApplication.instance() else 10.0
     return round((base if base > 0 else 10.0) * TYPE[token], 1)
 
@@ -213,9 +213,6 @@ def _check(color: str) -> str:
 
 def _icon_file(name: str, color: str, path: str) -> str:
     """An icon in `color` as a file a style sheet can name, in the user's own cache folder."""
-    from pathlib import Path
-
-    from PySide6.QtCore import QStandardPaths
 
     folder = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.CacheLocation)) / "style"
     file = folder / f"{name}-{color.lstrip('#')}.svg"

@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP API: `create_app(service, settings)`, no module-level state."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -14,12 +15,21 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from app.server.admission import admit, first_of
+from app.server.choices import chat_logprobs, choice_requests, completion_logprobs
+from app.server.embeddings import EmbeddingService, add_embedding_routes
+from app.server.errors import APIError, error_body
+from app.server.extras import Metrics, add_extra_routes
 from app.server.guard import BodyDeadline, HostCheck, OnceLog, allowed_hosts
+from app.server.messages import add_messages_routes, error_json, is_messages_path
 from app.server.request_log import RequestLog
-from app.server.schemas import ChatCompletionRequest, CompletionRequest, InvalidText, UnsupportedField
-from app.server.service import ModelFailed, ModelLoading, ModelNotFound, ModelService, QueueFull
-from backends.events import Finished, TextDelta
-from backends.runtime import ContextOverflowError, InvalidRequestError, LanternError
+from app.server.request_parts import InvalidText, UnsupportedField
+from app.server.responses import add_responses_routes
+from app.server.schemas import ChatCompletionRequest, CompletionRequest
+from app.server.service import ModelService
+from basics.errors import ContextOverflowError, InvalidRequestError, LanternError
+from engine.events import Finished, TextDelta
+from models.facts import model_facts, registered_path
 
 
 @dataclass(frozen=True)
@@ -47,18 +57,6 @@ class ServerSettings:
     embedding_models: Callable[[], dict] | None = field(default=None, compare=False)
 
 
-class APIError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
 def create_app(service: ModelService, settings: ServerSettings = ServerSettings()) -> FastAPI:
     app = FastAPI(title="Lantern", version="1", docs_url=None, redoc_url=None)
     app.state.service = service
@@ -69,7 +67,6 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s, once=once)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HostCheck, allowed=allowed_hosts(settings.host, settings.allowed_hosts), once=once)
-    from app.server.extras import Metrics, add_extra_routes
 
     metrics = app.state.metrics = Metrics()
 
@@ -94,7 +91,6 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
     @app.get("/v1/models", dependencies=[Depends(auth)])
     async def list_models() -> dict:
         # each file's header is read once (then cached by size and mtime): tens of ms at most, on the loop
-        from app.server.model_facts import model_facts
 
         names = service.known_models()
         facts = [model_facts(n) for n in names]
@@ -113,13 +109,9 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
         return await _complete(service, body, request, chat=False, report=_reporter(settings, request),
                                wait_s=settings.load_wait_s)
 
-    from app.server.messages import add_messages_routes
-    from app.server.responses import add_responses_routes
-
     add_messages_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
     add_responses_routes(app, service, auth, lambda request: _reporter(settings, request), settings.load_wait_s)
     add_extra_routes(app, service, auth, metrics, settings.load_wait_s)
-    from app.server.embeddings import EmbeddingService, add_embedding_routes
 
     app.state.embeddings = EmbeddingService(settings.embedding_models or (lambda: _embedding_models(service)))
     add_embedding_routes(app, app.state.embeddings, auth, service, settings.load_wait_s)
@@ -127,8 +119,6 @@ def create_app(service: ModelService, settings: ServerSettings = ServerSettings(
 
 
 def _embedding_models(service: ModelService) -> dict:
-    from app.server.model_facts import model_facts, registered_path
-
     return {name: registered_path(name) for name in service.known_models()
             if model_facts(name).get("kind") == "embedding"}
 
@@ -148,52 +138,26 @@ def _auth(key: str | None):
     return check
 
 
-async def admit(service: ModelService, model: str, engine_request, *, wait_s: float, how=None):
-    """`submit`, waiting up to `wait_s` while the model loads (or another model's requests finish first); past
-    that, the 503 with Retry-After."""
-    import asyncio
-
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while True:
-        try:
-            return submit(service, model, engine_request, how=how)
-        except _Switched:
-            pass
-        except APIError as e:
-            if e.code != "model_loading" or asyncio.get_running_loop().time() >= deadline:
-                raise
-        await asyncio.sleep(0.05)
-
-
 async def _complete(service: ModelService, body, request: Request, *, chat: bool, report=None, wait_s: float = 120):
-    from app.server.choices import choice_requests
-
     engine_request = body.to_engine()
     kind = "chat.completion" if chat else "text_completion"
     meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": body.model or service.model}
+    admitted = []  # every choice is queued before any is awaited, so that they decode together
     started = []  # (gen, events, first) of each choice
     try:
         for one in choice_requests(engine_request, body.n or 1):
-            gen = await admit(service, body.model or service.model or "", one, wait_s=wait_s)
-            started.append((gen, gen.events(), None))
-        for i, (gen, events, _) in enumerate(started):
-            try:  # errors before any text (bad template...) are a 4xx
-                first = await first_event(events, request, gen, service)
-            except StopAsyncIteration:
-                first = None
-            started[i] = (gen, events, first)
-            if first is None and gen.cancelled:
-                raise APIError(499, "The client closed the connection.", code="client_closed")
+            admitted.append(await admit(service, body.model or service.model or "", one, wait_s=wait_s))
+        for gen in admitted:
+            started.append(await first_of(gen, request, service))
     except BaseException:
-        for gen, _events, _first in started:
+        for gen in admitted:
             gen.cancel()
         raise
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream_choices(started, meta, kind, chat, usage, report, body),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    import asyncio
 
     collected = await asyncio.gather(*(_collect(gen, first, events, request) for gen, events, first in started))
     choices, finals = [], []
@@ -229,8 +193,6 @@ async def _collect(gen, first, events, request: Request):
 
 
 def _choice(index: int, text: str, reasoning: str, final: Finished, logprobs: list, chat: bool, body) -> dict:
-    from app.server.choices import chat_logprobs, completion_logprobs
-
     asked = getattr(body, "logprobs", None)
     if chat:
         message = {"role": "assistant", "content": text}
@@ -256,49 +218,6 @@ def _usage_of(finals: list[Finished], body) -> dict:
     return usage
 
 
-async def first_event(events, request: Request, gen, service: ModelService):
-    """The first event; while the request waits in the queue its client is watched, and one that left is
-    dropped before the model ever sees it (its prompt would be prefilled for nobody)."""
-    import asyncio
-
-    first = asyncio.ensure_future(anext(events))
-    try:
-        while True:
-            done, _ = await asyncio.wait({first}, timeout=0.25)
-            if done:
-                return first.result()
-            if not gen.cancelled and await request.is_disconnected():
-                gen.cancel()
-                service.dropped += 1
-    finally:
-        if not first.done():
-            first.cancel()
-
-
-def submit(service: ModelService, model: str, engine_request, *, how=None):
-    """`how(model, engine_request)` (default: queue it for a reply), its errors as HTTP errors."""
-    if "/" in model or "\\" in model or model.endswith(".gguf"):
-        raise APIError(400, "The model field names a model, never a file path.", param="model",
-                       code="invalid_model")
-    from app.server.model_facts import model_facts
-
-    if model_facts(model).get("kind") == "embedding":
-        raise APIError(400, f"{model} is an embedding model: it answers /v1/embeddings, not replies.", param="model",
-                       code="invalid_model")
-    try:
-        return (how or service.submit)(model, engine_request)
-    except ModelNotFound as e:
-        raise APIError(404, str(e), param="model", code="model_not_found") from None
-    except ModelLoading as e:
-        if e.switched:
-            raise _Switched() from None
-        raise APIError(503, str(e), type="server_error", code="model_loading", headers={"Retry-After": "2"}) from None
-    except ModelFailed as e:
-        raise APIError(503, str(e), type="server_error", code="model_failed") from None
-    except QueueFull as e:
-        raise APIError(429, str(e), type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
-
-
 def _reporter(settings: ServerSettings, request: Request):
     """Where a finished completion's figures go: the request log's entry, the metrics, and `on_finished`."""
     def report(figures: dict) -> None:
@@ -320,8 +239,6 @@ def _report(report, meta: dict, final: Finished | None) -> None:
 async def _stream_choices(started, meta: dict, kind: str, chat: bool, usage: bool, report=None,
                           body=None) -> AsyncIterator[bytes]:
     """Every choice's chunks as they come (each with its index), then the usage of them all and [DONE]."""
-    import asyncio
-
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
     queue: asyncio.Queue = asyncio.Queue()
     finals: list[Finished] = []
@@ -357,8 +274,6 @@ async def _stream_choices(started, meta: dict, kind: str, chat: bool, usage: boo
 async def _stream(gen, first, events, meta: dict, chat: bool, usage: bool, report=None, body=None, *,
                   index: int = 0, finals: list | None = None) -> AsyncIterator[bytes]:
     """One choice's chunks; its Finished event goes to `finals`."""
-    from app.server.choices import chat_logprobs, completion_logprobs
-
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
     asked = getattr(body, "logprobs", None)
     asked = bool(asked) if chat else asked is not None
@@ -446,8 +361,6 @@ def _usage(final: Finished, body=None) -> dict:
 
 def _error(request: Request, body: dict, status: int, headers: dict | None = None) -> JSONResponse:
     """An error in the shape the endpoint's clients parse: OpenAI's, or Anthropic's on /v1/messages."""
-    from app.server.messages import error_json, is_messages_path
-
     if is_messages_path(request.url.path):
         body = error_json(status, body["error"]["message"])
     return JSONResponse(body, status_code=status, headers=headers)
@@ -532,10 +445,6 @@ class BodyLimit:
 
 
 class _TooLarge(Exception):
-    pass
-
-
-class _Switched(Exception):
     pass
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from backends.events import GenerationRequest
-from backends.sampling import TokenLogprob
+from engine.events import GenerationRequest
+from engine.sampling import TokenLogprob
 
 
 def _text(piece: bytes) -> str:

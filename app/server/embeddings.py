@@ -15,12 +15,15 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from app.embedding_service import EmbeddingService
-from app.server.schemas import UnsupportedField, _Request
+from app.server.admission import admit
+from app.server.errors import APIError
+from app.server.request_parts import RequestModel, UnsupportedField
+from basics.errors import InvalidRequestError
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
 
 
-class EmbeddingsRequest(_Request):
+class EmbeddingsRequest(RequestModel):
     model: str = ""  # left out: the only embedding model there is
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
@@ -47,8 +50,6 @@ def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth, chat, wa
     """`chat`: the ModelService; naming one of its models asks for that model's pooled hidden states."""
     @app.post("/v1/embeddings", dependencies=[Depends(auth)])
     async def embeddings(body: EmbeddingsRequest) -> JSONResponse:
-        from app.server.api import APIError, admit
-
         known = service.known()
         # left out: the one embedding model, else the loaded chat model's own pooled states (as llama-server does)
         name = body.model or (next(iter(known)) if len(known) == 1 else "") or (chat.model if not known else "")
@@ -77,8 +78,6 @@ def add_embedding_routes(app: FastAPI, service: EmbeddingService, auth, chat, wa
 
 def _pooled(engine, inputs: list[str | list[int]]):
     """On the engine's thread: a chat model's hidden states, mean-pooled (llama.cpp only)."""
-    from backends.runtime import InvalidRequestError
-
     rt = engine.runtime
     if not hasattr(rt, "embed"):
         raise InvalidRequestError("Pooled embeddings from a chat model run on llama.cpp only: use an embedding "

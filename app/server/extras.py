@@ -9,20 +9,22 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
-from app.server.schemas import _Request
+from app.server.admission import admit
+from app.server.request_parts import RequestModel
+from runtimes.runtime import check_token_ids
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)  # seconds
 SPEED_BUCKETS = (1, 2.5, 5, 10, 20, 40, 80, 160, 320)  # tokens a second
 
 
-class TokenizeRequest(_Request):
+class TokenizeRequest(RequestModel):
     content: str
     add_special: bool = False  # the model's BOS token first, as the prompt would have it
     with_pieces: bool = False  # each token's text beside its id
     model: str = ""
 
 
-class DetokenizeRequest(_Request):
+class DetokenizeRequest(RequestModel):
     tokens: list[int] = Field(max_length=1 << 20)
     model: str = ""
 
@@ -122,9 +124,6 @@ def _label(value: str) -> str:
 
 
 def add_extra_routes(app: FastAPI, service, auth, metrics: Metrics, wait_s: float) -> None:
-    from app.server.api import admit
-    from backends.runtime import check_token_ids
-
     @app.post("/tokenize", dependencies=[Depends(auth)])
     async def tokenize(body: TokenizeRequest) -> dict:
         def run(engine):

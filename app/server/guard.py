@@ -7,6 +7,7 @@ Slow or unfinished requests would otherwise hold connections (and file descripto
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import time
@@ -129,6 +130,7 @@ class _BodyTimeout(BaseException):
 def guarded_protocol(*, header_seconds: float, max_connections: int, once: OnceLog):
     """uvicorn's h11 protocol with a header deadline, a bound on open connections (503 beyond it),
     and OpenAI-shaped errors for requests too broken to reach the app."""
+    # deferred: uvicorn, only while the server runs
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     open_connections = set()
@@ -207,8 +209,6 @@ def connection_bound(wanted: int) -> int:
 def quiet_accept_errors(once: OnceLog) -> None:
     """Out of file descriptors, asyncio logs a traceback for every failed accept(), and for each refused socket the
     client closed first; one line a minute says it."""
-    import errno
-
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
 

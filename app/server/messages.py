@@ -12,11 +12,13 @@ import uuid
 from dataclasses import replace
 from typing import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
+from app.server.admission import admit, start_reply
+from app.server.errors import APIError
 from app.server.messages_request import CountTokensRequest, MessagesRequest
-from backends.events import Finished, TextDelta
+from engine.events import Finished, TextDelta
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -51,9 +53,6 @@ def usage(final: Finished | None) -> dict:
 
 
 def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) -> None:
-    from fastapi import Depends
-
-    from app.server.api import APIError, admit, first_event
 
     @app.post("/v1/messages/count_tokens", dependencies=[Depends(auth)])
     async def count_tokens(body: CountTokensRequest) -> dict:
@@ -71,17 +70,7 @@ def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) ->
 
         engine_request = replace(body.to_engine(), on_prompt=on_prompt)
         model = body.model or service.model or ""
-        gen = await admit(service, model, engine_request, wait_s=wait_s)
-        events = gen.events()
-        try:
-            first = await first_event(events, request, gen, service)
-        except StopAsyncIteration:
-            first = None
-        except BaseException:
-            gen.cancel()
-            raise
-        if first is None and gen.cancelled:
-            raise APIError(499, "The client closed the connection.", code="client_closed")
+        gen, events, first = await start_reply(service, model, engine_request, request, wait_s=wait_s)
         meta = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model}
         report = reporter(request)
         if body.stream:

@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from app.server.schemas import FunctionDef, ToolDef, UnsupportedField, _Request, _Strict
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
+from app.server.request_parts import FunctionDef, RequestModel, StrictModel, ToolDef, UnsupportedField, response_schema
+from app.server.tool_checks import check_tools
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 IGNORED_BLOCK_FIELDS = {"cache_control", "citations"}  # prompt-caching hints: Lantern reuses every prefix anyway
 # Fields the Anthropic API defines on a block that change nothing here, accepted as given (null or a value) so that
@@ -21,7 +22,7 @@ DEFINED_UNUSED_FIELDS = {
 }
 
 
-class AnthropicTool(_Strict):
+class AnthropicTool(StrictModel):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     input_schema: dict[str, Any]
@@ -29,32 +30,32 @@ class AnthropicTool(_Strict):
     cache_control: dict[str, Any] | None = None
 
 
-class ThinkingConfig(_Strict):
+class ThinkingConfig(StrictModel):
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(None, ge=1)
     display: Literal["summarized", "omitted"] | None = None  # omitted: thinking blocks come back empty
 
 
-class OutputFormat(_Strict):
+class OutputFormat(StrictModel):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(_Strict):
+class OutputConfig(StrictModel):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
     format: OutputFormat | None = None
 
 
-class Metadata(_Strict):
+class Metadata(StrictModel):
     user_id: str | None = None  # an end-user id: it changes nothing in the reply
 
 
-class AnthropicMessage(_Strict):
+class AnthropicMessage(StrictModel):
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
 
 
-class MessagesRequest(_Request):
+class MessagesRequest(RequestModel):
     model: str = ""  # optional here: the loaded model
     messages: list[AnthropicMessage] = Field(min_length=1)
     max_tokens: int = Field(ge=1)
@@ -78,8 +79,6 @@ class MessagesRequest(_Request):
     inference_geo: str | None = None
 
     def to_engine(self) -> GenerationRequest:
-        from app.server.tool_checks import check_tools
-
         tools = []
         if self.tools:
             defs = [ToolDef(type="function", function=FunctionDef(name=t.name, description=t.description,
@@ -141,10 +140,8 @@ class MessagesRequest(_Request):
 
 def _schema(schema: dict) -> dict:
     """A structured output's schema, checked as the OpenAI endpoints check theirs."""
-    from app.server.schemas import _response_schema
-
     try:
-        return _response_schema({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}})
+        return response_schema({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}})
     except UnsupportedField as e:
         raise UnsupportedField("output_config.format.schema", str(e)) from None
 
@@ -227,7 +224,7 @@ def _user(blocks: list[dict], where: str, calls: dict[str, str]) -> list[dict]:
             content = f"Error: {content}"  # the model reads that the tool failed
         out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "name": calls[block["tool_use_id"]],
                     "content": content})
-    if texts or images:  # images as image_url parts, checked and decoded by the engine (backends/chat_template.py)
+    if texts or images:  # images as image_url parts, checked and decoded by the engine (chat_format/chat_template.py)
         text = "\n\n".join(texts)
         out.append({"role": "user", "content": [*images, {"type": "text", "text": text}] if images else text})
     if not out:
@@ -272,7 +269,7 @@ def _tool_choice(choice: dict | None, tools: list) -> tuple[str, str | None, boo
     return "required", choice["name"], parallel
 
 
-class CountTokensRequest(_Request):
+class CountTokensRequest(RequestModel):
     model: str = ""
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None

@@ -15,12 +15,14 @@ import uuid
 from collections import OrderedDict
 from typing import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
+from app.server.admission import start_reply
+from app.server.errors import APIError
+from app.server.request_parts import UnsupportedField
 from app.server.responses_request import STORED, ResponsesRequest, input_messages
-from app.server.schemas import UnsupportedField
-from backends.events import Finished, TextDelta
+from engine.events import Finished, TextDelta
 
 
 class Stored:
@@ -76,9 +78,6 @@ class _Output:
 
 
 def add_responses_routes(app: FastAPI, service, auth, reporter, wait_s: float) -> None:
-    from fastapi import Depends
-
-    from app.server.api import APIError, admit, first_event
 
     stored = Stored()
     app.state.responses = stored
@@ -111,17 +110,7 @@ def add_responses_routes(app: FastAPI, service, auth, reporter, wait_s: float) -
             history = found[0]
         engine_request = body.to_engine(history)
         model = body.model or service.model or ""
-        gen = await admit(service, model, engine_request, wait_s=wait_s)
-        events = gen.events()
-        try:
-            first = await first_event(events, request, gen, service)
-        except StopAsyncIteration:
-            first = None
-        except BaseException:
-            gen.cancel()
-            raise
-        if first is None and gen.cancelled:
-            raise APIError(499, "The client closed the connection.", code="client_closed")
+        gen, events, first = await start_reply(service, model, engine_request, request, wait_s=wait_s)
         response = _skeleton(body, model)
         keep = body.store is True  # stateless by default: an app that wants a response kept says so
 

@@ -6,29 +6,30 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from app.server.schemas import FunctionDef, ToolDef, UnsupportedField, _Request, _Strict
-from backends.events import GenerationRequest
-from backends.sampling import SamplingParams
+from app.server.request_parts import FunctionDef, RequestModel, StrictModel, ToolDef, UnsupportedField, response_schema
+from app.server.tool_checks import check_tools, tool_choice
+from engine.events import GenerationRequest
+from engine.sampling import SamplingParams
 
 STORED = 256  # responses kept for previous_response_id (their whole conversations: text only, small)
 
 
-class Reasoning(_Strict):
+class Reasoning(StrictModel):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None  # the thinking comes whole, as reasoning_text
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
-class TextConfig(_Strict):
+class TextConfig(StrictModel):
     format: dict[str, Any] | None = None
     verbosity: Literal["medium"] | None = None  # other verbosities would change the reply: a 400 naming it
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None  # padding against side channels: nothing to pad on loopback
 
 
-class ResponsesRequest(_Request):
+class ResponsesRequest(RequestModel):
     model: str = ""  # optional here: the loaded model
     input: str | list[dict[str, Any]]
     instructions: str | None = None
@@ -71,9 +72,6 @@ class ResponsesRequest(_Request):
             raise UnsupportedField("service_tier", "Lantern has one service tier")
 
     def to_engine(self, history: list[dict]) -> GenerationRequest:
-        from app.server.schemas import _response_schema
-        from app.server.tool_checks import check_tools, tool_choice
-
         self.check()
         defs = []
         for i, t in enumerate(self.tools or ()):
@@ -106,7 +104,7 @@ class ResponsesRequest(_Request):
             spec = {k: v for k, v in fmt.items() if k != "type"}
             fmt = {"type": "json_schema", "json_schema": spec}
         try:
-            schema = _response_schema(fmt)
+            schema = response_schema(fmt)
         except UnsupportedField as e:
             raise UnsupportedField(e.param.replace("response_format.json_schema", "text.format")
                                    .replace("response_format", "text.format"), str(e)) from None

@@ -9,7 +9,7 @@ import threading
 from app.server.api import ServerSettings, create_app
 from app.server.guard import connection_bound, guarded_protocol
 from app.server.service import ModelService
-from backends.runtime import LanternError
+from basics.errors import LanternError
 
 log = logging.getLogger("lantern.server")
 
@@ -42,6 +42,7 @@ class LanternServer:
     """uvicorn on a thread; `start()` returns once it listens, `stop()` once it has shut down."""
 
     def __init__(self, service: ModelService, settings: ServerSettings = ServerSettings()):
+        # deferred: uvicorn, only while the server runs
         import uvicorn
 
         check_bind(settings)

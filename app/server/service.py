@@ -7,11 +7,13 @@ import threading
 import time
 from typing import AsyncIterator, Callable
 
-from backends.engine import EngineOptions
-from backends.events import Event, GenerationRequest
-from backends.runtime import LanternError, LoadOptions
-from backends.state_cache import StateCache
-from backends.worker import EngineWorker, Generation, retire
+from app.wiring import start_worker
+from basics.errors import LanternError
+from engine.engine import EngineOptions
+from engine.events import Event, GenerationRequest
+from engine.state_cache import StateCache
+from engine.worker import EngineWorker, Generation, retire
+from runtimes.runtime import LoadOptions
 
 log = logging.getLogger("lantern.server")
 
@@ -225,8 +227,6 @@ def default_opener(*, backend: str = "auto", options: LoadOptions = LoadOptions(
                    engine_options: EngineOptions | None = None,
                    state_cache: StateCache | None = None) -> Callable[[str], EngineWorker]:
     def open_worker(name: str) -> EngineWorker:
-        from app.wiring import start_worker
-
         return start_worker(name, backend=backend, options=options, engine_options=engine_options,
                             state_cache=state_cache)
 

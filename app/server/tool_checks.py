@@ -4,15 +4,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.server.schemas import ChatMessage, TextPart, ToolDef, UnsupportedField
-from backends.tool_formats import Tool
+from app.server.request_parts import ChatMessage, TextPart, ToolDef, UnsupportedField
+from basics.errors import InvalidRequestError
+from chat_format.tool_formats import Tool, json_rule
+from engine.constraint import check_grammar
 
 
 def check_tools(tools: list[ToolDef]) -> list[Tool]:
-    from backends.constraint import check_grammar
-    from backends.runtime import InvalidRequestError
-    from backends.tool_formats import json_rule
-
     out, seen = [], set()
     for i, t in enumerate(tools):
         f = t.function
@@ -59,7 +57,7 @@ def check_messages(messages: list[ChatMessage]) -> list[dict]:
             for j, part in enumerate(content):
                 if isinstance(part, TextPart):
                     parts.append({"type": "text", "text": part.text})
-                elif part.get("type") == "image_url":  # decoded and checked by the engine (backends/chat_template)
+                elif part.get("type") == "image_url":  # decoded and checked by the engine (chat_format/chat_template)
                     url = part.get("image_url")
                     url = url.get("url") if isinstance(url, dict) else url
                     if not isinstance(url, str) or not url.startswith("data:"):
