@@ -62,26 +62,32 @@ class Attachment:
             raise AttachmentError(f"{self.name} changed since it was attached; attach it again.")
 
 
-def read_attachment(path: Path) -> Attachment:
-    """Read `path` as text; AttachmentError says why it cannot be."""
-    path = Path(path)
+def read_limited(path: Path, limit: int, *, verb: str):
+    """(bytes, stat) of a file of at most `limit` bytes; AttachmentError says why not (not a file, too large, gone,
+    unreadable). `verb`: what Lantern does with such files, for the message ("attaches files")."""
     name = path.name
     try:
         st = path.stat()
         if not path.is_file():
             raise AttachmentError(f"{name} is not a file.")
-        if st.st_size > MAX_BYTES:
-            raise AttachmentError(f"{name} is {st.st_size / 1e6:,.0f} MB; Lantern attaches files up to "
-                                  f"{MAX_BYTES / 1e6:.0f} MB.")
+        if st.st_size > limit:
+            raise AttachmentError(f"{name} is {st.st_size / 1e6:,.0f} MB; Lantern {verb} up to {limit / 1e6:.0f} MB.")
         with path.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)  # at most one byte past the limit: a file that grew since stat is caught
-        if len(data) > MAX_BYTES:
-            raise AttachmentError(f"{name} is over {MAX_BYTES / 1e6:.0f} MB; Lantern attaches files up to "
-                                  f"{MAX_BYTES / 1e6:.0f} MB.")
+            data = f.read(limit + 1)  # at most one byte past the limit: a file that grew since stat is caught
+        if len(data) > limit:
+            raise AttachmentError(f"{name} is over {limit / 1e6:.0f} MB; Lantern {verb} up to {limit / 1e6:.0f} MB.")
     except AttachmentError:
         raise
     except OSError as e:
         raise AttachmentError(f"{name} cannot be read: {e.strerror or e}.") from None
+    return data, st
+
+
+def read_attachment(path: Path) -> Attachment:
+    """Read `path` as text; AttachmentError says why it cannot be."""
+    path = Path(path)
+    name = path.name
+    data, st = read_limited(path, MAX_BYTES, verb="attaches files")
     suffix = path.suffix.lower()
     if is_image(data[:64], suffix):
         raise AttachmentError(f"{name} is an image. {VISION_HELP}")

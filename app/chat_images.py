@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.attachments import Attachment, AttachmentError, is_image, read_attachment, split_images
+from app.attachments import Attachment, AttachmentError, is_image, read_attachment, read_limited, split_images
 from files.owned_files import atomic_write
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024  # as the engine takes (runtimes/vision.py)
@@ -40,18 +40,7 @@ class ImageFile:
 def read_image(path: Path) -> ImageFile:
     """Read an image to attach; AttachmentError says why it cannot be."""
     path = Path(path)
-    try:
-        st = path.stat()
-        if not path.is_file():
-            raise AttachmentError(f"{path.name} is not a file.")
-        if st.st_size > MAX_IMAGE_BYTES:
-            raise AttachmentError(f"{path.name} is {st.st_size / 1e6:,.0f} MB; Lantern sends images up to "
-                                  f"{MAX_IMAGE_BYTES // 1_000_000} MB.")
-        data = path.read_bytes()
-    except AttachmentError:
-        raise
-    except OSError as e:
-        raise AttachmentError(f"{path.name} cannot be read: {e.strerror or e}.") from None
+    data, st = read_limited(path, MAX_IMAGE_BYTES, verb="sends images")
     if not is_image(data[:64], path.suffix.lower()):
         raise AttachmentError(f"{path.name} is not an image Lantern knows (PNG, JPEG, GIF, BMP, WebP...).")
     return ImageFile(path.name, path, data, st.st_size, st.st_mtime_ns)

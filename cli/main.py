@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(gen)
     _add_sampling_flags(gen, temperature=0.0)
     gen.add_argument("prompt")
+    _add_bench(sub)
+    serve = _add_serve(sub)
+    doctor = sub.add_parser("doctor", help="this machine, its backends, and where each model would run")
+    doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
+    doctor.add_argument("--kv-cache-type", default="f16", choices=["f16", "q8_0", "q4_0"],
+                        help="the KV cache type to plan for")
+    _add_models(sub)
+    _apply_saved_settings(parser, {"chat": chat, "generate": gen, "serve": serve, "doctor": doctor})
+    return parser
+
+
+def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="prompt lookup against plain decoding and llama-cpp-python")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--workload", action="append", choices=["copy", "revision", "open-ended"])
@@ -97,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead: llama.cpp and MLX side by side on the same SmolLM2 weights")
     bench.add_argument("--server", action="store_true",
                        help="instead: the endpoint's cost, and against llama-cpp-python's server on 6 turns")
+
+
+def _add_serve(sub) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the OpenAI-compatible endpoint (http://127.0.0.1:8000/v1)")
     _add_model_flags(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback needs --api-key)")
@@ -109,10 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without an API key")
     serve.add_argument("--allow-host", action="append", default=[],
                        help="a Host name to answer besides the bound address and localhost (repeatable)")
-    doctor = sub.add_parser("doctor", help="this machine, its backends, and where each model would run")
-    doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
-    doctor.add_argument("--kv-cache-type", default="f16", choices=["f16", "q8_0", "q4_0"],
-                        help="the KV cache type to plan for")
+    return serve
+
+
+def _add_models(sub) -> None:
     models = sub.add_parser("models", help="manage models")
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="the local models")
@@ -144,8 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", required=True, choices=["mlx"])
     convert.add_argument("out", nargs="?", help="the MLX folder to write (default: beside the file)")
     convert.add_argument("--force", action="store_true", help="replace the folder if it exists")
-    _apply_saved_settings(parser, {"chat": chat, "generate": gen, "serve": serve, "doctor": doctor})
-    return parser
 
 
 def _apply_saved_settings(parser: argparse.ArgumentParser, subs: dict) -> None:

@@ -13,7 +13,8 @@ from cli.table import print_table
 from machine.hardware import detect
 from models.convert import convert_gguf_to_mlx
 from models.fit import check_fit
-from models.hub import DownloadCancelled, HubClient
+from models.hub import HubClient
+from models.hub_errors import DownloadCancelled
 from models.library import ModelLibrary, resolve_model
 
 GB = 1e9

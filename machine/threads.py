@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import namedtuple
 from typing import Callable, NamedTuple
 
 import psutil
@@ -62,13 +63,8 @@ def sample_cpu() -> CpuSample:
     return CpuSample(time.monotonic(), busy, own.user + own.system)
 
 
-class _Times(NamedTuple):
-    user: float = 0.0
-    system: float = 0.0
-    irq: float = 0.0
-    softirq: float = 0.0
-    steal: float = 0.0
-    nice: float = 0.0
+# The CPU times that count as busy (psutil's names; where a platform lacks one, it counts 0)
+_Times = namedtuple("_Times", "user system irq softirq steal nice", defaults=(0.0,) * 6)
 
 
 def _busy_of_our_cores(psutil):

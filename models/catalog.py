@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from files.owned_files import atomic_write, file_lock, move_aside
 from files.safe_paths import UnsafeName, check_name, check_relative
-from models.hub import HubError
+from models.hub_errors import HubError
 from models.info import ModelInfo
 
 BACKENDS = {"llamacpp": "gguf", "mlx": "mlx"}

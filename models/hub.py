@@ -6,8 +6,6 @@ into data/models/<name> and registers it: a failed or cancelled pull leaves no m
 """
 from __future__ import annotations
 
-import hashlib
-import queue
 import re
 import shutil
 import threading
@@ -18,25 +16,17 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from basics.errors import LanternError
 from files.gguf_header import HeaderCut, parse_gguf_header
 from files.gguf_split import PART, join_split_gguf
-from files.owned_files import disk_full_error, is_disk_full
 from files.safe_paths import UnsafeName, check_name, check_relative, inside
+from models.download_check import HashingFile, TooLong, verify_download
+from models.hub_errors import DownloadCancelled, HubError, hub_errors
 from models.info import info_from_config, info_from_header
 from models.library import LibraryError, LocalModel, ModelLibrary, check_model_name, model_name
 
 QUANT = re.compile(r"(?i)(?:^|[-_./])((?:I?Q\d_(?:K_[SMLX]L?|K|[01]|XXS|XS|S|M|NL))|BF16|F16|F32|Q8_0)(?=[-_./])")
 SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 PREFERRED = ("Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0")
-
-
-class HubError(LanternError):
-    pass
-
-
-class DownloadCancelled(HubError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -94,7 +84,7 @@ class HubClient:
     # -- looking ----------------------------------------------------------------------------------
 
     def search(self, query: str, *, format: str = "gguf", limit: int = 20) -> list[HubModel]:
-        with _hub_errors(query, retry="search again"):
+        with hub_errors(query, retry="search again"):
             self._reach()  # huggingface_hub retries a search five times, backing off up to 8 s: 30 s offline
             found = self.api.list_models(search=query, filter=[format], sort="downloads", limit=limit)
             return [HubModel(m.id, m.downloads or 0, m.likes or 0, bool(m.gated), tuple(m.tags or ())) for m in found]
@@ -111,7 +101,7 @@ class HubClient:
         """The models in `repo` (GGUF files by quant, split parts as one; or the whole MLX repository),
         and each file's size and published sha256."""
         check_repo_id(repo)
-        with _hub_errors(repo):
+        with hub_errors(repo):
             try:
                 info = self.api.model_info(repo, files_metadata=True, timeout=self.timeout)
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:  # not JSON, or another shape
@@ -147,7 +137,7 @@ class HubClient:
         first = choice.files[0]
         url = hf_hub_url(listing.repo, "config.json" if choice.label == "mlx" else first, revision=listing.commit,
                          endpoint=self.endpoint)
-        with _hub_errors(listing.repo):
+        with hub_errors(listing.repo):
             if choice.label == "mlx":
                 r = get_session().get(url, headers=build_hf_headers(token=self.token), timeout=self.timeout)
                 hf_raise_for_status(r)
@@ -207,7 +197,7 @@ class HubClient:
         for f in wanted:
             inside(staging, staging / f, what="file")
             digest = self._download(repo, listing.commit, f, meta[f]["size"], staging, tracker)
-            if not _verify(staging / f, meta[f], digest):
+            if not verify_download(staging / f, meta[f], digest):
                 self.unchecked.append(f)
         model_file = choice.files[0]
         if split:  # one model, one file
@@ -250,14 +240,14 @@ class HubClient:
         if partial.is_file() and partial.stat().st_size > size:
             partial.unlink()  # longer than the file can be: not a start to resume from
         try:
-            with _hub_errors(repo), partial.open("a+b") as f:
-                out = _HashingFile(f, limit=size)  # the sha256 is computed as the bytes arrive
+            with hub_errors(repo), partial.open("a+b") as f:
+                out = HashingFile(f, limit=size)  # the sha256 is computed as the bytes arrive
                 try:  # huggingface_hub's own size check raises a bare OSError: Lantern checks it below instead
                     http_get(url, out, resume_size=out.tell(), headers=build_hf_headers(token=self.token),
                              expected_size=None, tqdm_class=tracker.tqdm_class())
                 finally:
                     digest = out.hexdigest()
-        except _TooLong:
+        except TooLong:
             partial.unlink(missing_ok=True)
             raise HubError(f"{filename} is larger than the {size} bytes the Hub announced: the download was "
                            "stopped and removed.") from None
@@ -351,102 +341,6 @@ def _ambiguous(repo: str, choices: list[FileChoice]) -> FileChoice:
     raise HubError(f"{repo} holds several models; name one: {', '.join(f'{repo}:{c.label}' for c in choices)}.")
 
 
-class _HashingFile:
-    """A file opened for appending that keeps the sha256 of everything in it (what was there, then each write).
-
-    Hashing runs on a thread of its own (hashlib releases the GIL), beside the download rather than after it.
-    """
-
-    def __init__(self, f, *, limit: int):
-        self._f = f
-        self._limit = limit
-        self._chunks: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._rehash(f.seek(0, 2))
-
-    def _rehash(self, upto: int) -> None:
-        self._finish()
-        self._h = hashlib.sha256()
-        self._f.seek(0)
-        left = upto
-        while left > 0 and (block := self._f.read(min(1 << 20, left))):
-            self._h.update(block)
-            left -= len(block)
-        self._f.seek(upto)
-        self._thread = threading.Thread(target=self._hash, name="lantern-sha256", daemon=True)
-        self._thread.start()
-
-    def _hash(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._h.update(chunk)
-
-    def _finish(self) -> None:
-        if self._thread is not None:
-            self._chunks.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def write(self, data) -> int:
-        if self._f.tell() + len(data) > self._limit:
-            raise _TooLong()
-        self._chunks.put(bytes(data))
-        return self._f.write(data)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        return self._f.seek(pos, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        n = self._f.truncate(size)
-        self._rehash(self._f.tell() if size is None else size)  # the server ignored a Range: start over
-        return n
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def hexdigest(self) -> str:
-        self._finish()
-        return self._h.hexdigest()
-
-
-class _TooLong(Exception):
-    """The server sent more bytes than the listing announced."""
-
-
-def _verify(path: Path, meta: dict, digest: str | None = None) -> bool:
-    """Check a downloaded file against its published sha256, else its git blob id. False: nothing to check."""
-    expected = meta.get("sha256")
-    size = path.stat().st_size
-    if meta.get("size") and size != meta["size"]:
-        path.unlink(missing_ok=True)
-        raise HubError(f"{path.name} is {size} bytes, the Hub says {meta['size']}: it was removed; pull again.")
-    if expected:
-        if digest is None:
-            h = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            digest = h.hexdigest()
-        if digest != expected:
-            path.unlink(missing_ok=True)
-            raise HubError(f"{path.name} does not match the sha256 the Hub publishes for it (a damaged download "
-                           "or a changed file): it was removed and not registered; pull again.")
-        return True
-    if meta.get("blob_id"):  # a small file kept in git: its blob id is the sha1 of a header and the bytes
-        h = hashlib.sha1(f"blob {size}\0".encode())
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != meta["blob_id"]:
-            path.unlink(missing_ok=True)
-            raise HubError(f"{path.name} does not match the git blob id the Hub publishes for it: it was removed "
-                           "and not registered; pull again.")
-        return True
-    return False
-
-
 def check_repo_id(repo: object) -> str:
     """`owner/name` (or `name`) as the Hub spells repository ids; anything else is refused before any request."""
     if not isinstance(repo, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", repo) \
@@ -481,43 +375,3 @@ def _checked_files(repo: str, info) -> tuple[dict[str, dict], list[str]]:
     return meta, refused
 
 
-class _hub_errors:
-    """huggingface_hub's errors as messages a user understands."""
-
-    def __init__(self, what: str, *, retry: str = "try the download again"):
-        self.what, self.retry = what, retry
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, e, tb):
-        if e is None or isinstance(e, LanternError):
-            return False
-        # deferred: huggingface_hub's API modules (~300 ms), only when the Hub is asked
-        from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                            LocalEntryNotFoundError, RepositoryNotFoundError)
-
-        if isinstance(e, GatedRepoError):
-            raise HubError(f"{self.what} is gated: accept its terms on huggingface.co, then log in with "
-                           "`hf auth login` or set HF_TOKEN.") from None
-        if isinstance(e, RepositoryNotFoundError):
-            raise HubError(f"No repository {self.what!r} on the Hub (or it is private: log in with `hf auth login` "
-                           "or set HF_TOKEN).") from None
-        if isinstance(e, EntryNotFoundError):
-            raise HubError(f"{self.what}: the file is not in the repository.") from None
-        if isinstance(e, LocalEntryNotFoundError) or _is_network(e):
-            raise HubError("The Hugging Face Hub cannot be reached (no network?). Lantern works offline with the "
-                           f"models it has; {self.retry} when online.") from None
-        if isinstance(e, HfHubHTTPError):
-            raise HubError(f"The Hub refused the request for {self.what}: {e}") from None
-        if is_disk_full(e):
-            full = disk_full_error(Path(getattr(e, "filename", None) or "."))
-            raise HubError(f"{full} The download resumes when you pull again.") from None
-        return False
-
-
-def _is_network(e: BaseException) -> bool:
-    # huggingface_hub may run on httpx or its fork httpx2: match their transport errors by name
-    names = {t.__name__ for t in type(e).__mro__}
-    return bool(names & {"TransportError", "TimeoutException", "NetworkError"}) or isinstance(
-        e, (ConnectionError, TimeoutError))

@@ -106,34 +106,8 @@ class LlamaCppRuntime(SlotsMixin):
                 f"Context size {n_ctx} is beyond the {self.n_ctx_train} tokens this model was trained on; "
                 "choose a smaller one, or allow it explicitly (--allow-long-context)."
             )
-        cparams = C.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = cparams.n_ubatch = min(options.n_batch, n_ctx)
-        cparams.n_seq_max = options.slots
-        cparams.kv_unified = options.slots > 1  # the slots share every cell, not a fixed slice of n_ctx each
-        threads = options.n_threads or default_threads()
-        cparams.n_threads = cparams.n_threads_batch = threads
-        flash = options.flash_attn
-        type_id, _ = KV_CACHE_TYPES[options.kv_cache_type]
-        cparams.type_k = cparams.type_v = type_id
-        if options.kv_cache_type != "f16":
-            flash = True  # a quantized V cache needs it (LoadOptions.validate refused an explicit off)
-        if flash is None and not options.n_gpu_layers:
-            # On the CPU, llama.cpp's flash attention makes each token cost ~3x more at a 3k-token depth
-            # (measured: 79 vs 29 ms a token here), which is exactly where KV reuse should shine.
-            flash = False
-        if flash is not None:
-            cparams.flash_attn_type = int(flash)
-        cparams.no_perf = True
-        # The small sliding-window cache (window + a batch), not one as long as the context: every cut back is
-        # checked against the positions it still holds (truncate), and checkpoints cover the rest.
-        cparams.swa_full = False
-        # Recurrent layers keep snapshots of their last states, so a rejected draft rolls back (LFM2, Qwen3.5,
-        # Nemotron-H: llama.cpp turns this off for architectures that cannot).
-        # With slots, each sequence keeps a state (and its snapshots) of its own: llama.cpp gives the recurrent
-        # memory one cell per sequence.
         recurrent = C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model)
-        cparams.n_rs_seq = RECURRENT_SNAPSHOTS if recurrent else 0
+        cparams, threads = self._context_params(options, n_ctx, recurrent)
         cache_sizes().clear()
         self._ctx = C.llama_init_from_model(self._model, cparams)
         self.cache_bytes = int(sum(cache_sizes()) * (1 << 20))  # what llama.cpp allocated for the caches
@@ -164,6 +138,38 @@ class LlamaCppRuntime(SlotsMixin):
         self.special = self._read_special_tokens()
         template = C.llama_model_chat_template(self._model, None)
         self.chat_template = template.decode("utf-8", errors="replace") if template else None
+
+    def _context_params(self, options: LoadOptions, n_ctx: int, recurrent: bool):
+        """llama.cpp's context parameters for `options`, and the thread count they use."""
+        C = self._C
+        cparams = C.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = cparams.n_ubatch = min(options.n_batch, n_ctx)
+        cparams.n_seq_max = options.slots
+        cparams.kv_unified = options.slots > 1  # the slots share every cell, not a fixed slice of n_ctx each
+        threads = options.n_threads or default_threads()
+        cparams.n_threads = cparams.n_threads_batch = threads
+        flash = options.flash_attn
+        type_id, _ = KV_CACHE_TYPES[options.kv_cache_type]
+        cparams.type_k = cparams.type_v = type_id
+        if options.kv_cache_type != "f16":
+            flash = True  # a quantized V cache needs it (LoadOptions.validate refused an explicit off)
+        if flash is None and not options.n_gpu_layers:
+            # On the CPU, llama.cpp's flash attention makes each token cost ~3x more at a 3k-token depth
+            # (measured: 79 vs 29 ms a token here), which is exactly where KV reuse should shine.
+            flash = False
+        if flash is not None:
+            cparams.flash_attn_type = int(flash)
+        cparams.no_perf = True
+        # The small sliding-window cache (window + a batch), not one as long as the context: every cut back is
+        # checked against the positions it still holds (truncate), and checkpoints cover the rest.
+        cparams.swa_full = False
+        # Recurrent layers keep snapshots of their last states, so a rejected draft rolls back (LFM2, Qwen3.5,
+        # Nemotron-H: llama.cpp turns this off for architectures that cannot).
+        # With slots, each sequence keeps a state (and its snapshots) of its own: llama.cpp gives the recurrent
+        # memory one cell per sequence.
+        cparams.n_rs_seq = RECURRENT_SNAPSHOTS if recurrent else 0
+        return cparams, threads
 
     def _read_special_tokens(self) -> SpecialTokens:
         C, v = self._C, self._vocab
@@ -371,21 +377,13 @@ class LlamaCppRuntime(SlotsMixin):
         if getattr(self, "vision", None) is not None:
             self.vision.close()
             self.vision = None
-        if self._embed_batch is not None:
-            C.llama_batch_free(self._embed_batch)
-            self._embed_batch = None
-        if self._embed_ctx:
-            C.llama_free(self._embed_ctx)
-            self._embed_ctx = None
-        if self._batch is not None:
-            C.llama_batch_free(self._batch)
-            self._batch = None
-        if self._ctx:
-            C.llama_free(self._ctx)
-            self._ctx = None
-        if self._model:
-            C.llama_model_free(self._model)
-            self._model = None
+        # each freed once, in this order (the contexts before the model they use)
+        for attr, free in (("_embed_batch", C.llama_batch_free), ("_embed_ctx", C.llama_free),
+                           ("_batch", C.llama_batch_free), ("_ctx", C.llama_free), ("_model", C.llama_model_free)):
+            handle = getattr(self, attr, None)
+            if handle is not None and (attr.endswith("batch") or handle):
+                free(handle)
+                setattr(self, attr, None)
 
     def __del__(self):  # a safety net; the engine closes explicitly
         try:

@@ -50,6 +50,12 @@ def check_mlx_folder(path: Path) -> None:
         raise ModelLoadError(f"{path} has no model*.safetensors weights.")
 
 
+def _seq0(per_seq: str) -> property:
+    """Sequence 0's item of the list attribute `per_seq`, as an attribute of its own."""
+    return property(lambda self: getattr(self, per_seq)[0],
+                    lambda self, value: getattr(self, per_seq).__setitem__(0, value))
+
+
 class MlxRuntime(MlxSlotsMixin):
     """One MLX model folder; one mlx-lm prompt cache per sequence: seq 0 through the Runtime interface, and up to
     `options.slots` through runtimes/mlx_slots.py."""
@@ -119,21 +125,8 @@ class MlxRuntime(MlxSlotsMixin):
         return self._n_past
 
     # The Runtime interface's one sequence is seq 0.
-    @property
-    def _cache(self) -> list:
-        return self._seq_caches[0]
-
-    @_cache.setter
-    def _cache(self, value: list) -> None:
-        self._seq_caches[0] = value
-
-    @property
-    def _n_past(self) -> int:
-        return self._seq_pasts[0]
-
-    @_n_past.setter
-    def _n_past(self, value: int) -> None:
-        self._seq_pasts[0] = value
+    _cache = _seq0("_seq_caches")
+    _n_past = _seq0("_seq_pasts")
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
         if len(text) >= 1 << 30:

@@ -27,6 +27,107 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 PROMPTS = ["Write a Python function that reverses a string.", "Now make it reverse the words instead."]
 
 
+class Tour:
+    """Each step shoots a page, sets up the next and hands over after a pause (replies stream first)."""
+
+    def __init__(self, app, w, out: Path):
+        self.app, self.w, self.out = app, w, out
+        self.pending = list(PROMPTS)
+
+    def shoot(self, name: str) -> None:
+        self.app.processEvents()
+        self.w.grab().save(str(self.out / f"{name}.png"))
+        print(f"wrote {self.out / name}.png")
+
+    def next_prompt(self, _status=None) -> None:
+        if self.pending:
+            self.w.chat.input.setPlainText(self.pending.pop(0))
+            self.w.chat.send()
+            return
+        QTimer.singleShot(300, lambda: self.pages("light"))
+
+    def pages(self, theme: str) -> None:
+        self.w.settings_page.widgets["theme"].setCurrentText(theme)  # as the user switches it
+        self.w.settings_page.save()
+        # the streamed chat
+        conversation = self.w._first_chat = getattr(self.w, "_first_chat", self.w.chat.conversation_id)
+        self.w.chat.new_chat()
+        self.app.processEvents()
+        self.shoot(f"empty-{theme}")
+        self.w.chat.open_conversation(conversation)
+        QTimer.singleShot(300, lambda: (self.shoot(f"chat-{theme}"), self.w.pages.setCurrentWidget(self.w.models_page),
+                                        QTimer.singleShot(1500, lambda: self.rest(theme))))
+
+    def rest(self, theme: str) -> None:
+        self.shoot(f"models-{theme}")
+        view = self.w.models_page.catalog_view
+        view.list.setCurrentItem(view.row_of("qwen3.5-4b"))  # its details drawer
+        QTimer.singleShot(1500, lambda: self.drawer(theme))
+
+    def drawer(self, theme: str) -> None:
+        self.shoot(f"catalog-{theme}")
+        self.w.models_page.catalog_view.drawer.close_drawer()
+        self.w.pages.setCurrentWidget(self.w.server_page)
+        self.w.server_page.language.setCurrentText("Python")
+        self.app.processEvents()
+        self.shoot(f"server-{theme}")
+        self.w.pages.setCurrentWidget(self.w.chat)
+        self.w.picker.showPopup()  # the model menu: a window of its own, taken from the screen
+        QTimer.singleShot(500, lambda: self.picker(theme))
+
+    def picker(self, theme: str) -> None:
+        from PySide6.QtGui import QGuiApplication
+
+        self.app.processEvents()
+        frame = self.w.frameGeometry()
+        QGuiApplication.primaryScreen().grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height()).save(
+            str(self.out / f"picker-{theme}.png"))
+        print(f"wrote {self.out / f'picker-{theme}'}.png")
+        self.w.picker.hidePopup()
+        self.w.pages.setCurrentWidget(self.w.settings_page)
+        self.app.processEvents()
+        self.shoot(f"settings-{theme}")
+        self.w.pages.setCurrentWidget(self.w.chat)
+        self.features(theme)
+        QTimer.singleShot(1500, lambda: self.finish(theme))
+
+    def features(self, theme: str) -> None:
+        if not hasattr(self.w, "_features_chat"):
+            self.w._features_chat = _features_chat(self.w.store, Path(os.environ["LANTERN_DATA_DIR"]) / "notes.md")
+        self.w.chat.open_conversation(self.w._features_chat)
+        self.w.chat.settings_button.setChecked(True)
+        self.w.chat.attach([Path(os.environ["LANTERN_DATA_DIR"]) / "notes.md"])
+        self.w.chat.input.setPlainText("Which of these keeps the light turning?")
+
+    def finish(self, theme: str) -> None:
+        self.shoot(f"features-{theme}")
+        self.w.chat.settings_button.setChecked(False)
+        self.w.chat.attachments.clear()
+        self.w.chat.input.clear()
+        if not hasattr(self.w, "_search_chat"):
+            self.w._search_chat = _search_chat(self.w.store)
+        self.w.chat.open_conversation(self.w._search_chat)
+        QTimer.singleShot(800, lambda: self.searched(theme))
+
+    def searched(self, theme: str) -> None:
+        self.shoot(f"search-{theme}")
+        if not hasattr(self.w, "_image_chat"):
+            self.w._image_chat = _image_chat(self.w.store, Path(os.environ["LANTERN_DATA_DIR"]) / "lighthouse.png")
+        self.w.chat.open_conversation(self.w._image_chat)
+        self.w.chat.input.setPlainText("Is the light on?")
+        QTimer.singleShot(800, lambda: self.pictured(theme))
+
+    def pictured(self, theme: str) -> None:
+        self.shoot(f"images-{theme}")
+        self.w.chat.attachments.clear()
+        self.w.chat.input.clear()
+        if theme == "light":
+            QTimer.singleShot(300, lambda: self.pages("dark"))
+        else:
+            self.w.close()
+            self.app.quit()
+
+
 def main(out: Path) -> int:
     from app.settings import Settings, SettingsFile, settings_path
     from app.conversations import ConversationStore
@@ -45,102 +146,9 @@ def main(out: Path) -> int:
     w.resize(1200, 780)
     w.show()
     out.mkdir(parents=True, exist_ok=True)
-    pending = list(PROMPTS)
-
-    def shoot(name: str) -> None:
-        app.processEvents()
-        w.grab().save(str(out / f"{name}.png"))
-        print(f"wrote {out / name}.png")
-
-    def next_prompt(_status=None) -> None:
-        if pending:
-            w.chat.input.setPlainText(pending.pop(0))
-            w.chat.send()
-            return
-        QTimer.singleShot(300, lambda: pages("light"))
-
-    def pages(theme: str) -> None:
-        w.settings_page.widgets["theme"].setCurrentText(theme)  # as the user switches it
-        w.settings_page.save()
-        conversation = w._first_chat = getattr(w, "_first_chat", w.chat.conversation_id)  # the streamed one
-        w.chat.new_chat()
-        app.processEvents()
-        shoot(f"empty-{theme}")
-        w.chat.open_conversation(conversation)
-        QTimer.singleShot(300, lambda: (shoot(f"chat-{theme}"), w.pages.setCurrentWidget(w.models_page),
-                                        QTimer.singleShot(1500, lambda: rest(theme))))
-
-    def rest(theme: str) -> None:
-        shoot(f"models-{theme}")
-        view = w.models_page.catalog_view
-        view.list.setCurrentItem(view.row_of("qwen3.5-4b"))  # its details drawer
-        QTimer.singleShot(1500, lambda: drawer(theme))
-
-    def drawer(theme: str) -> None:
-        shoot(f"catalog-{theme}")
-        w.models_page.catalog_view.drawer.close_drawer()
-        w.pages.setCurrentWidget(w.server_page)
-        w.server_page.language.setCurrentText("Python")
-        app.processEvents()
-        shoot(f"server-{theme}")
-        w.pages.setCurrentWidget(w.chat)
-        w.picker.showPopup()  # the model menu: a window of its own, taken from the screen
-        QTimer.singleShot(500, lambda: picker(theme))
-
-    def picker(theme: str) -> None:
-        from PySide6.QtGui import QGuiApplication
-
-        app.processEvents()
-        frame = w.frameGeometry()
-        QGuiApplication.primaryScreen().grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height()).save(
-            str(out / f"picker-{theme}.png"))
-        print(f"wrote {out / f'picker-{theme}'}.png")
-        w.picker.hidePopup()
-        w.pages.setCurrentWidget(w.settings_page)
-        app.processEvents()
-        shoot(f"settings-{theme}")
-        w.pages.setCurrentWidget(w.chat)
-        features(theme)
-        QTimer.singleShot(1500, lambda: finish(theme))
-
-    def features(theme: str) -> None:
-        if not hasattr(w, "_features_chat"):
-            w._features_chat = _features_chat(w.store, Path(os.environ["LANTERN_DATA_DIR"]) / "notes.md")
-        w.chat.open_conversation(w._features_chat)
-        w.chat.settings_button.setChecked(True)
-        w.chat.attach([Path(os.environ["LANTERN_DATA_DIR"]) / "notes.md"])
-        w.chat.input.setPlainText("Which of these keeps the light turning?")
-
-    def finish(theme: str) -> None:
-        shoot(f"features-{theme}")
-        w.chat.settings_button.setChecked(False)
-        w.chat.attachments.clear()
-        w.chat.input.clear()
-        if not hasattr(w, "_search_chat"):
-            w._search_chat = _search_chat(w.store)
-        w.chat.open_conversation(w._search_chat)
-        QTimer.singleShot(800, lambda: searched(theme))
-
-    def searched(theme: str) -> None:
-        shoot(f"search-{theme}")
-        if not hasattr(w, "_image_chat"):
-            w._image_chat = _image_chat(w.store, Path(os.environ["LANTERN_DATA_DIR"]) / "lighthouse.png")
-        w.chat.open_conversation(w._image_chat)
-        w.chat.input.setPlainText("Is the light on?")
-        QTimer.singleShot(800, lambda: pictured(theme))
-
-    def pictured(theme: str) -> None:
-        shoot(f"images-{theme}")
-        w.chat.attachments.clear()
-        w.chat.input.clear()
-        if theme == "light":
-            QTimer.singleShot(300, lambda: pages("dark"))
-        else:
-            w.close()
-            app.quit()
-
-    w.chat.sig_reply_done.connect(next_prompt)
-    next_prompt()
+    tour = Tour(app, w, out)
+    w.chat.sig_reply_done.connect(tour.next_prompt)
+    tour.next_prompt()
     return app.exec()
 
 

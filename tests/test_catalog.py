@@ -15,7 +15,8 @@ from tiny_models import write_lfm2, write_qwen35
 from machine.hardware import GPU, Hardware
 from models.catalog import FIGURES_FILE, CatalogError, bundled_text, load_catalog, read_from_hub, remember_figures
 from models.fit import check_fit
-from models.hub import HubClient, HubError
+from models.hub import HubClient
+from models.hub_errors import HubError
 from models.info import describe_model
 from models.library import ModelLibrary
 from models.speed import estimate_tokens_per_s

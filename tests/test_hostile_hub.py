@@ -8,7 +8,8 @@ import shutil
 import pytest
 from hub_server import COMMIT, HubFile, HubRepo, HubServer, HubState
 
-from models.hub import HubClient, HubError
+from models.hub import HubClient
+from models.hub_errors import HubError
 from models.library import ModelLibrary
 
 REPO = "someone/Smol-GGUF"

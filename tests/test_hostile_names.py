@@ -13,7 +13,8 @@ from hub_server import HubFile, HubRepo, HubServer, HubState
 
 from basics.errors import LanternError
 from files.safe_paths import UnsafeName, check_name, check_relative, inside
-from models.hub import HubClient, HubError, check_repo_id
+from models.hub import HubClient, check_repo_id
+from models.hub_errors import HubError
 from models.library import LibraryError, ModelLibrary
 
 REPO = "someone/Smol-GGUF"

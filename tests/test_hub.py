@@ -8,7 +8,8 @@ import pytest
 from conftest import load, load_mlx
 from hub_server import HubFile, HubRepo, HubServer, HubState
 
-from models.hub import DownloadCancelled, HubClient, HubError
+from models.hub import HubClient
+from models.hub_errors import DownloadCancelled, HubError
 from models.library import ModelLibrary
 
 SMOL_REPO = "someone/SmolLM2-135M-Instruct-GGUF"

@@ -177,7 +177,7 @@ def test_continue_writes_on_a_reply_cut_at_the_length_limit(qtbot, make_window):
     prompt = w.models.worker.call(lambda e: e.template.render_parts(
         parse_messages(request.messages), add_generation_prompt=False)).result(timeout=30)
     assert prompt[-1][0].endswith("<|im_end|>\n") and first.content in "".join(p for p, _ in prompt)
-    from engine.engine import continued_parts
+    from engine.prompt import continued_parts
 
     assert "".join(p for p, _ in continued_parts(parse_messages(request.messages), prompt)).endswith(first.content)
     # only the last reply offers it; a refused continuation leaves the reply as it was, and says why
@@ -197,7 +197,7 @@ def test_continue_writes_on_a_reply_cut_at_the_length_limit(qtbot, make_window):
 
 def test_only_a_reply_can_be_continued():
     from chat_format.chat_template import Message
-    from engine.engine import continued_parts
+    from engine.prompt import continued_parts
     from basics.errors import InvalidRequestError
 
     with pytest.raises(InvalidRequestError, match="Only a reply"):

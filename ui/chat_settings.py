@@ -53,44 +53,11 @@ class ChatSettingsPanel(QFrame):
         form.addRow("Preset", self.preset)
         form.addRow("System prompt", self.system_prompt)
         form.addRow("At the limit", self.overflow)
-        self.boxes = {}
-        for name, label, kind, low, high, step in FIELDS:
-            box = QDoubleSpinBox(self, decimals=2) if kind is float else QSpinBox(self)
-            box.setRange(low, high)
-            box.setSingleStep(step)
-            box.setAccessibleName(label)
-            box.valueChanged.connect(lambda _v: self._filling or self._changed())
-            self.boxes[name] = box
-            form.addRow(label, box)
-        self.boxes["seed"].setSpecialValueText("random")
-        self.boxes["seed"].setToolTip("The same seed, settings and chat give the same reply")
-        self.stop = StopStringsField(parent=self)
-        self.stop.setAccessibleName("Stop strings")
-        self.stop.setToolTip("The reply ends before any of these, one a line (\\n for a line break)")
-        self.stop.textChanged.connect(lambda: self._filling or self._typing.start())
-        form.addRow("Stop strings", self.stop)
-        # for models that think (their template reads these): shown once such a model is loaded
-        self.thinking = QCheckBox("Think before answering", self)
-        self.thinking.setAccessibleName("Thinking")
-        self.thinking.toggled.connect(lambda _v: self._filling or self._changed())
-        self.effort = QComboBox(self)
-        self.effort.setAccessibleName("Reasoning effort")
-        self.effort.addItems(["low", "medium", "high"])
-        self.effort.currentIndexChanged.connect(lambda _i: self._filling or self._changed())
-        form.addRow("Thinking", self.thinking)
-        form.addRow("Reasoning effort", self.effort)
+        self._add_sampling(form)
+        self._add_thinking(form)
         self.form = form
         self.set_thinking_controls(False, False)
-        self.reset_button = QPushButton("Use the defaults", self)
-        self.reset_button.setToolTip("Forget this chat's own settings: it follows the model's defaults and the "
-                                     "global settings")
-        self.reset_button.clicked.connect(lambda: self.sig_changed.emit(None))
-        self.save_button = QPushButton("Save as this model's defaults", self)
-        self.save_button.setToolTip("New chats with this model start from these settings")
-        self.save_button.clicked.connect(lambda: (v := self.checked_values()) and self.sig_save_for_model.emit(v))
-        self.template_button = QPushButton("Model's chat template…", self)
-        self.template_button.setToolTip("Use another chat template for this model (a fixed or simpler one)")
-        self.template_button.clicked.connect(self.sig_template_requested)
+        self._make_buttons()
         self.problem = QLabel(self, wordWrap=True)
         self.problem.setObjectName("message-note")
         self.problem.setAccessibleName("Why the chat's settings were not saved")
@@ -107,6 +74,50 @@ class ChatSettingsPanel(QFrame):
         layout.addStretch(1)
         self.setMinimumWidth(240)
         self.setMaximumWidth(360)
+
+    def _add_sampling(self, form: QFormLayout) -> None:
+        """The sampling fields (FIELDS) and the stop strings."""
+        self.boxes = {}
+        for name, label, kind, low, high, step in FIELDS:
+            box = QDoubleSpinBox(self, decimals=2) if kind is float else QSpinBox(self)
+            box.setRange(low, high)
+            box.setSingleStep(step)
+            box.setAccessibleName(label)
+            box.valueChanged.connect(lambda _v: self._filling or self._changed())
+            self.boxes[name] = box
+            form.addRow(label, box)
+        self.boxes["seed"].setSpecialValueText("random")
+        self.boxes["seed"].setToolTip("The same seed, settings and chat give the same reply")
+        self.stop = StopStringsField(parent=self)
+        self.stop.setAccessibleName("Stop strings")
+        self.stop.setToolTip("The reply ends before any of these, one a line (\\n for a line break)")
+        self.stop.textChanged.connect(lambda: self._filling or self._typing.start())
+        form.addRow("Stop strings", self.stop)
+
+    def _add_thinking(self, form: QFormLayout) -> None:
+        """For models that think (their template reads these): shown once such a model is loaded."""
+        self.thinking = QCheckBox("Think before answering", self)
+        self.thinking.setAccessibleName("Thinking")
+        self.thinking.toggled.connect(lambda _v: self._filling or self._changed())
+        self.effort = QComboBox(self)
+        self.effort.setAccessibleName("Reasoning effort")
+        self.effort.addItems(["low", "medium", "high"])
+        self.effort.currentIndexChanged.connect(lambda _i: self._filling or self._changed())
+        form.addRow("Thinking", self.thinking)
+        form.addRow("Reasoning effort", self.effort)
+
+    def _make_buttons(self) -> None:
+        """Back to the defaults, save them as the model's, and the model's chat template."""
+        self.reset_button = QPushButton("Use the defaults", self)
+        self.reset_button.setToolTip("Forget this chat's own settings: it follows the model's defaults and the "
+                                     "global settings")
+        self.reset_button.clicked.connect(lambda: self.sig_changed.emit(None))
+        self.save_button = QPushButton("Save as this model's defaults", self)
+        self.save_button.setToolTip("New chats with this model start from these settings")
+        self.save_button.clicked.connect(lambda: (v := self.checked_values()) and self.sig_save_for_model.emit(v))
+        self.template_button = QPushButton("Model's chat template…", self)
+        self.template_button.setToolTip("Use another chat template for this model (a fixed or simpler one)")
+        self.template_button.clicked.connect(self.sig_template_requested)
 
     def show_settings(self, settings: Settings, own: ChatSettings | None) -> None:
         """Fill the form with what the chat runs with (`settings`, already resolved) and its own preset's name."""

@@ -7,7 +7,8 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from models.downloads import Download
-from models.hub import DownloadCancelled, HubClient
+from models.hub import HubClient
+from models.hub_errors import DownloadCancelled
 from ui.theme import set_role
 
 POLL_MS = 100  # the pull thread only records its progress; the bar reads it ten times a second

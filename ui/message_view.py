@@ -4,16 +4,16 @@ from __future__ import annotations
 import html
 import time
 
-from PySide6.QtCore import QByteArray, QRectF, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QPainter, QTextDocument
-from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QTextDocument
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout
 
 from app.attachments import split_files, split_images
 from app.chat_export import figures_text  # one wording for the window and the exports
 from ui.file_viewer import FileViewer, ImageViewer
 from ui.icons import icon, set_icon
-from ui.markdown import math_svg, render_markdown
+from ui.markdown import render_markdown
+from ui.message_body import MessageBody
 from ui.theme import is_dark, set_role
 
 FOLD_LINES, FOLD_CHARS, FOLDED_LINES = 15, 1500, 8  # a message longer than this shows this many lines at first
@@ -38,65 +38,6 @@ def figures_details(stats: dict | None) -> str:
     return "\n".join(lines)
 
 
-_images: dict = {}  # (formula key, pixel ratio) -> QImage
-
-
-def _math_image(key: str, ratio: float):
-    if (key, ratio) in _images:
-        return _images[(key, ratio)]
-    svg = math_svg(key)
-    if svg is None:
-        return None
-    renderer = QSvgRenderer(QByteArray(svg.encode()))
-    size = renderer.defaultSize()
-    image = QImage(max(1, int(size.width() * ratio)), max(1, int(size.height() * ratio)),
-                   QImage.Format.Format_ARGB32_Premultiplied)
-    image.fill(0)
-    painter = QPainter(image)
-    renderer.render(painter, QRectF(0, 0, image.width(), image.height()))
-    painter.end()
-    image.setDevicePixelRatio(ratio)
-    if len(_images) > 512:
-        _images.clear()
-    _images[(key, ratio)] = image
-    return image
-
-
-class MessageBody(QTextBrowser):
-    """A QTextBrowser as tall as its text, so the chat scrolls as one page."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setOpenLinks(False)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.viewport().setAutoFillBackground(False)
-        self.setObjectName("message-body")
-        self.document().setDefaultStyleSheet("p, li { line-height: 135%; }")  # airier than Qt's default
-        self.document().setDocumentMargin(0)  # the text lines up with the speaker's name
-        self.document().contentsChanged.connect(self._fit)
-        self.collapsed_height: int | None = None  # a long message folded to this height
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self._fit()
-
-    def loadResource(self, kind: int, url: QUrl):
-        if url.scheme() == "math":  # a formula render_markdown drew: its SVG as an image, sharp on HiDPI screens
-            return _math_image(url.path() or url.toString().split(":", 1)[1], self.devicePixelRatioF())
-        return None  # nothing else loads: a reply cannot fetch files or URLs
-
-    def _fit(self) -> None:
-        self.document().setTextWidth(self.viewport().width())
-        height = int(self.document().size().height()) + 4
-        if self.collapsed_height is not None:
-            height = min(height, self.collapsed_height)
-        if self.height() != height:
-            self.setFixedHeight(height)
-
-
 class MessageView(QFrame):
     sig_edit_requested = Signal(int)  # the user message's id
     sig_regenerate_requested = Signal(int)  # the reply's id
@@ -115,9 +56,21 @@ class MessageView(QFrame):
         self._files: list = []  # a user message's attached files (app.attachments.FileInMessage), opened by a click
         self.setObjectName(f"message-{role}")  # styled by ui.theme.chat_style: the user's words in a bubble
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
+        self._reasoning, self._stats = "", stats
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 10, 14, 6)
         layout.setSpacing(4)
+        self._make_header(layout, role, created)
+        self._make_reasoning(layout)
+        self._make_typing(layout)
+        self._make_body(layout, role)
+        self._make_notes(layout)
+        self._make_actions(layout, role)
+        self._render()
+        self.finish(status, stats)
+
+    def _make_header(self, layout: QVBoxLayout, role: str, created: float | None) -> None:
+        """The speaker's picture and name, the model that wrote it, and when."""
         header = QHBoxLayout()
         header.setSpacing(8)
         self.avatar = avatar = QLabel(self)
@@ -141,8 +94,9 @@ class MessageView(QFrame):
         header.addStretch(1)
         header.addWidget(self.time_label)
         layout.addLayout(header)
-        # The model's thinking, folded above the answer: "Thought for 12 s", a click away.
-        self._reasoning, self._stats = "", stats
+
+    def _make_reasoning(self, layout: QVBoxLayout) -> None:
+        """The model's thinking, folded above the answer: "Thought for 12 s", a click away."""
         self.reasoning_toggle = QToolButton(self, checkable=True)
         self.reasoning_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -156,7 +110,9 @@ class MessageView(QFrame):
         layout.addWidget(self.reasoning_body)
         self.reasoning_toggle.hide()
         self.reasoning_body.hide()
-        # Three dots that move while the model reads the conversation and thinks of its first word
+
+    def _make_typing(self, layout: QVBoxLayout) -> None:
+        """Three dots that move while the model reads the conversation and thinks of its first word."""
         self.typing = QLabel(self)
         self.typing.setObjectName("typing")
         self.typing.setAccessibleName("Lantern is writing")
@@ -165,6 +121,9 @@ class MessageView(QFrame):
         self._typing_clock.timeout.connect(self._type)
         layout.addWidget(self.typing)
         self.typing.hide()
+
+    def _make_body(self, layout: QVBoxLayout, role: str) -> None:
+        """The message itself, folded when long; right-click for copy, branch from here, delete."""
         self.body = MessageBody(self)
         self.body.setAccessibleName("Your message" if role == "user" else "Reply")
         self.body.anchorClicked.connect(self._link)
@@ -178,6 +137,9 @@ class MessageView(QFrame):
         self.expand_button.clicked.connect(self._toggle_expanded)
         self.expand_button.hide()
         layout.addWidget(self.expand_button)
+
+    def _make_notes(self, layout: QVBoxLayout) -> None:
+        """Under the message: a note (why it failed), its sources (searched files) and its figures."""
         self.note = QLabel(wordWrap=True)
         self.note.setObjectName("message-note")
         self.figures = QLabel(wordWrap=True)
@@ -196,6 +158,10 @@ class MessageView(QFrame):
         layout.addWidget(self.note)
         layout.addWidget(self.sources)
         layout.addWidget(self.figures)
+
+    def _make_actions(self, layout: QVBoxLayout, role: str) -> None:
+        """Its actions: copy, edit or retry (the user's), regenerate or continue (a reply), ‹ 2/3 › between
+        versions."""
         row = QHBoxLayout()
         row.setSpacing(2)
         if role == "user":
@@ -211,8 +177,9 @@ class MessageView(QFrame):
         else:
             self.regenerate_button = self._button(row, "Regenerate", "regenerate", "Write this reply again",
                                                   lambda: self.sig_regenerate_requested.emit(self.message_id))
-            self.continue_button = self._button(row, "Continue", "send", "Write on from where the length limit "
-                                                "cut this reply", lambda: self.sig_continue_requested.emit(self.message_id))
+            self.continue_button = self._button(
+                row, "Continue", "send", "Write on from where the length limit cut this reply",
+                lambda: self.sig_continue_requested.emit(self.message_id))
             self.continue_button.hide()
         # ‹ 2/3 ›: the other replies written in this one's place, or the other versions of an edited message
         self.previous_variant = self._button(row, "‹", "", "Show the previous version",
@@ -226,8 +193,6 @@ class MessageView(QFrame):
         if role != "user":
             row.addStretch(1)
         layout.addLayout(row)
-        self._render()
-        self.finish(status, stats)
 
     def _button(self, row, label: str, icon_name: str, accessible: str, slot) -> QToolButton:
         b = QToolButton(self)

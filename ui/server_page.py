@@ -61,6 +61,39 @@ class ServerPage(QWidget):
         self.server = None
         self.state = "stopped"
         s = settings.current
+        form = self._make_form(s)
+        self.toggle = QPushButton("Start the server")
+        self.toggle.setAccessibleName("Start or stop the server")
+        self.toggle.clicked.connect(lambda: self.stop() if self.state == "running" else self.start())
+        self.url = QLabel("Not running.")
+        self.url.setAccessibleName("Server base URL")
+        self.copy_url = QPushButton("Copy URL")
+        self.copy_url.setAccessibleName("Copy the base URL")
+        self.copy_url.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.base_url or ""))
+        self.copy_url.setEnabled(False)
+        url_row = QHBoxLayout()
+        url_row.addWidget(self.url, 1)
+        url_row.addWidget(self.copy_url)
+        self._make_log()
+        code_row = self._make_code_row()
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("An OpenAI-compatible endpoint for your other apps, on the model loaded here."))
+        layout.addLayout(form)
+        layout.addWidget(self.toggle)
+        layout.addLayout(url_row)
+        layout.addLayout(code_row)
+        layout.addWidget(self.code)
+        layout.addWidget(QLabel("Requests"))
+        layout.addWidget(self.log, 1)
+        self._sig_finished.connect(self._logged)
+        host.subscribe(self._model_switched)  # the snippet names the loaded model
+        self._sig_model_changed.connect(self.show_snippet)
+        for changed in (self.address.textChanged, self.port.valueChanged, self.key.textChanged):
+            changed.connect(self.show_snippet)
+        self.show_snippet()
+
+    def _make_form(self, s) -> QFormLayout:
+        """Where the server listens and the key it asks for."""
         self.address = QLineEdit(s.server_host)
         self.address.setAccessibleName("Server address")
         self.port = QSpinBox()
@@ -88,18 +121,10 @@ class ServerPage(QWidget):
         form.addRow("Address", self.address)
         form.addRow("Port", self.port)
         form.addRow("API key", key_row)
-        self.toggle = QPushButton("Start the server")
-        self.toggle.setAccessibleName("Start or stop the server")
-        self.toggle.clicked.connect(lambda: self.stop() if self.state == "running" else self.start())
-        self.url = QLabel("Not running.")
-        self.url.setAccessibleName("Server base URL")
-        self.copy_url = QPushButton("Copy URL")
-        self.copy_url.setAccessibleName("Copy the base URL")
-        self.copy_url.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.base_url or ""))
-        self.copy_url.setEnabled(False)
-        url_row = QHBoxLayout()
-        url_row.addWidget(self.url, 1)
-        url_row.addWidget(self.copy_url)
+        return form
+
+    def _make_log(self) -> None:
+        """The requests answered: time, method, path, status and figures."""
         self.log = QTableWidget(0, len(LOG_COLUMNS), self)
         self.log.setHorizontalHeaderLabels(LOG_COLUMNS)
         self.log.setAccessibleName("Request log")
@@ -114,9 +139,11 @@ class ServerPage(QWidget):
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
         header.resizeSection(2, 200)
         header.setStretchLastSection(True)
+
+    def _make_code_row(self) -> QHBoxLayout:
+        """Code that calls the endpoint, in the language picked."""
         self.language = QComboBox()
         self.language.setAccessibleName("Code language")
-
         self.language.addItems(LANGUAGES)
         self.language.currentTextChanged.connect(self.show_snippet)
         self.code = QPlainTextEdit(readOnly=True)
@@ -131,21 +158,7 @@ class ServerPage(QWidget):
         code_row.addWidget(self.language)
         code_row.addStretch(1)
         code_row.addWidget(self.copy_code)
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("An OpenAI-compatible endpoint for your other apps, on the model loaded here."))
-        layout.addLayout(form)
-        layout.addWidget(self.toggle)
-        layout.addLayout(url_row)
-        layout.addLayout(code_row)
-        layout.addWidget(self.code)
-        layout.addWidget(QLabel("Requests"))
-        layout.addWidget(self.log, 1)
-        self._sig_finished.connect(self._logged)
-        host.subscribe(self._model_switched)  # the snippet names the loaded model
-        self._sig_model_changed.connect(self.show_snippet)
-        for changed in (self.address.textChanged, self.port.valueChanged, self.key.textChanged):
-            changed.connect(self.show_snippet)
-        self.show_snippet()
+        return code_row
 
     @property
     def base_url(self) -> str | None:

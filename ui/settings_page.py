@@ -76,6 +76,31 @@ class SettingsPage(QWidget):
         super().__init__(parent)
         self.file = file
         settings = file.current
+        self.widgets = self._make_fields(settings)
+        self.widgets["prompt_lookup"].setChecked(settings.prompt_lookup)
+        self.widgets["thinking"].setChecked(settings.thinking)
+        self._hardware = self._model = None
+        self.forms: dict[str, QFormLayout] = {}  # each field's group
+        groups = self._make_groups()
+        for key in ("n_ctx", "kv_cache_type"):  # what the GPU layers take follows these
+            _on_change(self.widgets[key], self._show_layers_fit)
+        # Fields that matter only sometimes are shown only then: the server address with the remote backend, GPU
+        # layers once a GPU is found (set_hardware)
+        self.widgets["backend"].currentTextChanged.connect(self._show_relevant)
+        self._gpu = settings.n_gpu_layers is not None  # a value the user set stays in sight
+        self._show_relevant()
+        self.message = QLabel(wordWrap=True)
+        self.message.setAccessibleName("Settings message")
+        self.reload_button = QPushButton("Reload the model with these settings")
+        self.reload_button.setAccessibleName("Reload the model")
+        self.reload_button.clicked.connect(self.sig_reload_requested)
+        self.reload_button.hide()
+        self._lay_out(groups)
+        self._save_soon = QTimer(self, singleShot=True, interval=300)
+        self._save_soon.timeout.connect(self.save)
+
+    def _make_fields(self, settings) -> dict[str, QWidget]:
+        """One field for each setting, holding its saved value."""
         self.system_prompt = QPlainTextEdit(settings.system_prompt)
         lines = self.system_prompt.fontMetrics().lineSpacing()
         self.system_prompt.setMinimumHeight(3 * lines + 12)  # never a single clipped line in a small window
@@ -83,7 +108,7 @@ class SettingsPage(QWidget):
         self.system_prompt.setMinimumWidth(320)
         self.remote_url = QLineEdit(settings.remote_url or "", placeholderText="http://gpu-box:8000/v1")
         self.remote_url.setMinimumWidth(320)
-        self.widgets: dict[str, QWidget] = {
+        return {
             "system_prompt": self.system_prompt,
             "temperature": _double(0, 2, 0.05, settings.temperature),
             "top_p": _double(0.01, 1, 0.01, settings.top_p),
@@ -107,10 +132,9 @@ class SettingsPage(QWidget):
             "remote_url": self.remote_url,
             "theme": _combo(["system", "light", "dark"], settings.theme),
         }
-        self.widgets["prompt_lookup"].setChecked(settings.prompt_lookup)
-        self.widgets["thinking"].setChecked(settings.thinking)
-        self._hardware = self._model = None
-        self.forms: dict[str, QFormLayout] = {}  # each field's group
+
+    def _make_groups(self) -> QVBoxLayout:
+        """The fields in their groups (GROUPS), each with its label and tooltip, the labels in one column."""
         groups = QVBoxLayout()
         for title, fields in GROUPS:
             box = QGroupBox(title)
@@ -131,19 +155,10 @@ class SettingsPage(QWidget):
         width = max(label.sizeHint().width() for label in labels)
         for label in labels:  # one label column across the groups, so the fields line up
             label.setMinimumWidth(width)
-        for key in ("n_ctx", "kv_cache_type"):  # what the GPU layers take follows these
-            _on_change(self.widgets[key], self._show_layers_fit)
-        # Fields that matter only sometimes are shown only then: the server address with the remote backend, GPU
-        # layers once a GPU is found (set_hardware)
-        self.widgets["backend"].currentTextChanged.connect(self._show_relevant)
-        self._gpu = settings.n_gpu_layers is not None  # a value the user set stays in sight
-        self._show_relevant()
-        self.message = QLabel(wordWrap=True)
-        self.message.setAccessibleName("Settings message")
-        self.reload_button = QPushButton("Reload the model with these settings")
-        self.reload_button.setAccessibleName("Reload the model")
-        self.reload_button.clicked.connect(self.sig_reload_requested)
-        self.reload_button.hide()
+        return groups
+
+    def _lay_out(self, groups: QVBoxLayout) -> None:
+        """The groups in a page that scrolls, under a bar for "Saved." and Reload (in sight whatever changed)."""
         inner = QWidget()
         inner.setObjectName("page")
         layout = QVBoxLayout(inner)
@@ -159,8 +174,6 @@ class SettingsPage(QWidget):
         bar.addWidget(self.reload_button)
         page.addLayout(bar)
         page.addWidget(scroll, 1)
-        self._save_soon = QTimer(self, singleShot=True, interval=300)
-        self._save_soon.timeout.connect(self.save)
 
     def set_hardware(self, hardware) -> None:
         """What the machine has: GPU layers are a setting only where there is a GPU to put layers on."""

@@ -101,6 +101,11 @@ def window_style() -> str:
     """The window's style sheet from the tokens: the rail, fields, buttons (a primary one by its `primary`
     property), lists, cards and menus, rounded, with hover and keyboard focus states."""
     c, r, sp = look(), RADIUS, SPACE
+    return "".join(part(c, r, sp) for part in (_frame_style, _controls_style, _lists_style, _composer_style))
+
+
+def _frame_style(c, r, sp) -> str:
+    """The window's frame: pages, the navigation rail, the model menu and the header."""
     return f"""
     QMainWindow, #page {{ background: {c['window']}; }}
     QScrollArea {{ background: transparent; }}
@@ -114,6 +119,12 @@ def window_style() -> str:
     #model-menu QListWidget {{ border: none; background: transparent; }}
     #header QComboBox {{ font-weight: 600; padding: {sp['xs'] + 1}px {sp['m']}px; border-radius: {r['m']}px; }}
     #header {{ background: {c['page']}; border-bottom: 1px solid {c['card_border']}; }}
+    """
+
+
+def _controls_style(c, r, sp) -> str:
+    """Buttons (a primary one by its `primary` property) and fields, with hover and focus states."""
+    return f"""
     QToolButton {{ border: 1px solid transparent; border-radius: {r['s']}px; padding: {sp['xs']}px {sp['s'] - 2}px; }}
     QToolButton:hover {{ background: {c['hover']}; }}
     QToolButton:checked {{ background: {c['accent_soft']}; color: {c['accent']}; }}
@@ -144,6 +155,12 @@ def window_style() -> str:
                                                         height: 10px; }}
     QComboBox QAbstractItemView {{ background: {c['field']}; border: 1px solid {c['card_border']};
                                    selection-background-color: {c['accent_soft']}; selection-color: {c['text']}; }}
+    """
+
+
+def _lists_style(c, r, sp) -> str:
+    """Lists, tables, groups, tabs, menus, tooltips and the status bar's labels."""
+    return f"""
     QListWidget, QTreeWidget, QTableWidget {{ background: {c['page']}; border: 1px solid {c['card_border']};
                                               border-radius: {r['m']}px; }}
     QListWidget#chat-list, QListWidget#catalog {{ background: transparent; border: none; }}
@@ -174,6 +191,12 @@ def window_style() -> str:
     QLabel#hint, QLabel#field-hint, QLabel#download-detail {{ color: {c['muted']}; }}
     QLabel#download-failed, QLabel#status-error {{ color: {c['error']}; font-weight: 600; }}
     QLabel#page-title {{ font-size: {_pt('heading')}pt; font-weight: 600; }}
+    """
+
+
+def _composer_style(c, r, sp) -> str:
+    """Check boxes, the composer and the scroll bars."""
+    return f"""
     QCheckBox::indicator {{ width: 14px; height: 14px; border: 1px solid {c['field_border']}; border-radius: 4px;
                             background: {c['field']}; }}
     QCheckBox::indicator:hover {{ border-color: {c['accent']}; }}

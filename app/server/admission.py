@@ -4,7 +4,7 @@ event is dropped before the model sees it (a 499); errors before any text (a bad
 from __future__ import annotations
 
 import asyncio
-from typing import NamedTuple
+from typing import AsyncIterator, NamedTuple
 
 from fastapi import Request
 
@@ -41,6 +41,20 @@ async def first_of(gen, request: Request, service: ModelService) -> Started:
     if first is None and gen.cancelled:
         raise APIError(499, "The client closed the connection.", code="client_closed")
     return Started(gen, events, first)
+
+
+async def whole_reply(started: Started, request: Request) -> AsyncIterator:
+    """A reply's events from its first, for an answer sent whole: the reply stops once its client leaves, and when
+    the handler ends whatever way (a no-op once finished). Use it under contextlib.aclosing."""
+    gen, events, item = started
+    try:
+        while item is not None:
+            yield item
+            if await request.is_disconnected():
+                gen.cancel()
+            item = await anext(events, None)
+    finally:
+        gen.cancel()
 
 
 async def admit(service: ModelService, model: str, engine_request, *, wait_s: float, how=None):

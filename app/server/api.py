@@ -6,6 +6,7 @@ import hmac
 import json
 import time
 import uuid
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from app.server.admission import admit, first_of
+from app.server.admission import Started, admit, first_of, whole_reply
 from app.server.choices import chat_logprobs, choice_requests, completion_logprobs
 from app.server.embeddings import EmbeddingService, add_embedding_routes
 from app.server.errors import APIError, error_body
@@ -159,7 +160,7 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
         return StreamingResponse(_stream_choices(started, meta, kind, chat, usage, report, body),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    collected = await asyncio.gather(*(_collect(gen, first, events, request) for gen, events, first in started))
+    collected = await asyncio.gather(*(_collect(s, request) for s in started))
     choices, finals = [], []
     for index, (text, reasoning, final, logprobs) in enumerate(collected):
         _report(report, meta, final)
@@ -172,23 +173,17 @@ async def _complete(service: ModelService, body, request: Request, *, chat: bool
             "system_fingerprint": "lantern"}
 
 
-async def _collect(gen, first, events, request: Request):
+async def _collect(started: Started, request: Request):
     """A whole reply: its text, its reasoning, its Finished event, and its tokens' log-probabilities."""
     parts, thoughts, logprobs, final = [], [], [], None
-    try:
-        item = first
-        while item is not None:
+    async with aclosing(whole_reply(started, request)) as items:
+        async for item in items:
             if isinstance(item, TextDelta):
                 parts.append(item.text)
                 thoughts.append(item.reasoning)
                 logprobs.extend(item.logprobs)
             else:
                 final = item
-            if await request.is_disconnected():
-                gen.cancel()
-            item = await anext(events, None)
-    finally:
-        gen.cancel()  # a no-op once finished; stops the engine if this handler is cancelled
     return "".join(parts), "".join(thoughts), final, logprobs
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import aclosing
 from dataclasses import replace
 from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from app.server.admission import admit, start_reply
+from app.server.admission import admit, start_reply, whole_reply
 from app.server.errors import APIError
 from app.server.messages_request import CountTokensRequest, MessagesRequest
 from engine.events import Finished, TextDelta
@@ -70,7 +71,8 @@ def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) ->
 
         engine_request = replace(body.to_engine(), on_prompt=on_prompt)
         model = body.model or service.model or ""
-        gen, events, first = await start_reply(service, model, engine_request, request, wait_s=wait_s)
+        started = await start_reply(service, model, engine_request, request, wait_s=wait_s)
+        gen, events, first = started
         meta = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model}
         report = reporter(request)
         if body.stream:
@@ -79,9 +81,8 @@ def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) ->
                                      headers={"Cache-Control": "no-cache"})
         blocks: list[dict] = []
         final = None
-        try:
-            item = first
-            while item is not None:
+        async with aclosing(whole_reply(started, request)) as items:
+            async for item in items:
                 if isinstance(item, TextDelta):
                     _add_text(blocks, "thinking", item.reasoning)
                     _add_text(blocks, "text", item.text)
@@ -89,11 +90,6 @@ def add_messages_routes(app: FastAPI, service, auth, reporter, wait_s: float) ->
                         blocks[-1]["thinking"] = ""  # display: omitted
                 else:
                     final = item
-                if await request.is_disconnected():
-                    gen.cancel()
-                item = await anext(events, None)
-        finally:
-            gen.cancel()
         if final is not None:
             report(_figures(meta, final))
         if final is None or final.reason == "error":

@@ -13,12 +13,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import aclosing
 from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from app.server.admission import start_reply
+from app.server.admission import start_reply, whole_reply
 from app.server.errors import APIError
 from app.server.request_parts import UnsupportedField
 from app.server.responses_request import STORED, ResponsesRequest, input_messages
@@ -110,7 +111,8 @@ def add_responses_routes(app: FastAPI, service, auth, reporter, wait_s: float) -
             history = found[0]
         engine_request = body.to_engine(history)
         model = body.model or service.model or ""
-        gen, events, first = await start_reply(service, model, engine_request, request, wait_s=wait_s)
+        started = await start_reply(service, model, engine_request, request, wait_s=wait_s)
+        gen, events, first = started
         response = _skeleton(body, model)
         keep = body.store is True  # stateless by default: an app that wants a response kept says so
 
@@ -126,18 +128,12 @@ def add_responses_routes(app: FastAPI, service, auth, reporter, wait_s: float) -
             return StreamingResponse(_stream(gen, first, events, response, done), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         output, final = _Output(), None
-        try:
-            item = first
-            while item is not None:
+        async with aclosing(whole_reply(started, request)) as items:
+            async for item in items:
                 if isinstance(item, TextDelta):
                     _apply(output, item)
                 else:
                     final = item
-                if await request.is_disconnected():
-                    gen.cancel()
-                item = await anext(events, None)
-        finally:
-            gen.cancel()
         if final is None or final.reason == "error":
             raise APIError(500, f"The model failed while generating: {final.error if final else 'no result'}",
                            type="server_error")
