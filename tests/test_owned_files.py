@@ -154,7 +154,7 @@ def test_a_full_disk_is_named_and_leaves_no_temporary_file(tmp_path):
     code = ("import resource, sys; from pathlib import Path\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
             "from app.settings import Settings, save_settings\n"
-            "from runtimes.runtime import LanternError\n"
+            "from basics.errors import LanternError\n"
             "from files.owned_files import atomic_write\n"
             "try:\n"
             "    atomic_write(Path(sys.argv[1]) / 'models.json', 'x' * 100000)\n"
