@@ -12,7 +12,6 @@ from typing import Sequence
 from app.settings import FLASH_ATTN, SettingsError, load_settings, settings_path
 from app.wiring import AUTO, start_worker
 from basics.errors import LanternError
-from cli import doctor, models_command as models_cli
 from engine.engine import EngineOptions
 from engine.events import Finished, GenerationRequest, TextDelta
 from engine.sampling import SamplingParams
@@ -403,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ui.app import run_window  # deferred: the window's modules, which no command needs
 
         return run_window()
+    # deferred: the doctor's and the models commands' modules (the Hub client, the catalog), for those commands only
+    from cli import doctor, models_command as models_cli
+
     try:
         commands = {"chat": run_chat, "generate": run_generate, "bench": run_bench, "doctor": doctor.run_doctor,
                     "models": models_cli.run_models, "serve": run_serve}
