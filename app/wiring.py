@@ -8,6 +8,7 @@ from pathlib import Path
 import machine.hardware
 from basics.errors import ModelLoadError
 from engine.auto_worker import AutoWorker
+from engine.draft_model import DraftModel
 from engine.engine import Engine, EngineOptions
 from engine.remote import RemoteEngine
 from engine.slots import SlotWorker
@@ -15,7 +16,7 @@ from engine.state_cache import StateCache
 from engine.worker import EngineWorker, Worker, wait_for_retired
 from models.choice import choose_backend
 from models.convert import mlx_copy_of
-from models.fit import check_fit
+from models.fit import GiB, check_fit, with_draft
 from models.info import describe_model
 from models.library import resolve_model
 from models.projectors import find_projector, is_projector
@@ -38,6 +39,7 @@ class LoadPlan:
     options: LoadOptions
     reason: str
     advice: str = ""
+    draft_path: Path | None = None  # the draft model (options.draft_model) as resolved, loaded beside the model
 
     @property
     def label(self) -> str:
@@ -63,22 +65,78 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         if not wait_for_retired():  # a model being switched away from still holds memory: measured with it
             log.warning("The previous model is still unloading; %s is fitted to the memory free now", path.name)
         hardware = machine.hardware.detect()
+    draft_path, info = _plan_draft(options, path, info, hardware) if options.draft_model else (None, info)
     choice = choose_backend(hardware, info, n_ctx=options.n_ctx, backend=backend,
                             n_gpu_layers=options.n_gpu_layers, slots=max(options.slots, 1),
                             kv_type=options.kv_cache_type)
     reason = choice.reason
+    if draft_path is not None:
+        reason += f"; drafts with {draft_path.name}"
     if choice.backend == "mlx" and info.format == "gguf":
         path = mlx_copy_of(path)
         reason += f" (the GGUF file converted once to {path})"
     if choice.backend == "mlx":
-        return LoadPlan(path, "mlx", options, reason, choice.advice)
+        draft_path = mlx_copy_of(draft_path) if draft_path is not None and draft_path.is_file() else draft_path
+        return LoadPlan(path, "mlx", options, reason, choice.advice, draft_path)
+    if draft_path is not None and not draft_path.is_file():
+        raise ModelLoadError(f"The draft model {draft_path.name} is an MLX model, and {path.name} runs on llama.cpp: "
+                             "choose a GGUF draft model.")
     options = replace(options, n_gpu_layers=choice.n_gpu_layers)
     if options.projector is None:
         found = find_projector(path)
         options = replace(options, projector=str(found) if found else "")
         if found:
             reason += f"; sees images through {found.name}"
-    return LoadPlan(path, "llamacpp", options, reason, choice.advice)
+    return LoadPlan(path, "llamacpp", options, reason, choice.advice, draft_path)
+
+
+def _plan_draft(options: LoadOptions, path: Path, info, hardware) -> tuple[Path, object]:
+    """The draft model's path, and the model's description with the draft's memory counted in (models/fit.py).
+    Everything that can be told from the files is checked here, before anything loads."""
+    draft = resolve_model(options.draft_model)
+    if draft.suffix.lower() == ".gguf" and is_projector(draft):
+        raise ModelLoadError(f"{draft.name} is a vision projector, not a model: it cannot draft.")
+    draft_info = describe_model(draft)
+    if draft_info.pooling:
+        raise ModelLoadError(f"{draft.name} is an embedding model: it cannot draft text.")
+    if draft_info.size_bytes > info.size_bytes:
+        raise ModelLoadError(f"The draft model {draft.name} ({draft_info.size_bytes / GiB:.1f} GiB) is larger than "
+                             f"{path.name} ({info.size_bytes / GiB:.1f} GiB): drafting with it would be slower than "
+                             "the model alone. Choose a small model of the same family.")
+    both = with_draft(info, draft_info, n_ctx=options.n_ctx, kv_type=options.kv_cache_type)
+    alone = check_fit(hardware, info, n_ctx=options.n_ctx, kv_type=options.kv_cache_type)
+    fit = check_fit(hardware, both, n_ctx=options.n_ctx, kv_type=options.kv_cache_type)
+    if fit.verdict == "no" and alone.verdict != "no":
+        raise ModelLoadError(f"{path.name} fits, but not with the draft model {draft.name} beside it: together they "
+                             f"{fit.summary}. Choose a smaller draft model, or none.")
+    return draft, both
+
+
+def open_draft(plan: LoadPlan, target) -> DraftModel | None:
+    """Load the plan's draft model where the model runs, with its context, and check their vocabularies match
+    (nothing stays loaded when anything fails)."""
+    if plan.draft_path is None:
+        return None
+    o = plan.options
+    options = LoadOptions(n_ctx=target.n_ctx, n_gpu_layers=-1 if o.n_gpu_layers == -1 else 0, n_threads=o.n_threads,
+                          n_batch=o.n_batch, flash_attn=o.flash_attn, kv_cache_type=o.kv_cache_type, projector="",
+                          allow_context_beyond_training=True)  # beyond its training a draft is only less often right
+    runtime = (MlxRuntime if plan.backend == "mlx" else LlamaCppRuntime)(plan.draft_path, options)
+    try:
+        return DraftModel(runtime, target, target_name=plan.path.name)
+    except BaseException:
+        runtime.close()
+        raise
+
+
+def _open_with_draft(plan: LoadPlan):
+    """The model's runtime and its draft model (None without one); a draft that fails to load unloads the model."""
+    runtime = open_runtime(plan)
+    try:
+        return runtime, open_draft(plan, runtime)
+    except BaseException:
+        runtime.close()
+        raise
 
 
 def open_runtime(plan: LoadPlan):
@@ -100,14 +158,18 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
 
     if options.slots == AUTO:
         return _auto_worker(model, backend, options, engine_options, state_cache)
+    if options.slots > 1 and options.draft_model:
+        raise ModelLoadError("A draft model runs with one conversation at a time for now: use --slots 1 (or leave "
+                             "the slots to Lantern).")
     if options.slots > 1:
         return _slot_worker(model, backend, options, engine_options, state_cache)
 
     def make() -> Engine:  # on the engine thread: reading the model's metadata is file work too
         plan = plan_load(model, backend=backend, options=options)
         log.info("%s: %s", plan.label, plan.reason)
-        return Engine(open_runtime(plan), state_cache=state_cache, options=engine_options, backend=plan.label,
-                      backend_reason=plan.reason)
+        runtime, draft = _open_with_draft(plan)
+        return Engine(runtime, state_cache=state_cache, options=engine_options, backend=plan.label,
+                      backend_reason=plan.reason, draft_model=draft)
 
     return EngineWorker(make)
 
@@ -124,8 +186,9 @@ def _auto_worker(model, backend: str, options: LoadOptions, engine_options, stat
 
 
 def auto_slots(plan: LoadPlan, hardware=None) -> int:
-    """The slots Lantern runs a planned model with when it chooses (AUTO): DEFAULT_SLOTS where it can batch, else 1."""
-    return DEFAULT_SLOTS if _can_batch(plan, hardware) else 1
+    """The slots Lantern runs a planned model with when it chooses (AUTO): DEFAULT_SLOTS where it can batch, else 1
+    (and 1 with a draft model, whose cache follows one conversation)."""
+    return DEFAULT_SLOTS if plan.draft_path is None and _can_batch(plan, hardware) else 1
 
 
 def _can_batch(plan: LoadPlan, hardware=None) -> bool:

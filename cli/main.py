@@ -48,6 +48,9 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--prompt-lookup", action=argparse.BooleanOptionalAction, default=True,
                    help="draft tokens from the conversation and verify them in one pass (default: on)")
     p.add_argument("--draft-max", type=int, default=EngineOptions().draft_max, help="longest draft to verify")
+    p.add_argument("--draft-model", default=None, metavar="NAME|PATH",
+                   help="a small model with the same vocabulary that drafts tokens for the model to verify in one "
+                        "pass (used where it pays on this device; one conversation at a time)")
 
 
 PRESET_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens")
@@ -198,7 +201,8 @@ def _options(args) -> LoadOptions:
                        n_batch=args.batch_size,
                        kv_cache_type=args.kv_cache_type, flash_attn=FLASH_ATTN[args.flash_attn],
                        allow_context_beyond_training=args.allow_long_context, slots=_slots(args),
-                       projector=_projector(getattr(args, "projector", None)))
+                       projector=_projector(getattr(args, "projector", None)),
+                       draft_model=getattr(args, "draft_model", None) or None)
 
 
 def _slots(args) -> int:
@@ -267,8 +271,9 @@ def _figures(f: Finished) -> str:
     s = f.stats
     extra = f", error: {f.error}" if f.error else ""
     if s.drafted_tokens:
-        extra = (f", drafted {s.drafted_tokens}, accepted {s.accepted_tokens} ({s.acceptance_rate:.0%}), "
-                 f"{s.tokens_per_forward:.2f} tokens/pass") + extra
+        sources = "; ".join(f"{name} {a}/{d}" for name, (d, a) in s.drafts_by_source.items())
+        extra = (f", drafted {s.drafted_tokens}, accepted {s.accepted_tokens} ({s.acceptance_rate:.0%}"
+                 f"{': ' + sources if sources else ''}), {s.tokens_per_forward:.2f} tokens/pass") + extra
     return (f"[{s.cached_tokens}/{s.prompt_tokens} prompt tokens reused, TTFT {s.ttft_ms:.0f} ms, "
             f"{s.decode_tokens_per_s:.1f} tok/s, {s.completion_tokens} tokens, {s.backend}, finish: {f.reason}{extra}]")
 

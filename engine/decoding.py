@@ -1,19 +1,22 @@
-"""Producing a reply's tokens: plain decoding, or prompt lookup drafts verified in one forward pass.
+"""Producing a reply's tokens: plain decoding, or drafts verified in one forward pass.
 
+Drafts come from prompt lookup (the conversation, a client's prediction) or a draft model; each step the policy
+(engine/draft_policy.py) picks the source and length that promise the most tokens a second, or none.
 With greedy sampling the output is that of plain greedy decoding. With sampling, each verified row
-goes through the whole sampler chain and a draft token is kept only while the sample equals it;
-the first sample that differs is emitted and the step ends.
+goes through the whole sampler chain and a draft token is kept only while the sample equals it (or, drawn by a
+draft model, by speculative sampling); the first sample that differs is emitted and the step ends.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
 from basics.errors import LanternError
-from engine.draft_policy import DraftLengthPolicy
+from engine.draft_model import DraftModel
+from engine.draft_policy import DRAFT_MODEL, PROBE_DRAFT, DraftLengthPolicy
 from engine.drafting import PREDICTED, PromptLookupDrafter
 from engine.sampling import Sampler
 from runtimes.runtime import Runtime
@@ -29,18 +32,77 @@ class DecodeCounters:
     accepted: int = 0
     forwards: int = 0  # forward passes after the prefill
     accepted_predicted: int = 0  # accepted tokens drafted from a client's predicted output
+    by_source: dict[str, list[int]] = field(default_factory=dict)  # source -> [drafted, accepted]
+
+    def count(self, key: int, drafted: int, accepted: int) -> None:
+        self.drafted += drafted
+        self.accepted += accepted
+        if PREDICTED <= key < DRAFT_MODEL:
+            self.accepted_predicted += accepted
+        both = self.by_source.setdefault(source_of(key), [0, 0])
+        both[0] += drafted
+        both[1] += accepted
+
+
+def source_of(key: int) -> str:
+    """The name the figures give a draft's source, from the key its acceptance is learnt under."""
+    return "draft model" if key >= DRAFT_MODEL else "prediction" if key >= PREDICTED else "lookup"
+
+
+@dataclass
+class Draft:
+    tokens: list[int]
+    key: int  # the policy's key: a matched n-gram's length, PREDICTED + n, or DRAFT_MODEL
+    dists: list | None = None  # the draft model's distribution of each token, when it sampled them
+    shadow: tuple[list[int], int] = ([], 0)  # prompt lookup's proposal, when not sent (engine/decoding._Shadow)
 
 
 @dataclass
 class Lookup:
+    """Where drafts come from: prompt lookup (the conversation, a prediction) and a draft model, under one policy."""
+
     drafter: PromptLookupDrafter
     policy: DraftLengthPolicy
     adaptive: bool = True  # False: always draft as much as the match and the policy's draft_max allow
+    model: DraftModel | None = None
+    use_lookup: bool = True
+    sampler: Sampler | None = None  # the request's: a draft model samples by it where it can be judged by it
+    _model_wait: int = 0  # plain steps since the draft model last drafted
 
     def choose(self, n_match: int, available: int, others: int = 0) -> int:
         if self.adaptive:
             return self.policy.choose(n_match, available, others=others)
         return min(available, self.policy.draft_max)
+
+    def next_draft(self, context: list[int], limit: int, batch_others) -> tuple[Draft, int]:
+        """This step's draft (empty: a plain step), and the rows other conversations add to the pass."""
+        found, n_match = self.drafter.propose(limit) if self.use_lookup else ([], 0)
+        others = batch_others() if batch_others is not None and (found or self.model) else 0
+        k_model = self._model_length(found, n_match, limit, others) if self.model is not None else 0
+        if k_model:
+            draw = getattr(self.sampler, "draft", None) if getattr(self.sampler, "judge", None) else None
+            tokens, dists = self.model.propose(context, k_model, draw)
+            if tokens:
+                return Draft(tokens, DRAFT_MODEL, dists if draw is not None else None), others
+        k = self.choose(n_match, len(found), others) if found else 0
+        return Draft(found[:k], n_match, shadow=(found, n_match)), others
+
+    def _model_length(self, found: list[int], n_match: int, limit: int, others: int) -> int:
+        """How many tokens the draft model should draft now: 0 where lookup promises more, or nothing pays."""
+        policy = self.policy
+        if not self.adaptive:
+            return min(limit, policy.draft_max)
+        per_token = (self.model.token_seconds if policy.learn_costs
+                     else self.model.relative_cost * policy.cost(1))
+        k, rate = policy.best(DRAFT_MODEL, limit, others=others, per_token=per_token)
+        if k and (not found or rate > policy.best(n_match, len(found), others=others)[1]):
+            self._model_wait = 0
+            return k
+        self._model_wait += not k
+        if not k and not others and self._model_wait >= policy.probe_every and policy.could_pay(per_token):
+            self._model_wait = 0  # its acceptance is learnt only from its drafts: look again now and then
+            return min(limit, PROBE_DRAFT)
+        return 0
 
 
 def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler: Sampler, context: list[int],
@@ -49,7 +111,7 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
     """Yield the reply's tokens in order, for as long as the caller asks.
 
     `fed` is the engine's list of the ids in the KV cache: it is kept exactly in step with it.
-    `context` gets every produced token (penalties and the drafter look at it).
+    `context` gets every produced token (penalties and the drafters look at it).
     """
     produced = 1  # the first token, sampled below from the prefill's logits
 
@@ -72,34 +134,28 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
             return
         # Room for the drafts, the token they follow, and one new token after them.
         limit = min(max_new - produced - 1, runtime.n_ctx - runtime.n_past - 2)
-        draft, n_match = lookup.drafter.propose(limit) if lookup is not None else ([], 0)
-        # other conversations decoding in the same passes (engine/slots.py): their rows share each pass
-        others = batch_others() if draft and batch_others is not None else 0
-        k = lookup.choose(n_match, len(draft), others) if draft else 0
+        draft, others = lookup.next_draft(context, limit, batch_others) if lookup is not None else (_PLAIN, 0)
         counters.forwards += 1
-        if k == 0:
+        if not draft.tokens:
             t0 = time.perf_counter()
             logits = runtime.forward([token], runtime.n_past)[0]
             fed.append(token)
             token = sampler(logits, context)
             if lookup is not None and not others:  # timed like a verification step: the pass and its sampling
                 lookup.policy.observe_cost(1, time.perf_counter() - t0)
-                shadow.follow(lookup.policy, n_match, draft, token)
+                shadow.follow(lookup.policy, draft.shadow[1], draft.shadow[0], token)
             push(token)
             yield token
             continue
         shadow.reset()
-        draft = draft[:k]
+        k = len(draft.tokens)
         t0 = time.perf_counter()
         out = _verify(runtime, fed, token, draft, sampler, context, ends)
         if not others:  # beside others, a pass's time is the whole batch's: no measure of k + 1 rows
             lookup.policy.observe_cost(k + 1, time.perf_counter() - t0)
-        accepted = sum(1 for a, b in zip(out, draft) if a == b)
-        counters.drafted += len(draft)
-        counters.accepted += accepted
-        if n_match >= PREDICTED:
-            counters.accepted_predicted += accepted
-        lookup.policy.update(n_match, len(draft), accepted)
+        accepted = sum(1 for a, b in zip(out, draft.tokens) if a == b)
+        counters.count(draft.key, k, accepted)
+        lookup.policy.update(draft.key, k, accepted)
         for t in out[:-1]:
             push(t)
             yield t
@@ -108,20 +164,29 @@ def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler
         yield token
 
 
-def _verify(runtime: Runtime, fed: list[int], token: int, draft: list[int], sampler: Sampler,
-            context: list[int], ends: frozenset[int]) -> list[int]:
-    """Feed `token` and `draft` in one pass; return the accepted drafts and the token that follows them.
+_PLAIN = Draft([], 0)
 
-    The KV cache keeps `token` and the accepted drafts; the rejected ones are dropped in `finally`,
-    so an exception never leaves the cache and `fed` out of step.
+
+def _verify(runtime: Runtime, fed: list[int], token: int, draft: Draft, sampler: Sampler,
+            context: list[int], ends: frozenset[int]) -> list[int]:
+    """Feed `token` and the draft in one pass; return the accepted drafts and the token that follows them.
+
+    A draft token drawn from a draft model's distribution is judged by speculative sampling (engine/sampling.py);
+    any other is kept while the target's own sample equals it. The KV cache keeps `token` and the accepted drafts;
+    the rejected ones are dropped in `finally`, so an exception never leaves the cache and `fed` out of step.
     """
     start = runtime.n_past
+    draft, dists = draft.tokens, draft.dists
     batch = [token, *draft]
     rows = runtime.forward(batch, start, rows=range(len(batch)))  # on failure the runtime rolls back itself
     out: list[int] = []
     try:
         for i in range(len(batch)):
-            y = sampler(rows[i], context + out if out else context)
+            seen = context + out if out else context
+            if dists is not None and i < len(draft):
+                y = sampler.judge(rows[i], seen, draft[i], dists[i])
+            else:
+                y = sampler(rows[i], seen)
             out.append(y)
             if i == len(draft) or y != draft[i] or y in ends:
                 break

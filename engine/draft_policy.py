@@ -107,12 +107,7 @@ class DraftLengthPolicy:
             return 0
         if not self.learn_costs:
             others = 0  # a seeded reply's draft lengths follow from its own text alone, never from other requests
-        # A draft must promise a clear gain: the estimates are noisy and a wasted draft slows open chat.
-        best_k, best_rate = 0, self.margin * (others + 1) / self.cost(others + 1)
-        for k in range(1, limit + 1):
-            rate = (others + self.expected_tokens(n_match, k)) / self.cost(others + 1 + k)
-            if rate > best_rate:
-                best_k, best_rate = k, rate
+        best_k, _ = self.best(n_match, limit, others=others)
         if best_k == 0 and others:
             return 0  # no probes beside other conversations: a probe's rows would slow them all
         if best_k == 0:
@@ -134,6 +129,27 @@ class DraftLengthPolicy:
                 self._since_explore = 0
                 return min(limit, 2 * best_k)
         return best_k
+
+    def best(self, n_match: int, limit: int, *, others: int = 0, per_token: float = 0.0) -> tuple[int, float]:
+        """The draft length that promises the most tokens per second, and that rate; (0, plain decoding's rate) when
+        none beats plain by the margin. `per_token`: what making each draft token costs (a draft model's pass; prompt
+        lookup's is free), in the units of cost()."""
+        if not self.learn_costs:
+            others = 0  # a seeded reply's draft lengths follow from its own text alone, never from other requests
+        # A draft must promise a clear gain: the estimates are noisy and a wasted draft slows open chat.
+        best_k, best_rate = 0, self.margin * (others + 1) / self.cost(others + 1)
+        for k in range(1, min(limit, self.draft_max) + 1):
+            rate = (others + self.expected_tokens(n_match, k)) / (self.cost(others + 1 + k) + k * per_token)
+            if rate > best_rate:
+                best_k, best_rate = k, rate
+        return best_k, best_rate
+
+    def could_pay(self, per_token: float, *, others: int = 0) -> bool:
+        """Whether drafts that cost `per_token` each could beat plain decoding at all, were every one accepted: if
+        not, a draft model is never even probed (the starter drafting for itself on a CPU)."""
+        plain = self.margin * (others + 1) / self.cost(others + 1)
+        return any((others + 1 + k) / (self.cost(others + 1 + k) + k * per_token) > plain
+                   for k in range(1, self.draft_max + 1))
 
     def observe_cost(self, n_tokens: int, seconds: float, *, weight: float = 0.2) -> None:
         """A forward pass of `n_tokens` took `seconds`: move that size's cost estimate towards it."""
@@ -182,9 +198,16 @@ class DraftLengthPolicy:
         self._acc[n_match] = [fa, fr, ca, cr]
 
 
+# The key a draft model's acceptance is learnt under (prompt lookup's are n-gram lengths, a prediction's PREDICTED + n).
+DRAFT_MODEL = 128
+
+
 def _prior(n_match: int) -> list[float]:
     """Before any evidence a longer match predicts better: a0 = n/(n+2) (1/3 for a 1-gram, 2/3 for a 4-gram),
-    a1 = (n+1)/(n+2). Cautious on purpose: a wasted draft costs open-ended chat speed."""
+    a1 = (n+1)/(n+2). Cautious on purpose: a wasted draft costs open-ended chat speed. A draft model: a0 = 0.6,
+    a1 = 2/3 (a family's small model agrees with its large one on most easy tokens)."""
+    if n_match >= DRAFT_MODEL:
+        return [1.5, 1.0, 2.0, 1.0]
     return [float(n_match), 2.0, float(n_match + 1), 1.0]
 
 

@@ -20,6 +20,7 @@ from chat_format.reply import think_tags, thinking_controls
 from chat_format.template_budget import TemplateLimits
 from engine.constraint import GrammarTokenizer
 from engine.decoding import DecodeCounters, Lookup, produce_tokens
+from engine.draft_model import DraftModel
 from engine.draft_policy import DraftLengthPolicy, measure_forward_costs
 from engine.drafting import PredictionDrafter, PromptLookupDrafter
 from engine.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
@@ -63,7 +64,8 @@ class Engine(PromptMixin, CacheMixin):
     """Drives one runtime. Not thread-safe: one worker thread owns it (see engine/worker.py)."""
 
     def __init__(self, runtime: Runtime, *, state_cache: StateCache | None = None,
-                 options: EngineOptions | None = None, backend: str | None = None, backend_reason: str = ""):
+                 options: EngineOptions | None = None, backend: str | None = None, backend_reason: str = "",
+                 draft_model: DraftModel | None = None):
         self.runtime = runtime
         self.options = options or EngineOptions()
         self.options.validate()
@@ -79,6 +81,10 @@ class Engine(PromptMixin, CacheMixin):
             if not self.notes:
                 self.notes.append("Prompt lookup is off: this model's cache cannot be rolled back.")
         self.backend = backend or runtime.name  # how the figures name it: "llamacpp (GPU)", "mlx"
+        self.draft_model = draft_model if self._can_draft else None
+        if draft_model is not None and self.draft_model is None:
+            draft_model.close()
+            self.notes.append("The draft model is not used: this model's cache cannot drop a rejected draft.")
         self.backend_reason = backend_reason
         self._policy: DraftLengthPolicy | None = None
         self._drafter: PromptLookupDrafter | None = None
@@ -142,6 +148,8 @@ class Engine(PromptMixin, CacheMixin):
         return self._grammar_tokenizer
 
     def close(self) -> None:
+        if self.draft_model is not None:
+            self.draft_model.close()
         self.runtime.close()
 
     def forget_draft_statistics(self) -> None:
@@ -207,7 +215,7 @@ class Engine(PromptMixin, CacheMixin):
         stream = TextStream(request.stop, ends=turns)
         max_tokens = request.max_tokens if request.max_tokens is not None else rt.n_ctx
         ends = self._ends(request, plan)
-        lookup = self._request_lookup(request, reply)
+        lookup = self._request_lookup(request, reply, sampler)
         tokens = produce_tokens(rt, self._tokens, logits, sampler, list(prompt), counters, max_new=max_tokens,
                                 ends=ends, lookup=lookup)
         generated: list[int] = []
@@ -266,11 +274,12 @@ class Engine(PromptMixin, CacheMixin):
         piece = self.runtime.token_bytes
         return replace(lp, piece=piece(lp.token), top_pieces=tuple(piece(i) for i, _ in lp.top))
 
-    def _request_lookup(self, request: GenerationRequest, reply: _ReplyTimes) -> Lookup | None:
-        """Prompt lookup for this request, drafting from its predicted output too when it gives one."""
+    def _request_lookup(self, request: GenerationRequest, reply: _ReplyTimes, sampler) -> Lookup | None:
+        """This request's draft sources: prompt lookup (from its predicted output too, when it gives one) and the
+        draft model."""
         use = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
         use = (use or bool(request.prediction)) and self._can_draft
-        if not use:
+        if not use and self.draft_model is None:
             return None
         # Greedy requests are reproducible too, seed or not: their draft lengths follow from their text, like a
         # seeded reply's (issue 32: by timing, two runs on a busy machine parted at near ties).
@@ -280,7 +289,7 @@ class Engine(PromptMixin, CacheMixin):
             predicted = self.runtime.tokenize(request.prediction, add_bos=False, parse_special=False)
             reply.predicted_tokens = len(predicted)
             lookup = replace(lookup, drafter=PredictionDrafter(lookup.drafter, predicted))
-        return lookup
+        return replace(lookup, model=self.draft_model, use_lookup=use, sampler=sampler)
 
     def _lookup(self, *, seeded: bool = False) -> Lookup:
         self._drafter = self._drafter or PromptLookupDrafter(ngram_max=self.options.ngram_max)
@@ -346,6 +355,7 @@ def _stats(base: dict, counters: DecodeCounters, t0: float, t_prefill: float | N
         total_ms=(now - t0) * 1000,
         drafted_tokens=counters.drafted,
         accepted_tokens=counters.accepted,
+        drafts_by_source={k: tuple(v) for k, v in counters.by_source.items()},
         tokens_per_forward=n / (counters.forwards + 1) if n else 0.0,
         **extra,
     )

@@ -88,6 +88,8 @@ class GenerationStats:
     mask_ms: float = 0.0  # constrained decoding: time spent on token masks
     reasoning_ms: float = 0.0  # from the start until the reasoning block closed
     queued_ms: float = 0.0  # from the request's arrival until its reply began (a queue, or waiting for room)
+    # Drafted and accepted tokens by source ("lookup", "prediction", "draft model"): [drafted, accepted]
+    drafts_by_source: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
     @property
     def acceptance_rate(self) -> float:

@@ -80,6 +80,35 @@ def make_sampler(params: SamplingParams) -> Sampler:
         u = np.random.default_rng([key, len(context)]).random()
         return int(ids[min(int(np.searchsorted(np.cumsum(probs), u * probs.sum())), len(ids) - 1)])
 
+    def draft(logits: np.ndarray, context: Sequence[int]) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+        """A draft model's token for this position, drawn from its own distribution q (same settings), and q."""
+        x = penalize(logits, context) if penalize is not None else logits
+        ids, probs = _filtered_probs(x, params)
+        probs = probs / probs.sum()
+        u = np.random.default_rng([key, len(context), 1]).random()
+        return int(ids[min(int(np.searchsorted(np.cumsum(probs), u)), len(ids) - 1)]), (ids, probs)
+
+    def judge(logits: np.ndarray, context: Sequence[int], token: int, q: tuple[np.ndarray, np.ndarray]) -> int:
+        """Speculative sampling: keep the drafted `token` with probability min(1, p/q), else draw from the residual
+        max(0, p - q), normalised. The token that comes out follows the target's p exactly, and is `token` more often
+        than a fresh draw from p would be."""
+        x = penalize(logits, context) if penalize is not None else logits
+        ids, probs = _filtered_probs(x, params)
+        probs = probs / probs.sum()
+        q_ids, q_probs = q
+        q_dense = np.zeros(x.shape[0])
+        q_dense[q_ids] = q_probs
+        rng = np.random.default_rng([key, len(context), 2])
+        p_token = float(probs[ids == token].sum())
+        if rng.random() * q_dense[token] < p_token:
+            return int(token)
+        residual = np.maximum(probs - q_dense[ids], 0.0)
+        if residual.sum() <= 0:  # p == q on p's support: the draft was kept above (p_token = q_token > 0)
+            residual = probs
+        u = rng.random() * residual.sum()
+        return int(ids[min(int(np.searchsorted(np.cumsum(residual), u)), len(ids) - 1)])
+
+    sample.draft, sample.judge = draft, judge  # a wrapped sampler (a grammar, logprobs) has neither: drafts greedy
     return sample
 
 

@@ -1,7 +1,7 @@
 """Will a model fit this machine: on the GPU, partly, on the CPU only, or not at all."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from machine.hardware import Hardware
 from models.choice import GPU_MARGIN_BYTES, GPU_MARGIN_SHARE, METAL_WORKING_SET, choose_backend
@@ -78,3 +78,11 @@ def fit_and_speed(hw: Hardware, model: ModelInfo, *, n_ctx: int) -> str:
     speed = estimate_tokens_per_s(hw, size_bytes=model.size_bytes, params_b=0, active_b=0, verdict=fit.verdict,
                                   n_gpu_layers=fit.n_gpu_layers, n_layers=model.n_layers)
     return f"{fit.badge} · ~{speed:.0f} tokens/s" if speed >= 1 else fit.badge
+
+
+def with_draft(model: ModelInfo, draft: ModelInfo, *, n_ctx: int, kv_type: str = "f16") -> ModelInfo:
+    """`model` as it is fitted with a draft model beside it: the draft's weights and its cache count as the target's
+    (it runs where the target runs, its cache as long as the target's)."""
+    n_ctx = n_ctx or min(model.n_ctx_train or 4096, 8192)  # 0: the model's own context, as the load takes it
+    extra = draft.size_bytes + draft.kv_bytes(n_ctx, kv_type=kv_type)
+    return replace(model, size_bytes=model.size_bytes + extra)

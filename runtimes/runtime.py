@@ -33,6 +33,9 @@ class LoadOptions:
     # A vision projector (an mmproj GGUF) for this model: images in messages become positions in its cache
     # (llama.cpp). None: app/wiring.plan_load looks for one beside the model; "" means none.
     projector: str | None = None
+    # A small model with the same vocabulary that drafts tokens for this one to verify (engine/draft_model.py): a
+    # name in the library or a path. None: none.
+    draft_model: str | None = None
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 

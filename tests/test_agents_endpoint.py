@@ -258,5 +258,11 @@ def test_predicted_outputs_draft_from_the_prediction_and_report_it(client, smoll
     assert details.accepted_prediction_tokens > 20
     assert details.accepted_prediction_tokens + details.rejected_prediction_tokens == predicted
     plain = client.create(**args)
-    assert plain.usage.completion_tokens_details is None  # no prediction, no prediction figures
+    # no prediction, no prediction figures; Lantern's own drafts come by source in an extra field
+    plain_details = plain.usage.completion_tokens_details
+    assert plain_details.accepted_prediction_tokens is None
+    lookup = plain_details.model_extra["drafts"]["lookup"]
+    assert 0 < lookup["accepted"] <= lookup["drafted"]
+    by_source = details.model_extra["drafts"]
+    assert by_source["prediction"]["accepted"] == details.accepted_prediction_tokens
     assert r.choices[0].message.content[:40] == plain.choices[0].message.content[:40]

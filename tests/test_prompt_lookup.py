@@ -8,7 +8,7 @@ import pytest
 from conftest import assert_same_up_to_near_tie, load, reference_greedy, run
 from scipy.stats import chi2_contingency
 
-from engine.decoding import _verify
+from engine.decoding import Draft, _verify
 from engine.draft_policy import DraftLengthPolicy
 from engine.drafting import PromptLookupDrafter
 from engine.engine import Engine, EngineOptions
@@ -266,7 +266,8 @@ def test_an_exception_during_verification_leaves_the_cache_in_step(smollm2):
 
     draft = smollm2.tokenize(" three one two", add_bos=False)
     with pytest.raises(RuntimeError, match="sampler broke"):
-        _verify(smollm2, fed, smollm2.tokenize(" two", add_bos=False)[0], draft, failing, list(fed), frozenset())
+        _verify(smollm2, fed, smollm2.tokenize(" two", add_bos=False)[0], Draft(draft, 3), failing, list(fed),
+                frozenset())
     assert smollm2.n_past == len(fed) == len(prompt) + 1
     # the cache goes on correctly from there
     assert smollm2.forward([fed[-1]], smollm2.n_past).shape == (1, smollm2.n_vocab)

@@ -37,7 +37,10 @@ def test_tokenize_and_detokenize_round_trip(server):
 def test_metrics_count_requests_tokens_and_reuse(server):
     client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=120)
     for _ in range(2):
-        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4, temperature=0)
+        reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, temperature=0)
+    # a client's prediction of the reply it got before: drafts from the prediction, counted by source
+    client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, temperature=0,
+                                   prediction={"type": "content", "content": reply.choices[0].message.content})
     assert httpx.get(root(server) + "/metrics").status_code == 401  # the API's key rules
     text = httpx.get(root(server) + "/metrics", headers={"Authorization": "Bearer k"}).text
     values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -49,6 +52,13 @@ def test_metrics_count_requests_tokens_and_reuse(server):
     assert values["lantern_time_to_first_token_seconds_count"] >= 2
     assert values['lantern_time_to_first_token_seconds_bucket{le="+Inf"}'] == \
         values["lantern_time_to_first_token_seconds_count"]
+    drafted = {k: v for k, v in values.items() if k.startswith("lantern_draft_tokens_total{")}
+    accepted = {k: v for k, v in values.items() if k.startswith("lantern_draft_accepted_tokens_total{")}
+    assert values['lantern_draft_tokens_total{source="prediction"}'] > 0
+    assert 0 < values['lantern_draft_accepted_tokens_total{source="prediction"}'] <= \
+        values['lantern_draft_tokens_total{source="prediction"}']
+    assert sum(drafted.values()) == values["lantern_drafted_tokens_total"]
+    assert sum(accepted.values()) == values["lantern_accepted_tokens_total"]
     assert values["lantern_queue_depth"] == 0 and values[f'lantern_model_ready{{model="{MODEL}"}}'] == 1
     for line in text.splitlines():  # every sample is a well-formed Prometheus line
         assert line.startswith("#") or line.startswith("lantern_"), line

@@ -24,6 +24,20 @@ from ui.tasks import tasks_running, wait_for_tasks  # noqa: E402
 from window_fixtures import REPLY_TIMEOUT, SMOL_FILE, SMOL_REPO, close, delete_now, send, stored  # noqa: E402
 
 
+def test_the_figures_details_name_each_draft_source_and_bear_damaged_stats():
+    from ui.message_view import figures_details
+
+    details = figures_details({"completion_tokens": 40, "drafted_tokens": 30, "accepted_tokens": 21,
+                               "drafts_by_source": {"lookup": [10, 5], "draft model": [20, 16]}})
+    assert "Drafts (lookup): 5 of 10 tokens accepted" in details
+    assert "Drafts (draft model): 16 of 20 tokens accepted" in details and "Prompt lookup" not in details
+    older = figures_details({"drafted_tokens": 8, "accepted_tokens": 3})  # saved before sources were counted
+    assert "Prompt lookup: 3 of 8 drafted tokens accepted" in older
+    for damaged in ({"drafts_by_source": [1, 2]}, {"drafts_by_source": {"lookup": 7}},
+                    {"drafts_by_source": {"lookup": [1]}}, {"drafts_by_source": "x"}):
+        assert "Drafts" not in figures_details({"completion_tokens": 1, **damaged})
+
+
 def test_a_message_streams_in_as_markdown_with_its_figures(qtbot, make_window):
     w = make_window()
     chunks = []

@@ -30,7 +30,11 @@ def figures_details(stats: dict | None) -> str:
              f"{stats.get('completion_tokens', 0)} tokens at {stats.get('decode_tokens_per_s', 0):.1f} tokens/s",
              f"Prompt: {stats.get('prompt_tokens', 0)} tokens, {stats.get('cached_tokens', 0)} reused from the cache, "
              f"{stats.get('prefill_tokens', 0)} computed"]
-    if stats.get("drafted_tokens"):
+    sources = stats.get("drafts_by_source") or {}
+    for name, counts in sources.items() if isinstance(sources, dict) else ():
+        if isinstance(counts, (list, tuple)) and len(counts) == 2:  # a damaged chats file may say anything
+            lines.append(f"Drafts ({name}): {counts[1]} of {counts[0]} tokens accepted")
+    if stats.get("drafted_tokens") and not sources:  # replies saved before sources were counted
         lines.append(f"Prompt lookup: {stats.get('accepted_tokens', 0)} of {stats['drafted_tokens']} drafted tokens "
                      "accepted")
     if stats.get("backend"):

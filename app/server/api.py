@@ -349,6 +349,9 @@ def _usage(final: Finished, body=None) -> dict:
         accepted = s.accepted_prediction_tokens
         usage["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
                                               "rejected_prediction_tokens": max(0, s.predicted_tokens - accepted)}
+    if s.drafted_tokens:  # every draft by source (lookup, prediction, draft model), which OpenAI has no field for
+        usage.setdefault("completion_tokens_details", {})["drafts"] = {
+            name: {"drafted": d, "accepted": a} for name, (d, a) in s.drafts_by_source.items()}
     return usage
 
 

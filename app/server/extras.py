@@ -53,6 +53,7 @@ class Metrics:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.totals = dict(prompt_tokens=0, completion_tokens=0, cached_tokens=0, restored_tokens=0,
                            drafted_tokens=0, accepted_tokens=0, replies=0, restored_replies=0)
+        self.by_source: dict[str, list[int]] = {}  # draft source -> [drafted, accepted]
         self.ttft = Histogram(TTFT_BUCKETS)
         self.speed = Histogram(SPEED_BUCKETS)
 
@@ -70,6 +71,10 @@ class Metrics:
             for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "restored_tokens", "drafted_tokens",
                          "accepted_tokens"):
                 t[name] += getattr(s, name)
+            for source, (drafted, accepted) in s.drafts_by_source.items():
+                both = self.by_source.setdefault(source, [0, 0])
+                both[0] += drafted
+                both[1] += accepted
             t["replies"] += 1
             t["restored_replies"] += s.restored_tokens > 0
             if s.completion_tokens:
@@ -91,6 +96,7 @@ class Metrics:
                                ("accepted_tokens", "Prompt lookup: drafted tokens the model agreed with.")):
                 lines += [f"# HELP lantern_{name}_total {what}", f"# TYPE lantern_{name}_total counter",
                           f"lantern_{name}_total {t[name]}"]
+            lines += _by_source(self.by_source)
             ratios = (("kv_reuse_ratio", "Share of prompt tokens reused from the KV cache.", t["cached_tokens"],
                        t["prompt_tokens"]),
                       ("state_cache_hit_ratio", "Share of replies whose prompt began from a saved state.",
@@ -148,3 +154,13 @@ def add_extra_routes(app: FastAPI, service, auth, metrics: Metrics, wait_s: floa
     @app.get("/metrics", dependencies=[Depends(auth)])
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.text(service), media_type="text/plain; version=0.0.4")
+
+
+def _by_source(by_source: dict[str, list[int]]) -> list[str]:
+    """Drafted and accepted tokens by where the drafts came from (lookup, prediction, draft model)."""
+    lines = []
+    for i, (name, what) in enumerate((("draft_tokens", "Tokens drafted, by source."),
+                                      ("draft_accepted_tokens", "Drafted tokens accepted, by source."))):
+        lines += [f"# HELP lantern_{name}_total {what}", f"# TYPE lantern_{name}_total counter"]
+        lines += [f'lantern_{name}_total{{source="{source}"}} {both[i]}' for source, both in sorted(by_source.items())]
+    return lines
