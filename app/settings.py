@@ -51,13 +51,16 @@ class ChatSettings(BaseModel):
     preset: str | None = Field(None, max_length=60)  # the preset these came from, if any
 
     def overrides(self) -> dict:
-        return {k: v for k, v in self.model_dump(exclude={"preset", "name", "n_ctx", "chat_template"}).items() if v is not None}
+        per_model = {"preset", "name", "n_ctx", "chat_template", "draft_model"}  # load settings, not a chat's
+        return {k: v for k, v in self.model_dump(exclude=per_model).items() if v is not None}
 
 
 class ModelDefaults(ChatSettings):
     n_ctx: int | None = Field(None, ge=0, le=1 << 20)
     # a Jinja chat template used instead of the model's own (a fixed or simpler one); checked when it is saved
     chat_template: str | None = Field(None, max_length=500_000)
+    # a smaller model of the library, with the same vocabulary, that drafts tokens for this one (models/drafts.py)
+    draft_model: str | None = Field(None, min_length=1, max_length=200)
 
 
 class Preset(ChatSettings):
@@ -144,10 +147,13 @@ class Settings(BaseModel):
         """What the chat template is told: think or not, and how hard (templates that do not ask ignore them)."""
         return {"enable_thinking": self.thinking, "reasoning_effort": self.reasoning_effort}
 
-    def load_options(self) -> LoadOptions:
+    def load_options(self, model: str | None = None) -> LoadOptions:
+        """For `model`: with the draft model its defaults name, if any."""
+        defaults = self.model_defaults.get(model) if model else None
         return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, slots=self.slots, n_threads=self.threads,
-                           n_batch=self.batch_size,
-                           kv_cache_type=self.kv_cache_type, flash_attn=FLASH_ATTN[self.flash_attn])
+                           n_batch=self.batch_size, kv_cache_type=self.kv_cache_type,
+                           flash_attn=FLASH_ATTN[self.flash_attn],
+                           draft_model=defaults.draft_model if defaults else None)
 
     def engine_options(self, model: str | None = None) -> EngineOptions:
         """For `model`: with the chat template its defaults set instead of its own, if any."""

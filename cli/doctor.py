@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from app.wiring import auto_slots, plan_load
 from basics.errors import LanternError
 from machine.hardware import build_advice, detect
 from machine.threads import ThreadChooser
+from models.drafts import draft_candidates
 from models.info import describe_model
 from models.library import ModelLibrary
 from runtimes.llama_library import default_threads
@@ -46,15 +48,34 @@ def run_doctor(args) -> int:
     kv_type = getattr(args, "kv_cache_type", "f16")
     options = LoadOptions(n_ctx=args.n_ctx, kv_cache_type=kv_type)
 
-    for name in ModelLibrary().names():  # the built-in models, then the imported and pulled ones
+    library = ModelLibrary()
+    drafts = getattr(args, "drafts", None) or {}  # the draft model chosen for a model in the window ("Draft with")
+    for name in library.names():  # the built-in models, then the imported and pulled ones
         try:
-            plan = plan_load(name, options=options, hardware=hw)
+            plan = plan_load(name, options=_with_draft(options, drafts.get(name), library), hardware=hw)
             line = f"{plan.label}: {plan.reason}" + (f" ({plan.advice})" if plan.advice else "")
-            line += _style(plan, args.n_ctx, hw, kv_type)
+            line += _style(plan, args.n_ctx, hw, kv_type) + _drafts(name, library)
         except LanternError as e:
             line = f"cannot run: {e}"
         print(f"  {name}: {line}")
     return 0
+
+
+def _with_draft(options: LoadOptions, draft: str | None, library: ModelLibrary) -> LoadOptions:
+    if draft is None:
+        return options
+    local = library.get(draft)
+    if local is None:
+        raise LanternError(f"its draft model {draft!r} is no longer in the library (choose another under Chat "
+                           "settings → Draft with)")
+    return replace(options, draft_model=local.path)
+
+
+def _drafts(name: str, library: ModelLibrary) -> str:
+    """'; can draft with: a, b' for the library's models with its vocabulary (models/drafts.py)."""
+    model = library.get(name)
+    found = draft_candidates(model, library.list()) if model is not None else []
+    return f"; can draft with: {', '.join(m.name for m in found)}" if found else ""
 
 
 def _threads_now() -> str:
@@ -131,6 +152,8 @@ def _style(plan, n_ctx: int, hw, kv_type: str = "f16") -> str:
         return ""
     slots = auto_slots(plan, hw)
     kv = info.kv_bytes(n_ctx or min(info.n_ctx_train or 4096, 8192), slots=slots, kv_type=kv_type)
+    if plan.draft_path is not None:  # the draft model's KV cache beside the model's (its weights: in the plan's fit)
+        kv += describe_model(plan.draft_path).kv_bytes(n_ctx or min(info.n_ctx_train or 4096, 8192), kv_type=kv_type)
     held = "shared by its slots" if slots > 1 else "one conversation at a time"
     return (f"; {slots} slot{'s' if slots > 1 else ''}, KV cache {kv / 2 ** 20:,.0f} MiB {kv_type} ({held}); tool "
             "calls: "

@@ -179,7 +179,8 @@ def _apply_saved_settings(parser: argparse.ArgumentParser, subs: dict) -> None:
     subs["chat"].set_defaults(**model, fallback={**subs["chat"].get_default("fallback"), **saved})
     subs["generate"].set_defaults(**model)  # a raw completion stays greedy unless asked
     subs["serve"].set_defaults(**model, host=s.server_host, port=s.server_port, api_key=s.server_api_key)
-    subs["doctor"].set_defaults(n_ctx=s.n_ctx, kv_cache_type=s.kv_cache_type)
+    subs["doctor"].set_defaults(n_ctx=s.n_ctx, kv_cache_type=s.kv_cache_type,
+                                drafts={m: d.draft_model for m, d in s.model_defaults.items() if d.draft_model})
 
 
 def _version() -> str:

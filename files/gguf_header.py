@@ -37,6 +37,7 @@ class GGUFHeader:
     tensors: tuple[TensorEntry, ...]
     data_offset: int = 0  # where tensor data starts (the header's end, aligned)
     types: dict | None = None  # key -> GGUF value type (arrays: (9, item type))
+    array_spans: dict | None = None  # key -> (start, end) of an array's items in the file (its own bytes, to hash)
 
 
 def read_gguf_header(path: Path, *, keep_arrays_up_to: int = 64) -> GGUFHeader:
@@ -74,14 +75,17 @@ class _Reader:
         n_tensors, n_keys = self.scalar("<Q"), self.scalar("<Q")
         if n_keys > MAX_KEYS or n_tensors > MAX_TENSORS:
             raise ValueError("implausible header counts")
-        metadata, types = {}, {}
+        metadata, types, spans = {}, {}, {}
         for _ in range(n_keys):
             key = self.string()
             kind = self.scalar("<I")
             if key in metadata:
                 raise ValueError(f"the key {key!r} appears twice")
+            start = self.f.tell()
             metadata[key] = self.value(kind)
             types[key] = (kind, self._last_item) if kind == _ARRAY else kind
+            if kind == _ARRAY:
+                spans[key] = (start, self.f.tell())
         # deferred: gguf (~90 ms to import), only for its tables
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -106,7 +110,7 @@ class _Reader:
         align = metadata.get("general.alignment", 32)
         end = self.f.tell()
         data_offset = end + (-end % align) if isinstance(align, int) and align > 0 else end
-        return GGUFHeader(metadata, tuple(tensors), data_offset, types)
+        return GGUFHeader(metadata, tuple(tensors), data_offset, types, spans)
 
     def scalar(self, fmt: str):
         n = struct.calcsize(fmt)

@@ -167,3 +167,35 @@ def test_a_preset_sets_the_sampling_and_the_system_prompt_and_flags_still_win(tm
                        timeout=120, env={**os.environ, **env})
     assert r.returncode == 2 and "There is no preset 'nope'; there are Pirate, Balanced" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_doctor_counts_a_chosen_draft_model_and_lists_the_compatible_ones(tmp_path, smollm2_path):
+    from draft_models import requantized
+
+    from app.settings import ModelDefaults, Settings, save_settings
+    from models.library import ModelLibrary
+
+    data = tmp_path / "data"
+    copy = requantized(smollm2_path, tmp_path / "smol-q4_0.gguf")
+    ModelLibrary(data).import_path(copy, link=True, name="smol-q4_0")
+    env = {**os.environ, "LANTERN_DATA_DIR": str(data)}
+
+    def doctor() -> dict:
+        r = subprocess.run([str(LANTERN), "doctor", "--n-ctx", "4096"], capture_output=True, text=True, timeout=120,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        return {line.split(":")[0].strip(): line for line in r.stdout.splitlines()}
+
+    plain = doctor()["smollm2-135m-instruct"]
+    assert plain.endswith("can draft with: smol-q4_0") and "drafts with" not in plain
+    assert "can draft with" not in doctor()["gemma3-270m"]  # another vocabulary
+    save_settings(data / "settings.json", Settings(model_defaults={
+        "smollm2-135m-instruct": ModelDefaults(draft_model="smol-q4_0")}))
+    chosen = doctor()["smollm2-135m-instruct"]
+    assert "drafts with smol-q4_0.gguf" in chosen
+    kv = [int(re.search(r"KV cache ([0-9,]+) MiB", line)[1].replace(",", "")) for line in (plain, chosen)]
+    # the same context for the draft model (its own architecture: the same cache again) beside the model's
+    assert 1.9 * kv[0] <= kv[1] <= 2.1 * kv[0], (plain, chosen)
+    save_settings(data / "settings.json", Settings(model_defaults={
+        "smollm2-135m-instruct": ModelDefaults(draft_model="gone")}))
+    assert "its draft model 'gone' is no longer in the library" in doctor()["smollm2-135m-instruct"]

@@ -284,3 +284,19 @@ def test_a_worker_loads_the_pair_and_its_figures_count_the_draft_models_drafts(s
         assert final.stats.drafts_by_source["draft model"][0] > 0
     finally:
         worker.close()
+
+
+def test_the_library_vocabulary_digest_matches_copies_and_bears_damaged_files(smollm2_path, gemma_path, q4_0_copy,
+                                                                               tmp_path):
+    from models.drafts import vocabulary_of
+
+    assert vocabulary_of(smollm2_path) == vocabulary_of(q4_0_copy) is not None  # requantized: the same vocabulary
+    assert vocabulary_of(gemma_path) not in (None, vocabulary_of(smollm2_path))
+    one_token = requantized(smollm2_path, tmp_path / "one-token.gguf", token=(1234, "zzzz"))
+    assert vocabulary_of(one_token) != vocabulary_of(smollm2_path)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(smollm2_path.read_bytes()[:200_000])  # ends inside the vocabulary
+    assert vocabulary_of(cut) is None
+    assert vocabulary_of(tmp_path / "missing.gguf") is None
+    (tmp_path / "text.gguf").write_text("not a model")
+    assert vocabulary_of(tmp_path / "text.gguf") is None

@@ -10,6 +10,7 @@ from app.settings import ChatSettings, ModelDefaults, Settings
 from basics.errors import LanternError
 from engine.events import GenerationRequest
 from ui.chat_summary import summary_prompt
+from ui.tasks import run_task
 from ui.template_dialog import TemplateDialog
 
 
@@ -110,6 +111,32 @@ class ChatSettingsMixin:
         self.save_model_defaults(model, kept.model_copy(update={"chat_template": dialog.template}))
         self.show_notice(f"{model} now uses {'its own chat template' if dialog.template is None else 'your chat template'}"
                          "; it is loaded again to use it.")
+        if self.models.worker is not None and self.models.name == model:
+            self.models.reload()
+
+    def show_draft_choices(self, model: str) -> None:
+        """Fill "Draft with" for `model` once the library's headers are read (off the GUI thread)."""
+        kept = self.settings().model_defaults.get(model)
+        chosen = kept.draft_model if kept else None
+        self.chat_settings.set_draft_choices(chosen, [])
+        if self.draft_choices is None:
+            return
+
+        def show(names: list[str]) -> None:
+            if (self.models.name or self.settings().model) == model:  # not a model replaced meanwhile
+                self.chat_settings.set_draft_choices(chosen, names)
+
+        run_task(lambda: self.draft_choices(model), show, lambda _e: None)
+
+    def choose_draft(self, draft: str | None) -> None:
+        """The model that drafts for the loaded one, kept in its defaults; loaded again to use it."""
+        model = self.models.name or self.settings().model
+        kept = self.settings().model_defaults.get(model) or ModelDefaults()
+        if draft == kept.draft_model or self.save_model_defaults is None:
+            return
+        self.save_model_defaults(model, kept.model_copy(update={"draft_model": draft}))
+        self.show_notice(f"{model} now drafts with {draft}; it is loaded again to use it." if draft else
+                         f"{model} no longer uses a draft model; it is loaded again.")
         if self.models.worker is not None and self.models.name == model:
             self.models.reload()
 

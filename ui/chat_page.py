@@ -38,7 +38,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
 
     def __init__(self, store: ConversationStore, models: ModelController, settings: Callable[[], Settings],
                  parent=None, *, save_model_defaults: Callable[[str, ModelDefaults], None] | None = None,
-                 documents=None):
+                 documents=None, draft_choices: Callable[[str], list[str]] | None = None):
         super().__init__(parent)
         self.store, self.models, self.settings = store, models, settings
         self.documents = documents  # app.chat_documents.ChatDocuments: files larger than the context, searched
@@ -46,6 +46,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
         MessageView.image_source = self.images.get
         self.searching = False  # a message waits for the excerpts of its searched files
         self.save_model_defaults = save_model_defaults
+        self.draft_choices = draft_choices  # a model's name -> the library's models that can draft for it (slow: a task)
         self.own: ChatSettings | None = None  # the open chat's own settings (a new chat's, until it is created)
         self.conversation_id: int | None = None
         self.editing: int | None = None  # the user message being edited
@@ -165,6 +166,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
         self.chat_settings.sig_changed.connect(self._own_settings_changed)
         self.chat_settings.sig_save_for_model.connect(self._save_for_model)
         self.chat_settings.sig_template_requested.connect(self.edit_template)
+        self.chat_settings.sig_draft_chosen.connect(self.choose_draft)
 
     def restyle(self) -> None:
         """After a change of theme: the open chat's messages drawn again (code blocks carry the theme's colours)."""
@@ -193,6 +195,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
             "suits completions on the endpoint."))
         self.model_note.setVisible(not self.models.chat_template)
         self.chat_settings.set_thinking_controls(*self.models.thinking_controls)
+        self.show_draft_choices(name)
         self._show_own_settings()  # the model's own defaults may apply now
         self._show_empty()
         self._ask_whether_the_model_sees()

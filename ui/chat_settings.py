@@ -26,6 +26,7 @@ class ChatSettingsPanel(QFrame):
     sig_changed = Signal(object)  # ChatSettings, or None: the chat follows the defaults again
     sig_save_for_model = Signal(object)  # ChatSettings: new chats with this model start from these
     sig_template_requested = Signal()  # edit the loaded model's chat template
+    sig_draft_chosen = Signal(object)  # the model that drafts for the loaded one (a library name), or None
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -71,6 +72,9 @@ class ChatSettingsPanel(QFrame):
         layout.addWidget(self.reset_button)
         layout.addWidget(self.save_button)
         layout.addWidget(self.template_button)
+        drafting = QFormLayout()
+        drafting.addRow("Draft with", self.draft)
+        layout.addLayout(drafting)
         layout.addStretch(1)
         self.setMinimumWidth(240)
         self.setMaximumWidth(360)
@@ -118,6 +122,13 @@ class ChatSettingsPanel(QFrame):
         self.template_button = QPushButton("Model's chat template…", self)
         self.template_button.setToolTip("Use another chat template for this model (a fixed or simpler one)")
         self.template_button.clicked.connect(self.sig_template_requested)
+        self.draft = QComboBox(self)
+        self.draft.setAccessibleName("Draft with")
+        self.draft.setToolTip("A smaller model with the same vocabulary guesses a few tokens ahead and this model "
+                              "checks them in one step: the same replies, sooner where the guesses are good (on a "
+                              "GPU). Lantern stops drafting when it does not pay. For this model, in every chat.")
+        self.draft.activated.connect(lambda _i: self.sig_draft_chosen.emit(self.draft.currentData()))
+        self.set_draft_choices(None, [])
 
     def show_settings(self, settings: Settings, own: ChatSettings | None) -> None:
         """Fill the form with what the chat runs with (`settings`, already resolved) and its own preset's name."""
@@ -139,6 +150,18 @@ class ChatSettingsPanel(QFrame):
             self.reset_button.setEnabled(own is not None)
         finally:
             self._filling = False
+
+    def set_draft_choices(self, chosen: str | None, names: list[str]) -> None:
+        """The library's models that can draft for the loaded model (same vocabulary, smaller), and the one chosen.
+        A chosen one that is no longer compatible still shows, so that it can be changed."""
+        self.draft.clear()
+        self.draft.addItem("Nothing (no draft model)", None)
+        for name in names:
+            self.draft.addItem(name, name)
+        if chosen is not None and chosen not in names:
+            self.draft.addItem(f"{chosen} (not compatible, or gone)", chosen)
+        self.draft.setCurrentIndex(max(0, self.draft.findData(chosen)))
+        self.draft.setEnabled(bool(names) or chosen is not None)
 
     def set_thinking_controls(self, switch: bool, effort: bool) -> None:
         """Show the thinking switch and the effort where the loaded model reads them."""

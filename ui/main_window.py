@@ -19,6 +19,7 @@ from basics.errors import LanternError, ModelLoadError
 from models.facts import facts_of
 from models.fit import fit_and_speed
 from models.info import describe_model
+from models.drafts import draft_candidates
 from models.library import ModelLibrary
 from models.registry import BUILTIN_MODELS as BUILTIN_NAMES
 from ui.chat_page import ChatPage
@@ -63,7 +64,8 @@ class MainWindow(QMainWindow):
         self.documents = ChatDocuments(store.path.parent / "documents.sqlite3", lambda: embedding_models(library),
                                        lambda name: Path(m.path) if (m := library.get(name)) else None)
         self.chat = ChatPage(store, self.models, lambda: self.settings.current, self,
-                             save_model_defaults=self._save_model_defaults, documents=self.documents)
+                             save_model_defaults=self._save_model_defaults, documents=self.documents,
+                             draft_choices=self._draft_choices)
         self.models_page = ModelsPage(library, make_hub_client, lambda: self.settings.current, self)
         self.settings_page = SettingsPage(settings, self)
         self.server_page = ServerPage(self.host, settings, library.names, self)
@@ -202,8 +204,15 @@ class MainWindow(QMainWindow):
         progress = self.load_progress = LoadProgress()
         local = self.library.find(name)  # this window's library (the default one in the app; a test's own)
         model = local.path if local is not None and name not in BUILTIN_NAMES else name
-        return start_worker(model, backend=s.backend, options=replace(s.load_options(), on_progress=progress.update),
-                            engine_options=s.engine_options(name), remote_url=s.remote_url if s.backend == "remote" else None)
+        options = replace(s.load_options(name), on_progress=progress.update)
+        if options.draft_model is not None:  # chosen from this window's library: its file, or a clear refusal
+            draft = self.library.get(options.draft_model)
+            if draft is None:
+                raise ModelLoadError(f"The draft model {options.draft_model!r} chosen for {name} is no longer in the "
+                                     "library: choose another (or none) under Chat settings → Draft with.")
+            options = replace(options, draft_model=draft.path)
+        return start_worker(model, backend=s.backend, options=options, engine_options=s.engine_options(name),
+                            remote_url=s.remote_url if s.backend == "remote" else None)
 
     def _loading(self, name: str) -> None:
         self.picker.blockSignals(True)  # the endpoint may have switched models: the picker shows what loads
@@ -327,6 +336,10 @@ class MainWindow(QMainWindow):
         self.regenerate_action = shortcut("Ctrl+R", self.chat.regenerate_last, "Regenerate the last reply")
         self.copy_reply_action = shortcut("Ctrl+Shift+C", self.chat.copy_last_reply, "Copy the last reply")
         self.edit_action = shortcut("Ctrl+E", self.chat.edit_last, "Edit the last message")
+
+    def _draft_choices(self, name: str) -> list[str]:  # any thread: reads the library's headers
+        model = self.library.get(name)
+        return [m.name for m in draft_candidates(model, self.library.list())] if model is not None else []
 
     def _save_model_defaults(self, model: str, defaults) -> None:
         self.settings.update(model_defaults={**self.settings.current.model_defaults, model: defaults})

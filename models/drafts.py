@@ -1,0 +1,74 @@
+"""Which models in the library can draft for a model: a GGUF with the same vocabulary, smaller than the model.
+
+The list reads only the files' headers (the tokens, their kinds and the special ids, hashed); the load checks the pair
+token by token again (engine/draft_model.py), so a file changed in between is still caught there.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from basics.errors import LanternError
+from files.gguf_header import read_gguf_header
+from models.facts import facts_of
+from models.library import LocalModel
+
+# the special tokens' ids; with the tokens and their kinds, what makes two vocabularies one
+SPECIAL_IDS = ("bos", "eos", "eot", "eom", "pad", "unknown", "sep", "cls", "mask")
+_SPANS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
+
+
+def vocabulary_of(path: str | os.PathLike) -> str | None:
+    """A digest of the GGUF's vocabulary; None when it has none or cannot be read."""
+    try:
+        stat = os.stat(path)
+        return _vocabulary(str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def _vocabulary(path: str, _size: int, _mtime_ns: int) -> str | None:
+    try:
+        header = read_gguf_header(Path(path))
+    except (LanternError, OSError):
+        return None
+    spans, meta = header.array_spans or {}, header.metadata
+    if "tokenizer.ggml.tokens" not in spans:
+        return None
+    digest = hashlib.sha256()
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre",
+                *(f"tokenizer.ggml.{name}_token_id" for name in SPECIAL_IDS)):
+        digest.update(f"{key}={meta.get(key)!r};".encode())
+    with open(path, "rb") as f:
+        for key in _SPANS:
+            start, end = spans.get(key, (0, 0))
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                block = f.read(min(left, 1 << 22))
+                if not block:
+                    return None  # the file ends early: damaged
+                digest.update(block)
+                left -= len(block)
+    return digest.hexdigest()
+
+
+def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[LocalModel]:
+    """The models in `library` that can draft for `model`: GGUF chat models with its vocabulary, smaller than it."""
+    if model.format != "gguf" or (vocabulary := vocabulary_of(model.path)) is None:
+        return []
+    found = []
+    for other in library:
+        if other.format != "gguf" or other.size_bytes >= model.size_bytes or other.path == model.path:
+            continue
+        try:
+            if facts_of(other.path).get("kind") != "chat":
+                continue
+        except (LanternError, OSError, ValueError):
+            continue
+        if vocabulary_of(other.path) == vocabulary:
+            found.append(other)
+    return sorted(found, key=lambda m: m.size_bytes)

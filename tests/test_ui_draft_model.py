@@ -1,0 +1,82 @@
+"""The window's "Draft with": the library's models with the model's vocabulary are offered (others are not), the
+choice is kept in the model's defaults and loaded with it, and a draft model gone from the library is said, not a
+crash; on the real starter and a smaller copy of it."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from draft_models import requantized  # noqa: E402
+from window_fixtures import send  # noqa: E402
+
+from ui.tasks import wait_for_tasks  # noqa: E402
+
+STARTER = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def q4_0_copy(smollm2_path, tmp_path_factory):
+    return requantized(smollm2_path, tmp_path_factory.mktemp("draft") / "smol-q4_0.gguf")
+
+
+def _choices(panel) -> list:
+    return [panel.draft.itemData(i) for i in range(panel.draft.count())]
+
+
+def _choose(qtbot, w, name) -> None:
+    panel = w.chat.chat_settings
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=180_000):
+        panel.draft.setCurrentIndex(panel.draft.findData(name))
+        panel.draft.activated.emit(panel.draft.currentIndex())
+
+
+def test_draft_with_offers_the_compatible_models_and_loads_the_choice(qtbot, make_window, q4_0_copy, gemma_path):
+    w = make_window(max_tokens=8)
+    w.library.import_path(q4_0_copy, link=True, name="smol-q4_0")
+    w.library.import_path(gemma_path, link=True, name="gemma-other-vocabulary")
+    assert send(qtbot, w, "Hi") == "done"
+    assert wait_for_tasks()
+    panel = w.chat.chat_settings
+    assert _choices(panel) == [None, "smol-q4_0"]  # not gemma (another vocabulary), not the starter itself
+    assert panel.draft.isEnabled() and panel.draft.currentData() is None
+
+    _choose(qtbot, w, "smol-q4_0")
+    assert w.settings.current.model_defaults[STARTER].draft_model == "smol-q4_0"
+    assert "drafts with smol-q4_0" in w.chat.notice.text()
+    assert "drafts with smol-q4_0" in w.models.reason  # the load's reason says so
+    drafts = w.models.worker.call(lambda e: e.draft_model is not None).result(timeout=60)
+    assert drafts
+    assert send(qtbot, w, "Hello again") == "done"  # and it chats (the policy decides whether drafting pays)
+    assert wait_for_tasks()
+    assert panel.draft.currentData() == "smol-q4_0"
+
+    _choose(qtbot, w, None)  # back to none
+    assert w.settings.current.model_defaults[STARTER].draft_model is None
+    assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60)
+
+
+def test_a_draft_model_gone_from_the_library_is_said_and_can_be_unchosen(qtbot, make_window, q4_0_copy):
+    from app.settings import ModelDefaults
+
+    w = make_window(max_tokens=8)
+    w.library.import_path(q4_0_copy, link=True, name="smol-q4_0")
+    w.settings.update(model_defaults={STARTER: ModelDefaults(draft_model="smol-q4_0")})
+    w.library.remove("smol-q4_0")
+    with qtbot.waitSignal(w.models.sig_model_failed, timeout=120_000) as failed:
+        try:
+            w.load_model(STARTER)
+        except Exception:
+            pass  # a refusal before the load starts is told through the same signal
+    assert "no longer in the library" in failed.args[1] and "Draft with" in failed.args[1]
+    assert wait_for_tasks()
+    panel = w.chat.chat_settings
+    w.chat.show_draft_choices(STARTER)
+    assert wait_for_tasks()
+    assert _choices(panel) == [None, "smol-q4_0"] and "not compatible, or gone" in panel.draft.itemText(1)
+    panel.draft.setCurrentIndex(0)
+    panel.draft.activated.emit(0)  # nothing loaded: the choice is saved, the next load uses it
+    assert w.settings.current.model_defaults[STARTER].draft_model is None
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        w.load_model(STARTER)
+    assert q4_0_copy.exists()  # a linked import: removing it from the library left the user's file alone
