@@ -51,7 +51,7 @@ class ChatSettings(BaseModel):
     preset: str | None = Field(None, max_length=60)  # the preset these came from, if any
 
     def overrides(self) -> dict:
-        per_model = {"preset", "name", "n_ctx", "chat_template", "draft_model"}  # load settings, not a chat's
+        per_model = {"preset", "name", "n_ctx", "chat_template", "draft_model", "mtp"}  # load settings, not a chat's
         return {k: v for k, v in self.model_dump(exclude=per_model).items() if v is not None}
 
 
@@ -61,6 +61,8 @@ class ModelDefaults(ChatSettings):
     chat_template: str | None = Field(None, max_length=500_000)
     # a smaller model of the library, with the same vocabulary, that drafts tokens for this one (models/drafts.py)
     draft_model: str | None = Field(None, min_length=1, max_length=200)
+    # its own multi-token-prediction heads, where it has them (runtimes/llama_mtp.py); None: auto
+    mtp: Literal["auto", "on", "off"] | None = None
 
 
 class Preset(ChatSettings):
@@ -148,12 +150,13 @@ class Settings(BaseModel):
         return {"enable_thinking": self.thinking, "reasoning_effort": self.reasoning_effort}
 
     def load_options(self, model: str | None = None) -> LoadOptions:
-        """For `model`: with the draft model its defaults name, if any."""
+        """For `model`: with the draft model and the MTP choice its defaults hold, if any."""
         defaults = self.model_defaults.get(model) if model else None
         return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, slots=self.slots, n_threads=self.threads,
                            n_batch=self.batch_size, kv_cache_type=self.kv_cache_type,
                            flash_attn=FLASH_ATTN[self.flash_attn],
-                           draft_model=defaults.draft_model if defaults else None)
+                           draft_model=defaults.draft_model if defaults else None,
+                           mtp=defaults.mtp or "auto" if defaults else "auto")
 
     def engine_options(self, model: str | None = None) -> EngineOptions:
         """For `model`: with the chat template its defaults set instead of its own, if any."""

@@ -10,16 +10,19 @@ from basics.errors import ModelLoadError
 from engine.auto_worker import AutoWorker
 from engine.draft_model import DraftModel
 from engine.engine import Engine, EngineOptions
+from engine.mtp_drafter import MtpDrafter
 from engine.remote import RemoteEngine
 from engine.slots import SlotWorker
 from engine.state_cache import StateCache
 from engine.worker import EngineWorker, Worker, wait_for_retired
+from files.gguf_header import read_gguf_header
 from models.choice import choose_backend
 from models.convert import mlx_copy_of
 from models.fit import GiB, check_fit, with_draft
 from models.info import describe_model
 from models.library import resolve_model
 from models.projectors import find_projector, is_projector
+from runtimes.llama_mtp import MtpUnavailable, mtp_layers
 from runtimes.llamacpp import LlamaCppRuntime
 from runtimes.mlx_runtime import MlxRuntime
 from runtimes.runtime import LoadOptions
@@ -76,12 +79,17 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         path = mlx_copy_of(path)
         reason += f" (the GGUF file converted once to {path})"
     if choice.backend == "mlx":
+        if options.mtp == "on":
+            raise ModelLoadError("MTP heads draft on llama.cpp only for now; this model runs on MLX. Use --mtp auto "
+                                 "or off, or --backend llamacpp.")
         draft_path = mlx_copy_of(draft_path) if draft_path is not None and draft_path.is_file() else draft_path
         return LoadPlan(path, "mlx", options, reason, choice.advice, draft_path)
     if draft_path is not None and not draft_path.is_file():
         raise ModelLoadError(f"The draft model {draft_path.name} is an MLX model, and {path.name} runs on llama.cpp: "
                              "choose a GGUF draft model.")
     options = replace(options, n_gpu_layers=choice.n_gpu_layers)
+    options, note = _plan_mtp(options, path, on_gpu=choice.n_gpu_layers != 0)
+    reason += note
     if options.projector is None:
         found = find_projector(path)
         options = replace(options, projector=str(found) if found else "")
@@ -112,9 +120,44 @@ def _plan_draft(options: LoadOptions, path: Path, info, hardware) -> tuple[Path,
     return draft, both
 
 
-def open_draft(plan: LoadPlan, target) -> DraftModel | None:
-    """Load the plan's draft model where the model runs, with its context, and check their vocabularies match
-    (nothing stays loaded when anything fails)."""
+def _plan_mtp(options: LoadOptions, path: Path, *, on_gpu: bool) -> tuple[LoadOptions, str]:
+    """Whether the model's MTP heads load and draft (options.mtp), and what the plan's reason says of it."""
+    if options.mtp == "off":
+        return options, ""
+    on = options.mtp == "on"
+    heads = mtp_layers(read_gguf_header(path).metadata)
+    if not heads:
+        if on:
+            raise ModelLoadError(f"{path.name} has no MTP heads (its GGUF has no nextn_predict_layers): --mtp on "
+                                 "needs a model that ships them (Qwen3.5/3.6, GLM-4.5 and later, DeepSeek V3, "
+                                 "Nemotron 3...), or draft with a small model (--draft-model).")
+        return options, ""
+    if options.draft_model:
+        if on:
+            raise ModelLoadError("One draft source beside prompt lookup for now: MTP heads or a draft model, not "
+                                 "both (--mtp off, or no --draft-model).")
+        return options, "; its MTP heads are not used beside the draft model"
+    if not on and not on_gpu:
+        return options, "; its MTP heads are not used on the CPU, where drafting rarely pays (--mtp on to try)"
+    if options.slots > 1:
+        if on:
+            raise ModelLoadError("MTP heads draft for one conversation at a time for now: use --slots 1 (or leave "
+                                 "the slots to Lantern).")
+        return options, f"; its MTP heads are not used with {options.slots} slots"
+    return replace(options, load_mtp=True), f"; drafts with its MTP heads ({heads} block{'s' * (heads > 1)})"
+
+
+def open_draft(plan: LoadPlan, target) -> DraftModel | MtpDrafter | None:
+    """The plan's draft source: the model's MTP heads, or a draft model loaded where the model runs, with its
+    context, its vocabulary checked against the model's (nothing stays loaded when anything fails)."""
+    if plan.options.load_mtp:
+        try:
+            return MtpDrafter(target)
+        except MtpUnavailable:
+            if plan.options.mtp == "on":
+                raise
+            log.warning("%s: its MTP heads cannot draft here", plan.path.name, exc_info=True)
+            return None
     if plan.draft_path is None:
         return None
     o = plan.options
@@ -187,8 +230,9 @@ def _auto_worker(model, backend: str, options: LoadOptions, engine_options, stat
 
 def auto_slots(plan: LoadPlan, hardware=None) -> int:
     """The slots Lantern runs a planned model with when it chooses (AUTO): DEFAULT_SLOTS where it can batch, else 1
-    (and 1 with a draft model, whose cache follows one conversation)."""
-    return DEFAULT_SLOTS if plan.draft_path is None and _can_batch(plan, hardware) else 1
+    (and 1 with a draft model or MTP heads, whose caches follow one conversation)."""
+    drafts = plan.draft_path is not None or plan.options.load_mtp
+    return DEFAULT_SLOTS if not drafts and _can_batch(plan, hardware) else 1
 
 
 def _can_batch(plan: LoadPlan, hardware=None) -> bool:

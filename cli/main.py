@@ -19,7 +19,7 @@ from files import owned_files
 from models.library import ModelLibrary
 from models.registry import BUILTIN_MODELS, STARTER_MODEL
 from runtimes.load_probe_child import child_main
-from runtimes.runtime import LoadOptions
+from runtimes.runtime import MTP_CHOICES, LoadOptions
 
 
 def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -51,6 +51,9 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--draft-model", default=None, metavar="NAME|PATH",
                    help="a small model with the same vocabulary that drafts tokens for the model to verify in one "
                         "pass (used where it pays on this device; one conversation at a time)")
+    p.add_argument("--mtp", choices=MTP_CHOICES, default="auto",
+                   help="draft with the model's own multi-token-prediction heads, where its GGUF has them (auto: "
+                        "where it runs on a GPU; one conversation at a time)")
 
 
 PRESET_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens")
@@ -203,7 +206,7 @@ def _options(args) -> LoadOptions:
                        kv_cache_type=args.kv_cache_type, flash_attn=FLASH_ATTN[args.flash_attn],
                        allow_context_beyond_training=args.allow_long_context, slots=_slots(args),
                        projector=_projector(getattr(args, "projector", None)),
-                       draft_model=getattr(args, "draft_model", None) or None)
+                       draft_model=getattr(args, "draft_model", None) or None, mtp=getattr(args, "mtp", "auto"))
 
 
 def _slots(args) -> int:

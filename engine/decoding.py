@@ -16,7 +16,7 @@ import numpy as np
 
 from basics.errors import LanternError
 from engine.draft_model import DraftModel
-from engine.draft_policy import DRAFT_MODEL, PROBE_DRAFT, DraftLengthPolicy
+from engine.draft_policy import DRAFT_MODEL, MTP, PROBE_DRAFT, DraftLengthPolicy
 from engine.drafting import PREDICTED, PromptLookupDrafter
 from engine.sampling import Sampler
 from runtimes.runtime import Runtime
@@ -46,20 +46,23 @@ class DecodeCounters:
 
 def source_of(key: int) -> str:
     """The name the figures give a draft's source, from the key its acceptance is learnt under."""
+    if key >= MTP:
+        return "mtp"
     return "draft model" if key >= DRAFT_MODEL else "prediction" if key >= PREDICTED else "lookup"
 
 
 @dataclass
 class Draft:
     tokens: list[int]
-    key: int  # the policy's key: a matched n-gram's length, PREDICTED + n, or DRAFT_MODEL
+    key: int  # the policy's key: a matched n-gram's length, PREDICTED + n, DRAFT_MODEL or MTP
     dists: list | None = None  # the draft model's distribution of each token, when it sampled them
     shadow: tuple[list[int], int] = ([], 0)  # prompt lookup's proposal, when not sent (engine/decoding._Shadow)
 
 
 @dataclass
 class Lookup:
-    """Where drafts come from: prompt lookup (the conversation, a prediction) and a draft model, under one policy."""
+    """Where drafts come from: prompt lookup (the conversation, a prediction) and a draft model or the model's MTP
+    heads (`model`: engine/draft_model.DraftModel or engine/mtp_drafter.MtpDrafter), under one policy."""
 
     drafter: PromptLookupDrafter
     policy: DraftLengthPolicy
@@ -83,7 +86,7 @@ class Lookup:
             draw = getattr(self.sampler, "draft", None) if getattr(self.sampler, "judge", None) else None
             tokens, dists = self.model.propose(context, k_model, draw)
             if tokens:
-                return Draft(tokens, DRAFT_MODEL, dists if draw is not None else None), others
+                return Draft(tokens, self.model.key, dists if draw is not None else None), others
         k = self.choose(n_match, len(found), others) if found else 0
         return Draft(found[:k], n_match, shadow=(found, n_match)), others
 
@@ -94,7 +97,7 @@ class Lookup:
             return min(limit, policy.draft_max)
         per_token = (self.model.token_seconds if policy.learn_costs
                      else self.model.relative_cost * policy.cost(1))
-        k, rate = policy.best(DRAFT_MODEL, limit, others=others, per_token=per_token)
+        k, rate = policy.best(self.model.key, limit, others=others, per_token=per_token)
         if k and (not found or rate > policy.best(n_match, len(found), others=others)[1]):
             self._model_wait = 0
             return k

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from basics.errors import ModelLoadError
+from engine.draft_policy import DRAFT_MODEL
 from engine.kv_cache import RESTORE_WHEN_GAINING, SAVE_WHEN_DISCARDING
 from engine.state_cache import StateCache, common_prefix_len
 
@@ -49,6 +50,7 @@ class DraftModel:
     """Proposes drafts with a small model. One thread owns it: the engine's."""
 
     source = "draft model"
+    key = DRAFT_MODEL  # its acceptance, learnt by the draft policy under this key
 
     def __init__(self, runtime, target, *, target_name: str = "the model"):
         draft_name = f"The draft model {runtime.model_path.name}"

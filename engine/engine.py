@@ -21,6 +21,7 @@ from chat_format.template_budget import TemplateLimits
 from engine.constraint import GrammarTokenizer
 from engine.decoding import DecodeCounters, Lookup, produce_tokens
 from engine.draft_model import DraftModel
+from engine.mtp_drafter import MtpDrafter
 from engine.draft_policy import DraftLengthPolicy, measure_forward_costs
 from engine.drafting import PredictionDrafter, PromptLookupDrafter
 from engine.events import Event, Finished, GenerationRequest, GenerationStats, TextDelta
@@ -65,14 +66,15 @@ class Engine(PromptMixin, CacheMixin):
 
     def __init__(self, runtime: Runtime, *, state_cache: StateCache | None = None,
                  options: EngineOptions | None = None, backend: str | None = None, backend_reason: str = "",
-                 draft_model: DraftModel | None = None):
+                 draft_model: DraftModel | MtpDrafter | None = None):
         self.runtime = runtime
         self.options = options or EngineOptions()
         self.options.validate()
         # What the user should know about this model on this backend (shown by the CLI and the window).
         self.notes: list[str] = list(getattr(runtime, "load_notes", []))
         rollback = getattr(runtime, "rollback_tokens", 0)
-        if self.options.prompt_lookup and not runtime.can_truncate and rollback >= 2:
+        drafts = self.options.prompt_lookup or draft_model is not None
+        if drafts and not runtime.can_truncate and rollback >= 2:
             # Recurrent layers roll back only the last few tokens (llama.cpp's snapshots): drafts stay that short.
             self.options = replace(self.options, draft_max=min(self.options.draft_max, rollback - 2))
         elif self.options.prompt_lookup and not runtime.can_truncate:

@@ -94,6 +94,7 @@ class _Check:
     def check_hyperparameters(self) -> None:
         n_layer = self.integer("block_count", 1, MAX_LAYERS, required=True)
         self.integer("context_length", 1, 1 << 24, required=True)
+        self.integer("nextn_predict_layers", 0, n_layer)  # MTP blocks are among the layers (a GGML assertion)
         n_embd = self.integer("embedding_length", 1, 1 << 17, required=True)
         self.integer("feed_forward_length", 0, 1 << 20, per_layer=n_layer)
         heads = self.integer("attention.head_count", 0, 1 << 12, per_layer=n_layer)

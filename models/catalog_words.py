@@ -46,3 +46,23 @@ def tools_in_words(entry: CatalogEntry) -> str:
 
 def license_in_words(entry: CatalogEntry) -> str:
     return LICENSES.get(entry.license, entry.license)
+
+
+def draft_suggestion(entry: CatalogEntry, catalog: list[CatalogEntry]) -> CatalogEntry | None:
+    """The catalog's smallest chat GGUF of `entry`'s family, a quarter of its size or less and without recurrent
+    layers: the model that can draft tokens for it (a family shares its tokenizer; the load checks the vocabularies exactly). None where there is
+    none, or `entry` is not a GGUF chat model."""
+    if entry.kind != "chat" or entry.format != "gguf":
+        return None
+    small = [e for e in catalog if e.family == entry.family and e.kind == "chat" and e.format == "gguf"
+             and e.name != entry.name and e.params_b * 4 <= entry.params_b
+             and not e.state_bytes]  # recurrent layers: a draft model's cache must drop rejected drafts
+    return min(small, key=lambda e: e.params_b, default=None)
+
+
+def draft_in_words(entry: CatalogEntry, catalog: list[CatalogEntry]) -> str:
+    found = draft_suggestion(entry, catalog)
+    if found is None:
+        return "none in the catalog"
+    return (f"{found.name} ({found.params_b:g}B, same family): download both, then Chat settings → Draft with "
+            "(used where drafting pays: on a GPU)")

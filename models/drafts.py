@@ -13,7 +13,9 @@ from pathlib import Path
 from basics.errors import LanternError
 from files.gguf_header import read_gguf_header
 from models.facts import facts_of
+from models.info import describe_model
 from models.library import LocalModel
+from runtimes.llama_mtp import mtp_layers
 
 # the special tokens' ids; with the tokens and their kinds, what makes two vocabularies one
 SPECIAL_IDS = ("bos", "eos", "eot", "eom", "pad", "unknown", "sep", "cls", "mask")
@@ -57,7 +59,8 @@ def _vocabulary(path: str, _size: int, _mtime_ns: int) -> str | None:
 
 
 def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[LocalModel]:
-    """The models in `library` that can draft for `model`: GGUF chat models with its vocabulary, smaller than it."""
+    """The models in `library` that can draft for `model`: GGUF chat models with its vocabulary, smaller than it,
+    without recurrent layers."""
     if model.format != "gguf" or (vocabulary := vocabulary_of(model.path)) is None:
         return []
     found = []
@@ -65,10 +68,20 @@ def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[Local
         if other.format != "gguf" or other.size_bytes >= model.size_bytes or other.path == model.path:
             continue
         try:
-            if facts_of(other.path).get("kind") != "chat":
-                continue
+            if facts_of(other.path).get("kind") != "chat" or describe_model(other.path).state_bytes:
+                continue  # an embedding model; recurrent layers (its cache could not drop a rejected draft)
         except (LanternError, OSError, ValueError):
             continue
         if vocabulary_of(other.path) == vocabulary:
             found.append(other)
     return sorted(found, key=lambda m: m.size_bytes)
+
+
+def mtp_blocks(model: LocalModel) -> int:
+    """How many MTP blocks the model's GGUF carries (0: none, or not a GGUF)."""
+    if model.format != "gguf":
+        return 0
+    try:
+        return mtp_layers(read_gguf_header(Path(model.path)).metadata)
+    except (LanternError, OSError):
+        return 0

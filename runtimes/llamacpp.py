@@ -15,6 +15,7 @@ from basics.errors import InvalidRequestError, ModelLoadError
 from machine.threads import ThreadChooser
 from runtimes.llama_library import (RECURRENT_SNAPSHOTS, RuntimeFailure, cache_sizes, check_gguf_file, cpu_has_amx,
                                     default_threads, init_backend, last_error, recent_log)
+from runtimes.llama_mtp import MtpHeads, MtpUnavailable
 from runtimes.llamacpp_slots import SlotsMixin
 from runtimes.load_probe import verify_in_child
 from runtimes.runtime import KV_CACHE_TYPES, LoadOptions, SpecialTokens, check_forward, check_token_ids
@@ -53,6 +54,8 @@ class LlamaCppRuntime(SlotsMixin):
         self._past = [0]  # tokens in the cache, by sequence
         self._shared: dict[tuple[int, int], int] = {}
         self.vision = None  # a Projector (runtimes/vision.py) when the model was loaded with one
+        self.mtp: MtpHeads | None = None  # its MTP heads, once drafting with them starts (start_mtp)
+        self.options = options
 
         mparams = C.llama_model_default_params()
         gpu_layers = options.n_gpu_layers or 0
@@ -61,6 +64,7 @@ class LlamaCppRuntime(SlotsMixin):
         # ggml's AMX matmul in llama-cpp-python 0.3.36 segfaults on multi-token batches (seen on Xeons
         # with AMX, Llama() included); the extra buffer types are what route weights to it.
         mparams.use_extra_bufts = not cpu_has_amx()
+        mparams.load_mtp = options.load_mtp
         cancelled = self._watch_progress(mparams, options.on_progress)
         recent_log().clear()
         self._model = C.llama_model_load_from_file(str(self.model_path).encode(), mparams)
@@ -258,6 +262,8 @@ class LlamaCppRuntime(SlotsMixin):
                 for lo in range(run_lo, run_hi, self.n_batch):  # chunks never exceed n_batch (a GGML_ASSERT)
                     hi = min(lo + self.n_batch, run_hi)
                     self._decode(tokens, lo, hi, start, wanted)
+                    if self.mtp is not None:  # its heads read the hidden states of this batch, now or never
+                        self.mtp.follow(tokens[lo:hi], start + lo)
                     self._last_read[0] = hi - lo
                     for r in range(lo, hi):
                         if r in wanted:
@@ -372,8 +378,21 @@ class LlamaCppRuntime(SlotsMixin):
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms > 0, norms, 1)
 
+    def start_mtp(self) -> MtpHeads:
+        """Draft with this model's MTP heads from now on (loaded with LoadOptions.load_mtp); MtpUnavailable where
+        the model or this llama.cpp cannot."""
+        if self.mtp is None:
+            if not self.options.load_mtp:
+                raise MtpUnavailable(f"{self.model_path.name} was loaded without its MTP heads (load_mtp).")
+            self.mtp = MtpHeads(self._C, self._model, self._ctx, n_ctx=self.n_ctx, n_batch=self.n_batch,
+                                n_threads=self.n_threads)
+        return self.mtp
+
     def close(self) -> None:
         C = self._C
+        if getattr(self, "mtp", None) is not None:
+            self.mtp.close()  # its context before the model's
+            self.mtp = None
         if getattr(self, "vision", None) is not None:
             self.vision.close()
             self.vision = None

@@ -13,6 +13,7 @@ from basics.errors import InvalidRequestError, ModelLoadError
 # The KV cache's element types (llama.cpp's type_k/type_v): ggml's type id, and bytes per element. Quantized ones
 # take half (q8_0) or about a quarter (q4_0) of f16's memory, and need flash attention (llama.cpp's V cache).
 KV_CACHE_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+MTP_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class LoadOptions:
     # A small model with the same vocabulary that drafts tokens for this one to verify (engine/draft_model.py): a
     # name in the library or a path. None: none.
     draft_model: str | None = None
+    # Draft with the model's own multi-token-prediction heads (runtimes/llama_mtp.py): "auto" where its GGUF has them
+    # and it runs on a GPU (on a CPU drafting rarely pays), "on" wherever it has them, "off". app/wiring.py plans
+    # it into load_mtp, which loads the heads' tensors.
+    mtp: str = "auto"
+    load_mtp: bool = False
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 
@@ -48,6 +54,8 @@ class LoadOptions:
         if self.kv_cache_type != "f16" and self.flash_attn is False:
             raise ModelLoadError(f"A {self.kv_cache_type} KV cache needs flash attention (llama.cpp quantizes its V "
                                  "cache only with it): turn flash attention on, or use an f16 cache.")
+        if self.mtp not in MTP_CHOICES:
+            raise ModelLoadError(f"MTP must be one of {', '.join(MTP_CHOICES)}, got {self.mtp!r}.")
         if self.n_batch < 1:
             raise ModelLoadError(f"Batch size must be at least 1, got {self.n_batch}.")
         if not 0 <= self.slots <= 64:  # 0: Lantern chooses (app/wiring.py), never given to a runtime

@@ -170,7 +170,7 @@ def test_a_preset_sets_the_sampling_and_the_system_prompt_and_flags_still_win(tm
 
 
 def test_doctor_counts_a_chosen_draft_model_and_lists_the_compatible_ones(tmp_path, smollm2_path):
-    from draft_models import requantized
+    from benchmarks.requantize import requantized
 
     from app.settings import ModelDefaults, Settings, save_settings
     from models.library import ModelLibrary

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from conftest import GPU_MODE, assert_same_up_to_near_tie, load, reference_greedy, run
-from draft_models import requantized
+from benchmarks.requantize import requantized
 
 from app.wiring import plan_load, start_worker
 from basics.errors import LanternError, ModelLoadError
@@ -300,3 +300,21 @@ def test_the_library_vocabulary_digest_matches_copies_and_bears_damaged_files(sm
     assert vocabulary_of(tmp_path / "missing.gguf") is None
     (tmp_path / "text.gguf").write_text("not a model")
     assert vocabulary_of(tmp_path / "text.gguf") is None
+
+
+def test_on_mlx_the_same_engine_path_drafts_with_an_mlx_draft_model(smollm2_mlx_path):
+    """On MLX the draft model is an MLX runtime in the same engine path (mlx-lm's own speculative generator
+    drafts outside Lantern's engine: no KV reuse across turns, no policy)."""
+    from conftest import load_mlx
+
+    target, draft = load_mlx(smollm2_mlx_path), load_mlx(smollm2_mlx_path)
+    engine = Engine(target, options=FORCED, draft_model=DraftModel(draft, target))
+    try:
+        text, tokens, final = run(engine, _greedy(32))
+        drafted, accepted = final.stats.drafts_by_source["draft model"]
+        assert drafted > 0 and accepted / drafted > 0.8  # itself: nearly every draft is kept
+        reference, gaps = reference_greedy(load_mlx(smollm2_mlx_path), engine.cached_tokens[:final.stats.prompt_tokens],
+                                           32)
+        assert_same_up_to_near_tie(reference, gaps, tokens, target.special.end_of_turn)
+    finally:
+        engine.close()

@@ -61,6 +61,7 @@ def cases():
         "block_count=2^63": {"llama.block_count": (T.UINT64, 1 << 63)},
         "block_count=-1": {"llama.block_count": (T.INT32, -1)},
         "context_length=0": {"llama.context_length": (T.UINT32, 0)},
+        "nextn_predict_layers>block_count": {"llama.nextn_predict_layers": (T.UINT32, 31)},  # a GGML assertion
         "embedding_length=0": {"llama.embedding_length": (T.UINT32, 0)},
         "head_count_kv>head_count": {"llama.attention.head_count_kv": (T.UINT32, 10)},
         "head_count_kv-not-a-divisor": {"llama.attention.head_count_kv": (T.UINT32, 4)},

@@ -44,6 +44,10 @@ def test_a_card_opens_its_details_and_downloads_the_chosen_quantization(qtbot, m
         assert drawer.facts["License"].text().startswith("LFM Open License")
         assert drawer.facts["Sees images"].text() == "no" and "K tokens" in drawer.facts["Context"].text()
         assert drawer.facts["Tool calls"].text() and drawer.facts["Fit here"].text() != "checking this machine…"
+        assert drawer.facts["Draft model"].text() == "none in the catalog"  # the family's smallest
+        view.list.setCurrentItem(view.row_of("gemma-4-31b"))
+        assert drawer.facts["Draft model"].text().startswith("gemma-4-e2b (5.1B, same family)")
+        view.list.setCurrentItem(view.row_of("lfm2.5-1.2b-instruct"))
         qtbot.waitUntil(lambda: drawer.table.rowCount() == 2, timeout=30_000)
         labels = [drawer.table.item(r, 0).text() for r in range(2)]
         assert sorted(labels) == ["Q4_K_M", "Q8_0"] and all(drawer.table.item(r, 2).text() for r in range(2))

@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from draft_models import requantized  # noqa: E402
+from benchmarks.requantize import requantized  # noqa: E402
 from window_fixtures import send  # noqa: E402
 
-from ui.tasks import wait_for_tasks  # noqa: E402
+from ui.tasks import tasks_running, wait_for_tasks  # noqa: E402
 
 STARTER = "smollm2-135m-instruct"
 
@@ -18,6 +18,12 @@ STARTER = "smollm2-135m-instruct"
 @pytest.fixture(scope="module")
 def q4_0_copy(smollm2_path, tmp_path_factory):
     return requantized(smollm2_path, tmp_path_factory.mktemp("draft") / "smol-q4_0.gguf")
+
+
+def _settle(qtbot) -> None:
+    """Every background task done and its result delivered on the GUI thread."""
+    assert wait_for_tasks()
+    qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
 
 
 def _choices(panel) -> list:
@@ -36,7 +42,7 @@ def test_draft_with_offers_the_compatible_models_and_loads_the_choice(qtbot, mak
     w.library.import_path(q4_0_copy, link=True, name="smol-q4_0")
     w.library.import_path(gemma_path, link=True, name="gemma-other-vocabulary")
     assert send(qtbot, w, "Hi") == "done"
-    assert wait_for_tasks()
+    _settle(qtbot)
     panel = w.chat.chat_settings
     assert _choices(panel) == [None, "smol-q4_0"]  # not gemma (another vocabulary), not the starter itself
     assert panel.draft.isEnabled() and panel.draft.currentData() is None
@@ -48,7 +54,7 @@ def test_draft_with_offers_the_compatible_models_and_loads_the_choice(qtbot, mak
     drafts = w.models.worker.call(lambda e: e.draft_model is not None).result(timeout=60)
     assert drafts
     assert send(qtbot, w, "Hello again") == "done"  # and it chats (the policy decides whether drafting pays)
-    assert wait_for_tasks()
+    _settle(qtbot)
     assert panel.draft.currentData() == "smol-q4_0"
 
     _choose(qtbot, w, None)  # back to none
@@ -69,10 +75,10 @@ def test_a_draft_model_gone_from_the_library_is_said_and_can_be_unchosen(qtbot, 
         except Exception:
             pass  # a refusal before the load starts is told through the same signal
     assert "no longer in the library" in failed.args[1] and "Draft with" in failed.args[1]
-    assert wait_for_tasks()
+    _settle(qtbot)
     panel = w.chat.chat_settings
     w.chat.show_draft_choices(STARTER)
-    assert wait_for_tasks()
+    _settle(qtbot)
     assert _choices(panel) == [None, "smol-q4_0"] and "not compatible, or gone" in panel.draft.itemText(1)
     panel.draft.setCurrentIndex(0)
     panel.draft.activated.emit(0)  # nothing loaded: the choice is saved, the next load uses it
@@ -80,3 +86,39 @@ def test_a_draft_model_gone_from_the_library_is_said_and_can_be_unchosen(qtbot, 
     with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
         w.load_model(STARTER)
     assert q4_0_copy.exists()  # a linked import: removing it from the library left the user's file alone
+
+
+def test_mtp_heads_show_for_a_model_that_has_them_and_the_choice_loads(qtbot, make_window, smollm2_path,
+                                                                       tmp_path):
+    from tiny_models import write_qwen35
+
+    w = make_window(max_tokens=8)
+    panel = w.chat.chat_settings
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        w.load_model(STARTER)
+    _settle(qtbot)
+    assert not panel.mtp.isVisibleTo(panel)  # the starter has no heads
+    path = write_qwen35(smollm2_path, tmp_path / "qwen35-mtp.gguf", mtp=True)
+    w.library.import_path(path, link=True, name="qwen35-mtp")
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        w.load_model("qwen35-mtp")
+    _settle(qtbot)
+    assert panel.mtp.isVisibleTo(panel) and panel.mtp.currentData() == "auto"
+    assert "not used on the CPU" in w.models.reason  # auto, on this machine
+    assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60)
+
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        panel.mtp.setCurrentIndex(panel.mtp.findData("on"))
+        panel.mtp.activated.emit(panel.mtp.currentIndex())
+    assert w.settings.current.model_defaults["qwen35-mtp"].mtp == "on"
+    assert "drafts with its MTP heads" in w.models.reason
+    assert w.models.worker.call(lambda e: e.draft_model.source).result(timeout=60) == "mtp"
+    assert send(qtbot, w, "Hello") == "done"
+    _settle(qtbot)
+    assert panel.mtp.currentData() == "on"
+
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        panel.mtp.setCurrentIndex(panel.mtp.findData("auto"))
+        panel.mtp.activated.emit(panel.mtp.currentIndex())
+    assert w.settings.current.model_defaults["qwen35-mtp"].mtp is None
+    assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60)

@@ -137,9 +137,11 @@ def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
     return path
 
 
-def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 8, seed: int = 0) -> Path:
+def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 8, seed: int = 0,
+                 mtp: bool = False) -> Path:
     """An eight-layer Qwen3.5: Gated DeltaNet (linear attention with a fixed recurrent state) in three layers of
-    four, full attention in every fourth, as in the real 0.8B to 27B models."""
+    four, full attention in every fourth, as in the real 0.8B to 27B models. `mtp`: with one multi-token-prediction
+    block after them (`qwen35.nextn_predict_layers`, blk.{n_layer}.nextn.*), as the real models ship it."""
     rng = np.random.default_rng(seed)
     w, n_vocab = _writer(vocab_source, path, "qwen35")
     n_head, n_head_kv, head, n_ff, d_conv = 4, 2, 16, 128, 4
@@ -147,7 +149,9 @@ def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
     key_dim, value_dim = k_heads * head_kv_dim, v_heads * head_kv_dim
     w.add_context_length(4096)
     w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
+    w.add_block_count(n_layer + mtp)
+    if mtp:
+        w.add_uint32("qwen35.nextn_predict_layers", 1)
     w.add_feed_forward_length(n_ff)
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head_kv)
@@ -169,13 +173,17 @@ def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
 
     t("token_embd.weight", n_vocab, n_embd, scale=1.0)
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    for i in range(n_layer):
+    for i in range(n_layer + mtp):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
         w.add_tensor(f"blk.{i}.post_attention_norm.weight", np.ones(n_embd, np.float32))
         t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
-        if (i + 1) % 4 == 0:  # full attention, its query carrying a gate
+        if i == n_layer:  # the MTP block: the token's embedding and the model's last hidden state, joined
+            t(f"blk.{i}.nextn.eh_proj.weight", n_embd, 2 * n_embd)
+            w.add_tensor(f"blk.{i}.nextn.enorm.weight", np.ones(n_embd, np.float32))
+            w.add_tensor(f"blk.{i}.nextn.hnorm.weight", np.ones(n_embd, np.float32))
+        if (i + 1) % 4 == 0 or i == n_layer:  # full attention, its query carrying a gate
             t(f"blk.{i}.attn_q.weight", 2 * n_head * head, n_embd)
             t(f"blk.{i}.attn_k.weight", n_head_kv * head, n_embd)
             t(f"blk.{i}.attn_v.weight", n_head_kv * head, n_embd)

@@ -177,7 +177,7 @@ class CatalogView(QWidget):
         self.refresh()
         if self.drawer.entry is not None and self.drawer.entry.name == entry.name and self.drawer.isVisible():
             quants = self.drawer.quants
-            self.drawer.show_entry(entry, fit, speed)  # its figures as read
+            self.drawer.show_entry(entry, fit, speed, self.entries)  # its figures as read
             if quants:
                 self.drawer.set_quants(entry.name, quants)
 
@@ -187,7 +187,7 @@ class CatalogView(QWidget):
         if entry is None:
             self.drawer.hide()
             return
-        self.drawer.show_entry(entry, self.fits.get(entry.name), self.speeds.get(entry.name, 0.0))
+        self.drawer.show_entry(entry, self.fits.get(entry.name), self.speeds.get(entry.name, 0.0), self.entries)
         self.sig_quants_wanted.emit(entry)
         if entry.approximate:
             self.sig_look.emit(entry)

@@ -115,28 +115,42 @@ class ChatSettingsMixin:
             self.models.reload()
 
     def show_draft_choices(self, model: str) -> None:
-        """Fill "Draft with" for `model` once the library's headers are read (off the GUI thread)."""
+        """Fill "Draft with" and "MTP heads" for `model` once the library's headers are read (off the GUI thread)."""
         kept = self.settings().model_defaults.get(model)
         chosen = kept.draft_model if kept else None
         self.chat_settings.set_draft_choices(chosen, [])
+        self.chat_settings.set_mtp(kept.mtp if kept else None, 0)
         if self.draft_choices is None:
             return
 
-        def show(names: list[str]) -> None:
+        def show(found: tuple[list[str], int]) -> None:
             if (self.models.name or self.settings().model) == model:  # not a model replaced meanwhile
+                names, heads = found
                 self.chat_settings.set_draft_choices(chosen, names)
+                self.chat_settings.set_mtp(kept.mtp if kept else None, heads)
 
         run_task(lambda: self.draft_choices(model), show, lambda _e: None)
 
     def choose_draft(self, draft: str | None) -> None:
         """The model that drafts for the loaded one, kept in its defaults; loaded again to use it."""
+        self._reload_with(draft_model=draft)
+
+    def choose_mtp(self, mtp: str) -> None:
+        """Whether the loaded model's MTP heads draft, kept in its defaults; loaded again to use it."""
+        self._reload_with(mtp=None if mtp == "auto" else mtp)
+
+    def _reload_with(self, **change) -> None:
         model = self.models.name or self.settings().model
         kept = self.settings().model_defaults.get(model) or ModelDefaults()
-        if draft == kept.draft_model or self.save_model_defaults is None:
+        if all(getattr(kept, k) == v for k, v in change.items()) or self.save_model_defaults is None:
             return
-        self.save_model_defaults(model, kept.model_copy(update={"draft_model": draft}))
-        self.show_notice(f"{model} now drafts with {draft}; it is loaded again to use it." if draft else
-                         f"{model} no longer uses a draft model; it is loaded again.")
+        self.save_model_defaults(model, kept.model_copy(update=change))
+        if "draft_model" in change:
+            draft = change["draft_model"]
+            self.show_notice(f"{model} now drafts with {draft}; it is loaded again to use it." if draft else
+                             f"{model} no longer uses a draft model; it is loaded again.")
+        else:
+            self.show_notice(f"{model}'s MTP heads: {change['mtp'] or 'auto'}; it is loaded again to use them.")
         if self.models.worker is not None and self.models.name == model:
             self.models.reload()
 

@@ -38,7 +38,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
 
     def __init__(self, store: ConversationStore, models: ModelController, settings: Callable[[], Settings],
                  parent=None, *, save_model_defaults: Callable[[str, ModelDefaults], None] | None = None,
-                 documents=None, draft_choices: Callable[[str], list[str]] | None = None):
+                 documents=None, draft_choices: Callable[[str], tuple[list[str], int]] | None = None):
         super().__init__(parent)
         self.store, self.models, self.settings = store, models, settings
         self.documents = documents  # app.chat_documents.ChatDocuments: files larger than the context, searched
@@ -46,7 +46,8 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
         MessageView.image_source = self.images.get
         self.searching = False  # a message waits for the excerpts of its searched files
         self.save_model_defaults = save_model_defaults
-        self.draft_choices = draft_choices  # a model's name -> the library's models that can draft for it (slow: a task)
+        # a model's name -> the library's models that can draft for it, and its MTP blocks (reads files: a task)
+        self.draft_choices = draft_choices
         self.own: ChatSettings | None = None  # the open chat's own settings (a new chat's, until it is created)
         self.conversation_id: int | None = None
         self.editing: int | None = None  # the user message being edited
@@ -167,6 +168,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
         self.chat_settings.sig_save_for_model.connect(self._save_for_model)
         self.chat_settings.sig_template_requested.connect(self.edit_template)
         self.chat_settings.sig_draft_chosen.connect(self.choose_draft)
+        self.chat_settings.sig_mtp_chosen.connect(self.choose_mtp)
 
     def restyle(self) -> None:
         """After a change of theme: the open chat's messages drawn again (code blocks carry the theme's colours)."""

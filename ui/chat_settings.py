@@ -27,6 +27,7 @@ class ChatSettingsPanel(QFrame):
     sig_save_for_model = Signal(object)  # ChatSettings: new chats with this model start from these
     sig_template_requested = Signal()  # edit the loaded model's chat template
     sig_draft_chosen = Signal(object)  # the model that drafts for the loaded one (a library name), or None
+    sig_mtp_chosen = Signal(str)  # auto, on, off: whether the loaded model's MTP heads draft
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -72,9 +73,11 @@ class ChatSettingsPanel(QFrame):
         layout.addWidget(self.reset_button)
         layout.addWidget(self.save_button)
         layout.addWidget(self.template_button)
-        drafting = QFormLayout()
+        drafting = self.drafting = QFormLayout()
         drafting.addRow("Draft with", self.draft)
+        drafting.addRow("MTP heads", self.mtp)
         layout.addLayout(drafting)
+        self.set_mtp(None, 0)
         layout.addStretch(1)
         self.setMinimumWidth(240)
         self.setMaximumWidth(360)
@@ -128,6 +131,14 @@ class ChatSettingsPanel(QFrame):
                               "checks them in one step: the same replies, sooner where the guesses are good (on a "
                               "GPU). Lantern stops drafting when it does not pay. For this model, in every chat.")
         self.draft.activated.connect(lambda _i: self.sig_draft_chosen.emit(self.draft.currentData()))
+        self.mtp = QComboBox(self)
+        self.mtp.setAccessibleName("MTP heads")
+        self.mtp.setToolTip("Some models (Qwen3.5/3.6, GLM, DeepSeek, Nemotron 3...) carry heads trained to guess the "
+                            "next few tokens: this model checks the guesses in one step. Auto: on where the model runs "
+                            "on a GPU. For this model, in every chat.")
+        for text, value in (("Auto", "auto"), ("On", "on"), ("Off", "off")):
+            self.mtp.addItem(text, value)
+        self.mtp.activated.connect(lambda _i: self.sig_mtp_chosen.emit(self.mtp.currentData()))
         self.set_draft_choices(None, [])
 
     def show_settings(self, settings: Settings, own: ChatSettings | None) -> None:
@@ -162,6 +173,11 @@ class ChatSettingsPanel(QFrame):
             self.draft.addItem(f"{chosen} (not compatible, or gone)", chosen)
         self.draft.setCurrentIndex(max(0, self.draft.findData(chosen)))
         self.draft.setEnabled(bool(names) or chosen is not None)
+
+    def set_mtp(self, chosen: str | None, heads: int) -> None:
+        """The MTP choice for the loaded model; shown where it has heads (`heads`: how many blocks)."""
+        self.mtp.setCurrentIndex(max(0, self.mtp.findData(chosen or "auto")))
+        self.drafting.setRowVisible(self.mtp, heads > 0)
 
     def set_thinking_controls(self, switch: bool, effort: bool) -> None:
         """Show the thinking switch and the effort where the loaded model reads them."""

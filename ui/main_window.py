@@ -19,7 +19,7 @@ from basics.errors import LanternError, ModelLoadError
 from models.facts import facts_of
 from models.fit import fit_and_speed
 from models.info import describe_model
-from models.drafts import draft_candidates
+from models.drafts import draft_candidates, mtp_blocks
 from models.library import ModelLibrary
 from models.registry import BUILTIN_MODELS as BUILTIN_NAMES
 from ui.chat_page import ChatPage
@@ -337,9 +337,11 @@ class MainWindow(QMainWindow):
         self.copy_reply_action = shortcut("Ctrl+Shift+C", self.chat.copy_last_reply, "Copy the last reply")
         self.edit_action = shortcut("Ctrl+E", self.chat.edit_last, "Edit the last message")
 
-    def _draft_choices(self, name: str) -> list[str]:  # any thread: reads the library's headers
+    def _draft_choices(self, name: str) -> tuple[list[str], int]:  # any thread: reads the library's headers
         model = self.library.get(name)
-        return [m.name for m in draft_candidates(model, self.library.list())] if model is not None else []
+        if model is None:
+            return [], 0
+        return [m.name for m in draft_candidates(model, self.library.list())], mtp_blocks(model)
 
     def _save_model_defaults(self, model: str, defaults) -> None:
         self.settings.update(model_defaults={**self.settings.current.model_defaults, model: defaults})

@@ -1,16 +1,16 @@
 """A draft model for the starter: the starter itself requantized to another type (the `gguf` package writes Q8_0 and
-Q4_0), so a real target/draft pair agrees on most tokens but not on all."""
+Q4_0), so a real target/draft pair agrees on most tokens but not on all (the tests and benchmarks/bench_draft_model.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import gguf
+import gguf.quants as q
 
 
 def requantized(source: Path, out: Path, quant: str = "Q4_0", *, token: tuple[int, str] | None = None) -> Path:
     """`source` with every Q4_1 (or other quantized) tensor requantized to `quant`; F32 tensors, metadata and
     vocabulary as they are, but for `token`: (id, text) gives that token another text."""
-    import gguf
-    import gguf.quants as q
-
     target = gguf.GGMLQuantizationType[quant]
     reader = gguf.GGUFReader(source)
     arch = reader.fields["general.architecture"].contents()

@@ -1,0 +1,219 @@
+"""A model's MTP heads through llama.cpp's own MTP context (runtimes/llama_mtp.py), on a tiny random-weight Qwen3.5
+(hybrid: DeltaNet and attention) with one MTP block, as the real Qwen3.5/3.6 ship it. Random weights draft noise,
+so these check the bookkeeping exactly: the heads' cache follows the model's batches, cuts and switches, and a
+draft depends only on the conversation, never on how the model's cache got there."""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from conftest import load
+from tiny_models import write_qwen35
+
+from basics.errors import ModelLoadError
+from runtimes.llama_mtp import MtpUnavailable, mtp_layers, staging_functions
+
+PROMPT = ("The lighthouse keeper climbed the stairs every evening, lit the lamp, wrote the weather in his book, and "
+          "watched the ships pass the rocks until morning came, and")
+
+
+@pytest.fixture(scope="module")
+def mtp_model(smollm2_path, tmp_path_factory):
+    return write_qwen35(smollm2_path, tmp_path_factory.mktemp("mtp") / "qwen35-mtp.gguf", mtp=True)
+
+
+@pytest.fixture
+def model(mtp_model):
+    rt = load(mtp_model, n_ctx=512, n_batch=16, load_mtp=True)  # n_batch 16: the prompt comes in several batches
+    yield rt
+    rt.close()
+
+
+def _prompt(rt) -> list[int]:
+    return rt.tokenize(PROMPT, add_bos=True)
+
+
+def _next(rt, tokens: list[int]) -> int:
+    """The model reads `tokens` from an empty cache; its greedy next token."""
+    rt.reset()
+    return int(np.argmax(rt.forward(tokens, 0)[0]))
+
+
+def test_the_metadata_says_which_models_have_heads(mtp_model, smollm2_path):
+    from files.gguf_header import read_gguf_header
+
+    assert mtp_layers(read_gguf_header(mtp_model).metadata) == 1
+    assert mtp_layers(read_gguf_header(smollm2_path).metadata) == 0
+    assert mtp_layers({"general.architecture": "x", "x.nextn_predict_layers": "2"}) == 0  # a damaged value
+
+
+def test_a_draft_depends_on_the_conversation_not_on_how_the_cache_got_there(model):
+    heads = model.start_mtp()
+    assert heads.n_layers == 1
+    tokens = _prompt(model)
+    assert len(tokens) > 16  # several batches of the model, each followed
+    first = _next(model, tokens)
+    assert heads.length == len(tokens)
+    reference = heads.last_hidden
+    assert np.any(reference)  # the model's own h, not the zeros of an unknown one
+    draft = heads.draft([*tokens, first], 4)[0]
+    assert len(draft) == 4 and all(0 <= t < model.n_vocab for t in draft)
+    assert heads.length == len(tokens)  # the drafted positions were taken out again
+    assert heads.draft([*tokens, first], 4)[0] == draft  # the same again: nothing of the first draft stayed
+
+    # the same conversation read in two parts (a turn, then the next): the same starting point
+    model.reset()
+    model.forward(tokens[:9], 0)
+    logits = model.forward(tokens[9:], 9)[0]
+    assert int(np.argmax(logits)) == first
+    assert np.allclose(heads.last_hidden, reference, atol=1e-3)
+
+    # the model verifies a draft and keeps one token (a rejection): the heads are cut back with it, and start
+    # from the h of the kept token, as if the model had read only that far
+    verify = model.forward([first, *draft], len(tokens), rows=[0])[0]
+    second = int(np.argmax(verify))
+    assert heads.length == len(tokens) + 5
+    assert model.truncate(len(tokens) + 1)
+    after_cut = heads.draft([*tokens, first, second], 4)[0]
+    assert heads.length == len(tokens) + 1
+    cut_hidden = heads.last_hidden
+    assert _next(model, [*tokens, first]) == second
+    assert np.allclose(heads.last_hidden, cut_hidden, atol=1e-3) and np.any(cut_hidden)
+    assert heads.draft([*tokens, first, second], 4)[0] == after_cut
+
+    # another conversation, then back: the heads follow each
+    other = model.tokenize("A recipe for bread: flour, water, salt and", add_bos=True)
+    other_next = _next(model, other)
+    assert heads.length == len(other) and not np.allclose(heads.last_hidden, reference, atol=1e-3)
+    assert len(heads.draft([*other, other_next], 3)[0]) == 3
+    assert _next(model, tokens) == first
+    assert np.allclose(heads.last_hidden, reference, atol=1e-3)
+    assert heads.draft([*tokens, first], 4)[0] == draft
+
+
+def test_a_conversation_restored_from_a_saved_state_still_drafts(model):
+    heads = model.start_mtp()
+    tokens = _prompt(model)
+    first = _next(model, tokens)
+    saved = model.save_state()
+    model.reset()
+    model.forward(model.tokenize("Something else entirely.", add_bos=True), 0)
+    model.restore_state(saved, len(tokens))  # the model's cache back; the heads never saw its hidden states
+    draft = heads.draft([*tokens, first], 3)[0]
+    assert len(draft) == 3 and heads.length == len(tokens)
+    assert not np.any(heads.last_hidden)  # the h of a restored position is not known: zeros
+    more = model.forward([first], len(tokens))[0]  # and the conversation goes on, followed from here
+    assert heads.length == len(tokens) + 1
+    assert len(heads.draft([*tokens, first, int(np.argmax(more))], 3)[0]) == 3
+
+
+def test_heads_are_refused_clearly_where_there_are_none(smollm2_path, mtp_model):
+    plain = load(smollm2_path, n_ctx=512, load_mtp=True)
+    try:
+        with pytest.raises(MtpUnavailable, match="has no MTP heads"):
+            plain.start_mtp()
+    finally:
+        plain.close()
+    not_loaded = load(mtp_model, n_ctx=512)  # the heads' tensors skipped: the model runs without them
+    try:
+        assert isinstance(MtpUnavailable("x"), ModelLoadError)
+        with pytest.raises(MtpUnavailable, match="loaded without its MTP heads"):
+            not_loaded.start_mtp()
+        assert len(not_loaded.forward(_prompt(not_loaded), 0)) == 1
+    finally:
+        not_loaded.close()
+
+
+def test_a_library_without_the_staging_functions_is_named():
+    import llama_cpp.llama_cpp as C
+
+    bare = types.SimpleNamespace(**{name: getattr(C, name) for name in dir(C) if not name.startswith("_")})
+    bare._lib = types.SimpleNamespace()  # a libllama that exports none of them
+    del bare.llama_process
+    with pytest.raises(MtpUnavailable) as e:
+        staging_functions(bare)
+    message = str(e.value)
+    assert "llama_process" in message
+    assert "llama_set_embeddings_nextn (exported as _Z26llama_set_embeddings_nextnP13llama_contextbb)" in message
+    assert "llama_get_embeddings_nextn_ith" in message
+    assert staging_functions(C).keys() == {"set_embeddings_nextn", "get_embeddings_nextn",
+                                           "get_embeddings_nextn_ith"}  # this build has them all
+
+
+def test_greedy_text_with_mtp_drafts_is_plain_greedy_text_on_a_hybrid_model(mtp_model):
+    from conftest import assert_same_up_to_near_tie, reference_greedy, run
+
+    from engine.engine import Engine, EngineOptions
+    from engine.events import GenerationRequest
+    from engine.mtp_drafter import MtpDrafter
+    from engine.sampling import SamplingParams
+
+    rt = load(mtp_model, n_ctx=512, load_mtp=True)
+    engine = Engine(rt, options=EngineOptions(prompt_lookup=False, adaptive_draft=False, draft_max=6),
+                    draft_model=MtpDrafter(rt))
+    try:
+        assert engine.options.draft_max <= rt.rollback_tokens - 2  # a rejected draft rolls the DeltaNet state back
+        request = GenerationRequest(prompt=PROMPT, max_tokens=40, ignore_eos=True,
+                                    sampling=SamplingParams(temperature=0))
+        text, tokens, final = run(engine, request)
+        prompt = engine.cached_tokens[:final.stats.prompt_tokens]
+        drafted, accepted = final.stats.drafts_by_source["mtp"]
+        assert drafted > 10 and final.stats.drafted_tokens == drafted  # random heads: most drafts are rejected
+        seeded = GenerationRequest(prompt=PROMPT, max_tokens=24, ignore_eos=True,
+                                   sampling=SamplingParams(temperature=0.9, seed=3))
+        assert run(engine, seeded)[1] == run(engine, seeded)[1]  # seeded replies repeat, drafts or not
+    finally:
+        engine.close()
+    plain = load(mtp_model, n_ctx=512)
+    try:
+        reference, gaps = reference_greedy(plain, prompt, 40)
+        assert_same_up_to_near_tie(reference, gaps, tokens)
+    finally:
+        plain.close()
+
+
+def test_mtp_is_planned_where_the_model_has_heads_and_refused_clearly_elsewhere(mtp_model, smollm2_path):
+    from dataclasses import replace
+
+    from app.wiring import auto_slots, plan_load
+    from machine.hardware import Hardware
+    from runtimes.runtime import LoadOptions
+
+    cpu = Hardware(os="Linux", arch="x86_64", cpu_cores=2, ram_total_bytes=16 << 30, ram_available_bytes=12 << 30,
+                   llamacpp_version="0.3.36")
+    on = plan_load(mtp_model, options=LoadOptions(n_ctx=512, mtp="on"), hardware=cpu)
+    assert on.options.load_mtp and "drafts with its MTP heads (1 block)" in on.reason
+    assert auto_slots(on, cpu) == 1  # the heads' cache follows one conversation
+    auto = plan_load(mtp_model, options=LoadOptions(n_ctx=512), hardware=cpu)
+    assert not auto.options.load_mtp and "not used on the CPU" in auto.reason  # where drafting rarely pays
+    off = plan_load(mtp_model, options=LoadOptions(n_ctx=512, mtp="off"), hardware=cpu)
+    assert not off.options.load_mtp and "MTP" not in off.reason
+    plain = plan_load(smollm2_path, options=LoadOptions(n_ctx=512), hardware=cpu)
+    assert not plain.options.load_mtp and "MTP" not in plain.reason
+    for options, message in ((LoadOptions(n_ctx=512, mtp="on"), "has no MTP heads"),
+                             (LoadOptions(n_ctx=512, mtp="sometimes"), "MTP must be one of auto, on, off")):
+        with pytest.raises(ModelLoadError, match=message):
+            plan_load(smollm2_path, options=options, hardware=cpu)
+    with pytest.raises(ModelLoadError, match="one conversation at a time"):
+        plan_load(mtp_model, options=LoadOptions(n_ctx=512, mtp="on", slots=2), hardware=cpu)
+    with pytest.raises(ModelLoadError, match="MTP heads or a draft model, not both"):
+        plan_load(mtp_model, options=replace(LoadOptions(n_ctx=512, mtp="on"), draft_model=str(mtp_model)),
+                  hardware=cpu)
+
+
+def test_a_worker_with_mtp_on_drafts_with_the_heads(mtp_model):
+    from app.wiring import start_worker
+    from engine.events import GenerationRequest
+    from engine.sampling import SamplingParams
+    from runtimes.runtime import LoadOptions
+
+    worker = start_worker(mtp_model, options=LoadOptions(n_ctx=512, mtp="on", slots=0))
+    try:
+        worker.wait_ready(timeout=120)
+        assert worker.call(lambda e: (e.draft_model.source, e.runtime.mtp is not None)).result(60) == ("mtp", True)
+        events = list(worker.submit(GenerationRequest(prompt=PROMPT, max_tokens=12, ignore_eos=True,
+                                                      sampling=SamplingParams(temperature=0))))
+        assert events[-1].stats.completion_tokens == 12
+    finally:
+        worker.close()
