@@ -92,7 +92,10 @@ class DraftModel:
         if limit <= 0 or not context or min(context) < 0:  # an image's positions: this model cannot see them
             return [], []
         t0 = time.perf_counter()
+        fed = len(context) - min(common_prefix_len(self._tokens, context), len(context) - 1)
         logits = self._sync(context)
+        if fed > 2:  # catching up with a new prompt is its prefill, not what a drafted token costs
+            t0 = time.perf_counter()
         ctx = list(context)
         draft, dists = [], []
         for i in range(limit):

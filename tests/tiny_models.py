@@ -203,6 +203,61 @@ def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
     return _finish(w, path)
 
 
+def write_glm4_moe(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0) -> Path:
+    """A GLM-4.5-style model: dense attention layers, then one MTP block whose feed-forward is a mixture of four
+    experts (two used) and a shared one, as GLM-4.5/4.6/4.7 ship their MTP layer."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "glm4moe")
+    n_head, n_head_kv, head, n_ff, n_ff_exp, n_expert = 4, 2, 16, 128, 32, 4
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer + 1)
+    w.add_uint32("glm4moe.nextn_predict_layers", 1)
+    w.add_uint32("glm4moe.leading_dense_block_count", n_layer)  # the trunk dense, the MTP block a mixture
+    w.add_feed_forward_length(n_ff)
+    w.add_uint32("glm4moe.expert_feed_forward_length", n_ff_exp)
+    w.add_expert_count(n_expert)
+    w.add_expert_used_count(2)
+    w.add_uint32("glm4moe.expert_shared_count", 1)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_key_length(head)
+    w.add_value_length(head)
+    w.add_rope_dimension_count(head // 2)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    for i in range(n_layer + 1):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(f"blk.{i}.post_attention_norm.weight", np.ones(n_embd, np.float32))
+        t(f"blk.{i}.attn_q.weight", n_head * head, n_embd)
+        t(f"blk.{i}.attn_k.weight", n_head_kv * head, n_embd)
+        t(f"blk.{i}.attn_v.weight", n_head_kv * head, n_embd)
+        t(f"blk.{i}.attn_output.weight", n_embd, n_head * head)
+        if i < n_layer:
+            t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+            t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+            t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+            continue
+        t(f"blk.{i}.ffn_gate_inp.weight", n_expert, n_embd)
+        w.add_tensor(f"blk.{i}.exp_probs_b.bias", np.zeros(n_expert, np.float32))
+        t(f"blk.{i}.ffn_gate_exps.weight", n_expert, n_ff_exp, n_embd)
+        t(f"blk.{i}.ffn_up_exps.weight", n_expert, n_ff_exp, n_embd)
+        t(f"blk.{i}.ffn_down_exps.weight", n_expert, n_embd, n_ff_exp)
+        t(f"blk.{i}.ffn_gate_shexp.weight", n_ff_exp, n_embd)
+        t(f"blk.{i}.ffn_up_shexp.weight", n_ff_exp, n_embd)
+        t(f"blk.{i}.ffn_down_shexp.weight", n_embd, n_ff_exp)
+        t(f"blk.{i}.nextn.eh_proj.weight", n_embd, 2 * n_embd)
+        w.add_tensor(f"blk.{i}.nextn.enorm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(f"blk.{i}.nextn.hnorm.weight", np.ones(n_embd, np.float32))
+    return _finish(w, path)
+
+
 def write_nemotron_h(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: int = 0) -> Path:
     """A six-layer Nemotron-H: Mamba-2 layers, feed-forward-only layers and attention layers, each its own kind
     (a layer with neither KV heads nor a feed-forward is recurrent)."""
