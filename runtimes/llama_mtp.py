@@ -7,7 +7,10 @@ model's last hidden state one position before it ("h_nextn", which the model's c
 asked). So the heads' context follows the model's: after every batch the model computes, its tokens go to the heads
 paired with the hidden states shifted by one (`follow`), and a rejected draft is cut from both (`cut`). A draft
 starts from the token the model chose and the hidden state of the last position, and each drafted token feeds the
-next step with the hidden state the heads output for it (`draft`).
+next step with the hidden state the heads output for it (`draft`). A model with several trained heads (MiMo-V2,
+Step-3.5, Hunyuan) chains them as llama-server does: each batch goes through every head's block, and head i drafts
+the i-th token over the whole draft so far. Not here: Gemma 4's separate "assistant" drafters, which share the
+model's cache (a context made with ctx_other).
 
 llama-cpp-python binds the llama_batch_ext functions and llama_process; the staging functions that switch the hidden
 states on and read them (src/llama-ext.h) are exported by libllama only under their C++ names, loaded here by those.
@@ -30,6 +33,8 @@ STAGING = {
                              [ctypes.c_void_p], ctypes.POINTER(ctypes.c_float)),
     "get_embeddings_nextn_ith": ("_Z30llama_get_embeddings_nextn_ithP13llama_contexti",
                                  [ctypes.c_void_p, ctypes.c_int32], ctypes.POINTER(ctypes.c_float)),
+    "set_nextn_layer_offset": ("_Z28llama_set_nextn_layer_offsetP13llama_contexti",
+                               [ctypes.c_void_p, ctypes.c_int32], None),
 }
 # the functions llama-cpp-python binds, and which the heads need
 BOUND = ("llama_model_n_layer_nextn", "llama_batch_ext_init", "llama_batch_ext_free", "llama_batch_ext_clear",
@@ -75,6 +80,9 @@ class MtpHeads:
         self._fn = staging_functions(C)
         self.n_layers = int(C.llama_model_n_layer_nextn(model))
         self.n_model_layers = int(C.llama_model_n_layer(model))  # the whole model's blocks, the heads' among them
+        # Several trained heads (MiMo-V2, Step-3.5, Hunyuan): llama.cpp chains them, head i drafting the i-th token
+        # ahead, each over the whole draft so far (llama-server's draft-mtp does the same)
+        self.chained = self.n_layers > 1
         if self.n_layers < 1:
             raise MtpUnavailable("This model has no MTP heads (its GGUF has no nextn_predict_layers), or they were "
                                  "not loaded.")
@@ -120,10 +128,13 @@ class MtpHeads:
         if self.length < start:  # positions the heads never saw (a state restored into the model)
             self._fill([-1] * (start - self.length))
         previous = self._pending
-        self._clear()
-        for k, token in enumerate(tokens):
-            self._add(int(token), start + k, previous if k == 0 else rows[k - 1], output=False)
-        self._process()
+        for head in range(self.n_layers if self.chained else 1):  # chained: every head's layer gets the batch
+            self._clear()
+            for k, token in enumerate(tokens):
+                self._add(int(token), start + k, previous if k == 0 else rows[k - 1], output=False)
+            if self.chained:
+                self._C.llama_memory_seq_rm(self._mem, 0, start, -1)
+            self._process(head)
         self._tokens += [int(t) for t in tokens]
         self._pending = rows[-1].copy()
         self._rows, self._rows_start = rows, start
@@ -147,11 +158,19 @@ class MtpHeads:
             self._fill(known[self.length:])
         tokens, dists, h, token = [], [], self._pending, int(context[-1])
         seen = [*known, token]
+        rows = [h]  # chained heads: each step reads the whole draft so far, each token with its h
+        if self.chained:
+            limit = min(limit, self.n_layers)  # one head a drafted token
         try:
             for step in range(limit):
                 self._clear()
-                index = self._add(token, self.length + step, h, output=True)
-                self._process()
+                if self.chained:
+                    self._C.llama_memory_seq_rm(self._mem, 0, self.length, -1)
+                    for t, (tok, row) in enumerate(zip(seen[len(known):], rows)):
+                        index = self._add(tok, self.length + t, row, output=t == len(rows) - 1)
+                else:
+                    index = self._add(token, self.length + step, h, output=True)
+                self._process(step if self.chained else 0)
                 logits = np.ctypeslib.as_array(self._C.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
                 token, dist = (int(np.argmax(logits)), None) if pick is None else pick(logits, seen)
                 tokens.append(token)
@@ -159,6 +178,7 @@ class MtpHeads:
                 seen.append(token)
                 h = np.array(np.ctypeslib.as_array(self._fn["get_embeddings_nextn_ith"](self._ctx, index),
                                                    shape=(self.n_embd,)), dtype=np.float32)
+                rows.append(h)
         finally:
             self._C.llama_memory_seq_rm(self._mem, 0, self.length, -1)  # the drafted positions are not the model's
         return tokens, dists
@@ -189,10 +209,13 @@ class MtpHeads:
         (llama.cpp refuses a gap); drafts that read them are only less often right."""
         zero = np.zeros(self.n_embd, np.float32)
         for lo in range(0, len(tokens), self.n_batch):
-            self._clear()
-            for k, token in enumerate(tokens[lo:lo + self.n_batch]):
-                self._add(max(token, 0), self.length + lo + k, zero, output=False)
-            self._process()
+            for head in range(self.n_layers if self.chained else 1):
+                self._clear()
+                for k, token in enumerate(tokens[lo:lo + self.n_batch]):
+                    self._add(max(token, 0), self.length + lo + k, zero, output=False)
+                if self.chained:
+                    self._C.llama_memory_seq_rm(self._mem, 0, self.length + lo, -1)
+                self._process(head)
         self._tokens += tokens
         self._pending = zero
 
@@ -215,7 +238,14 @@ class MtpHeads:
             C.llama_batch_ext_set_output_logits(self._batch, index, True)
         return index
 
-    def _process(self) -> None:
-        rc = self._C.llama_process(self._ctx, self._C.LLAMA_PROCESS_TYPE_DECODE, self._batch)
+    def _process(self, head: int = 0) -> None:
+        """Run the batch through MTP block `head` (chained heads; the others have one)."""
+        if self.chained:
+            self._fn["set_nextn_layer_offset"](self._ctx, head)
+        try:
+            rc = self._C.llama_process(self._ctx, self._C.LLAMA_PROCESS_TYPE_DECODE, self._batch)
+        finally:
+            if self.chained:
+                self._fn["set_nextn_layer_offset"](self._ctx, 0)
         if rc != 0:
             raise MtpUnavailable(f"The MTP heads could not compute their batch (llama.cpp returned {rc}).")

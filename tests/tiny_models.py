@@ -258,6 +258,50 @@ def write_glm4_moe(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer:
     return _finish(w, path)
 
 
+def write_mimo2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 2, n_mtp: int = 2,
+                seed: int = 0) -> Path:
+    """A MiMo-V2-style model with `n_mtp` MTP blocks after its layers, which llama.cpp chains: block i drafts the
+    i-th token ahead (as Step-3.5 and Hunyuan ship theirs). Fused QKV, dense feed-forward, a sliding window in the first layer."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "mimo2")
+    n_head, n_head_kv, head, n_ff = 4, 2, 16, 128
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer + n_mtp)
+    w.add_uint32("mimo2.nextn_predict_layers", n_mtp)
+    w.add_feed_forward_length(n_ff)
+    w.add_uint32("mimo2.expert_feed_forward_length", n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_key_length(head)
+    w.add_value_length(head)
+    w.add_rope_dimension_count(head)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_sliding_window(128)
+    w.add_array("mimo2.attention.sliding_window_pattern", [True] + [False] * (n_layer + n_mtp - 1))
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    t("output.weight", n_vocab, n_embd)
+    for i in range(n_layer + n_mtp):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        t(f"blk.{i}.attn_qkv.weight", (n_head + 2 * n_head_kv) * head, n_embd)
+        t(f"blk.{i}.attn_output.weight", n_embd, n_head * head)
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+        if i >= n_layer:
+            t(f"blk.{i}.nextn.eh_proj.weight", n_embd, 2 * n_embd)
+            w.add_tensor(f"blk.{i}.nextn.enorm.weight", np.ones(n_embd, np.float32))
+            w.add_tensor(f"blk.{i}.nextn.hnorm.weight", np.ones(n_embd, np.float32))
+    return _finish(w, path)
+
+
 def write_nemotron_h(vocab_source: Path, path: Path, *, n_embd: int = 64, seed: int = 0) -> Path:
     """A six-layer Nemotron-H: Mamba-2 layers, feed-forward-only layers and attention layers, each its own kind
     (a layer with neither KV heads nor a feed-forward is recurrent)."""
