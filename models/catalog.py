@@ -57,6 +57,7 @@ class CatalogEntry:
     tools: str  # the tool-call format Lantern reads from it ("" for embedding models)
     reasoning: bool
     checked: str = ""  # "COMMIT DATE" once read from the Hub; "" while the figures are estimates
+    mtp_layers: int = -1  # the file's MTP blocks, which draft for it (runtimes/llama_mtp.py); -1: not read yet
 
     @property
     def approximate(self) -> bool:
@@ -79,7 +80,8 @@ class CatalogEntry:
             architecture=info.architecture or self.architecture,
             tools=(info.tool_format or self.tools) if self.kind == "chat" else "",
             reasoning=(bool(info.reasoning) or info.tool_format == "harmony") if info.format == "gguf"
-            else self.reasoning, checked=checked)  # harmony's reasoning is a channel, not tags
+            else self.reasoning, checked=checked,  # harmony's reasoning is a channel, not tags
+            mtp_layers=info.mtp_layers if info.format == "gguf" else 0)  # Lantern drafts with them on llama.cpp
 
     def spec(self) -> str:
         """What `HubClient.pull` is given: a GGUF file, or the whole MLX repository."""
@@ -153,7 +155,7 @@ def remember_figures(folder: Path, entry: CatalogEntry) -> None:
     with file_lock(folder / ".catalog-figures.lock"):
         known = read_figures(folder)
         known[entry.name] = {"repo": entry.repo, "files": list(entry.files), "checked": entry.checked,
-                             **{k: getattr(entry, k) for k in FIGURES}}
+                             "mtp_layers": entry.mtp_layers, **{k: getattr(entry, k) for k in FIGURES}}
         atomic_write(folder / FIGURES_FILE, json.dumps(known, indent=1, sort_keys=True))
 
 
@@ -165,6 +167,9 @@ def _with_known(entry: CatalogEntry, known: dict | None) -> CatalogEntry:
     values = {k: known.get(k) for k in want}
     if not all(_typed(values[k], want[k]) for k in want) or not values["checked"]:
         return entry
+    mtp = known.get("mtp_layers")  # figures saved before Lantern read it: still not known
+    if isinstance(mtp, int) and not isinstance(mtp, bool) and 0 <= mtp <= 64:
+        values["mtp_layers"] = mtp
     candidate = dataclasses.replace(entry, **values)
     try:
         return _checked(candidate)
@@ -190,8 +195,13 @@ def _entry(i: int, raw: dict) -> CatalogEntry:
         raise CatalogError(f"catalog entry {i}: fields {sorted(set(raw) ^ set(wanted))} missing or unknown")
     for key, kind in wanted.items():
         value = raw[key]
-        ok = (isinstance(value, list) and all(isinstance(f, str) for f in value)) if key == "files" else \
-            (isinstance(value, (int, float)) and not isinstance(value, bool)) if kind == "float" else _typed(value, kind)
+        if key == "mtp_layers":  # -1: not read from the file yet
+            ok = isinstance(value, int) and not isinstance(value, bool) and -1 <= value <= 64
+        elif key == "files":
+            ok = isinstance(value, list) and all(isinstance(f, str) for f in value)
+        else:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if kind == "float" else \
+                _typed(value, kind)
         if not ok:
             raise CatalogError(f"catalog entry {i}: {key} has the wrong type")
     return _checked(CatalogEntry(**{**raw, "files": tuple(raw["files"])}))
@@ -212,6 +222,7 @@ def _checked(e: CatalogEntry) -> CatalogEntry:
         (e.name == e.name.lower() and " " not in e.name and "/" not in e.name, "names are lowercase, no spaces"),
         (bool(e.license), "a licence is required"),
         (e.kind == "chat" or (not e.tools and not e.reasoning), "embedding models take no tools"),
+        (-1 <= e.mtp_layers <= 64, "mtp_layers: -1 (not read yet) to 64"),
     ]
     for ok, why in checks:
         if not ok:

@@ -33,9 +33,20 @@ def description(entry: CatalogEntry) -> str:
                            ("calls tools", entry.kind == "chat" and bool(entry.tools))) if on]
     if can:
         text += " It " + (", ".join(can[:-1]) + " and " + can[-1] if len(can) > 1 else can[0]) + "."
+    if entry.mtp_layers > 0:
+        text += " Its file carries multi-token-prediction heads: it drafts its own next tokens."
     if entry.format == "mlx":
         text += " MLX format: for Apple silicon."
     return text
+
+
+def mtp_in_words(entry: CatalogEntry) -> str:
+    if entry.mtp_layers > 0:
+        return (f"yes ({entry.mtp_layers} block{'s' * (entry.mtp_layers > 1)}): they draft tokens the model checks "
+                "in one step (Chat settings → MTP heads; auto: on a GPU)")
+    if entry.mtp_layers == 0:
+        return "no"
+    return "not known until its file is read from the Hub"
 
 
 def tools_in_words(entry: CatalogEntry) -> str:

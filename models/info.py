@@ -34,6 +34,7 @@ class ModelInfo:
     tool_format: str = ""  # how the model writes tool calls: hermes, llama3, mistral, qwen3-coder, harmony, generic
     reasoning: str = ""  # its reasoning block's tags (<think>...</think>), or "" when its template has none
     pooling: int = 0  # llama.cpp's pooling type: 0 none (a model that writes text), 1 mean, 2 CLS, 3 last, 4 rank
+    mtp_layers: int = 0  # its multi-token-prediction blocks (nextn_predict_layers), which can draft for it
 
     window: int = 0  # sliding-window layers keep this many positions (0: the model has none)
     window_bytes_per_token: int = 0  # K and V of the sliding-window layers
@@ -107,6 +108,7 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
         chat_template=bool(meta.get("tokenizer.chat_template")),
         **chat_style(meta.get("tokenizer.chat_template")),
         pooling=number("pooling_type", 0),
+        mtp_layers=max(0, min(number("nextn_predict_layers", 0), n_layers)),
     )
 
 

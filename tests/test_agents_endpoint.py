@@ -262,7 +262,7 @@ def test_predicted_outputs_draft_from_the_prediction_and_report_it(client, smoll
     plain_details = plain.usage.completion_tokens_details
     assert plain_details.accepted_prediction_tokens is None
     lookup = plain_details.model_extra["drafts"]["lookup"]
-    assert 0 < lookup["accepted"] <= lookup["drafted"]
+    assert 0 < lookup["accepted"] <= lookup["drafted"] == lookup["accepted"] + lookup["rejected"]
     by_source = details.model_extra["drafts"]
     assert by_source["prediction"]["accepted"] == details.accepted_prediction_tokens
     assert r.choices[0].message.content[:40] == plain.choices[0].message.content[:40]

@@ -91,7 +91,7 @@ LFM_REPO, LFM_FILE = "LiquidAI/LFM2.5-1.2B-Instruct-GGUF", "LFM2.5-1.2B-Instruct
 def tiny(smollm2_path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     return {"lfm2": write_lfm2(smollm2_path, folder / "lfm2.gguf"),
-            "qwen35": write_qwen35(smollm2_path, folder / "qwen35.gguf")}
+            "qwen35": write_qwen35(smollm2_path, folder / "qwen35.gguf", mtp=True)}  # with an MTP block
 
 
 @pytest.fixture
@@ -165,6 +165,9 @@ def test_refresh_rewrites_a_catalog_file_from_the_hub_and_keeps_what_it_cannot_r
     qwen = describe_model(tiny["qwen35"])
     assert not after["qwen3.5-0.8b"].approximate and after["qwen3.5-0.8b"].state_bytes == qwen.state_bytes
     assert after["qwen3.5-0.8b"].kv_bytes_per_token == qwen.kv_bytes_per_token
+    # MTP heads: read from the file's header (bundled entries: not known until then)
+    assert (after["qwen3.5-0.8b"].mtp_layers, after["lfm2.5-1.2b-instruct"].mtp_layers) == (1, 0)
+    assert after["gemma-4-e2b"].mtp_layers == -1
     shown = subprocess.run([str(LANTERN), "models", "catalog"], capture_output=True, text=True, timeout=120, env=env)
     assert shown.returncode == 0 and "qwen3.5-9b" in shown.stdout and "≈" in shown.stdout and "tok/s" in shown.stdout
 
@@ -255,3 +258,25 @@ def test_a_small_model_of_the_family_is_suggested_as_a_draft_model():
                                  and not found.state_bytes)
     assert draft_in_words(by_name["gemma-4-31b"], catalog).startswith("gemma-4-e2b (5.1B, same family)")
     assert draft_in_words(by_name["gpt-oss-20b"], catalog) == "none in the catalog"
+
+
+def test_mtp_heads_are_marked_once_known_and_old_saved_figures_still_count(tmp_path):
+    from models.catalog_words import description, mtp_in_words
+
+    bundled = entry("qwen3.5-9b")
+    assert bundled.mtp_layers == -1 and "not known" in mtp_in_words(bundled)
+    assert "multi-token-prediction" not in description(bundled)
+    known = dataclasses.replace(bundled, mtp_layers=1, checked="abcdef123456 2026-12-06")
+    assert mtp_in_words(known).startswith("yes (1 block)") and "multi-token-prediction" in description(known)
+    assert mtp_in_words(dataclasses.replace(known, mtp_layers=0)) == "no"
+    remember_figures(tmp_path, known)
+    assert {e.name: e for e in load_catalog(figures_dir=tmp_path)}["qwen3.5-9b"].mtp_layers == 1
+    saved = json.loads((tmp_path / "catalog-figures.json").read_text())
+    del saved["qwen3.5-9b"]["mtp_layers"]  # figures saved by a Lantern before this one
+    (tmp_path / "catalog-figures.json").write_text(json.dumps(saved))
+    again = {e.name: e for e in load_catalog(figures_dir=tmp_path)}["qwen3.5-9b"]
+    assert not again.approximate and again.mtp_layers == -1  # the other figures count; the heads: not known
+    for bad in ("1", True, -5, 10 ** 6):
+        saved["qwen3.5-9b"]["mtp_layers"] = bad
+        (tmp_path / "catalog-figures.json").write_text(json.dumps(saved))
+        assert {e.name: e for e in load_catalog(figures_dir=tmp_path)}["qwen3.5-9b"].mtp_layers == -1

@@ -10,7 +10,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QFrame, QHBoxLayo
                                QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout)
 
 from models.catalog import CatalogEntry
-from models.catalog_words import description, draft_in_words, license_in_words, maker, tools_in_words
+from models.catalog_words import (description, draft_in_words, license_in_words, maker, mtp_in_words,
+                                  tools_in_words)
 from ui.theme import SPACE
 
 
@@ -42,8 +43,8 @@ class CatalogDrawer(QFrame):
         self.facts: dict[str, QLabel] = {}
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
-        for key in ("License", "Context", "Thinks", "Sees images", "Tool calls", "Draft model", "Fit here",
-                    "Speed here", "Repository"):
+        for key in ("License", "Context", "Thinks", "Sees images", "Tool calls", "MTP heads", "Draft model",
+                    "Fit here", "Speed here", "Repository"):
             label = QLabel(self, wordWrap=True)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             label.setAccessibleName(key)
@@ -94,6 +95,7 @@ class CatalogDrawer(QFrame):
                                      "model allows)" if entry.reasoning else "no")
         self.facts["Sees images"].setText("yes: attach images in a chat" if entry.vision else "no")
         self.facts["Tool calls"].setText(tools_in_words(entry))
+        self.facts["MTP heads"].setText(mtp_in_words(entry))
         self.facts["Draft model"].setText(draft_in_words(entry, list(catalog)))
         self.facts["Fit here"].setText(f"{fit.badge}: {fit.summary}" if fit is not None else "checking this machine…")
         self.facts["Speed here"].setText(f"about {speed:.0f} tokens a second (an estimate)" if speed >= 1 else

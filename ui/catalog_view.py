@@ -154,7 +154,8 @@ class CatalogView(QWidget):
     def _cells(self, e: CatalogEntry) -> dict[str, str]:
         params = f"{e.params_b:g}B" + (f" ({e.active_b:g}B active)" if e.active_b < e.params_b else "")
         context = f"{e.context_length // 1024}K context"
-        abilities = [x for x, on in (("reasoning", e.reasoning), ("vision", e.vision)) if on]
+        abilities = [x for x, on in (("reasoning", e.reasoning), ("vision", e.vision), ("MTP", e.mtp_layers > 0))
+                     if on]  # MTP: heads that draft its own tokens (known once its file is read)
         if tools := self.tools_text(e):
             abilities.append(f"tools: {tools}")
         speed = self.speeds.get(e.name)

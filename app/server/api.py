@@ -351,7 +351,7 @@ def _usage(final: Finished, body=None) -> dict:
                                               "rejected_prediction_tokens": max(0, s.predicted_tokens - accepted)}
     if s.drafted_tokens:  # every draft by source (lookup, prediction, draft model), which OpenAI has no field for
         usage.setdefault("completion_tokens_details", {})["drafts"] = {
-            name: {"drafted": d, "accepted": a} for name, (d, a) in s.drafts_by_source.items()}
+            name: {"drafted": d, "accepted": a, "rejected": d - a} for name, (d, a) in s.drafts_by_source.items()}
     return usage
 
 
