@@ -72,6 +72,10 @@ class ChatSettingsPanel(QFrame):
         layout.addWidget(self.problem)
         layout.addWidget(self.reset_button)
         layout.addWidget(self.save_button)
+        model_title = QLabel("This model, in every chat", self)  # loaded with these: a change reloads it
+        model_title.setObjectName("speaker")
+        layout.addSpacing(8)
+        layout.addWidget(model_title)
         layout.addWidget(self.template_button)
         drafting = self.drafting = QFormLayout()
         drafting.addRow("Draft with", self.draft)
