@@ -15,14 +15,13 @@ from engine.remote import RemoteEngine
 from engine.slots import SlotWorker
 from engine.state_cache import StateCache
 from engine.worker import EngineWorker, Worker, wait_for_retired
-from files.gguf_header import read_gguf_header
 from models.choice import choose_backend
 from models.convert import mlx_copy_of
 from models.fit import GiB, check_fit, with_draft
 from models.info import describe_model
 from models.library import resolve_model
 from models.projectors import find_projector, is_projector
-from runtimes.llama_mtp import MtpUnavailable, mtp_layers
+from runtimes.llama_mtp import MtpUnavailable
 from runtimes.llamacpp import LlamaCppRuntime
 from runtimes.mlx_runtime import MlxRuntime
 from runtimes.runtime import LoadOptions
@@ -88,7 +87,7 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         raise ModelLoadError(f"The draft model {draft_path.name} is an MLX model, and {path.name} runs on llama.cpp: "
                              "choose a GGUF draft model.")
     options = replace(options, n_gpu_layers=choice.n_gpu_layers)
-    options, note = _plan_mtp(options, path, on_gpu=choice.n_gpu_layers != 0)
+    options, note = _plan_mtp(options, path, info.mtp_layers, on_gpu=choice.n_gpu_layers != 0)
     reason += note
     if options.projector is None:
         found = find_projector(path)
@@ -120,12 +119,11 @@ def _plan_draft(options: LoadOptions, path: Path, info, hardware) -> tuple[Path,
     return draft, both
 
 
-def _plan_mtp(options: LoadOptions, path: Path, *, on_gpu: bool) -> tuple[LoadOptions, str]:
-    """Whether the model's MTP heads load and draft (options.mtp), and what the plan's reason says of it."""
+def _plan_mtp(options: LoadOptions, path: Path, heads: int, *, on_gpu: bool) -> tuple[LoadOptions, str]:
+    """Whether the model's `heads` MTP blocks load and draft (options.mtp), and what the plan's reason says of it."""
     if options.mtp == "off":
         return options, ""
     on = options.mtp == "on"
-    heads = mtp_layers(read_gguf_header(path).metadata)
     if not heads:
         if on:
             raise ModelLoadError(f"{path.name} has no MTP heads (its GGUF has no nextn_predict_layers): --mtp on "

@@ -15,7 +15,6 @@ from files.gguf_header import read_gguf_header
 from models.facts import facts_of
 from models.info import describe_model
 from models.library import LocalModel
-from runtimes.llama_mtp import mtp_layers
 
 # the special tokens' ids; with the tokens and their kinds, what makes two vocabularies one
 SPECIAL_IDS = ("bos", "eos", "eot", "eom", "pad", "unknown", "sep", "cls", "mask")
@@ -82,6 +81,6 @@ def mtp_blocks(model: LocalModel) -> int:
     if model.format != "gguf":
         return 0
     try:
-        return mtp_layers(read_gguf_header(Path(model.path)).metadata)
+        return describe_model(model.path).mtp_layers
     except (LanternError, OSError):
         return 0

@@ -14,6 +14,7 @@ from chat_format.reply import think_tags
 from files.gguf_check import check_header
 from files.gguf_header import read_gguf_header
 from runtimes.llama_library import RECURRENT_SNAPSHOTS, ROLLBACK_ARCHITECTURES, check_gguf_file
+from runtimes.llama_mtp import mtp_layers
 from runtimes.runtime import KV_CACHE_TYPES
 
 
@@ -108,7 +109,7 @@ def info_from_header(header, *, path: Path, size_bytes: int) -> ModelInfo:
         chat_template=bool(meta.get("tokenizer.chat_template")),
         **chat_style(meta.get("tokenizer.chat_template")),
         pooling=number("pooling_type", 0),
-        mtp_layers=max(0, min(number("nextn_predict_layers", 0), n_layers)),
+        mtp_layers=min(mtp_layers(meta), n_layers),
     )
 
 
