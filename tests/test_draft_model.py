@@ -167,6 +167,7 @@ def test_on_this_device_the_policy_drafts_with_a_model_only_where_it_pays(smollm
     twentieth of the target's cost does."""
     engine = _pair(smollm2_path, q4_0_copy, options=EngineOptions(prompt_lookup=False))
     try:
+        engine.runtime.on_gpu = False  # the nominal CPU curve, whatever this machine has
         policy = DraftLengthPolicy(NOMINAL_COSTS, learn_costs=False)
         assert not policy.could_pay(engine.draft_model.relative_cost * policy.cost(1))
         _, _, final = run(engine, _greedy(40))

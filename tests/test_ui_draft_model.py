@@ -104,8 +104,9 @@ def test_mtp_heads_show_for_a_model_that_has_them_and_the_choice_loads(qtbot, ma
         w.load_model("qwen35-mtp")
     _settle(qtbot)
     assert panel.mtp.isVisibleTo(panel) and panel.mtp.currentData() == "auto"
-    assert "not used on the CPU" in w.models.reason  # auto, on this machine
-    assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60)
+    on_cpu = "CPU" in w.models.backend  # auto: the heads draft where the model runs on a GPU
+    assert ("not used on the CPU" in w.models.reason) == on_cpu
+    assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60) == on_cpu
 
     with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
         panel.mtp.setCurrentIndex(panel.mtp.findData("on"))
@@ -121,4 +122,4 @@ def test_mtp_heads_show_for_a_model_that_has_them_and_the_choice_loads(qtbot, ma
         panel.mtp.setCurrentIndex(panel.mtp.findData("auto"))
         panel.mtp.activated.emit(panel.mtp.currentIndex())
     assert w.settings.current.model_defaults["qwen35-mtp"].mtp is None
-    assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60)
+    assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60) == on_cpu
