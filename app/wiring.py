@@ -15,13 +15,16 @@ from engine.remote import RemoteEngine
 from engine.slots import SlotWorker
 from engine.state_cache import StateCache
 from engine.worker import EngineWorker, Worker, wait_for_retired
+from files.gguf_header import read_gguf_header
+from models.assistants import find_assistant, is_assistant_file
 from models.choice import choose_backend
 from models.convert import mlx_copy_of
+from models.drafts import vocabulary_of
 from models.fit import GiB, check_fit, with_draft
 from models.info import describe_model
 from models.library import resolve_model
 from models.projectors import find_projector, is_projector
-from runtimes.llama_mtp import MtpUnavailable
+from runtimes.llama_mtp import MtpUnavailable, check_assistant
 from runtimes.llamacpp import LlamaCppRuntime
 from runtimes.mlx_runtime import MlxRuntime
 from runtimes.runtime import LoadOptions
@@ -62,6 +65,10 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
     if path.suffix.lower() == ".gguf" and is_projector(path):
         raise ModelLoadError(f"{path.name} is a vision projector, not a model: load the model beside it (Lantern "
                              "finds its projector there).")
+    if is_assistant_file(path):
+        raise ModelLoadError(f"{path.name} is a Gemma 4 assistant: it drafts for its Gemma 4 model and cannot chat "
+                             "by itself. Load the model, and choose the assistant under Draft with (--draft-model), "
+                             "or keep it beside the model (Lantern finds it there).")
     info = describe_model(path)
     if hardware is None:
         if not wait_for_retired():  # a model being switched away from still holds memory: measured with it
@@ -74,6 +81,10 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
     reason = choice.reason
     if draft_path is not None:
         reason += f"; drafts with {draft_path.name}"
+    assistant = draft_path is not None and is_assistant_file(draft_path)
+    if choice.backend == "mlx" and assistant:
+        raise ModelLoadError(f"{draft_path.name} is a Gemma 4 assistant, which drafts on llama.cpp only, and "
+                             f"{path.name} runs on MLX: use --backend llamacpp, or no draft model.")
     if choice.backend == "mlx" and info.format == "gguf":
         path = mlx_copy_of(path)
         reason += f" (the GGUF file converted once to {path})"
@@ -87,8 +98,14 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         raise ModelLoadError(f"The draft model {draft_path.name} is an MLX model, and {path.name} runs on llama.cpp: "
                              "choose a GGUF draft model.")
     options = replace(options, n_gpu_layers=choice.n_gpu_layers)
-    options, note = _plan_mtp(options, path, info.mtp_layers, on_gpu=choice.n_gpu_layers != 0)
-    reason += note
+    if assistant:  # a draft model that is the model's MTP heads: it drafts as they do
+        options = replace(options, mtp_assistant=str(draft_path))
+        reason = reason.replace(f"; drafts with {draft_path.name}", f"; drafts with its MTP heads ({draft_path.name})")
+        draft_path = None
+    else:
+        beside = find_assistant(path) if not info.mtp_layers and options.mtp != "off" else None
+        options, note = _plan_mtp(options, path, info.mtp_layers, on_gpu=choice.n_gpu_layers != 0, assistant=beside)
+        reason += note
     if options.projector is None:
         found = find_projector(path)
         options = replace(options, projector=str(found) if found else "")
@@ -104,6 +121,8 @@ def _plan_draft(options: LoadOptions, path: Path, info, hardware) -> tuple[Path,
     if draft.suffix.lower() == ".gguf" and is_projector(draft):
         raise ModelLoadError(f"{draft.name} is a vision projector, not a model: it cannot draft.")
     draft_info = describe_model(draft)
+    if is_assistant_file(draft):
+        return draft, _plan_assistant(draft, draft_info, path, info)
     if draft_info.pooling:
         raise ModelLoadError(f"{draft.name} is an embedding model: it cannot draft text.")
     if draft_info.size_bytes > info.size_bytes:
@@ -119,62 +138,86 @@ def _plan_draft(options: LoadOptions, path: Path, info, hardware) -> tuple[Path,
     return draft, both
 
 
-def _plan_mtp(options: LoadOptions, path: Path, heads: int, *, on_gpu: bool) -> tuple[LoadOptions, str]:
-    """Whether the model's `heads` MTP blocks load and draft (options.mtp), and what the plan's reason says of it."""
+def _plan_assistant(assistant: Path, assistant_info, path: Path, info):
+    """The model's description with a Gemma 4 assistant's weights counted in (it reads the model's cache: no cache
+    of its own); ModelLoadError unless it was made for this model."""
+    try:
+        check_assistant(read_gguf_header(assistant).metadata, read_gguf_header(path).metadata,
+                        assistant_name=assistant.name, model_name=path.name)
+    except MtpUnavailable as e:
+        raise ModelLoadError(str(e)) from None
+    ours, theirs = vocabulary_of(path), vocabulary_of(assistant)
+    if ours and theirs and ours != theirs:
+        raise ModelLoadError(f"{assistant.name} and {path.name} do not have the same vocabulary: choose the "
+                             "assistant made for this model.")
+    return replace(info, size_bytes=info.size_bytes + assistant_info.size_bytes)
+
+
+def _plan_mtp(options: LoadOptions, path: Path, heads: int, *, on_gpu: bool,
+              assistant: Path | None = None) -> tuple[LoadOptions, str]:
+    """Whether the model's `heads` MTP blocks (or the Gemma 4 `assistant` found beside it) load and draft
+    (options.mtp), and what the plan's reason says of it."""
     if options.mtp == "off":
         return options, ""
     on = options.mtp == "on"
-    if not heads:
+    what = f"its MTP heads ({assistant.name if assistant is not None else f'{heads} block' + 's' * (heads > 1)})"
+    if not heads and assistant is None:
         if on:
-            raise ModelLoadError(f"{path.name} has no MTP heads (its GGUF has no nextn_predict_layers): --mtp on "
-                                 "needs a model that ships them (Qwen3.5/3.6, GLM-4.5 and later, DeepSeek V3, "
-                                 "Nemotron 3...), or draft with a small model (--draft-model).")
+            raise ModelLoadError(f"{path.name} has no MTP heads (its GGUF has no nextn_predict_layers, and no Gemma 4 "
+                                 "assistant is beside it): --mtp on needs a model that ships them (Qwen3.5/3.6, "
+                                 "GLM-4.5 and later, DeepSeek V3, Nemotron 3...; for Gemma 4, its assistant GGUF in "
+                                 "the model's folder), or draft with a small model (--draft-model).")
         return options, ""
-    if options.draft_model:
-        if on:
-            raise ModelLoadError("One draft source beside prompt lookup for now: MTP heads or a draft model, not "
-                                 "both (--mtp off, or no --draft-model).")
-        return options, "; its MTP heads are not used beside the draft model"
     if not on and not on_gpu:
-        return options, "; its MTP heads are not used on the CPU, where drafting rarely pays (--mtp on to try)"
+        return options, f"; {what} are not used on the CPU, where drafting rarely pays (--mtp on to try)"
     if options.slots > 1:
         if on:
             raise ModelLoadError("MTP heads draft for one conversation at a time for now: use --slots 1 (or leave "
                                  "the slots to Lantern).")
-        return options, f"; its MTP heads are not used with {options.slots} slots"
-    return replace(options, load_mtp=True), f"; drafts with its MTP heads ({heads} block{'s' * (heads > 1)})"
+        return options, f"; {what} are not used with {options.slots} slots"
+    if assistant is not None:
+        return replace(options, mtp_assistant=str(assistant)), f"; drafts with {what}"
+    return replace(options, load_mtp=True), f"; drafts with {what}"
 
 
-def open_draft(plan: LoadPlan, target) -> DraftModel | MtpDrafter | None:
-    """The plan's draft source: the model's MTP heads, or a draft model loaded where the model runs, with its
-    context, its vocabulary checked against the model's (nothing stays loaded when anything fails)."""
-    if plan.options.load_mtp:
+def open_drafters(plan: LoadPlan, target) -> list[DraftModel | MtpDrafter]:
+    """The plan's draft sources beside prompt lookup: the model's MTP heads, and a draft model loaded where the
+    model runs, with its context, its vocabulary checked against the model's (nothing stays loaded when anything
+    fails)."""
+    drafters: list[DraftModel | MtpDrafter] = []
+    if plan.options.load_mtp or plan.options.mtp_assistant:
         try:
-            return MtpDrafter(target)
+            drafters.append(MtpDrafter(target))
         except MtpUnavailable:
-            if plan.options.mtp == "on":
+            if plan.options.mtp == "on" or plan.options.mtp_assistant == _named_draft(plan):  # asked for: said
                 raise
             log.warning("%s: its MTP heads cannot draft here", plan.path.name, exc_info=True)
-            return None
     if plan.draft_path is None:
-        return None
+        return drafters
     o = plan.options
     options = LoadOptions(n_ctx=target.n_ctx, n_gpu_layers=-1 if o.n_gpu_layers == -1 else 0, n_threads=o.n_threads,
                           n_batch=o.n_batch, flash_attn=o.flash_attn, kv_cache_type=o.kv_cache_type, projector="",
                           allow_context_beyond_training=True)  # beyond its training a draft is only less often right
     runtime = (MlxRuntime if plan.backend == "mlx" else LlamaCppRuntime)(plan.draft_path, options)
     try:
-        return DraftModel(runtime, target, target_name=plan.path.name)
+        drafters.append(DraftModel(runtime, target, target_name=plan.path.name))
     except BaseException:
         runtime.close()
         raise
+    return drafters
 
 
-def _open_with_draft(plan: LoadPlan):
-    """The model's runtime and its draft model (None without one); a draft that fails to load unloads the model."""
+def _named_draft(plan: LoadPlan) -> str | None:
+    """The draft model the user named, as a path (an assistant chosen by name is one)."""
+    return str(resolve_model(plan.options.draft_model)) if plan.options.draft_model else None
+
+
+def _open_with_drafters(plan: LoadPlan):
+    """The model's runtime and its draft sources; a source that fails to load unloads the model (the heads belong
+    to it, and close with it)."""
     runtime = open_runtime(plan)
     try:
-        return runtime, open_draft(plan, runtime)
+        return runtime, open_drafters(plan, runtime)
     except BaseException:
         runtime.close()
         raise
@@ -208,9 +251,9 @@ def start_worker(model: str | Path | None, *, backend: str = "auto", options: Lo
     def make() -> Engine:  # on the engine thread: reading the model's metadata is file work too
         plan = plan_load(model, backend=backend, options=options)
         log.info("%s: %s", plan.label, plan.reason)
-        runtime, draft = _open_with_draft(plan)
+        runtime, drafters = _open_with_drafters(plan)
         return Engine(runtime, state_cache=state_cache, options=engine_options, backend=plan.label,
-                      backend_reason=plan.reason, draft_model=draft)
+                      backend_reason=plan.reason, draft_model=drafters)
 
     return EngineWorker(make)
 
@@ -229,7 +272,7 @@ def _auto_worker(model, backend: str, options: LoadOptions, engine_options, stat
 def auto_slots(plan: LoadPlan, hardware=None) -> int:
     """The slots Lantern runs a planned model with when it chooses (AUTO): DEFAULT_SLOTS where it can batch, else 1
     (and 1 with a draft model or MTP heads, whose caches follow one conversation)."""
-    drafts = plan.draft_path is not None or plan.options.load_mtp
+    drafts = plan.draft_path is not None or plan.options.load_mtp or bool(plan.options.mtp_assistant)
     return DEFAULT_SLOTS if not drafts and _can_batch(plan, hardware) else 1
 
 

@@ -50,10 +50,11 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     p.add_argument("--draft-max", type=int, default=EngineOptions().draft_max, help="longest draft to verify")
     p.add_argument("--draft-model", default=None, metavar="NAME|PATH",
                    help="a small model with the same vocabulary that drafts tokens for the model to verify in one "
-                        "pass (used where it pays on this device; one conversation at a time)")
+                        "pass, or a Gemma 4 assistant (used where it pays on this device; one conversation at a "
+                        "time)")
     p.add_argument("--mtp", choices=MTP_CHOICES, default="auto",
-                   help="draft with the model's own multi-token-prediction heads, where its GGUF has them (auto: "
-                        "where it runs on a GPU; one conversation at a time)")
+                   help="draft with the model's own multi-token-prediction heads, where its GGUF has them or a Gemma "
+                        "4 assistant is in its folder (auto: where it runs on a GPU; one conversation at a time)")
 
 
 PRESET_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens")

@@ -1,7 +1,8 @@
 """Producing a reply's tokens: plain decoding, or drafts verified in one forward pass.
 
-Drafts come from prompt lookup (the conversation, a client's prediction) or a draft model; each step the policy
-(engine/draft_policy.py) picks the source and length that promise the most tokens a second, or none.
+Drafts come from prompt lookup (the conversation, a client's prediction), draft models or the model's MTP heads;
+each step the policy (engine/draft_policy.py) picks the source and length that promise the most tokens a second, or
+none.
 With greedy sampling the output is that of plain greedy decoding. With sampling, each verified row
 goes through the whole sampler chain and a draft token is kept only while the sample equals it (or, drawn by a
 draft model, by speculative sampling); the first sample that differs is emitted and the step ends.
@@ -15,7 +16,6 @@ from typing import Iterator
 import numpy as np
 
 from basics.errors import LanternError
-from engine.draft_model import DraftModel
 from engine.draft_policy import DRAFT_MODEL, MTP, PROBE_DRAFT, DraftLengthPolicy
 from engine.drafting import PREDICTED, PromptLookupDrafter
 from engine.sampling import Sampler
@@ -61,16 +61,17 @@ class Draft:
 
 @dataclass
 class Lookup:
-    """Where drafts come from: prompt lookup (the conversation, a prediction) and a draft model or the model's MTP
-    heads (`model`: engine/draft_model.DraftModel or engine/mtp_drafter.MtpDrafter), under one policy."""
+    """Where drafts come from: prompt lookup (the conversation, a prediction), and draft models and the model's MTP
+    heads (`models`: engine/draft_model.DraftModel, engine/mtp_drafter.MtpDrafter), under one policy: each step
+    the source that promises the most tokens a second drafts, or none."""
 
     drafter: PromptLookupDrafter
     policy: DraftLengthPolicy
     adaptive: bool = True  # False: always draft as much as the match and the policy's draft_max allow
-    model: DraftModel | None = None
+    models: tuple = ()
     use_lookup: bool = True
     sampler: Sampler | None = None  # the request's: a draft model samples by it where it can be judged by it
-    _model_wait: int = 0  # plain steps since the draft model last drafted
+    _waits: dict = field(default_factory=dict)  # by a model's key: plain steps since it last drafted
 
     def choose(self, n_match: int, available: int, others: int = 0) -> int:
         if self.adaptive:
@@ -80,32 +81,38 @@ class Lookup:
     def next_draft(self, context: list[int], limit: int, batch_others) -> tuple[Draft, int]:
         """This step's draft (empty: a plain step), and the rows other conversations add to the pass."""
         found, n_match = self.drafter.propose(limit) if self.use_lookup else ([], 0)
-        others = batch_others() if batch_others is not None and (found or self.model) else 0
-        k_model = self._model_length(found, n_match, limit, others) if self.model is not None else 0
+        others = batch_others() if batch_others is not None and (found or self.models) else 0
+        model, k_model = self._pick_model(found, n_match, limit, others) if self.models else (None, 0)
         if k_model:
             draw = getattr(self.sampler, "draft", None) if getattr(self.sampler, "judge", None) else None
-            tokens, dists = self.model.propose(context, k_model, draw)
+            tokens, dists = model.propose(context, k_model, draw)
             if tokens:
-                return Draft(tokens, self.model.key, dists if draw is not None else None), others
+                return Draft(tokens, model.key, dists if draw is not None else None), others
         k = self.choose(n_match, len(found), others) if found else 0
         return Draft(found[:k], n_match, shadow=(found, n_match)), others
 
-    def _model_length(self, found: list[int], n_match: int, limit: int, others: int) -> int:
-        """How many tokens the draft model should draft now: 0 where lookup promises more, or nothing pays."""
+    def _pick_model(self, found: list[int], n_match: int, limit: int, others: int) -> tuple[object, int]:
+        """The model that drafts now and how many tokens: none where lookup promises more or nothing pays; a
+        model that has not drafted for a while is probed now and then (its acceptance is learnt only from its
+        drafts)."""
         policy = self.policy
         if not self.adaptive:
-            return min(limit, policy.draft_max)
-        per_token = (self.model.token_seconds if policy.learn_costs
-                     else self.model.relative_cost * policy.cost(1))
-        k, rate = policy.best(self.model.key, limit, others=others, per_token=per_token)
+            return self.models[0], min(limit, policy.draft_max)
+        costs = {m.key: (m.token_seconds if policy.learn_costs else m.relative_cost * policy.cost(1))
+                 for m in self.models}
+        rated = [(policy.best(m.key, limit, others=others, per_token=costs[m.key]), m) for m in self.models]
+        (k, rate), best = max(rated, key=lambda r: r[0][1] if r[0][0] else -1.0)
         if k and (not found or rate > policy.best(n_match, len(found), others=others)[1]):
-            self._model_wait = 0
-            return k
-        self._model_wait += not k
-        if not k and not others and self._model_wait >= policy.probe_every and policy.could_pay(per_token):
-            self._model_wait = 0  # its acceptance is learnt only from its drafts: look again now and then
-            return min(limit, PROBE_DRAFT)
-        return 0
+            self._waits[best.key] = 0
+            return best, k
+        for (k_m, _), m in rated:
+            self._waits[m.key] = self._waits.get(m.key, 0) + (not k_m)
+        for (k_m, _), m in rated:
+            if (not k_m and not others and self._waits[m.key] >= policy.probe_every
+                    and policy.could_pay(costs[m.key])):
+                self._waits[m.key] = 0
+                return m, min(limit, PROBE_DRAFT)
+        return None, 0
 
 
 def produce_tokens(runtime: Runtime, fed: list[int], logits: np.ndarray, sampler: Sampler, context: list[int],

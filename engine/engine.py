@@ -9,7 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -66,14 +66,16 @@ class Engine(PromptMixin, CacheMixin):
 
     def __init__(self, runtime: Runtime, *, state_cache: StateCache | None = None,
                  options: EngineOptions | None = None, backend: str | None = None, backend_reason: str = "",
-                 draft_model: DraftModel | MtpDrafter | None = None):
+                 draft_model: DraftModel | MtpDrafter | Sequence[DraftModel | MtpDrafter] | None = None):
         self.runtime = runtime
         self.options = options or EngineOptions()
         self.options.validate()
         # What the user should know about this model on this backend (shown by the CLI and the window).
         self.notes: list[str] = list(getattr(runtime, "load_notes", []))
         rollback = getattr(runtime, "rollback_tokens", 0)
-        drafts = self.options.prompt_lookup or draft_model is not None
+        drafters = tuple(draft_model if isinstance(draft_model, (list, tuple)) else
+                         () if draft_model is None else (draft_model,))
+        drafts = self.options.prompt_lookup or bool(drafters)
         if drafts and not runtime.can_truncate and rollback >= 2:
             # Recurrent layers roll back only the last few tokens (llama.cpp's snapshots): drafts stay that short.
             self.options = replace(self.options, draft_max=min(self.options.draft_max, rollback - 2))
@@ -83,9 +85,11 @@ class Engine(PromptMixin, CacheMixin):
             if not self.notes:
                 self.notes.append("Prompt lookup is off: this model's cache cannot be rolled back.")
         self.backend = backend or runtime.name  # how the figures name it: "llamacpp (GPU)", "mlx"
-        self.draft_model = draft_model if self._can_draft else None
-        if draft_model is not None and self.draft_model is None:
-            draft_model.close()
+        # draft models and the model's MTP heads, beside prompt lookup
+        self.drafters: tuple[DraftModel | MtpDrafter, ...] = drafters if self._can_draft else ()
+        if drafters and not self.drafters:
+            for d in drafters:
+                d.close()
             self.notes.append("The draft model is not used: this model's cache cannot drop a rejected draft.")
         self.backend_reason = backend_reason
         self._policy: DraftLengthPolicy | None = None
@@ -149,9 +153,14 @@ class Engine(PromptMixin, CacheMixin):
             self._grammar_tokenizer = GrammarTokenizer(self.runtime)
         return self._grammar_tokenizer
 
+    @property
+    def draft_model(self) -> DraftModel | MtpDrafter | None:
+        """The first of the drafters (None: prompt lookup alone)."""
+        return self.drafters[0] if self.drafters else None
+
     def close(self) -> None:
-        if self.draft_model is not None:
-            self.draft_model.close()
+        for d in self.drafters:
+            d.close()
         self.runtime.close()
 
     def forget_draft_statistics(self) -> None:
@@ -281,7 +290,7 @@ class Engine(PromptMixin, CacheMixin):
         draft model."""
         use = self.options.prompt_lookup if request.prompt_lookup is None else request.prompt_lookup
         use = (use or bool(request.prediction)) and self._can_draft
-        if not use and self.draft_model is None:
+        if not use and not self.drafters:
             return None
         # Greedy requests are reproducible too, seed or not: their draft lengths follow from their text, like a
         # seeded reply's (issue 32: by timing, two runs on a busy machine parted at near ties).
@@ -291,7 +300,7 @@ class Engine(PromptMixin, CacheMixin):
             predicted = self.runtime.tokenize(request.prediction, add_bos=False, parse_special=False)
             reply.predicted_tokens = len(predicted)
             lookup = replace(lookup, drafter=PredictionDrafter(lookup.drafter, predicted))
-        return replace(lookup, model=self.draft_model, use_lookup=use, sampler=sampler)
+        return replace(lookup, models=self.drafters, use_lookup=use, sampler=sampler)
 
     def _lookup(self, *, seeded: bool = False) -> Lookup:
         self._drafter = self._drafter or PromptLookupDrafter(ngram_max=self.options.ngram_max)

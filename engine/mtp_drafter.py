@@ -4,6 +4,7 @@ batches by itself (runtimes/llama_mtp.py); this is the part the policy sees."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Sequence
 
 from engine.draft_policy import MTP
@@ -19,11 +20,10 @@ class MtpDrafter:
     def __init__(self, runtime):
         self.runtime = runtime
         self.heads = runtime.start_mtp()  # MtpUnavailable (a ModelLoadError) where it cannot
-        self.name = f"{runtime.model_path.name}'s MTP heads"
-        # A pass of the heads against one of the model, for seeded and greedy replies (nominal costs, never timing):
-        # their blocks and the output layer they share, against the model's blocks and that layer.
-        layers = max(1, self.heads.n_model_layers - self.heads.n_layers)
-        self.relative_cost = (self.heads.n_layers + 1) / (layers + 1)
+        assistant = runtime.options.mtp_assistant
+        self.name = f"{runtime.model_path.name}'s MTP heads" + (f" ({Path(assistant).name})" if assistant else "")
+        # A pass of the heads against one of the model, for seeded and greedy replies (nominal costs, never timing)
+        self.relative_cost = self.heads.relative_cost
         self.token_seconds = self._measure()  # seconds per drafted token, learnt from every draft
 
     def _measure(self) -> float:

@@ -49,6 +49,14 @@ def read_gguf_header(path: Path, *, keep_arrays_up_to: int = 64) -> GGUFHeader:
         raise ModelLoadError(f"{path.name} is not a readable GGUF file: {e}") from None
 
 
+def metadata_or_none(path: Path) -> dict | None:
+    """A GGUF file's metadata, or None where it is not a file or cannot be read (for looking through a folder)."""
+    try:
+        return read_gguf_header(path).metadata if path.is_file() else None
+    except (OSError, ValueError, RecursionError, ModelLoadError):
+        return None
+
+
 class HeaderCut(ValueError):
     """The bytes end before the header does (a partial read of a remote file: read more)."""
 

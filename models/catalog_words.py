@@ -3,6 +3,7 @@ tool-call format. Built from the entry's own figures, so it never claims what th
 from __future__ import annotations
 
 from models.catalog import CatalogEntry
+from runtimes.llama_mtp import ASSISTANT_TARGETS
 
 MAKERS = {"qwen": "Alibaba's Qwen team", "gemma": "Google", "embeddinggemma": "Google", "gpt-oss": "OpenAI",
           "ministral": "Mistral AI", "devstral": "Mistral AI", "glm": "Z.ai", "nemotron": "NVIDIA",
@@ -35,12 +36,18 @@ def description(entry: CatalogEntry) -> str:
         text += " It " + (", ".join(can[:-1]) + " and " + can[-1] if len(can) > 1 else can[0]) + "."
     if entry.mtp_layers > 0:
         text += " Its file carries multi-token-prediction heads: it drafts its own next tokens."
+    elif entry.architecture in ASSISTANT_TARGETS:
+        text += " Its multi-token-prediction heads come as a separate assistant model, which drafts for it."
     if entry.format == "mlx":
         text += " MLX format: for Apple silicon."
     return text
 
 
 def mtp_in_words(entry: CatalogEntry) -> str:
+    if entry.architecture in ASSISTANT_TARGETS:  # Gemma 4: the heads ship as a model of their own
+        base = entry.repo.rsplit("/", 1)[-1].removesuffix("-GGUF")
+        return (f"in a separate model, Google's {base}-assistant: a GGUF of it in this model's folder (or its MTP "
+                "folder), or chosen under Chat settings → Draft with, drafts as its heads (auto: on a GPU)")
     if entry.mtp_layers > 0:
         return (f"yes ({entry.mtp_layers} block{'s' * (entry.mtp_layers > 1)}): they draft tokens the model checks "
                 "in one step (Chat settings → MTP heads; auto: on a GPU)")

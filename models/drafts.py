@@ -12,9 +12,11 @@ from pathlib import Path
 
 from basics.errors import LanternError
 from files.gguf_header import read_gguf_header
+from models.assistants import find_assistant
 from models.facts import facts_of
 from models.info import describe_model
 from models.library import LocalModel
+from runtimes.llama_mtp import ASSISTANT_ARCH, MtpUnavailable, check_assistant
 
 # the special tokens' ids; with the tokens and their kinds, what makes two vocabularies one
 SPECIAL_IDS = ("bos", "eos", "eot", "eom", "pad", "unknown", "sep", "cls", "mask")
@@ -59,7 +61,7 @@ def _vocabulary(path: str, _size: int, _mtime_ns: int) -> str | None:
 
 def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[LocalModel]:
     """The models in `library` that can draft for `model`: GGUF chat models with its vocabulary, smaller than it,
-    without recurrent layers."""
+    without recurrent layers, and the Gemma 4 assistants made for it."""
     if model.format != "gguf" or (vocabulary := vocabulary_of(model.path)) is None:
         return []
     found = []
@@ -67,7 +69,10 @@ def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[Local
         if other.format != "gguf" or other.size_bytes >= model.size_bytes or other.path == model.path:
             continue
         try:
-            if facts_of(other.path).get("kind") != "chat" or describe_model(other.path).state_bytes:
+            kind = facts_of(other.path).get("kind")
+            if kind == "drafter" and _assists(other, model):
+                pass  # a Gemma 4 assistant made for this model: it drafts as its MTP heads
+            elif kind != "chat" or describe_model(other.path).state_bytes:
                 continue  # an embedding model; recurrent layers (its cache could not drop a rejected draft)
         except (LanternError, OSError, ValueError):
             continue
@@ -76,11 +81,28 @@ def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[Local
     return sorted(found, key=lambda m: m.size_bytes)
 
 
+def _assists(assistant: LocalModel, model: LocalModel) -> bool:
+    try:
+        check_assistant(read_gguf_header(Path(assistant.path)).metadata, read_gguf_header(Path(model.path)).metadata,
+                        assistant_name=assistant.name, model_name=model.name)
+    except (MtpUnavailable, LanternError, OSError):
+        return False
+    return True
+
+
 def mtp_blocks(model: LocalModel) -> int:
-    """How many MTP blocks the model's GGUF carries (0: none, or not a GGUF)."""
+    """How many MTP blocks can draft for the model: its GGUF's, or those of the Gemma 4 assistant beside it (0: none,
+    or not a GGUF)."""
     if model.format != "gguf":
         return 0
     try:
-        return describe_model(model.path).mtp_layers
+        own = describe_model(model.path).mtp_layers
+        if own:
+            return own
+        assistant = find_assistant(Path(model.path))
+        if assistant is None:
+            return 0
+        value = read_gguf_header(assistant).metadata.get(f"{ASSISTANT_ARCH}.nextn_predict_layers")
+        return value if isinstance(value, int) and value > 0 else 0
     except (LanternError, OSError):
         return 0

@@ -1,4 +1,4 @@
-"""What a model is, read from its own file: context length, kind (chat or embedding) and capabilities (what
+"""What a model is, read from its own file: context length, kind (chat, embedding, or drafter) and capabilities (what
 `GET /v1/models` says of it, and what the window shows)."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from basics.errors import LanternError
 from models.info import describe_model
 from models.library import ModelLibrary
 from models.registry import BUILTIN_MODELS
+from runtimes.llama_mtp import ASSISTANT_ARCH
 
 # Encoder architectures: they embed text, they do not write it (others say so by pooling their tokens)
 EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
@@ -45,6 +46,8 @@ def _facts(path: str, _size: int, _mtime_ns: int) -> tuple:
     info = describe_model(path)
     pools = info.pooling not in (POOLING_NONE, POOLING_RANK)  # Qwen3-Embedding is a qwen3 that pools its last token
     kind = "embedding" if info.architecture in EMBEDDING_ARCHITECTURES or pools else "chat"
+    if info.architecture == ASSISTANT_ARCH:  # a Gemma 4 assistant: MTP heads that only draft for their model
+        kind = "drafter"
     native = info.tool_format not in ("", "generic") and not info.tool_format.startswith("none")
     return (("context_length", info.n_ctx_train), ("kind", kind), ("architecture", info.architecture),
             ("quantization", info.quant), ("size_bytes", info.size_bytes), ("chat_template", info.chat_template),

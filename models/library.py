@@ -20,6 +20,7 @@ import platformdirs
 from basics.errors import LanternError, ModelLoadError
 from files.owned_files import atomic_write, disk_full_error, file_lock, is_disk_full, move_aside
 from files.safe_paths import UnsafeName, check_name, inside, same_ignoring_case
+from models.assistants import find_assistant, is_assistant_file
 from models.info import describe_model
 from models.projectors import find_projector, is_projector
 from models.registry import BUILTIN_MODELS, STARTER_MODEL
@@ -133,7 +134,8 @@ class ModelLibrary:
         if not src.exists():
             raise LibraryError(f"Nothing to import at {src}.")
         if src.is_dir() and not (src / "config.json").is_file():
-            files = sorted(f for f in src.glob("*.gguf") if not is_projector(f))  # projectors come with their model
+            # projectors and Gemma 4 assistants come with their model
+            files = sorted(f for f in src.glob("*.gguf") if not is_projector(f) and not is_assistant_file(f))
             if not files:
                 raise LibraryError(f"{src} holds no .gguf files (other than vision projectors) and is not an MLX "
                                   "model folder.")
@@ -148,8 +150,9 @@ class ModelLibrary:
                                "projector comes with it).")
         name = check_model_name(name) if name is not None else model_name(src.stem if src.is_file() else src.name)
         found = describe(src, name=name, source="import")  # refuse what is not a model before copying anything
-        if src.is_file():  # and what llama.cpp would refuse or abort on: a test load in a child process
-
+        # and what llama.cpp would refuse or abort on: a test load in a child process (an assistant cannot load
+        # alone: it is tried with its model, when that model first drafts with it)
+        if src.is_file() and not is_assistant_file(src):
             # within the context it was trained for (embedding models read 512 tokens: the default would be refused)
             n_ctx = LoadOptions().n_ctx
             verify_in_child(src, LoadOptions(n_ctx=min(n_ctx, found.context_length or n_ctx)))
@@ -161,11 +164,15 @@ class ModelLibrary:
             raise LibraryError(f"{folder} already exists and is not a registered model; move it away first.")
         target = folder / _own_file_name(src)
         projector = find_projector(src) if src.is_file() else None
+        assistant = find_assistant(src) if src.is_file() else None
         self._copy(src, target)
         try:
             if projector is not None:  # the model's eyes travel with it (app/wiring.py finds them beside it)
                 own = _own_file_name(projector)
                 self._copy(projector, folder / (own if own != target.name else "mmproj.gguf"))
+            if assistant is not None:  # and its MTP heads, where it drafts with them (found in MTP/ as beside it)
+                (folder / "MTP").mkdir()
+                self._copy(assistant, folder / "MTP" / _own_file_name(assistant))
             return self.add(target, name=name, source="import")
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

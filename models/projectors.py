@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from files.gguf_header import read_gguf_header
+from files.gguf_header import metadata_or_none, read_gguf_header
 
 
 def find_projector(model: Path) -> Path | None:
@@ -29,13 +29,8 @@ def find_projector(model: Path) -> Path | None:
 
 def projector_metadata(path: Path) -> dict | None:
     """A GGUF's metadata if it is a projector (general.architecture "clip"), else None."""
-    try:
-        if not path.is_file():
-            return None
-        meta = read_gguf_header(path).metadata
-    except (OSError, ValueError, RecursionError):
-        return None
-    return meta if meta.get("general.architecture") == "clip" else None
+    meta = metadata_or_none(path)
+    return meta if meta is not None and meta.get("general.architecture") == "clip" else None
 
 
 def is_projector(path: Path) -> bool:

@@ -9,8 +9,10 @@ paired with the hidden states shifted by one (`follow`), and a rejected draft is
 starts from the token the model chose and the hidden state of the last position, and each drafted token feeds the
 next step with the hidden state the heads output for it (`draft`). A model with several trained heads (MiMo-V2,
 Step-3.5, Hunyuan) chains them as llama-server does: each batch goes through every head's block, and head i drafts
-the i-th token over the whole draft so far. Not here: Gemma 4's separate "assistant" drafters, which share the
-model's cache (a context made with ctx_other).
+the i-th token over the whole draft so far. Gemma 4's heads ship as a separate GGUF, its "assistant"
+(gemma4-assistant): a context of that model made with ctx_other = the model's context reads the model's own cache
+(its last windowed and last full layer), so nothing follows but the hidden states, and every drafted token sits at
+the same position, the next one (`shared`).
 
 llama-cpp-python binds the llama_batch_ext functions and llama_process; the staging functions that switch the hidden
 states on and read them (src/llama-ext.h) are exported by libllama only under their C++ names, loaded here by those.
@@ -46,10 +48,42 @@ class MtpUnavailable(ModelLoadError):
     """This llama.cpp, or this model, cannot draft with MTP heads; the message says what is missing."""
 
 
+ASSISTANT_ARCH = "gemma4-assistant"  # a separate GGUF of MTP heads, for the Gemma 4 model it was trained with
+ASSISTANT_TARGETS = ("gemma4",)
+
+
 def mtp_layers(metadata: dict) -> int:
-    """How many MTP blocks a GGUF's metadata says it carries (0: none)."""
+    """How many MTP blocks a GGUF's metadata says it carries (0: none; an assistant GGUF carries only them)."""
+    if is_assistant(metadata):
+        return 0
     value = metadata.get(f"{metadata.get('general.architecture')}.nextn_predict_layers", 0)
     return value if isinstance(value, int) and value > 0 else 0
+
+
+def is_assistant(metadata: dict) -> bool:
+    """Whether a GGUF is a Gemma 4 assistant: MTP heads that draft for another model and cannot run alone."""
+    return metadata.get("general.architecture") == ASSISTANT_ARCH
+
+
+def check_assistant(assistant: dict, model: dict, *, assistant_name: str, model_name: str) -> None:
+    """MtpUnavailable unless the `assistant` GGUF's metadata fits the `model`'s: the family, the hidden size it
+    reads (embedding_length_out) and the vocabulary size."""
+    arch = model.get("general.architecture")
+    if arch not in ASSISTANT_TARGETS:
+        raise MtpUnavailable(f"{assistant_name} is a Gemma 4 assistant: it drafts for Gemma 4 models, and "
+                             f"{model_name} is {arch or 'of no known architecture'}.")
+    wants, has = assistant.get(f"{ASSISTANT_ARCH}.embedding_length_out"), model.get(f"{arch}.embedding_length")
+    if not isinstance(wants, int) or wants != has:
+        raise MtpUnavailable(f"{assistant_name} was trained for a Gemma 4 of hidden size {wants}, and {model_name}'s "
+                             f"is {has}: choose the assistant made for this model.")
+    a, m = (_count(x.get("tokenizer.ggml.tokens")) for x in (assistant, model))
+    if a and m and a != m:
+        raise MtpUnavailable(f"{assistant_name} has {a} tokens and {model_name} {m}: not the same vocabulary.")
+
+
+def _count(value) -> int:
+    """An array's length from a GGUF header's metadata (long arrays are kept as their length only)."""
+    return value if isinstance(value, int) else len(value) if isinstance(value, (list, tuple)) else 0
 
 
 def staging_functions(C) -> dict:
@@ -72,26 +106,39 @@ def staging_functions(C) -> dict:
 
 
 class MtpHeads:
-    """The MTP heads of the model loaded in `model` (a llama_model* loaded with load_mtp), drafting for the
-    sequence 0 of `target` (its llama_context*). Owns its own context; `close()` frees it."""
+    """The MTP heads of the model loaded in `model` (a llama_model* loaded with load_mtp, or a Gemma 4 assistant's
+    with `shared`), drafting for the sequence 0 of `target` (its llama_context*). Owns its own context, and with
+    `owns_model` the assistant's model; `close()` frees them."""
 
-    def __init__(self, C, model, target, *, n_ctx: int, n_batch: int, n_threads: int):
+    def __init__(self, C, model, target, *, n_ctx: int, n_batch: int, n_threads: int, shared: bool = False,
+                 owns_model: bool = False):
         self._C = C
         self._fn = staging_functions(C)
+        self._model = model if owns_model else None
+        self.shared = shared
         self.n_layers = int(C.llama_model_n_layer_nextn(model))
-        self.n_model_layers = int(C.llama_model_n_layer(model))  # the whole model's blocks, the heads' among them
+        target_model = C.llama_get_model(target)
+        # the blocks a pass of the model runs (its own heads not among them): what one of the heads' passes costs
+        # is counted against it
+        self.n_model_layers = int(C.llama_model_n_layer(target_model)) - (0 if shared else self.n_layers)
         # Several trained heads (MiMo-V2, Step-3.5, Hunyuan): llama.cpp chains them, head i drafting the i-th token
-        # ahead, each over the whole draft so far (llama-server's draft-mtp does the same)
-        self.chained = self.n_layers > 1
+        # ahead, each over the whole draft so far (llama-server's draft-mtp does the same). An assistant's blocks
+        # run together in each pass.
+        self.chained = self.n_layers > 1 and not shared
         if self.n_layers < 1:
             raise MtpUnavailable("This model has no MTP heads (its GGUF has no nextn_predict_layers), or they were "
                                  "not loaded.")
         self.n_embd = int(C.llama_model_n_embd_out(model))
+        if self.n_embd != int(C.llama_model_n_embd_out(target_model)):
+            raise MtpUnavailable(f"The MTP heads read hidden states of {self.n_embd} values, and the model's have "
+                                 f"{int(C.llama_model_n_embd_out(target_model))}.")
         self.n_vocab = int(C.llama_vocab_n_tokens(C.llama_model_get_vocab(model)))
         params = C.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
         params.n_threads = params.n_threads_batch = n_threads
         params.ctx_type = C.LLAMA_CONTEXT_TYPE_MTP
+        if shared:
+            params.ctx_other = target
         self._ctx = C.llama_init_from_model(model, params)
         if not self._ctx:
             raise MtpUnavailable("llama.cpp could not make a context for this model's MTP heads.")
@@ -106,6 +153,12 @@ class MtpHeads:
         self._rows = np.zeros((0, self.n_embd), np.float32)  # h of the model's last batch
         self._rows_start = 0
         self._keep: list[np.ndarray] = []  # the rows a batch points at, alive until it is processed
+
+    @property
+    def relative_cost(self) -> float:
+        """A pass of the heads against one of the model (nominal, for seeded and greedy replies): their blocks and
+        the output layer, against the model's blocks and that layer."""
+        return (self.n_layers + 1) / (max(1, self.n_model_layers) + 1)
 
     @property
     def length(self) -> int:
@@ -128,7 +181,8 @@ class MtpHeads:
         if self.length < start:  # positions the heads never saw (a state restored into the model)
             self._fill([-1] * (start - self.length))
         previous = self._pending
-        for head in range(self.n_layers if self.chained else 1):  # chained: every head's layer gets the batch
+        # chained: every head's layer gets the batch; an assistant reads the model's cache, and computes nothing
+        for head in range(0 if self.shared else self.n_layers if self.chained else 1):
             self._clear()
             for k, token in enumerate(tokens):
                 self._add(int(token), start + k, previous if k == 0 else rows[k - 1], output=False)
@@ -168,8 +222,8 @@ class MtpHeads:
                     self._C.llama_memory_seq_rm(self._mem, 0, self.length, -1)
                     for t, (tok, row) in enumerate(zip(seen[len(known):], rows)):
                         index = self._add(tok, self.length + t, row, output=t == len(rows) - 1)
-                else:
-                    index = self._add(token, self.length + step, h, output=True)
+                else:  # an assistant drafts every token at the next position (it adds nothing to the cache)
+                    index = self._add(token, self.length + (0 if self.shared else step), h, output=True)
                 self._process(step if self.chained else 0)
                 logits = np.ctypeslib.as_array(self._C.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
                 token, dist = (int(np.argmax(logits)), None) if pick is None else pick(logits, seen)
@@ -191,6 +245,9 @@ class MtpHeads:
             self._fn["set_embeddings_nextn"](self._target, False, False)
             self._C.llama_free(self._ctx)
             self._ctx = None
+        if self._model is not None:  # an assistant's model, after its context
+            self._C.llama_model_free(self._model)
+            self._model = None
 
     def _cut(self, length: int) -> None:
         if length >= self.length:
@@ -208,7 +265,7 @@ class MtpHeads:
         tokens (or 0 where not known) with zeros for the h, so that the cache's positions stay consecutive
         (llama.cpp refuses a gap); drafts that read them are only less often right."""
         zero = np.zeros(self.n_embd, np.float32)
-        for lo in range(0, len(tokens), self.n_batch):
+        for lo in range(0 if not self.shared else len(tokens), len(tokens), self.n_batch):
             for head in range(self.n_layers if self.chained else 1):
                 self._clear()
                 for k, token in enumerate(tokens[lo:lo + self.n_batch]):

@@ -379,14 +379,33 @@ class LlamaCppRuntime(SlotsMixin):
         return out / np.where(norms > 0, norms, 1)
 
     def start_mtp(self) -> MtpHeads:
-        """Draft with this model's MTP heads from now on (loaded with LoadOptions.load_mtp); MtpUnavailable where
-        the model or this llama.cpp cannot."""
+        """Draft with this model's MTP heads from now on: its own (loaded with LoadOptions.load_mtp), or a Gemma 4
+        assistant's (LoadOptions.mtp_assistant); MtpUnavailable where the model or this llama.cpp cannot."""
         if self.mtp is None:
-            if not self.options.load_mtp:
+            assistant = self.options.mtp_assistant
+            if not assistant and not self.options.load_mtp:
                 raise MtpUnavailable(f"{self.model_path.name} was loaded without its MTP heads (load_mtp).")
-            self.mtp = MtpHeads(self._C, self._model, self._ctx, n_ctx=self.n_ctx, n_batch=self.n_batch,
-                                n_threads=self.n_threads)
+            model, owned = (self._load_assistant(Path(assistant)), True) if assistant else (self._model, False)
+            try:
+                self.mtp = MtpHeads(self._C, model, self._ctx, n_ctx=self.n_ctx, n_batch=self.n_batch,
+                                    n_threads=self.n_threads, shared=bool(assistant), owns_model=owned)
+            except BaseException:
+                if owned:
+                    self._C.llama_model_free(model)
+                raise
         return self.mtp
+
+    def _load_assistant(self, path: Path):
+        """A Gemma 4 assistant's weights, where the model's are (its GGUF checked first, as the model's was)."""
+        check_gguf_file(path, check_header=True)
+        mparams = self._C.llama_model_default_params()
+        mparams.n_gpu_layers = 0x7FFFFFFF if self.on_gpu else 0
+        mparams.use_extra_bufts = not cpu_has_amx()
+        recent_log().clear()
+        model = self._C.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise MtpUnavailable(f"llama.cpp could not load the assistant {path.name}: {last_error()}")
+        return model
 
     def close(self) -> None:
         C = self._C

@@ -39,7 +39,9 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
                        "n_gpu_layers": options.n_gpu_layers,
                        "n_batch": min(options.n_batch, small), "flash_attn": options.flash_attn, "kv_cache_type": options.kv_cache_type,
                        "allow_context_beyond_training": options.allow_context_beyond_training,
-                       "projector": options.projector or None})
+                       "projector": options.projector or None,
+                       # the MTP heads' graph runs only when they draft: the child drafts once with them
+                       "load_mtp": options.load_mtp, "mtp_assistant": options.mtp_assistant})
     cmd = [sys.executable, PROBE_ARG, spec] if getattr(sys, "frozen", False) else \
         [sys.executable, "-m", "runtimes.load_probe_child", spec]
     env = {**os.environ, "LANTERN_IN_LOAD_PROBE": "1"}
@@ -68,6 +70,10 @@ def verify_in_child(path: Path, options: LoadOptions) -> None:
         return
     if proc.returncode == CLEAN_FAILURE and message:
         raise ModelLoadError(message[-1])
+    if options.mtp_assistant:  # the model loads alone (it did, as the library took it): the assistant is to blame
+        raise ModelLoadError(f"{path.name} with the assistant {Path(options.mtp_assistant).name} made llama.cpp "
+                             f"{_how(proc.returncode)} in a test process, so Lantern will not load them{_reason(err)}. "
+                             "The assistant is damaged or not made for this model; choose another, or none.")
     if options.projector:  # the model alone loaded before (or loads now): the projector is what to blame
         raise ModelLoadError(f"{path.name} with the vision projector {Path(options.projector).name} made llama.cpp "
                              f"{_how(proc.returncode)} in a test process, so Lantern will not load them{_reason(err)}. "
@@ -98,6 +104,11 @@ def _key(path: Path, options: LoadOptions) -> str:
     if options.projector:  # the projector too: a new or changed one is tried in the child first
         pst = Path(options.projector).stat()
         key += [os.path.realpath(options.projector), pst.st_size, pst.st_mtime_ns]
+    if options.load_mtp:
+        key.append("mtp")
+    if options.mtp_assistant:  # and an assistant
+        ast = Path(options.mtp_assistant).stat()
+        key += [os.path.realpath(options.mtp_assistant), ast.st_size, ast.st_mtime_ns]
     return json.dumps(key)
 
 

@@ -42,6 +42,9 @@ class LoadOptions:
     # it into load_mtp, which loads the heads' tensors.
     mtp: str = "auto"
     load_mtp: bool = False
+    # A Gemma 4 "assistant" GGUF that drafts as the model's MTP heads, reading the model's own cache (set by the
+    # plan when the draft model chosen is one; runtimes/llama_mtp.py)
+    mtp_assistant: str = ""
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 

@@ -269,6 +269,8 @@ def test_mtp_heads_are_marked_once_known_and_old_saved_figures_still_count(tmp_p
     known = dataclasses.replace(bundled, mtp_layers=1, checked="abcdef123456 2026-12-06")
     assert mtp_in_words(known).startswith("yes (1 block)") and "multi-token-prediction" in description(known)
     assert mtp_in_words(dataclasses.replace(known, mtp_layers=0)) == "no"
+    gemma = entry("gemma-4-31b")  # Gemma 4's heads are a model of their own, its assistant
+    assert "Google's gemma-4-31B-it-assistant" in mtp_in_words(gemma) and "assistant" in description(gemma)
     remember_figures(tmp_path, known)
     assert {e.name: e for e in load_catalog(figures_dir=tmp_path)}["qwen3.5-9b"].mtp_layers == 1
     saved = json.loads((tmp_path / "catalog-figures.json").read_text())

@@ -123,3 +123,29 @@ def test_mtp_heads_show_for_a_model_that_has_them_and_the_choice_loads(qtbot, ma
         panel.mtp.activated.emit(panel.mtp.currentIndex())
     assert w.settings.current.model_defaults["qwen35-mtp"].mtp is None
     assert w.models.worker.call(lambda e: e.draft_model is None).result(timeout=60) == on_cpu
+
+
+def test_gemma4_offers_its_assistant_under_draft_with_and_the_assistant_alone_cannot_chat(qtbot, make_window,
+                                                                                           smollm2_path, tmp_path):
+    from tiny_models import write_gemma4, write_gemma4_assistant
+
+    w = make_window(max_tokens=8)
+    model = write_gemma4(smollm2_path, tmp_path / "gemma-4.gguf")
+    (tmp_path / "MTP").mkdir()  # its assistant where llama.cpp users keep it: found there, and imported too
+    assistant = write_gemma4_assistant(smollm2_path, tmp_path / "MTP" / "gemma-4-assistant.gguf")
+    w.library.import_path(model, link=True, name="gemma-4-tiny")
+    w.library.import_path(assistant, link=True, name="gemma-4-tiny-assistant")
+    w.load_model("gemma-4-tiny-assistant")  # a drafter: said in words, nothing loads
+    assert "is a Gemma 4 assistant" in w.statusBar().currentMessage() and w.models.worker is None
+    with qtbot.waitSignal(w.models.sig_model_loaded, timeout=120_000):
+        w.load_model("gemma-4-tiny")
+    _settle(qtbot)
+    panel = w.chat.chat_settings
+    assert _choices(panel) == [None, "gemma-4-tiny-assistant"]  # the starter: another architecture, not offered
+    assert panel.mtp.isVisibleTo(panel)  # no heads of its own, but its assistant beside it
+    assert "not used on the CPU" in w.models.reason or "drafts with its MTP heads" in w.models.reason
+    _choose(qtbot, w, "gemma-4-tiny-assistant")
+    assert "drafts with its MTP heads (gemma-4-assistant.gguf)" in w.models.reason
+    assert w.models.worker.call(lambda e: (e.draft_model.source, e.runtime.mtp.shared)).result(60) == ("mtp", True)
+    assert send(qtbot, w, "Hello") == "done"
+    _settle(qtbot)

@@ -386,3 +386,88 @@ def write_mlx(kind: str, tokenizer_folder: Path, out: Path, *, seed: int = 0) ->
         if f.name not in ("config.json", "model.safetensors"):
             shutil.copy(f, out / f.name)
     return out
+
+
+def write_gemma4(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 4, seed: int = 0) -> Path:
+    """A Gemma 4: sliding-window and full attention alternating (the last layer full, the one before it windowed,
+    as in the real models, whose assistant drafters read those two layers' cache), grouped-query attention with
+    normed queries and keys, and GELU feed-forward between post-norms."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "gemma4")
+    n_head, n_head_kv, head, n_ff = 4, 2, 16, 128
+    _gemma4_keys(w, "gemma4", n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv,
+                 head=head, windowed=[i % 2 == 0 for i in range(n_layer)])
+    w.add_uint32("gemma4.embedding_length_per_layer_input", 0)
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    w.add_tensor("rope_freqs.weight", np.ones(head // 2, np.float32))
+    for i in range(n_layer):
+        _gemma4_block(w, t, i, n_embd=n_embd, n_head=n_head, head=head, n_ff=n_ff, kv=n_head_kv)
+    return _finish(w, path)
+
+
+def _gemma4_keys(w, arch: str, *, n_embd: int, n_layer: int, n_ff: int, n_head: int, n_head_kv: int, head: int,
+                 windowed: list[bool]) -> None:
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_key_length(head)
+    w.add_value_length(head)
+    w.add_uint32(f"{arch}.attention.key_length_swa", head)
+    w.add_uint32(f"{arch}.attention.value_length_swa", head)
+    w.add_rope_dimension_count(head)
+    w.add_rope_freq_base(1000000.0)
+    w.add_float32(f"{arch}.rope.freq_base_swa", 10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_sliding_window(64)
+    w.add_array(f"{arch}.attention.sliding_window_pattern", windowed)
+
+
+def _gemma4_block(w, t, i: int, *, n_embd: int, n_head: int, head: int, n_ff: int, kv: int) -> None:
+    for norm in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
+        w.add_tensor(f"blk.{i}.{norm}.weight", np.ones(n_embd, np.float32))
+    w.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head, np.float32))
+    w.add_tensor(f"blk.{i}.layer_output_scale.weight", np.ones(1, np.float32))
+    t(f"blk.{i}.attn_q.weight", n_head * head, n_embd)
+    if kv:  # the assistant's blocks have queries only: they read the model's cache
+        w.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head, np.float32))
+        t(f"blk.{i}.attn_k.weight", kv * head, n_embd)
+        t(f"blk.{i}.attn_v.weight", kv * head, n_embd)
+    t(f"blk.{i}.attn_output.weight", n_embd, n_head * head)
+    t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+    t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+    t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+
+
+def write_gemma4_assistant(vocab_source: Path, path: Path, *, n_embd: int = 32, n_target_embd: int = 64,
+                           seed: int = 1) -> Path:
+    """A Gemma 4 "assistant": the separate drafter Google ships for each Gemma 4 (gemma4-assistant in llama.cpp).
+    Two query-only blocks, a windowed then a full one, that attend through the model's own cache (its last two
+    layers), fed the model's token embedding joined with its last hidden state; a hidden size of its own, with
+    projections to and from the model's (embedding_length_out)."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "gemma4-assistant")
+    n_head, n_head_kv, head, n_ff, n_layer = 4, 2, 16, 64, 2
+    _gemma4_keys(w, "gemma4-assistant", n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head,
+                 n_head_kv=n_head_kv, head=head, windowed=[True, False])
+    w.add_uint32("gemma4-assistant.embedding_length_out", n_target_embd)
+    w.add_uint32("gemma4-assistant.nextn_predict_layers", n_layer)
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    w.add_tensor("rope_freqs.weight", np.ones(head // 2, np.float32))
+    t("nextn.pre_projection.weight", n_embd, 2 * n_target_embd)
+    t("nextn.post_projection.weight", n_target_embd, n_embd)
+    for i in range(n_layer):
+        _gemma4_block(w, t, i, n_embd=n_embd, n_head=n_head, head=head, n_ff=n_ff, kv=0)
+    return _finish(w, path)

@@ -165,9 +165,13 @@ class MainWindow(QMainWindow):
         if name not in self.library.names():
             self.statusBar().showMessage(f"There is no model named {name}.")
             return
-        if self._embeds(name):  # it cannot chat; the endpoint serves it at /v1/embeddings
-            self.statusBar().showMessage(f"{name} is an embedding model: it turns text into vectors for the "
-                                         "endpoint's /v1/embeddings, and cannot chat. Pick a chat model.")
+        kind = self._kind(name)
+        if kind in ("embedding", "drafter"):  # it cannot chat: the endpoint serves the one, the other drafts
+            self.statusBar().showMessage(
+                f"{name} is an embedding model: it turns text into vectors for the endpoint's /v1/embeddings, and "
+                "cannot chat. Pick a chat model." if kind == "embedding" else
+                f"{name} is a Gemma 4 assistant: it drafts for its Gemma 4 model (Chat settings → Draft with) and "
+                "cannot chat by itself. Pick a chat model.")
             self.refresh_models()
             return
         self.picker.setCurrentText(name)
@@ -187,12 +191,13 @@ class MainWindow(QMainWindow):
         if self.chat.conversation_id is not None and not self.chat.busy:
             self.chat.new_chat()
 
-    def _embeds(self, name: str) -> bool:
+    def _kind(self, name: str) -> str:
+        """chat, embedding or drafter (models/facts.py); "" for a file that cannot be read."""
         local = self.library.get(name)
         try:
-            return local is not None and facts_of(local.path).get("kind") == "embedding"
+            return facts_of(local.path).get("kind", "") if local is not None else ""
         except (OSError, LanternError):
-            return False  # an unreadable file: the load says what is wrong with it
+            return ""  # an unreadable file: the load says what is wrong with it
 
     def _open_worker(self, name: str):  # any thread: the endpoint may ask for a model too
 

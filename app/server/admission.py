@@ -95,9 +95,13 @@ def submit(service: ModelService, model: str, engine_request, *, how=None):
         raise APIError(400, "The model field names a model, never a file path.", param="model",
                        code="invalid_model")
 
-    if model_facts(model).get("kind") == "embedding":
+    kind = model_facts(model).get("kind")
+    if kind == "embedding":
         raise APIError(400, f"{model} is an embedding model: it answers /v1/embeddings, not replies.", param="model",
                        code="invalid_model")
+    if kind == "drafter":
+        raise APIError(400, f"{model} is a Gemma 4 assistant: it drafts for its Gemma 4 model and cannot reply by "
+                            "itself.", param="model", code="invalid_model")
     try:
         return (how or service.submit)(model, engine_request)
     except ModelNotFound as e:
