@@ -55,9 +55,12 @@ class DraftModel:
     def __init__(self, runtime, target, *, target_name: str = "the model"):
         draft_name = f"The draft model {runtime.model_path.name}"
         check_same_vocabulary(target, runtime, target_name=target_name, draft_name=draft_name)
-        if not runtime.can_truncate:
-            raise ModelLoadError(f"{draft_name} has recurrent layers: its cache cannot drop a rejected draft. Choose "
-                                 "a draft model without them.")
+        # Recurrent layers (Qwen3.5's DeltaNet, Mamba): a draft read one pass at a time is taken back by putting
+        # their state back (runtimes/llamacpp_slots.mark_recurrent), on llama.cpp
+        self.recurrent = not runtime.can_truncate
+        if self.recurrent and not hasattr(runtime, "mark_recurrent"):
+            raise ModelLoadError(f"{draft_name} has recurrent layers, whose state this backend cannot take back "
+                                 "after a rejected draft. Choose a draft model without them, or run on llama.cpp.")
         self.runtime = runtime
         self.name = runtime.model_path.name
         self._tokens: list[int] = []  # exactly the ids in its KV cache
@@ -98,17 +101,23 @@ class DraftModel:
             t0 = time.perf_counter()
         ctx = list(context)
         draft, dists = [], []
-        for i in range(limit):
-            if draw is None:
-                token, dist = int(np.argmax(logits)), None
-            else:
-                token, dist = draw(logits, ctx)
-            draft.append(token)
-            dists.append(dist)
-            ctx.append(token)
-            if i + 1 < limit:
-                logits = rt.forward([token], rt.n_past)[0]
-                self._tokens.append(token)
+        mark = rt.mark_recurrent() if self.recurrent and limit > 1 else None
+        try:
+            for i in range(limit):
+                if draw is None:
+                    token, dist = int(np.argmax(logits)), None
+                else:
+                    token, dist = draw(logits, ctx)
+                draft.append(token)
+                dists.append(dist)
+                ctx.append(token)
+                if i + 1 < limit:
+                    logits = rt.forward([token], rt.n_past)[0]
+                    self._tokens.append(token)
+        finally:
+            if mark is not None:  # the draft's tokens taken back now: the target's verdict comes as one batch
+                rt.back_to_mark(mark, len(context))
+                del self._tokens[len(context):]
         self._learn((time.perf_counter() - t0) / max(1, len(draft)))
         return draft, dists
 

@@ -67,14 +67,13 @@ def license_in_words(entry: CatalogEntry) -> str:
 
 
 def draft_suggestion(entry: CatalogEntry, catalog: list[CatalogEntry]) -> CatalogEntry | None:
-    """The catalog's smallest chat GGUF of `entry`'s family, a quarter of its size or less and without recurrent
-    layers: the model that can draft tokens for it (a family shares its tokenizer; the load checks the vocabularies exactly). None where there is
-    none, or `entry` is not a GGUF chat model."""
+    """The catalog's smallest chat GGUF of `entry`'s family, a quarter of its size or less: the model that can draft
+    tokens for it (a family shares its tokenizer; the load checks the vocabularies exactly). None where there is none,
+    or `entry` is not a GGUF chat model."""
     if entry.kind != "chat" or entry.format != "gguf":
         return None
     small = [e for e in catalog if e.family == entry.family and e.kind == "chat" and e.format == "gguf"
-             and e.name != entry.name and e.params_b * 4 <= entry.params_b
-             and not e.state_bytes]  # recurrent layers: a draft model's cache must drop rejected drafts
+             and e.name != entry.name and e.params_b * 4 <= entry.params_b]
     return min(small, key=lambda e: e.params_b, default=None)
 
 

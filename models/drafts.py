@@ -60,8 +60,8 @@ def _vocabulary(path: str, _size: int, _mtime_ns: int) -> str | None:
 
 
 def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[LocalModel]:
-    """The models in `library` that can draft for `model`: GGUF chat models with its vocabulary, smaller than it,
-    without recurrent layers, and the Gemma 4 assistants made for it."""
+    """The models in `library` that can draft for `model`: GGUF chat models with its vocabulary, smaller than it
+    (recurrent ones too: their state is put back after each draft), and the Gemma 4 assistants made for it."""
     if model.format != "gguf" or (vocabulary := vocabulary_of(model.path)) is None:
         return []
     found = []
@@ -72,8 +72,8 @@ def draft_candidates(model: LocalModel, library: list[LocalModel]) -> list[Local
             kind = facts_of(other.path).get("kind")
             if kind == "drafter" and _assists(other, model):
                 pass  # a Gemma 4 assistant made for this model: it drafts as its MTP heads
-            elif kind != "chat" or describe_model(other.path).state_bytes:
-                continue  # an embedding model; recurrent layers (its cache could not drop a rejected draft)
+            elif kind != "chat":
+                continue  # an embedding model
         except (LanternError, OSError, ValueError):
             continue
         if vocabulary_of(other.path) == vocabulary:

@@ -196,6 +196,31 @@ class SlotsMixin:
             raise RuntimeFailure("llama.cpp could not save the KV state.")
         return buf  # bytes-like; copying a state of 100 MB again would buy nothing
 
+    def mark_recurrent(self) -> bytearray:
+        """The recurrent layers' state of sequence 0 as it is now (llama.cpp's PARTIAL_ONLY state: a few MB, not the
+        attention cache), for back_to_mark: how a recurrent draft model takes back tokens it read one pass at a
+        time, which llama.cpp's rollback snapshots (one decode's last tokens) cannot."""
+        C, flags = self._C, self._C.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        size = int(C.llama_state_seq_get_size_ext(self._ctx, 0, flags))
+        buf = bytearray(size)
+        written = C.llama_state_seq_get_data_ext(self._ctx, (ctypes.c_uint8 * size).from_buffer(buf), size, 0, flags)
+        if written != size:
+            raise RuntimeFailure("llama.cpp could not save the recurrent state.")
+        return buf
+
+    def back_to_mark(self, mark: bytearray, n_keep: int) -> None:
+        """Sequence 0 as it was when `mark` was taken at `n_keep` tokens: the recurrent state put back, the attention
+        layers' cells from n_keep on dropped."""
+        C = self._C
+        if not C.llama_state_seq_set_data_ext(self._ctx, (ctypes.c_uint8 * len(mark)).from_buffer(mark), len(mark),
+                                              0, C.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY):
+            raise RuntimeFailure("llama.cpp could not put the recurrent state back.")
+        if not C.llama_memory_seq_rm(self._mem, 0, n_keep, -1) or \
+                int(C.llama_memory_seq_pos_max(self._mem, 0)) + 1 != n_keep:
+            raise RuntimeFailure("The cache could not be taken back to the recurrent state's mark.")
+        self._past[0] = n_keep
+        self._last_read[0] = 0
+
     def restore_seq(self, seq: int, data: bytes, n_tokens: int) -> None:
         """Put a saved state back into sequence `seq` (the other sequences keep theirs)."""
         self._check_seq(seq)

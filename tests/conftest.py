@@ -158,6 +158,17 @@ def reference_greedy(runtime, prompt: list[int], n: int) -> tuple[list[int], lis
     return tokens, gaps
 
 
+def assert_plain_greedy(path, prompt: list[int], tokens: list[int], **options) -> None:
+    """`tokens` are what plain greedy decoding of `path` (loaded afresh with `options`) writes after `prompt`, up to
+    a near tie."""
+    plain = load(path, **options)
+    try:
+        reference, gaps = reference_greedy(plain, prompt, len(tokens))
+        assert_same_up_to_near_tie(reference, gaps, tokens)
+    finally:
+        plain.close()
+
+
 def assert_same_up_to_near_tie(reference: list[int], gaps: list[float], other: list[int], ends=frozenset()) -> None:
     """`other` equals `reference`, or parts from it only where the reference had a near tie.
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import GPU_MODE, assert_same_up_to_near_tie, load, reference_greedy, run
+from conftest import GPU_MODE, assert_plain_greedy, assert_same_up_to_near_tie, load, reference_greedy, run
 from benchmarks.requantize import requantized
 
 from app.wiring import plan_load, start_worker
@@ -319,3 +319,72 @@ def test_on_mlx_the_same_engine_path_drafts_with_an_mlx_draft_model(smollm2_mlx_
         assert_same_up_to_near_tie(reference, gaps, tokens, target.special.end_of_turn)
     finally:
         engine.close()
+
+
+# -- a draft model with recurrent layers (Qwen3.5's DeltaNet): its state is put back after each draft -----------------
+
+@pytest.fixture(scope="module")
+def hybrid_path(smollm2_path, tmp_path_factory):
+    from tiny_models import write_qwen35
+
+    return write_qwen35(smollm2_path, tmp_path_factory.mktemp("hybrid") / "qwen35.gguf")
+
+
+def test_a_recurrent_draft_model_takes_back_its_draft_exactly(hybrid_path, smollm2_path):
+    target, rt, fresh = load(smollm2_path), load(hybrid_path, n_ctx=512), load(hybrid_path, n_ctx=512)
+    try:
+        dm = DraftModel(rt, target)
+        assert dm.recurrent and not rt.can_truncate
+        context = rt.tokenize("The lighthouse keeper climbed the stairs every evening and", add_bos=True)
+        draft = dm.propose(context, 6)[0]
+        assert len(draft) == 6 and dm.cached_tokens == context and rt.n_past == len(context)
+        assert dm.propose(context, 6)[0] == draft  # read five tokens a pass at a time, and put back: the same
+        # the target keeps two of them and says what follows: the draft model computes just those, from its mark
+        kept = [*context, draft[0], draft[1], 42]
+        after = dm.propose(kept, 3)[0]
+        assert dm.cached_tokens == kept
+        # the same conversation read from nothing, in one pass: the same draft
+        assert DraftModel(fresh, target).propose(kept, 3)[0] == after
+    finally:
+        for r in (target, rt, fresh):
+            r.close()
+
+
+def test_greedy_text_with_a_recurrent_draft_model_is_plain_greedy_text(hybrid_path, smollm2_path, tmp_path):
+    from tiny_models import write_qwen35
+
+    near = write_qwen35(smollm2_path, tmp_path / "near.gguf", jitter=0.05)  # agrees often, not always
+    target = load(hybrid_path, n_ctx=512)
+    engine = Engine(target, options=FORCED, draft_model=DraftModel(load(near, n_ctx=512), target))
+    try:
+        request = GenerationRequest(prompt="Once upon a time, in a lighthouse by the sea,", max_tokens=40,
+                                    ignore_eos=True, sampling=SamplingParams(temperature=0))
+        text, tokens, final = run(engine, request)
+        prompt = engine.cached_tokens[:final.stats.prompt_tokens]
+        drafted, accepted = final.stats.drafts_by_source["draft model"]
+        assert 0 < accepted < drafted, (accepted, drafted)  # kept and rejected drafts both
+    finally:
+        engine.close()
+    assert_plain_greedy(hybrid_path, prompt, tokens, n_ctx=512)
+
+
+def test_a_recurrent_draft_model_is_offered_and_loads_beside_the_model(hybrid_path, smollm2_path, tmp_path,
+                                                                       monkeypatch):
+    from models.drafts import draft_candidates
+    from models.library import ModelLibrary
+
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
+    library = ModelLibrary()
+    library.import_path(hybrid_path, link=True, name="qwen35-tiny")
+    starter = library.get("smollm2-135m-instruct")
+    assert "qwen35-tiny" in [m.name for m in draft_candidates(starter, library.list())]
+    worker = start_worker(smollm2_path, options=LoadOptions(n_ctx=512, draft_model="qwen35-tiny", slots=1),
+                          engine_options=FORCED)
+    try:
+        worker.wait_ready(timeout=120)
+        assert worker.call(lambda e: (e.draft_model.name, e.draft_model.recurrent)).result(60) == \
+            ("qwen35.gguf", True)
+        final = list(worker.submit(_greedy(16)))[-1]
+        assert final.stats.drafts_by_source["draft model"][0] > 0
+    finally:
+        worker.close()

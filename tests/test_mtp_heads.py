@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load
+from conftest import assert_plain_greedy, load, run
 from tiny_models import write_gemma4, write_gemma4_assistant, write_glm4_moe, write_mimo2, write_qwen35
 
 from basics.errors import ModelLoadError
@@ -181,8 +181,6 @@ def test_a_library_without_the_staging_functions_is_named():
 
 
 def test_greedy_text_with_mtp_drafts_is_plain_greedy_text(any_mtp_model):
-    from conftest import assert_same_up_to_near_tie, reference_greedy, run
-
     from engine.engine import Engine, EngineOptions
     from engine.events import GenerationRequest
     from engine.mtp_drafter import MtpDrafter
@@ -205,12 +203,7 @@ def test_greedy_text_with_mtp_drafts_is_plain_greedy_text(any_mtp_model):
         assert run(engine, seeded)[1] == run(engine, seeded)[1]  # seeded replies repeat, drafts or not
     finally:
         engine.close()
-    plain = load(any_mtp_model, n_ctx=512)
-    try:
-        reference, gaps = reference_greedy(plain, prompt, 40)
-        assert_same_up_to_near_tie(reference, gaps, tokens)
-    finally:
-        plain.close()
+    assert_plain_greedy(any_mtp_model, prompt, tokens, n_ctx=512)
 
 
 def test_mtp_is_planned_where_the_model_has_heads_and_refused_clearly_elsewhere(mtp_model, smollm2_path, tmp_path):
@@ -361,8 +354,6 @@ def test_the_policy_picks_between_the_heads_and_a_draft_model_each_step(smollm2_
     """Both sources beside each other: a draft model that agrees with the model (the model itself, loaded twice)
     and random heads that rarely do. The policy learns which pays, drafts with it, and looks at the other now and
     then; greedy text stays plain greedy text."""
-    from conftest import assert_same_up_to_near_tie, reference_greedy, run
-
     from engine.draft_model import DraftModel
     from engine.engine import Engine, EngineOptions
     from engine.events import GenerationRequest
@@ -386,9 +377,4 @@ def test_the_policy_picks_between_the_heads_and_a_draft_model_each_step(smollm2_
         assert by_source["draft model"][1] > by_source["mtp"][1]
     finally:
         engine.close()
-    plain = load(path, n_ctx=512)
-    try:
-        reference, gaps = reference_greedy(plain, prompt, 60)
-        assert_same_up_to_near_tie(reference, gaps, tokens)
-    finally:
-        plain.close()
+    assert_plain_greedy(path, prompt, tokens, n_ctx=512)

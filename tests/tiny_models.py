@@ -138,10 +138,12 @@ def write_mamba2(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
 
 
 def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 8, seed: int = 0,
-                 mtp: bool = False) -> Path:
+                 mtp: bool = False, jitter: float = 0.0) -> Path:
     """An eight-layer Qwen3.5: Gated DeltaNet (linear attention with a fixed recurrent state) in three layers of
     four, full attention in every fourth, as in the real 0.8B to 27B models. `mtp`: with one multi-token-prediction
-    block after them (`qwen35.nextn_predict_layers`, blk.{n_layer}.nextn.*), as the real models ship it."""
+    block after them (`qwen35.nextn_predict_layers`, blk.{n_layer}.nextn.*), as the real models ship it. `jitter`:
+    the same model (same seed) with that much noise on its weights: one that agrees with it often, not always."""
+    noise = np.random.default_rng(seed + 1000)
     rng = np.random.default_rng(seed)
     w, n_vocab = _writer(vocab_source, path, "qwen35")
     n_head, n_head_kv, head, n_ff, d_conv = 4, 2, 16, 128, 4
@@ -169,7 +171,8 @@ def write_qwen35(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: i
     w.add_ssm_group_count(k_heads)
 
     def t(name, *shape, scale=0.2):
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+        w.add_tensor(name, ((rng.standard_normal(shape) + jitter * noise.standard_normal(shape)) * scale
+                            ).astype(np.float32))
 
     t("token_embd.weight", n_vocab, n_embd, scale=1.0)
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
