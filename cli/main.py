@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--kv-cache-type", default="f16", choices=["f16", "q8_0", "q4_0"],
                         help="the KV cache type to plan for")
     _add_models(sub)
+    mcp = sub.add_parser("mcp", help="the MCP servers in mcp.json (the window's Tools page)")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+    listing = mcp_sub.add_parser("list", help="each server with its state and tools (starts the enabled ones)")
+    listing.add_argument("--timeout", type=float, default=30.0, help="seconds a server has to answer")
     _apply_saved_settings(parser, {"chat": chat, "generate": gen, "serve": serve, "doctor": doctor})
     return parser
 
@@ -413,11 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_window()
     # deferred: the doctor's and the models commands' modules (the Hub client, the catalog), for those commands only
-    from cli import doctor, models_command as models_cli
+    from cli import doctor, mcp_command, models_command as models_cli
 
     try:
         commands = {"chat": run_chat, "generate": run_generate, "bench": run_bench, "doctor": doctor.run_doctor,
-                    "models": models_cli.run_models, "serve": run_serve}
+                    "models": models_cli.run_models, "serve": run_serve, "mcp": mcp_command.run_mcp}
         return commands[args.command](args)
     except LanternError as e:
         print(f"lantern: {e}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Tools the model can call from the window: MCP servers the user configured, and Lantern's own."""
