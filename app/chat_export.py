@@ -69,6 +69,7 @@ def chat_markdown(store: ConversationStore, conversation: int) -> str:
     for m in store.messages(conversation):
         model = (m.stats or {}).get("model")
         out += [f"## {'You' if m.role == 'user' else 'Assistant'}" + (f" ({model})" if model else ""), ""]
+        out += _rounds_markdown(m.tools)
         if m.reasoning:
             out += ["<details><summary>Thinking</summary>", "", m.reasoning, "", "</details>", ""]
         images, at = split_images(m.content) if m.role == "user" else ([], 0)
@@ -76,6 +77,24 @@ def chat_markdown(store: ConversationStore, conversation: int) -> str:
         if m.role == "assistant" and (figures := figures_text(m.stats)):
             out += [f"*{figures}*", ""]
     return "\n".join(out)
+
+
+def _rounds_markdown(rounds) -> list[str]:
+    """A reply's tool rounds: what the model said, each call with its arguments, each result folded."""
+    out = []
+    for r in rounds:
+        if r.get("text"):
+            out += [r["text"], ""]
+        for c in r.get("calls", ()):
+            try:
+                arguments = json.dumps(c.get("arguments"), indent=2, ensure_ascii=False)
+            except (TypeError, ValueError):
+                arguments = str(c.get("arguments"))
+            out += [f"**Tool call** `{c.get('server', '')}/{c.get('tool', c.get('name', ''))}` ({c.get('status', '')})",
+                    "", "```json", arguments, "```", "",
+                    "<details><summary>Result</summary>", "", "```", str(c.get("result", "")), "```", "",
+                    "</details>", ""]
+    return out
 
 
 def chat_json(store: ConversationStore, conversation: int) -> dict:
@@ -96,6 +115,8 @@ def _openai(m: StoredMessage) -> dict:
     if m.reasoning:
         message["reasoning_content"] = m.reasoning
     message["lantern"] = {"id": m.id, "parent": m.parent, "status": m.status, "stats": m.stats, "created": m.created}
+    if m.tools:  # the tool rounds before the answer (the OpenAI shape has no place for them in one message)
+        message["lantern"]["tools"] = list(m.tools)
     return message
 
 
@@ -309,7 +330,8 @@ def _message(m, key, parent, skipped: dict, extra: dict | None = None) -> Import
     reasoning = m.get("reasoning_content") if isinstance(m.get("reasoning_content"), str) else ""
     stats = extra.get("stats") if isinstance(extra.get("stats"), dict) else None
     status = extra.get("status") if extra.get("status") in ("done", "stopped", "cut_off", "error") else "done"
-    return ImportedMessage(key, parent, role, content, reasoning, stats, status, _time(extra.get("created")))
+    tools = tuple(extra["tools"]) if isinstance(extra.get("tools"), list) else ()
+    return ImportedMessage(key, parent, role, content, reasoning, stats, status, _time(extra.get("created")), tools)
 
 
 def _is_key(value) -> bool:

@@ -23,9 +23,9 @@ import psutil
 
 from files.owned_files import disk_full_error, move_aside
 
-SCHEMA_VERSION = 5  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning;
+SCHEMA_VERSION = 6  # 2: messages.writer, the process writing a streaming reply; 3: messages.reasoning;
 # 4: messages.parent and conversations.current (branches), conversations.settings (a chat's own settings);
-# 5: conversations.pinned
+# 5: conversations.pinned; 6: messages.tools (a reply's tool rounds: app/tools/agent_loop.py)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS messages (
     stats TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
 """
-_COLUMNS = "id, conversation, role, content, status, stats, created, reasoning, parent"
+_COLUMNS = "id, conversation, role, content, status, stats, created, reasoning, parent, tools"
 LATEST = object()  # add(): after the last message of the branch on screen
 STATUSES = ("done", "streaming", "stopped", "cut_off", "error")
 
@@ -60,6 +60,9 @@ class StoredMessage:
     created: float
     reasoning: str = ""  # a reply's thinking, shown folded above it; never sent back as answer text
     parent: int | None = None  # the message this one follows (None: the conversation's first)
+    # the tool rounds before a reply's answer: [{"text", "reasoning", "calls": [{"id", "name", "server", "tool",
+    # "arguments", "status", "result", "is_error", "size", "seconds", "cut"}]}] (app/tools/agent_loop.py)
+    tools: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class ImportedMessage:
     stats: dict | None
     status: str
     created: float
+    tools: tuple = ()  # a reply's tool rounds (StoredMessage.tools), as the file gave them: checked on the way in
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,8 @@ class ConversationStore:
                 db.execute("ALTER TABLE conversations ADD COLUMN settings TEXT")  # schema 4: a chat's own settings
             if "pinned" not in chat_columns:
                 db.execute("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")  # schema 5
+            if "tools" not in {row[1] for row in db.execute("PRAGMA table_info(messages)")}:
+                db.execute("ALTER TABLE messages ADD COLUMN tools TEXT")  # schema 6: a reply's tool rounds
             db.execute(f"SELECT {_COLUMNS}, writer FROM messages LIMIT 1").fetchall()  # the shape we read
             db.execute("SELECT id, title, created, updated, current, pinned FROM conversations LIMIT 1").fetchall()
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -175,9 +181,10 @@ class ConversationStore:
                             raise ValueError(f"unknown message status {m.status!r}")
                         new[m.key] = self._db.execute(
                             "INSERT INTO messages(conversation, role, content, status, stats, created, reasoning, "
-                            "parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            "parent, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (cid, m.role, m.content, m.status, json.dumps(m.stats) if m.stats else None, m.created,
-                             m.reasoning or None, new.get(m.parent))).lastrowid  # a parent not seen: a new root
+                             m.reasoning or None, new.get(m.parent),  # a parent not seen: a new root
+                             _tools_json(m.tools) if m.role == "assistant" else None)).lastrowid
                     self._db.execute("UPDATE conversations SET current=? WHERE id=?", (new.get(chat.current), cid))
                     ids.append(cid)
             except BaseException:
@@ -227,7 +234,8 @@ class ConversationStore:
     # -- messages ---------------------------------------------------------------------------------
 
     def add(self, conversation: int, role: str, content: str, *, status: str = "done",
-            stats: dict | None = None, parent=LATEST, reasoning: str = "") -> StoredMessage:
+            stats: dict | None = None, parent=LATEST, reasoning: str = "", tools: list | tuple = ()
+            ) -> StoredMessage:
         """A message after `parent` (default: the end of the branch on screen); it becomes that branch's end.
         A parent that already has a next message makes a new branch beside it (regenerate, edit)."""
         if status not in STATUSES:
@@ -242,25 +250,28 @@ class ConversationStore:
                 self._db.execute("ROLLBACK")
                 raise ValueError(f"message {parent} is not in conversation {conversation}")
             cur = self._db.execute(
-                "INSERT INTO messages(conversation, role, content, status, stats, created, writer, reasoning, parent) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages(conversation, role, content, status, stats, created, writer, reasoning, parent, "
+                "tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation, role, content, status, json.dumps(stats) if stats else None, now, self._writer,
-                 reasoning or None, parent))
+                 reasoning or None, parent, json.dumps(list(tools)) if tools else None))
             self._db.execute("UPDATE conversations SET updated=?, current=? WHERE id=?",
                              (now, cur.lastrowid, conversation))
             self._db.execute("COMMIT")
-        return StoredMessage(cur.lastrowid, conversation, role, content, status, stats, now, reasoning, parent)
+        return StoredMessage(cur.lastrowid, conversation, role, content, status, stats, now, reasoning, parent,
+                             _tools(json.dumps(list(tools))) if tools else ())
 
     def update(self, message: int, *, content: str, status: str | None = None, stats: dict | None = None,
-               reasoning: str | None = None) -> None:
-        """Save a streaming reply's text so far, or its end (status done / stopped / error, with its figures)."""
+               reasoning: str | None = None, tools: list | None = None) -> None:
+        """Save a streaming reply's text so far, or its end (status done / stopped / error, with its figures), and
+        its tool rounds so far."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown message status {status!r}")
         with self._lock, self._full_disk():
             self._db.execute(
                 "UPDATE messages SET content=?, status=COALESCE(?, status), stats=COALESCE(?, stats), "
-                "reasoning=COALESCE(?, reasoning) WHERE id=?",
-                (content, status, json.dumps(stats) if stats else None, reasoning, message))
+                "reasoning=COALESCE(?, reasoning), tools=COALESCE(?, tools) WHERE id=?",
+                (content, status, json.dumps(stats) if stats else None, reasoning,
+                 json.dumps(tools) if tools is not None else None, message))
 
     def messages(self, conversation: int) -> list[StoredMessage]:
         """The branch on screen, first message first."""
@@ -364,7 +375,38 @@ def _add_branches(db: sqlite3.Connection) -> None:
 
 def _message(r) -> StoredMessage:
     parent = r[8] if type(r[8]) is int else None
-    return StoredMessage(*r[:5], _stats(r[5]), r[6], r[7] if isinstance(r[7], str) else "", parent)
+    return StoredMessage(*r[:5], _stats(r[5]), r[6], r[7] if isinstance(r[7], str) else "", parent, _tools(r[9]))
+
+
+def _tools_json(tools) -> str | None:
+    """Tool rounds from outside (an import) as they are stored: only what _tools keeps."""
+    try:
+        kept = _tools(json.dumps(list(tools))) if tools else ()
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return json.dumps(list(kept)) if kept else None
+
+
+def _tools(raw) -> tuple:
+    """A reply's tool rounds as stored; what is damaged is left out, never the message."""
+    try:
+        value = json.loads(raw) if raw else []
+    except (ValueError, TypeError, RecursionError):
+        return ()
+    if not isinstance(value, list):
+        return ()
+    rounds = []
+    for r in value:
+        if not isinstance(r, dict) or not isinstance(r.get("calls", []), list):
+            continue
+        calls = tuple(c for c in r.get("calls", []) if isinstance(c, dict) and isinstance(c.get("id"), str)
+                      and isinstance(c.get("name"), str))
+        if not calls:
+            continue
+        rounds.append({"text": r.get("text") if isinstance(r.get("text"), str) else "",
+                       "reasoning": r.get("reasoning") if isinstance(r.get("reasoning"), str) else "",
+                       "calls": calls})
+    return tuple(rounds)
 
 
 def _stats(raw) -> dict | None:

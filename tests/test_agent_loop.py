@@ -140,3 +140,58 @@ def test_a_tool_answer_with_special_token_text_stays_text_in_the_prompt(worker, 
         cached = worker.call(lambda e: list(e.cached_tokens)).result(30)
         counts[tool] = cached[:rounds[1].prompt_tokens].count(start[0])
     assert len(start) == 1 and counts["add"] >= 3 and counts["sneaky"] == counts["add"]
+
+
+def test_a_replys_tool_rounds_are_stored_with_it_and_replayed_as_the_model_saw_them(worker, host, tmp_path):
+    from app.conversations import ConversationStore
+    from app.tools.agent_loop import replayed, stored_rounds
+
+    box = ToolBox(host, [], chosen={"tools/add"})
+    loop = AgentLoop(worker, box, approve=lambda call: ALLOW_ONCE, per_round=_named_then_text("add"))
+    rounds, added = loop.run(_ask("What is 2 plus 3?"))
+    store = ConversationStore(tmp_path / "chats.sqlite3")
+    try:
+        chat = store.create()
+        store.add(chat.id, "user", "What is 2 plus 3?")
+        reply = store.add(chat.id, "assistant", rounds[-1].text, tools=stored_rounds(rounds))
+        store.update(reply.id, content=rounds[-1].text, status="done", tools=stored_rounds(rounds))
+    finally:
+        store.close()
+    again = ConversationStore(tmp_path / "chats.sqlite3")  # a restart
+    try:
+        kept = again.messages(chat.id)[-1]
+        assert kept.tools[0]["calls"][0]["result"] == rounds[0].calls[0].result.text
+        assert replayed(kept.tools) == [{**m, "content": m["content"]} for m in added[:-1]]
+    finally:
+        again.close()
+
+
+def test_tool_rounds_export_to_markdown_and_json_and_come_back_with_an_import(tmp_path):
+    from app.chat_export import chat_json, chat_markdown, import_file
+    from app.conversations import ConversationStore
+
+    rounds = [{"text": "Let me add.", "reasoning": "", "calls": [
+        {"id": "c1", "name": "add", "server": "tools", "tool": "add", "arguments": {"a": 2, "b": 3}, "raw": "",
+         "status": "done", "result": "5", "is_error": False, "size": 1, "seconds": 0.01, "cut": False}]}]
+    store = ConversationStore(tmp_path / "chats.sqlite3")
+    try:
+        chat = store.create("Sums")
+        store.add(chat.id, "user", "2+3?")
+        store.add(chat.id, "assistant", "It is 5.", tools=rounds)
+        markdown = chat_markdown(store, chat.id)
+        assert "**Tool call** `tools/add` (done)" in markdown and '"a": 2' in markdown and "It is 5." in markdown
+        doc = chat_json(store, chat.id)
+        assert doc["messages"][1]["lantern"]["tools"][0]["calls"][0]["result"] == "5"
+        path = tmp_path / "chat.json"
+        path.write_text(json.dumps(doc))
+        doc["messages"][1]["lantern"]["tools"] = [{"calls": [{"id": 5}]}, "junk", {"calls": "x"}]  # damaged
+        (tmp_path / "bad.json").write_text(json.dumps(doc))
+        import_file(store, path)
+        import_file(store, tmp_path / "bad.json")
+        copies = [c for c in store.conversations() if c.id != chat.id]
+        kept = {len(store.messages(c.id)[-1].tools) for c in copies}
+        assert kept == {1, 0} or kept == {0, 1}
+        good = next(c for c in copies if store.messages(c.id)[-1].tools)
+        assert store.messages(good.id)[-1].tools[0]["calls"][0]["result"] == "5"
+    finally:
+        store.close()

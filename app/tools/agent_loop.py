@@ -39,6 +39,7 @@ class Call:
     server: str  # the MCP server's name, or "lantern" for a built-in tool
     tool: str
     arguments: object  # parsed JSON, or the text the model wrote when it is not JSON
+    raw: str = ""  # the arguments as the model wrote them (replayed as they were: the cache keeps them)
     status: str = "asked"  # asked, allowed, denied, running, done, failed, cancelled
     result: ToolResult | None = None
 
@@ -174,7 +175,7 @@ class AgentLoop:
             arguments = c.arguments
         found = self.toolbox.lookup(c.name)
         server, tool = (found[0], found[1]) if found else ("", c.name)
-        return Call(c.id, c.name, server, tool, arguments)
+        return Call(c.id, c.name, server, tool, arguments, c.arguments)
 
     def _settle(self, call: Call, current: Round) -> None:
         """Check, ask, run: the call ends done, failed, denied or cancelled, with the result the model reads."""
@@ -225,3 +226,47 @@ def _assistant(current: Round, calls) -> dict:
     elif message["content"] is None:
         message["content"] = ""
     return message
+
+
+# -- stored with the message ---------------------------------------------------------------------------------------
+
+def stored_rounds(rounds: Sequence[Round]) -> list[dict]:
+    """The rounds that called tools, as a reply's message keeps them (app/conversations.StoredMessage.tools); the
+    answer after them is the message's own text."""
+    return [{"text": r.text, "reasoning": r.reasoning,
+             "calls": [{"id": c.id, "name": c.name, "server": c.server, "tool": c.tool, "arguments": c.arguments,
+                        "raw": c.raw, "status": c.status, "result": c.result.text if c.result else "",
+                        "is_error": bool(c.result and c.result.is_error), "size": c.result.size if c.result else 0,
+                        "seconds": round(c.result.seconds, 3) if c.result else 0.0,
+                        "cut": bool(c.result and c.result.cut)} for c in r.calls]}
+            for r in rounds if r.calls]
+
+
+def replayed(tools: Sequence[dict]) -> list[dict]:
+    """A stored reply's tool rounds as the messages the model saw: each round's call, then each result (the answer
+    follows as the message's own text)."""
+    out = []
+    for r in tools:
+        calls = [c for c in r.get("calls", ()) if isinstance(c, dict)]
+        if not calls:
+            continue
+        said = {"role": "assistant", "content": r.get("text") or None,
+                "tool_calls": [{"id": c["id"], "type": "function",
+                                "function": {"name": c["name"],
+                                             "arguments": c.get("raw") or _arguments_text(c.get("arguments"))}}
+                               for c in calls]}
+        if r.get("reasoning"):
+            said["reasoning_content"] = r["reasoning"]
+        out.append(said)
+        out += [{"role": "tool", "tool_call_id": c["id"], "name": c["name"],
+                 "content": str(c.get("result") or DENIED)} for c in calls]
+    return out
+
+
+def _arguments_text(arguments) -> str:
+    if isinstance(arguments, str):
+        return arguments
+    try:
+        return json.dumps(arguments, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return "{}"
