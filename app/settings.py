@@ -28,6 +28,7 @@ class SettingsError(LanternError):
 SEED_MAX = 2 ** 31 - 1
 Effort = Literal["low", "medium", "high"]
 # At most 8 stop strings of up to 200 characters: longer ones are refused, never cut
+ToolChoice = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=512)]
 StopStrings = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=8)]
 
 
@@ -48,6 +49,9 @@ class ChatSettings(BaseModel):
     stop: StopStrings | None = None  # the reply ends before any of these
     thinking: bool | None = None  # for models that can answer without thinking first
     reasoning_effort: Effort | None = None  # for models that take one (gpt-oss)
+    # the tools the chat offers the model (app/tools/): ["*"] all that are on, [] none, or "server/tool" names
+    tools: ToolChoice | None = None
+    tool_rounds: int | None = Field(None, ge=1, le=50)  # the agent loop's rounds at most
     preset: str | None = Field(None, max_length=60)  # the preset these came from, if any
 
     def overrides(self) -> dict:
@@ -114,6 +118,11 @@ class Settings(BaseModel):
     reasoning_effort: Effort = "medium"
     prompt_lookup: bool = True
     draft_max: int = Field(16, ge=1, le=64)
+    tools: ToolChoice = Field(default_factory=lambda: ["*"])  # what a chat offers unless it chooses: all that are on
+    tool_rounds: int = Field(8, ge=1, le=50)
+    builtin_tools: list[Literal["list_files", "read_file", "search_documents", "calculate"]] = Field(
+        default_factory=list)  # Lantern's own tools the user turned on (each off by default)
+    tools_folder: str = Field("", max_length=4096)  # the one folder the file tools may read
     theme: Literal["system", "light", "dark"] = "system"
     server_host: str = "127.0.0.1"
     server_port: int = Field(8000, ge=0, le=65535)

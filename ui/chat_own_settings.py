@@ -30,7 +30,10 @@ class ChatSettingsMixin:
             self.splitter.setSizes([sizes[0], max(200, sizes[1] - width), width])
 
     def _show_own_settings(self) -> None:
-        self.chat_settings.show_settings(self.effective_settings(), self.own)
+        settings = self.effective_settings()
+        every = self.toolbox(settings.model_copy(update={"tools": ["*"]}))  # all that are on, to choose from
+        self.chat_settings.set_tool_choices([f"{s}/{t}" for s, t in every.keys()])
+        self.chat_settings.show_settings(settings, self.own)
         self.settings_button.setText("Chat settings •" if self.own is not None else "Chat settings")
 
     def count_context(self) -> None:
@@ -45,7 +48,9 @@ class ChatSettingsMixin:
         images = self.attachments.images()  # those the model sees, counted as the engine will place them
         messages = history + ([{"role": "user", "content": with_images(typed, images)}]
                               if typed.strip() or images else [])
-        request = GenerationRequest(messages=messages, max_tokens=settings.max_tokens) if messages else None
+        tools = tuple(self.toolbox(settings).tools())  # the tool definitions take their room in the prompt too
+        request = GenerationRequest(messages=messages, max_tokens=settings.max_tokens, tools=tools) \
+            if messages else None
         self.meter.request_count(self.models.worker, request, dropping=settings.overflow == "drop_oldest")
 
     def summarize(self) -> None:

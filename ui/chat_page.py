@@ -20,6 +20,7 @@ from ui.chat_searched_files import SearchedFilesMixin
 from ui.chat_session import ChatSession
 from ui.chat_settings import ChatSettingsPanel
 from ui.chat_summary import ChatSummarizer
+from ui.chat_tools import ToolsReplyMixin
 from ui.composer import Composer
 from ui.context_meter import ContextMeter
 from ui.conversation_list import ConversationList
@@ -32,7 +33,7 @@ from ui.theme import SPACE, chat_style
 COMPACT_BELOW = 520  # px of the messages' area below which message actions are icons only
 
 
-class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin,
+class ChatPage(ReplyMixin, ToolsReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFilesMixin, ChatImagesMixin,
                QWidget):
     sig_reply_done = Signal(str)  # the reply's final status: done, stopped, error
 
@@ -137,6 +138,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
         session.sig_reply_failed.connect(self._on_failed)
         session.sig_reply_dropped.connect(self._on_dropped)
         session.sig_prompt_read.connect(self._on_prompt_read)
+        self._init_tools()
         sidebar.sig_conversation_chosen.connect(self.open_conversation)
         sidebar.sig_new_chat_requested.connect(self.new_chat)
         sidebar.sig_conversation_deleted.connect(self._deleted)
@@ -216,7 +218,7 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
 
     @property
     def busy(self) -> bool:
-        return self.session.busy or self.searching
+        return self.session.busy or self.agent.busy or self.searching
 
     def open_conversation(self, conversation: int) -> None:
         if conversation == self.conversation_id:
@@ -264,6 +266,9 @@ class ChatPage(ReplyMixin, MessageActionsMixin, ChatSettingsMixin, SearchedFiles
             live = reply and m.id == reply.message_id
             view = self._add_view(m.role, reply.text if live else m.content, m.id, m.status, m.stats, m.created)
             view.set_reasoning(reply.reasoning if live else m.reasoning)
+            view.set_tools(reply.tools if live else m.tools)
+            for card in view.cards.values() if live else ():
+                self._wire_card(card)
             if live:
                 view.set_model(reply.model)
             self._show_variants(view)

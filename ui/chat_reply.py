@@ -4,15 +4,17 @@ ui.chat_page.ChatPage, kept apart for size)."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from app.conversations import LATEST, StoredMessage
+from app.tools.agent_loop import replayed
 from basics.errors import LanternError
 from engine.events import Finished, GenerationRequest
 
 STILL_WRITING = "A reply is still being written: stop it first."
 SAVE_EVERY_S = 0.5  # a streaming reply is saved this often, so a crash loses at most this much of it
-STATUS_BY_REASON = {"stop": "done", "length": "done", "cancelled": "stopped", "error": "error"}
+STATUS_BY_REASON = {"stop": "done", "length": "done", "cancelled": "stopped", "error": "error",
+                    "tool_calls": "done"}  # the agent loop's round limit: its rounds are the reply
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Reply:
     reasoning: str = ""
     model: str = ""
     before: StoredMessage | None = None  # a continued reply as it was: put back if the continuation fails
+    tools: list = field(default_factory=list)  # its tool rounds so far (app/tools/agent_loop.stored_rounds)
 
 
 class ReplyMixin:
@@ -33,6 +36,8 @@ class ReplyMixin:
         history = self._system_only(self.effective_settings())
         path = self.store.path_to(upto) if upto is not None else self.store.messages(self.conversation_id)
         for m in path:
+            if m.role == "assistant" and m.tools and m.status != "error":
+                history += replayed(m.tools)  # the calls and results before its answer, as the model saw them
             if m.status != "error" and m.content:
                 message = {"role": m.role, "content": self._content(m.role, m.content)}
                 if m.reasoning:  # for templates that keep it; the others drop it
@@ -78,7 +83,8 @@ class ReplyMixin:
                 self._rebuild()
         self.show_notice("" if self.models.state == "ready" else "Loading the model…")
         self.session.worker = worker
-        self.session.send(request)
+        if continuing is not None or not self._start_agent(request, worker, settings):
+            self.session.send(request)
         self.sidebar.set_generating(self.conversation_id)
         self._update_actions()
 
@@ -153,7 +159,7 @@ class ReplyMixin:
             status, stats, error = reply.before.status, reply.before.stats, None
             self.show_notice(f"Not continued: {refused or 'stopped before it began'}")
         self.store.update(reply.message_id, content=reply.text, status=status, stats=stats,
-                          reasoning=reply.reasoning or None)
+                          reasoning=reply.reasoning or None, tools=reply.tools or None)
         if reply.conversation == self.conversation_id and (view := self._view_of(reply.message_id)):
             view.finish(status, stats, error)  # its figures stay in sight while following
         self._update_actions()
@@ -162,11 +168,14 @@ class ReplyMixin:
 
     def stop(self) -> None:
         self.session.stop()
+        self.agent.stop()
 
     def shutdown(self) -> None:
         """At exit: a reply still being written is kept as stopped, with the text so far and its figures (the
         engine stops within a step; a few seconds at most are waited for)."""
         self.session.stop()
+        self.agent.stop()
         self.session.wait(5.0)
+        self.agent.wait(5.0)
         if self._reply is not None:  # the engine did not answer in time: the text, without figures
             self._end_reply("stopped", None, None)

@@ -3,9 +3,9 @@ defaults". The values live in app.settings (ChatSettings, presets, model default
 from __future__ import annotations
 
 from pydantic import ValidationError
-from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QLabel, QPlainTextEdit,
-                               QPushButton, QSpinBox, QVBoxLayout)
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QLabel, QListWidget,
+                               QListWidgetItem, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout)
 
 from app.settings import SEED_MAX, ChatSettings, Settings
 from ui.stop_strings import StopStringsField
@@ -57,6 +57,7 @@ class ChatSettingsPanel(QFrame):
         form.addRow("At the limit", self.overflow)
         self._add_sampling(form)
         self._add_thinking(form)
+        self._add_tools(form)
         self.form = form
         self.set_thinking_controls(False, False)
         self._make_buttons()
@@ -117,6 +118,61 @@ class ChatSettingsPanel(QFrame):
         form.addRow("Thinking", self.thinking)
         form.addRow("Reasoning effort", self.effort)
 
+    def _add_tools(self, form: QFormLayout) -> None:
+        """The tools this chat offers the model (Tools page: what is on), and how many rounds of calls at most."""
+        self.tools = QComboBox(self)
+        self.tools.setAccessibleName("Tools on offer")
+        self.tools.setToolTip("The tools the model may call in this chat; each call waits for your answer")
+        for text, value in (("All that are on", "all"), ("None", "none"), ("Chosen ones", "chosen")):
+            self.tools.addItem(text, value)
+        self.tools.currentIndexChanged.connect(self._tools_mode)
+        self.tool_list = QListWidget(self)
+        self.tool_list.setAccessibleName("The tools chosen for this chat")
+        self.tool_list.setMaximumHeight(120)
+        self.tool_list.itemChanged.connect(lambda _i: self._filling or self._changed())
+        self.tool_rounds = QSpinBox(self)
+        self.tool_rounds.setRange(1, 50)
+        self.tool_rounds.setAccessibleName("Tool rounds")
+        self.tool_rounds.setToolTip("Rounds of tool calls in one reply at most; then the model stops")
+        self.tool_rounds.valueChanged.connect(lambda _v: self._filling or self._changed())
+        form.addRow("Tools", self.tools)
+        form.addRow("", self.tool_list)
+        form.addRow("Tool rounds", self.tool_rounds)
+        self._tool_names: list[str] = []
+
+    def set_tool_choices(self, names: list[str]) -> None:
+        """The tools that can be chosen ("server/tool"): the ready servers' and Lantern's own that are on."""
+        self._tool_names = list(names)
+
+    def _tools_mode(self, _index: int) -> None:
+        chosen = self.tools.currentData() == "chosen"
+        self.form.setRowVisible(self.tool_list, chosen)
+        if self._filling:
+            return
+        if chosen and not self._chosen_tools():  # choosing starts from every tool: uncheck what is not wanted
+            self._filling = True
+            for i in range(self.tool_list.count()):
+                self.tool_list.item(i).setCheckState(Qt.CheckState.Checked)
+            self._filling = False
+        self._changed()
+
+    def _fill_tools(self, chosen: list[str]) -> None:
+        mode = "all" if "*" in chosen else "none" if not chosen else "chosen"
+        self.tools.setCurrentIndex(self.tools.findData(mode))
+        self.tool_list.clear()
+        for name in dict.fromkeys([*self._tool_names, *(c for c in chosen if c != "*")]):
+            item = QListWidgetItem(name, self.tool_list)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if name in chosen else Qt.CheckState.Unchecked)
+        self.form.setRowVisible(self.tool_list, mode == "chosen")
+
+    def _chosen_tools(self) -> list[str]:
+        mode = self.tools.currentData()
+        if mode != "chosen":
+            return ["*"] if mode == "all" else []
+        return [self.tool_list.item(i).text() for i in range(self.tool_list.count())
+                if self.tool_list.item(i).checkState() == Qt.CheckState.Checked]
+
     def _make_buttons(self) -> None:
         """Back to the defaults, save them as the model's, and the model's chat template."""
         self.reset_button = QPushButton("Use the defaults", self)
@@ -162,6 +218,8 @@ class ChatSettingsPanel(QFrame):
             self.thinking.setChecked(settings.thinking)
             self.effort.setCurrentText(settings.reasoning_effort)
             self.overflow.setCurrentIndex(max(0, self.overflow.findData(settings.overflow)))
+            self._fill_tools(list(settings.tools))
+            self.tool_rounds.setValue(settings.tool_rounds)
             self.reset_button.setEnabled(own is not None)
         finally:
             self._filling = False
@@ -201,7 +259,8 @@ class ChatSettingsPanel(QFrame):
         return ChatSettings(system_prompt=self.system_prompt.toPlainText(),
                             preset=None if preset in (CUSTOM, DEFAULTS) else preset,
                             overflow=self.overflow.currentData(), stop=self.stop.strings(),
-                            thinking=self.thinking.isChecked(), reasoning_effort=self.effort.currentText(), **values)
+                            thinking=self.thinking.isChecked(), reasoning_effort=self.effort.currentText(),
+                            tools=self._chosen_tools(), tool_rounds=self.tool_rounds.value(), **values)
 
     def checked_values(self) -> ChatSettings | None:
         """The form's values, or None with the reason shown under the form (a stop string too long...)."""

@@ -14,6 +14,8 @@ from app.chat_documents import ChatDocuments, embedding_models
 from app.conversations import ConversationStore
 from app.model_host import ModelHost
 from app.settings import SettingsFile
+from app.tools.mcp_config import config_path
+from app.tools.mcp_host import McpHost
 from app.wiring import start_worker
 from basics.errors import LanternError, ModelLoadError
 from models.facts import facts_of
@@ -34,6 +36,7 @@ from ui.server_page import ServerPage
 from ui.settings_page import SettingsPage
 from ui.tasks import run_task
 from ui.theme import SPACE, apply_theme, is_dark, window_style
+from ui.tools_page import ToolsPage
 from ui.welcome import Welcome
 
 
@@ -66,12 +69,17 @@ class MainWindow(QMainWindow):
         self.chat = ChatPage(store, self.models, lambda: self.settings.current, self,
                              save_model_defaults=self._save_model_defaults, documents=self.documents,
                              draft_choices=self._draft_choices)
+        # the MCP servers of mcp.json beside the chats; the enabled ones start now, off the GUI thread
+        self.tools = McpHost(config_path(store.path.parent))
+        self.chat.tools_host = self.tools
+        self.tools_page = ToolsPage(self.tools, settings, self)
+        self.tools.start_enabled()
         self.models_page = ModelsPage(library, make_hub_client, lambda: self.settings.current, self)
         self.settings_page = SettingsPage(settings, self)
         self.server_page = ServerPage(self.host, settings, library.names, self)
         self.pages = NavRail(self)
         for page, title, icon_name in ((self.chat, "Chat", "chat"), (self.models_page, "Models", "models"),
-                                       (self.server_page, "Server", "server"),
+                                       (self.server_page, "Server", "server"), (self.tools_page, "Tools", "tools"),
                                        (self.settings_page, "Settings", "settings")):
             self.pages.addTab(page, title, icon_name)
         self.setCentralWidget(self.pages)
@@ -406,5 +414,6 @@ class MainWindow(QMainWindow):
         self.server_page.stop_and_wait()
         self.models_page.downloads.cancel_all()
         self.host.close()
+        self.tools.close()  # the MCP servers Lantern started end with it
         self.documents.close()
         super().closeEvent(event)

@@ -15,6 +15,7 @@ from ui.icons import icon, set_icon
 from ui.markdown import render_markdown
 from ui.message_body import MessageBody
 from ui.theme import is_dark, set_role
+from ui.tool_call_card import ToolCallCard
 
 FOLD_LINES, FOLD_CHARS, FOLDED_LINES = 15, 1500, 8  # a message longer than this shows this many lines at first
 REPLY_FOLD_LINES = 40  # a finished reply longer than this can be folded (it opens unfolded: it is what was asked for)
@@ -66,6 +67,10 @@ class MessageView(QFrame):
         layout.setSpacing(4)
         self._make_header(layout, role, created)
         self._make_reasoning(layout)
+        self.tools_area = QVBoxLayout()  # a reply's tool rounds: what it said, each call (ui/tool_call_card.py)
+        self.tools_area.setSpacing(6)
+        layout.addLayout(self.tools_area)
+        self.cards: dict[str, ToolCallCard] = {}
         self._make_typing(layout)
         self._make_body(layout, role)
         self._make_notes(layout)
@@ -212,6 +217,33 @@ class MessageView(QFrame):
         b.clicked.connect(slot)
         row.addWidget(b)
         return b
+
+    # -- tool rounds -----------------------------------------------------------------------------------------------
+
+    def set_tools(self, rounds) -> None:
+        """A stored reply's tool rounds, each call finished."""
+        for r in rounds:
+            if r.get("text"):
+                self.add_round_text(r["text"])
+            for call in r.get("calls", ()):
+                self.add_call(call)
+
+    def add_round_text(self, text: str) -> None:
+        """What the model said before calling tools (plain text, as it came)."""
+        label = QLabel(text, self)
+        label.setWordWrap(True)
+        label.setTextFormat(Qt.TextFormat.PlainText)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.tools_area.addWidget(label)
+
+    def add_call(self, call: dict) -> ToolCallCard:
+        card = self.cards.get(call["id"])
+        if card is None:
+            card = self.cards[call["id"]] = ToolCallCard(call, self)
+            self.tools_area.addWidget(card)
+        else:
+            card.set_state(call)
+        return card
 
     def set_sources(self, question: str) -> None:
         """Show, under this reply, where the excerpts in `question` (the message it answers) come from."""

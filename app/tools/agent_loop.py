@@ -76,6 +76,10 @@ class ToolBox:
     def tools(self) -> list[Tool]:
         return [Tool(name, schema, description) for name, (_s, _n, description, schema) in self._by_name.items()]
 
+    def keys(self) -> list[tuple[str, str]]:
+        """(server, tool) of every tool offered, as a chat's choice names them ("server/tool")."""
+        return [(server, name) for server, name, _d, _s in self._by_name.values()]
+
     def lookup(self, model_name: str) -> tuple[str, str, dict] | None:
         found = self._by_name.get(model_name)
         return (found[0], found[1], found[3]) if found else None
@@ -113,6 +117,12 @@ class AgentLoop:
     stop: threading.Event = field(default_factory=threading.Event)
     # request fields for a round (tests hold the model to a named tool, then to text: a deterministic loop)
     per_round: Callable[[int], dict] | None = None
+    last: Finished | None = None  # the last round's end (its figures are the reply's)
+    _cancelled: set = field(default_factory=set)
+
+    def cancel(self, call_id: str) -> None:
+        """Cancel one running call (its result says so; the loop goes on)."""
+        self._cancelled.add(call_id)
 
     def run(self, request: GenerationRequest) -> tuple[list[Round], list[dict]]:
         """The rounds, and the messages they added to `request.messages` (assistant calls and tool results, then the
@@ -162,7 +172,7 @@ class AgentLoop:
                 if event.text or event.reasoning:
                     self.on_event("text", current, None)
             elif isinstance(event, Finished):
-                final = event
+                final = self.last = event
                 s = event.stats
                 current.prompt_tokens, current.prefill_tokens, current.ttft_ms = (s.prompt_tokens, s.prefill_tokens,
                                                                                   s.ttft_ms)
@@ -202,7 +212,7 @@ class AgentLoop:
                 result = future.result(timeout=0.1)
                 break
             except concurrent.futures.TimeoutError:
-                if self.stop.is_set():
+                if self.stop.is_set() or call.id in self._cancelled:
                     future.cancel()
                     return self._end(call, current, "cancelled",
                                      ToolResult("The user cancelled this call.", True, time.monotonic() - t0))
