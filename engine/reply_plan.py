@@ -59,8 +59,8 @@ def plan_reply(request, messages: list[Message], style: ModelStyle) -> ReplyPlan
     if tools:  # shown even with tool_choice "none": the prompt stays the same across an agent's rounds
         if fmt.native:
             template_tools = [_openai_tool(t) for t in request.tools]  # every tool is shown, even if one is forced
-        else:
-            messages = _with_tool_prompt(messages, fmt.system_prompt(tools))
+        else:  # every tool too: a round that forces one keeps the prompt of the rounds that do not
+            messages = _with_tool_prompt(messages, fmt.system_prompt(list(request.tools)))
     setup = ToolSetup(fmt, {t.name: t.parameters for t in tools}) if use_tools else None
     return ReplyPlan(messages, template_tools, options, setup, request.json_schema,
                      required=use_tools and (choice == "required" or request.tool_name is not None),

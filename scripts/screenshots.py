@@ -1,6 +1,8 @@
 """Screenshots for the README, in the light and the dark theme: an empty chat, a chat with streamed replies, the
 models page, the settings page (`NAME-light.png`, `NAME-dark.png`), `search-THEME.png` (a question answered from a
 searched file, with its sources), `images-THEME.png` (a picture in a chat, shown small), and
+`tools-THEME.png` (the Tools page with a real MCP server ready), `approval-THEME.png` (a tool call waiting for
+Allow once / Allow for this chat / Deny), `agent-THEME.png` (the finished loop, its result opened), and
 `features-THEME.png`: a chat written into
 the store here (math, a table, a quote, an attached file, a regenerated reply's ‹ 2/2 ›) with its Chat settings open,
 a file chip and the context meter; `catalog-THEME.png` (a model's details drawer), `server-THEME.png` (the endpoint
@@ -12,6 +14,7 @@ A fresh data folder, the real starter model, a real reply (greedy, so it is the 
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -40,6 +43,10 @@ class Tour:
         print(f"wrote {self.out / name}.png")
 
     def next_prompt(self, _status=None) -> None:
+        if getattr(self, "agent_theme", None):  # the tools tour's reply ended
+            theme, self.agent_theme = self.agent_theme, None
+            QTimer.singleShot(300, lambda: self.agent_done(theme))
+            return
         if self.pending:
             self.w.chat.input.setPlainText(self.pending.pop(0))
             self.w.chat.send()
@@ -121,6 +128,52 @@ class Tour:
         self.shoot(f"images-{theme}")
         self.w.chat.attachments.clear()
         self.w.chat.input.clear()
+        self.tools(theme)
+
+    def tools(self, theme: str) -> None:
+        """The Tools page with a real MCP server ready (tests/mcp_servers.py, over stdio), then a chat where the
+        model calls it: the card asking, then the finished loop."""
+        host = self.w.tools
+        if host.state("calculator") is None:
+            from app.tools.mcp_config import set_enabled
+
+            self.w.tools_page.paste(json.dumps({"mcpServers": {"calculator": {
+                "command": sys.executable, "args": [str(ROOT / "tests" / "mcp_servers.py"), "tools"],
+                "env": {"API_KEY": "sk-example-key"}}}}))
+            set_enabled(host.path, "calculator", True)
+            host.reload()
+            host.start("calculator").result(timeout=60)
+            self.w.tools_page.refresh()
+        self.w.pages.setCurrentWidget(self.w.tools_page)
+        self.w.tools_page.servers.setCurrentRow(0)
+        self.app.processEvents()
+        self.shoot(f"tools-{theme}")
+        self.w.pages.setCurrentWidget(self.w.chat)
+        self.w.chat.new_chat()
+        self.w.chat.tool_rounds_plan = lambda i: ({"tool_name": "add", "tool_choice": "required",
+                                                   "parallel_tool_calls": False} if i == 0 else
+                                                  {"tool_choice": "none"})
+        self.agent_theme = theme
+        self.w.chat.input.setPlainText("What is 17 plus 25? Use the add tool.")
+        self.w.chat.send()
+        QTimer.singleShot(300, lambda: self.asking(theme))
+
+    def asking(self, theme: str) -> None:
+        view = self.w.chat.views()[-1] if self.w.chat.views() else None
+        card = next((c for c in view.cards.values() if c.allow_once.isVisible()), None) if view else None
+        if card is None:
+            QTimer.singleShot(200, lambda: self.asking(theme))
+            return
+        self.app.processEvents()
+        self.shoot(f"approval-{theme}")
+        card.allow_once.click()
+
+    def agent_done(self, theme: str) -> None:
+        for card in self.w.chat.views()[-1].cards.values():
+            card.result_toggle.setChecked(True)
+        self.app.processEvents()
+        self.shoot(f"agent-{theme}")
+        self.w.chat.tool_rounds_plan = None
         if theme == "light":
             QTimer.singleShot(300, lambda: self.pages("dark"))
         else:

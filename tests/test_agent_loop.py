@@ -195,3 +195,19 @@ def test_tool_rounds_export_to_markdown_and_json_and_come_back_with_an_import(tm
         assert store.messages(good.id)[-1].tools[0]["calls"][0]["result"] == "5"
     finally:
         store.close()
+
+
+def test_a_round_that_forces_one_tool_keeps_the_prompt_of_every_round(engine):
+    """The generic tool format (the starter's template has none) lists every tool even when one is forced, as the
+    native formats do, so an agent's forced round and its free rounds share the prompt (and the KV cache)."""
+    from chat_format.tool_formats import Tool
+
+    tools = (Tool("add", {"type": "object", "properties": {"a": {"type": "integer"}}}, "Add."),
+             Tool("echo", {"type": "object", "properties": {"text": {"type": "string"}}}, "Echo."))
+    base = GenerationRequest(messages=[{"role": "user", "content": "Hi"}], tools=tools, max_tokens=8)
+    from dataclasses import replace
+
+    free = engine.count_prompt_tokens(base)
+    assert engine.count_prompt_tokens(replace(base, tool_name="add")) == free
+    assert engine.count_prompt_tokens(replace(base, tool_choice="none")) == free
+    assert free > engine.count_prompt_tokens(replace(base, tools=tools[:1]))  # every tool is in it

@@ -106,6 +106,11 @@ def test_a_call_is_shown_allowed_run_and_kept_with_the_reply_across_a_restart(qt
     reply = w.store.messages(w.chat.conversation_id)[-1]
     call = reply.tools[0]["calls"][0]
     assert (call["tool"], call["status"], call["result"]) == ("add", "done", "5")
+    first, second = reply.stats["tool_rounds"]  # each round's computed prompt tokens, in the reply's figures
+    assert 0 < second < first
+    from ui.message_view import figures_details
+
+    assert f"prompt tokens computed in each: {first}, {second}" in figures_details(reply.stats)
     assert reply.content and reply.status == "done"
     chat = w.chat.conversation_id
     w.close()

@@ -24,7 +24,8 @@ class AgentRunner(QObject):
     sig_reasoning = Signal(str)
     sig_round_text = Signal(str)  # a round ended in calls: the text it wrote before them
     sig_call = Signal(object)  # a call (call_dict) as it changes: asked, running, done...
-    sig_finished = Signal(object, object)  # the stored rounds, and the last round's Finished (None: none ended)
+    # the stored rounds, the last round's Finished (None: none ended), and the tokens each round computed
+    sig_finished = Signal(object, object, object)
     sig_failed = Signal(str)
 
     def __init__(self, parent=None):
@@ -53,7 +54,7 @@ class AgentRunner(QObject):
             except Exception as e:  # an engine refusal (context overflow...): the reply says it
                 self.sig_failed.emit(str(e))
                 return
-            self.sig_finished.emit(stored_rounds(rounds), loop.last)
+            self.sig_finished.emit(stored_rounds(rounds), loop.last, [r.prefill_tokens for r in rounds])
 
         self._thread = threading.Thread(target=run, name="lantern-agent", daemon=True)
         self._thread.start()

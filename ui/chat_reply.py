@@ -27,6 +27,7 @@ class Reply:
     model: str = ""
     before: StoredMessage | None = None  # a continued reply as it was: put back if the continuation fails
     tools: list = field(default_factory=list)  # its tool rounds so far (app/tools/agent_loop.stored_rounds)
+    extra_stats: dict = field(default_factory=dict)  # figures of its own (the agent loop's rounds)
 
 
 class ReplyMixin:
@@ -123,7 +124,8 @@ class ReplyMixin:
     def _on_finished(self, finished: Finished) -> None:
         status = STATUS_BY_REASON[finished.reason]
         stats = {**asdict(finished.stats), "model": self._reply.model if self._reply else "",  # who wrote it
-                 "finish": finished.reason}  # "length": the reply says it was cut at the limit
+                 "finish": finished.reason,  # "length": the reply says it was cut at the limit
+                 **(self._reply.extra_stats if self._reply else {})}
         self._end_reply(status, stats, finished.error)
         if finished.stats.dropped_messages:
             self.show_notice(f"The {finished.stats.dropped_messages} oldest messages did not fit the context "

@@ -86,10 +86,11 @@ class ToolsReplyMixin:
             card.sig_cancel_requested.connect(self.agent.cancel)
             card.wired = True
 
-    def _on_agent_finished(self, rounds: list, final) -> None:
+    def _on_agent_finished(self, rounds: list, final, computed: list) -> None:
         reply = self._reply
         if reply is not None:
             reply.tools = rounds
+            reply.extra_stats = {"tool_rounds": computed}  # each round's prompt tokens computed, in its figures
         if final is None:
             self._end_reply("stopped", None, None)
             return

@@ -38,6 +38,10 @@ def figures_details(stats: dict | None) -> str:
     if stats.get("drafted_tokens") and not sources:  # replies saved before sources were counted
         lines.append(f"Prompt lookup: {stats.get('accepted_tokens', 0)} of {stats['drafted_tokens']} drafted tokens "
                      "accepted")
+    rounds = stats.get("tool_rounds")
+    if isinstance(rounds, list) and rounds and all(isinstance(n, int) for n in rounds):
+        lines.append(f"Tool rounds: {len(rounds)}; prompt tokens computed in each: "
+                     f"{', '.join(str(n) for n in rounds)} (the rest from the cache)")
     if stats.get("backend"):
         lines.append(f"Model: {stats.get('model') or 'unknown'} on {stats['backend']}")
     return "\n".join(lines)

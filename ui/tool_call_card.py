@@ -40,8 +40,8 @@ class ToolCallCard(QFrame):
         self.arguments = QPlainTextEdit(_pretty(call.get("arguments")), self)
         self.arguments.setReadOnly(True)
         self.arguments.setAccessibleName("The call's arguments")
-        self.arguments.setMaximumHeight(min(160, 24 + 16 * self.arguments.toPlainText().count("\n")))
         self.arguments.setStyleSheet("font-family: monospace")
+        _fit(self.arguments, 160)
         layout.addWidget(self.arguments)
 
         self.buttons = QHBoxLayout()
@@ -74,7 +74,6 @@ class ToolCallCard(QFrame):
         self.result = QPlainTextEdit(self)  # plain text: a result can never be markup
         self.result.setReadOnly(True)
         self.result.setAccessibleName("The tool's result")
-        self.result.setMaximumHeight(220)
         layout.addWidget(self.result_toggle)
         layout.addWidget(self.result)
         self.set_state(call)
@@ -95,11 +94,19 @@ class ToolCallCard(QFrame):
             self.result_toggle.setText(f"Result · {_size(size)} · {float(call.get('seconds') or 0):.1f} s"
                                        + (" · cut" if call.get("cut") else ""))
             self.result.setPlainText(text)
+            _fit(self.result, 220)
         self.result.setVisible(has_result and self.result_toggle.isChecked())
 
     def _fold(self, open_: bool) -> None:
         self.result_toggle.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
         self.result.setVisible(open_)
+
+
+def _fit(box: QPlainTextEdit, most: int) -> None:
+    """As tall as its text (wrapped lines counted roughly), up to `most` pixels; it scrolls beyond."""
+    lines = sum(1 + len(line) // 90 for line in box.toPlainText().split("\n"))
+    margins = 2 * (box.document().documentMargin() + box.frameWidth()) + 6
+    box.setFixedHeight(int(min(most, lines * box.fontMetrics().lineSpacing() + margins)))
 
 
 def _pretty(arguments) -> str:

@@ -54,6 +54,7 @@ class Round:
     prefill_tokens: int = 0  # prompt tokens computed this round (the rest came from the cache)
     ttft_ms: float = 0.0
     finish: str = ""
+    started: float = 0.0  # time.monotonic() when the round's request went to the model
 
 
 class ToolBox:
@@ -162,6 +163,7 @@ class AgentLoop:
 
     def _generate(self, request: GenerationRequest, current: Round) -> Finished | None:
         final = None
+        current.started = time.monotonic()
         gen = self.worker.submit(request)
         for event in gen:
             if self.stop.is_set():
