@@ -205,3 +205,81 @@ def test_a_chat_offers_all_none_or_chosen_tools_and_the_meter_counts_them(qtbot,
     panel.tool_rounds.setValue(3)
     assert w.chat.effective_settings().tool_rounds == 3
     qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
+
+
+def _sent_requests(w) -> list:
+    """The first round's request of every reply written through the agent loop from now on."""
+    sent, real = [], w.chat.agent.start
+
+    def record(worker, request, *args, **kwargs):
+        sent.append(request)
+        real(worker, request, *args, **kwargs)
+
+    w.chat.agent.start = record
+    return sent
+
+
+def test_a_branch_from_a_reply_with_tool_rounds_keeps_them_in_what_the_model_reads(qtbot, make_window, hermes):
+    w = _agent_window(qtbot, make_window, hermes, plan=_named_then_text("add"))
+    w.chat.input.setPlainText("What is 2 plus 3?")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000):
+        w.chat.send()
+        _answer_first_card(qtbot, w, "allow_chat")
+    first = w.store.messages(w.chat.conversation_id)[-1]
+    w.chat.input.setPlainText("And 10 plus 10?")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000):
+        w.chat.send()
+    w.chat.branch_from(first.id)
+    sent = _sent_requests(w)
+    w.chat.input.setPlainText("Now 4 plus 4?")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000):
+        w.chat.send()
+    roles = [m["role"] for m in sent[0].messages]
+    assert roles[-5:] == ["user", "assistant", "tool", "assistant", "user"]  # the first reply's call, result, answer
+    call = first.tools[0]["calls"][0]
+    assert sent[0].messages[-4]["tool_calls"][0]["id"] == call["id"]
+    assert sent[0].messages[-3] == {"role": "tool", "tool_call_id": call["id"], "name": "add", "content": "5"}
+    assert "10 plus 10" not in json.dumps(sent[0].messages)  # the later turn stays on its own branch
+    assert len(w.store.variants(w.store.messages(w.chat.conversation_id)[-2].id)) == 2
+    qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
+
+
+def test_the_documents_tool_searches_the_chats_attached_documents(qtbot, make_window, hermes):
+    w = _agent_window(qtbot, make_window, hermes,
+                      plan=lambda i: {"tool_name": "search_documents", "tool_choice": "required",
+                                      "parallel_tool_calls": False} if i == 0 else {"tool_choice": "none"})
+    w.tools_page.builtins["search_documents"].setChecked(True)
+    assert w.settings.current.builtin_tools == ["search_documents"]
+    w.chat.new_chat()
+    w.chat.input.setPlainText("placeholder")
+    chat = w.chat.conversation_id or w.store.create().id
+    w.chat.open_conversation(chat)
+    docs = w.chat.documents
+    embeddings = docs.embeddings(w.models.worker, w.models.name)
+    text = "The keeper winds the clockwork every four hours.\n\n" * 3 + "The lens floats on mercury.\n"
+    file_id = docs.index.add("keeper.txt", text, embeddings)
+    docs.index.keep_for_chat(chat, file_id, "keeper.txt")
+    names = [t.name for t in w.chat.toolbox(w.chat.effective_settings()).tools()]
+    assert "search_documents" in names
+    w.chat.input.setPlainText("How often is the clockwork wound? Search the documents.")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000):
+        w.chat.send()
+        _answer_first_card(qtbot, w, "allow_once")
+    call = w.store.messages(chat)[-1].tools[0]["calls"][0]
+    assert (call["server"], call["tool"], call["status"]) == ("lantern", "search_documents", "done")
+    assert "[keeper.txt" in call["result"] and "clockwork" in call["result"]
+    qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)
+
+
+def test_stop_while_a_call_waits_ends_the_reply_and_denies_it(qtbot, make_window, hermes):
+    w = _agent_window(qtbot, make_window, hermes, plan=_named_then_text("add"))
+    w.chat.input.setPlainText("Add 1 and 2 with the tool.")
+    with qtbot.waitSignal(w.chat.sig_reply_done, timeout=180_000) as done:
+        w.chat.send()
+        qtbot.waitUntil(lambda: any(c.allow_once.isVisible() for c in w.chat.views()[-1].cards.values()),
+                        timeout=120_000)
+        w.chat.stop()  # the Stop button
+    assert done.args[0] == "stopped"
+    call = w.store.messages(w.chat.conversation_id)[-1].tools[0]["calls"][0]
+    assert call["status"] == "denied" and not w.chat.busy
+    qtbot.waitUntil(lambda: tasks_running() == 0, timeout=30_000)

@@ -4,6 +4,7 @@ chat's tools (MCP servers' and Lantern's own, as the chat chooses), a reply writ
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from app.tools.agent_loop import ToolBox
@@ -94,6 +95,8 @@ class ToolsReplyMixin:
         if final is None:
             self._end_reply("stopped", None, None)
             return
+        if self.agent.loop is not None and self.agent.loop.stop.is_set():  # the user's Stop: said as such
+            final = replace(final, reason="cancelled")
         self._on_finished(final)
         if final.reason == "tool_calls":
             self.show_notice(f"Stopped after {len(rounds)} rounds of tool calls, this chat's limit (Chat settings → "

@@ -41,7 +41,8 @@ FILES_READ = BuiltinTool(
 DOCUMENTS = BuiltinTool(
     "search_documents", "Search the documents attached to the chat",
     "Search the documents attached to this chat; answers with the passages that best match the question.",
-    {"type": "object", "properties": {"question": {"type": "string", "minLength": 1}}, "required": ["question"],
+    {"type": "object", "properties": {"question": {"type": "string", "minLength": 1, "maxLength": 300}},
+     "required": ["question"],
      "additionalProperties": False})
 CALCULATOR = BuiltinTool(
     "calculate", "A calculator",
