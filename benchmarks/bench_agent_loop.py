@@ -93,7 +93,8 @@ def main() -> int:
             f"{args.repeats}`  \nDate: {datetime.date.today().isoformat()}\n\n{markdown_table(header, rows)}\n\n"
             "Each round resends the whole chat; \"computed\" is what the model read anew (the rest came from its KV "
             "cache): the call as the template writes it back and the tool's answer, never the conversation again. "
-            "The first round reads the user's message and the tool definitions (164 tokens in the first repeat; the later repeats find them in the cache: the median is 0).\n")
+            "The first round reads the user's message and the tool definitions (164 tokens in the first repeat; the "
+            "later repeats find them in the cache: the median is 0).\n")
     print(body)
     if not args.no_write:
         write_section(ROOT / "docs" / "benchmarks.md", "agent-loop", body)
