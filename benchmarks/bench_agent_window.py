@@ -47,8 +47,8 @@ def run(rounds: int, repeats: int) -> list[list[tuple[int, float | None]]]:
                    store=ConversationStore(data_dir() / "chats.sqlite3"),
                    make_hub_client=lambda: HubClient(endpoint="http://127.0.0.1:9", library=library))
     w.show()
-    w.tools_page.paste(json.dumps({"mcpServers": {"calc": {"command": sys.executable,
-                                                           "args": [str(ROOT / "tests" / "mcp_servers.py"), "tools"]}}}))
+    server = {"command": sys.executable, "args": [str(ROOT / "tests" / "mcp_servers.py"), "tools"]}
+    w.tools_page.paste(json.dumps({"mcpServers": {"calc": server}}))
     set_enabled(w.tools.path, "calc", True)
     w.tools.reload()
     w.tools.start("calc").result(timeout=60)
@@ -111,7 +111,8 @@ def main() -> int:
         rows.append((str(i + 1), "call" if i < args.rounds else "answer",
                      f"{statistics.median(r[i][0] for r in runs if len(r) > i):.0f}",
                      f"{statistics.median(waits):.0f}" if waits else "(the user's message)"))
-    header = ("round", "the model wrote", "prompt tokens computed (median)", "click on Allow → shown next, ms (median)")
+    header = ("round", "the model wrote", "prompt tokens computed (median)",
+              "click on Allow → shown next, ms (median)")
     body = (f"## The agent loop in the window\n\nMachine: {machine()}  \nModel: {STARTER} (Q4_1), generic JSON tool "
             f"calls; an MCP server over stdio (tests/mcp_servers.py's add)  \nCommand: `.venv/bin/python "
             f"benchmarks/bench_agent_window.py --rounds {args.rounds} --repeats {args.repeats}`  \n"
