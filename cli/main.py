@@ -12,6 +12,7 @@ from typing import Sequence
 from app.settings import FLASH_ATTN, SettingsError, load_settings, settings_path
 from app.wiring import AUTO, start_worker
 from basics.errors import LanternError
+from cli import worker_command
 from engine.engine import EngineOptions
 from engine.events import Finished, GenerationRequest, TextDelta
 from engine.sampling import SamplingParams
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
     listing = mcp_sub.add_parser("list", help="each server with its state and tools (starts the enabled ones)")
     listing.add_argument("--timeout", type=float, default=30.0, help="seconds a server has to answer")
+    worker_command.add_parser(sub)
     _apply_saved_settings(parser, {"chat": chat, "generate": gen, "serve": serve, "doctor": doctor})
     return parser
 
@@ -421,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         commands = {"chat": run_chat, "generate": run_generate, "bench": run_bench, "doctor": doctor.run_doctor,
-                    "models": models_cli.run_models, "serve": run_serve, "mcp": mcp_command.run_mcp}
+                    "models": models_cli.run_models, "serve": run_serve, "mcp": mcp_command.run_mcp,
+                    "worker": worker_command.run_worker}
         return commands[args.command](args)
     except LanternError as e:
         print(f"lantern: {e}", file=sys.stderr)

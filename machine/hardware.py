@@ -1,6 +1,7 @@
 """What this machine has: CPU, memory, GPUs, and what the installed runtimes can use of it."""
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import importlib.util
 import os
@@ -147,9 +148,24 @@ def _llamacpp_build() -> tuple[str | None, bool, str | None, str]:
     import llama_cpp
 
     features = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
-    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    offload = llama_gpu_offload()
     backend = next((b for b in GPU_BACKENDS if b.lower() in features.lower()), None)
     return version, offload, backend if offload else None, features
+
+
+def llama_gpu_offload() -> bool:
+    """Whether llama.cpp has a GPU of this machine to offload to (CUDA, Metal, Vulkan...). llama.cpp's own
+    llama_supports_gpu_offload() also says yes for a build with the RPC backend, which Lantern always has (helper
+    machines), so the devices are asked instead."""
+    # deferred: llama.cpp's libraries, loaded where the build is asked about
+    import llama_cpp.llama_cpp as low
+    from llama_cpp._ctypes_extensions import load_shared_library
+
+    ggml = load_shared_library("ggml", low._base_path)
+    ggml.ggml_backend_load_all.argtypes, ggml.ggml_backend_load_all.restype = [], None
+    ggml.ggml_backend_dev_by_type.argtypes, ggml.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
+    ggml.ggml_backend_load_all()
+    return any(ggml.ggml_backend_dev_by_type(kind) for kind in (1, 2))  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU
 
 
 def _mlx_version() -> str | None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from basics.errors import InvalidRequestError, ModelLoadError
 from files.gguf_check import read_checked_header
+from machine.hardware import llama_gpu_offload
 from machine.threads import ThreadChooser
 from runtimes.llama_library import check_gguf_file, default_threads, init_backend
 from runtimes.runtime import check_token_ids
@@ -39,7 +40,7 @@ class Embedder:
                                         flash_attn=True,  # 1.7x the inputs a second on the CPU (MiniLM, 64 inputs)
                                         n_threads=n_threads or default_threads(),
                                         # small enough to sit beside the chat model on a GPU, where there is one
-                                        n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0)
+                                        n_gpu_layers=-1 if llama_gpu_offload() else 0)
         except (ValueError, RuntimeError) as e:
             raise ModelLoadError(f"{path.name} could not be loaded as an embedding model: {e}") from None
         if self._llm.pooling_type() in (llama_cpp.LLAMA_POOLING_TYPE_NONE, llama_cpp.LLAMA_POOLING_TYPE_RANK):

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from basics.errors import InvalidRequestError, ModelLoadError
+from machine.hardware import llama_gpu_offload
 from machine.threads import ThreadChooser
 from runtimes.llama_library import (RECURRENT_SNAPSHOTS, RuntimeFailure, cache_sizes, check_gguf_file, cpu_has_amx,
                                     default_threads, init_backend, last_error, recent_log)
@@ -60,11 +61,13 @@ class LlamaCppRuntime(SlotsMixin):
         mparams = C.llama_model_default_params()
         gpu_layers = options.n_gpu_layers or 0
         mparams.n_gpu_layers = 0x7FFFFFFF if gpu_layers == -1 else gpu_layers
-        self.on_gpu = gpu_layers == -1 and bool(C.llama_supports_gpu_offload())
+        self.on_gpu = gpu_layers == -1 and llama_gpu_offload()
         # ggml's AMX matmul in llama-cpp-python 0.3.36 segfaults on multi-token batches (seen on Xeons
         # with AMX, Llama() included); the extra buffer types are what route weights to it.
         mparams.use_extra_bufts = not cpu_has_amx()
         mparams.load_mtp = options.load_mtp
+        if options.helpers:
+            self._split = self._spread_over_helpers(mparams, options)  # kept alive: llama.cpp reads them at load
         cancelled = self._watch_progress(mparams, options.on_progress)
         recent_log().clear()
         self._model = C.llama_model_load_from_file(str(self.model_path).encode(), mparams)
@@ -80,6 +83,32 @@ class LlamaCppRuntime(SlotsMixin):
         except BaseException:
             self.close()
             raise
+
+    def _spread_over_helpers(self, mparams, options: LoadOptions):
+        """The model's devices: each helper's (they must have answered just before: llama.cpp aborts when one does
+        not, so this runs only in runtimes/spread_child.py), then this machine's GPUs; the planned layers as the
+        split."""
+        # deferred: llama.cpp's RPC library, only where a model is spread
+        from runtimes.rpc_library import helper_devices, local_gpus
+
+        remote = [dev for _, dev in helper_devices(options.helpers)]
+        if len(remote) != len(options.helper_layers):
+            raise ModelLoadError(f"The helpers now offer {len(remote)} devices, and the plan was made for "
+                                 f"{len(options.helper_layers)}: load the model again.")
+        gpus = local_gpus()
+        here = (options.n_gpu_layers or 0) - sum(options.helper_layers)
+        local = _shares(here, [free for _, free in gpus])
+        counts = [*options.helper_layers, *local]
+        if len(counts) > int(self._C.llama_max_devices()):
+            raise ModelLoadError(f"llama.cpp takes at most {self._C.llama_max_devices()} devices; the helpers and "
+                                 f"this machine have {len(counts)}.")
+        devices = (ctypes.c_void_p * (len(counts) + 1))(*remote, *[dev for dev, _ in gpus], None)
+        split = (ctypes.c_float * int(self._C.llama_max_devices()))(*[float(n) for n in counts])
+        mparams.devices = ctypes.cast(devices, ctypes.c_void_p)
+        mparams.tensor_split = split
+        mparams.n_gpu_layers = max(options.n_gpu_layers or 0, 0)
+        self.on_gpu = False  # a pass crosses the network: drafting is judged by its measured cost
+        return devices, split
 
     def _load_projector(self, path: Path, options: LoadOptions) -> None:
         self.vision = Projector(path, self._model, n_threads=self.n_threads, use_gpu=bool(options.n_gpu_layers))
@@ -428,3 +457,13 @@ class LlamaCppRuntime(SlotsMixin):
             self.close()
         except Exception:
             pass
+
+
+def _shares(n: int, weights: list[int]) -> list[int]:
+    """`n` layers over this machine's GPUs by their free memory, in whole layers."""
+    if not weights:
+        return []
+    total = sum(weights) or len(weights)
+    counts = [int(n * (w or 1) / total) for w in weights]
+    counts[0] += n - sum(counts)
+    return counts

@@ -45,6 +45,12 @@ class LoadOptions:
     # A Gemma 4 "assistant" GGUF that drafts as the model's MTP heads, reading the model's own cache (set by the
     # plan when the draft model chosen is one; runtimes/llama_mtp.py)
     mtp_assistant: str = ""
+    # Helper machines (`lantern worker`, llama.cpp's RPC servers) as "host:port": the model is spread over them and
+    # this machine (models/spread.py), and runs in a child process (runtimes/spread_runtime.py), since llama.cpp
+    # aborts when a helper goes away. `helper_layers`: the planned layers of each helper device, in order (the
+    # helpers', then their devices'); n_gpu_layers then counts every layer not on this machine's CPU.
+    helpers: tuple[str, ...] = ()
+    helper_layers: tuple[int, ...] = ()
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 
@@ -67,6 +73,9 @@ class LoadOptions:
             raise ModelLoadError(f"Thread count must be between 1 and 512, got {self.n_threads}.")
         if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
             raise ModelLoadError(f"GPU layers must be -1 (all) or more, got {self.n_gpu_layers}.")
+        if self.helper_layers and (len(self.helper_layers) < len(self.helpers)
+                                   or any(n < 0 for n in self.helper_layers)):
+            raise ModelLoadError("The helpers' layers must be planned for each helper device (models/spread.py).")
 
 
 @dataclass(frozen=True)
