@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import machine.hardware
+from machine.helpers import probe_all
 from basics.errors import ModelLoadError
 from engine.auto_worker import AutoWorker
 from engine.draft_model import DraftModel
@@ -24,10 +25,12 @@ from models.fit import GiB, check_fit, with_draft
 from models.info import describe_model
 from models.library import resolve_model
 from models.projectors import find_projector, is_projector
+from models.spread import spread
 from runtimes.llama_mtp import MtpUnavailable, check_assistant
 from runtimes.llamacpp import LlamaCppRuntime
 from runtimes.mlx_runtime import MlxRuntime
 from runtimes.runtime import LoadOptions
+from runtimes.spread_runtime import SpreadRuntime
 
 BACKENDS = ("auto", "llamacpp", "mlx", "remote")
 AUTO = 0  # LoadOptions.slots: Lantern chooses (DEFAULT_SLOTS where the model can batch, else 1)
@@ -50,6 +53,8 @@ class LoadPlan:
     def label(self) -> str:
         if self.backend == "mlx":
             return "mlx"
+        if self.options.helpers:
+            return f"llamacpp (spread, {len(self.options.helpers) + 1} machines)"
         layers = self.options.n_gpu_layers or 0
         return f"llamacpp ({'CPU' if layers == 0 else 'GPU' if layers == -1 else f'GPU, {layers} layers'})"
 
@@ -74,6 +79,11 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         if not wait_for_retired():  # a model being switched away from still holds memory: measured with it
             log.warning("The previous model is still unloading; %s is fitted to the memory free now", path.name)
         hardware = machine.hardware.detect()
+    if options.helpers:
+        spread_plan = _plan_helpers(path, info, backend, options, hardware)
+        if spread_plan is not None:
+            return spread_plan
+        options = replace(options, helpers=(), helper_layers=())
     draft_path, info = _plan_draft(options, path, info, hardware) if options.draft_model else (None, info)
     choice = choose_backend(hardware, info, n_ctx=options.n_ctx, backend=backend,
                             n_gpu_layers=options.n_gpu_layers, slots=max(options.slots, 1),
@@ -112,6 +122,42 @@ def plan_load(model: str | Path | None, *, backend: str = "auto", options: LoadO
         if found:
             reason += f"; sees images through {found.name}"
     return LoadPlan(path, "llamacpp", options, reason, choice.advice, draft_path)
+
+
+def _plan_helpers(path: Path, info, backend: str, options: LoadOptions, hardware) -> LoadPlan | None:
+    """The model spread over this machine and the helpers that answer (models/spread.py), or None where the helpers
+    are Settings' and the model fits here alone. Everything that can be told before the load is said here."""
+    if backend == "mlx" or info.format == "mlx":
+        raise ModelLoadError("Helper machines run llama.cpp's RPC backend: an MLX model cannot be spread over them. "
+                             "Use a GGUF model, or no helpers.")
+    when = options.helpers_when_needed
+    if when and check_fit(hardware, info, n_ctx=options.n_ctx, slots=max(options.slots, 1),
+                          kv_type=options.kv_cache_type).verdict != "no":
+        return None
+    if options.n_gpu_layers is not None:
+        raise ModelLoadError("With helper machines the layers are planned by each machine's free memory: leave out "
+                             "--n-gpu-layers.")
+    if options.draft_model:
+        raise ModelLoadError("A draft model does not run beside a model spread over helper machines yet: choose no "
+                             "draft model, or no helpers.")
+    if options.mtp == "on":
+        raise ModelLoadError("MTP heads do not draft for a model spread over helper machines yet: use --mtp auto or "
+                             "off, or no helpers.")
+    found, failed = probe_all(options.helpers)
+    if failed and (not when or not found):
+        raise ModelLoadError(" ".join(str(e) for e in failed))
+    sp = spread(hardware, info, found, n_ctx=options.n_ctx, slots=max(options.slots, 1),
+                kv_type=options.kv_cache_type, local_gpu=hardware.llamacpp_gpu_offload)
+    reason = sp.reason
+    if failed:
+        reason += "; not used: " + "; ".join(str(e) for e in failed)
+    if find_projector(path) is not None and options.projector != "":
+        reason += "; images are not sent to helper machines, so it reads text only"
+    if info.mtp_layers:
+        reason += "; its MTP heads are not used with helpers"
+    options = replace(options, helpers=tuple(h.endpoint for h in found), helper_layers=sp.helper_layers,
+                      n_gpu_layers=sp.n_gpu_layers, projector="", load_mtp=False, mtp_assistant="")
+    return LoadPlan(path, "llamacpp", options, reason)
 
 
 def _plan_draft(options: LoadOptions, path: Path, info, hardware) -> tuple[Path, object]:
@@ -227,7 +273,16 @@ def open_runtime(plan: LoadPlan):
     """Load a planned model (heavy runtimes are imported only now)."""
     if plan.backend == "mlx":
         return MlxRuntime(plan.path, plan.options)
+    if plan.options.helpers:
+        asked = plan.options
 
+        def replan(gone: frozenset[str]) -> LoadOptions:  # a helper went away: the rest, or this machine alone
+            left = tuple(h for h in asked.helpers if h not in gone)
+            again = plan_load(plan.path, options=replace(asked, helpers=left, helper_layers=(), n_gpu_layers=None))
+            log.info("%s: %s", again.label, again.reason)
+            return again.options
+
+        return SpreadRuntime(plan.path, plan.options, replan=replan)
     return LlamaCppRuntime(plan.path, plan.options)
 
 

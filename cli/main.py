@@ -16,10 +16,12 @@ from cli import worker_command
 from engine.engine import EngineOptions
 from engine.events import Finished, GenerationRequest, TextDelta
 from engine.sampling import SamplingParams
+from machine.helpers import parse_endpoints
 from files import owned_files
 from models.library import ModelLibrary
 from models.registry import BUILTIN_MODELS, STARTER_MODEL
 from runtimes.load_probe_child import child_main
+from runtimes.spread_child import SPREAD_ARG, child_main as spread_child_main
 from runtimes.runtime import MTP_CHOICES, LoadOptions
 
 
@@ -53,6 +55,9 @@ def _add_model_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
                    help="a small model with the same vocabulary that drafts tokens for the model to verify in one "
                         "pass, or a Gemma 4 assistant (used where it pays on this device; one conversation at a "
                         "time)")
+    p.add_argument("--rpc", default=None, metavar="HOST:PORT,...",
+                   help="helper machines (`lantern worker` on each): the model is spread over them and this machine "
+                        "by free memory")
     p.add_argument("--mtp", choices=MTP_CHOICES, default="auto",
                    help="draft with the model's own multi-token-prediction heads, where its GGUF has them or a Gemma "
                         "4 assistant is in its folder (auto: where it runs on a GPU; one conversation at a time)")
@@ -213,7 +218,8 @@ def _options(args) -> LoadOptions:
                        kv_cache_type=args.kv_cache_type, flash_attn=FLASH_ATTN[args.flash_attn],
                        allow_context_beyond_training=args.allow_long_context, slots=_slots(args),
                        projector=_projector(getattr(args, "projector", None)),
-                       draft_model=getattr(args, "draft_model", None) or None, mtp=getattr(args, "mtp", "auto"))
+                       draft_model=getattr(args, "draft_model", None) or None, mtp=getattr(args, "mtp", "auto"),
+                       helpers=parse_endpoints(args.rpc or ""))
 
 
 def _slots(args) -> int:
@@ -405,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["_load-probe"] and len(argv) == 2:  # the installed app's test load (runtimes/load_probe.py)
         return child_main(argv[1])
+    if argv[:1] == [SPREAD_ARG] and len(argv) == 2:  # the installed app's spread model (runtimes/spread_runtime.py)
+        return spread_child_main(argv[1])
 
     owned_files.on_notice = lambda message: print(f"lantern: {message}", file=sys.stderr)
     parser = build_parser()

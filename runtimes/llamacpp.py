@@ -187,9 +187,11 @@ class LlamaCppRuntime(SlotsMixin):
         cparams.type_k = cparams.type_v = type_id
         if options.kv_cache_type != "f16":
             flash = True  # a quantized V cache needs it (LoadOptions.validate refused an explicit off)
-        if flash is None and not options.n_gpu_layers:
+        if flash is None and (not options.n_gpu_layers or (options.helpers and not llama_gpu_offload())):
             # On the CPU, llama.cpp's flash attention makes each token cost ~3x more at a 3k-token depth
-            # (measured: 79 vs 29 ms a token here), which is exactly where KV reuse should shine.
+            # (measured: 79 vs 29 ms a token here), which is exactly where KV reuse should shine. Helpers count as
+            # GPUs to llama.cpp: a machine without a GPU of its own keeps it off for them too (the same kernels as
+            # the model alone on its CPU).
             flash = False
         if flash is not None:
             cparams.flash_attn_type = int(flash)

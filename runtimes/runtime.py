@@ -51,6 +51,7 @@ class LoadOptions:
     # helpers', then their devices'); n_gpu_layers then counts every layer not on this machine's CPU.
     helpers: tuple[str, ...] = ()
     helper_layers: tuple[int, ...] = ()
+    helpers_when_needed: bool = False  # the helpers of Settings: used only for a model this machine cannot hold
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
 

@@ -474,3 +474,38 @@ def write_gemma4_assistant(vocab_source: Path, path: Path, *, n_embd: int = 32, 
     for i in range(n_layer):
         _gemma4_block(w, t, i, n_embd=n_embd, n_head=n_head, head=head, n_ff=n_ff, kv=0)
     return _finish(w, path)
+
+
+def write_llama(vocab_source: Path, path: Path, *, n_embd: int = 64, n_layer: int = 24, seed: int = 0) -> Path:
+    """A plain llama of `n_layer` layers (more than any one share holds when it is spread over helper machines)."""
+    rng = np.random.default_rng(seed)
+    w, n_vocab = _writer(vocab_source, path, "llama")
+    n_head, n_head_kv, n_ff = 4, 2, 128
+    head = n_embd // n_head
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(head)
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    t("output.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+        t(f"blk.{i}.attn_k.weight", n_head_kv * head, n_embd)
+        t(f"blk.{i}.attn_v.weight", n_head_kv * head, n_embd)
+        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    return _finish(w, path)
