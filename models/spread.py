@@ -42,8 +42,8 @@ class Spread:
 
     @property
     def machines(self) -> int:
-        used = {e for e, _, n in self.helper_devices if n}
-        return len(used) + (1 if self.cpu or self.gpu else 0)
+        """This machine (it always holds the input layer and samples) and each helper with a share."""
+        return len({e for e, _, n in self.helper_devices if n}) + 1
 
 
 def spread(hw: Hardware, model: ModelInfo, helpers: list[Helper], *, n_ctx: int, slots: int = 1,

@@ -72,7 +72,8 @@ def helper_devices(endpoints: tuple[str, ...]) -> list[tuple[str, int]]:
     found = []
     for endpoint in endpoints:
         reg = rpc.ggml_backend_rpc_add_server(endpoint.encode())
-        found += [(endpoint, ggml.ggml_backend_reg_dev_get(reg, i)) for i in range(ggml.ggml_backend_reg_dev_count(reg))]
+        count = ggml.ggml_backend_reg_dev_count(reg)
+        found += [(endpoint, ggml.ggml_backend_reg_dev_get(reg, i)) for i in range(count)]
     return found
 
 
