@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from basics.errors import LanternError
 from engine.engine import EngineOptions
 from engine.sampling import SamplingParams
 from files.owned_files import atomic_write, move_aside
+from machine.helpers import HelperError, parse_endpoint
 from models.library import data_dir
 from models.registry import STARTER_MODEL
 from runtimes.runtime import LoadOptions
@@ -30,6 +31,17 @@ Effort = Literal["low", "medium", "high"]
 # At most 8 stop strings of up to 200 characters: longer ones are refused, never cut
 ToolChoice = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=512)]
 StopStrings = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=8)]
+
+
+def _helper(value: str) -> str:
+    try:
+        return parse_endpoint(value)
+    except HelperError as e:
+        raise ValueError(str(e)) from None
+
+
+# Helper machines as "host:port" (`lantern worker` on each), checked as llama.cpp takes them
+Helpers = Annotated[list[Annotated[str, Field(max_length=300), AfterValidator(_helper)]], Field(max_length=16)]
 
 
 class ChatSettings(BaseModel):
@@ -124,6 +136,8 @@ class Settings(BaseModel):
         default_factory=list)  # Lantern's own tools the user turned on (each off by default)
     tools_folder: str = Field("", max_length=4096)  # the one folder the file tools may read
     theme: Literal["system", "light", "dark"] = "system"
+    # used for a model this machine cannot hold alone (models/spread.py); --rpc uses its own for every model
+    helpers: Helpers = Field(default_factory=list)
     server_host: str = "127.0.0.1"
     server_port: int = Field(8000, ge=0, le=65535)
     server_api_key: str | None = None
@@ -165,7 +179,8 @@ class Settings(BaseModel):
                            n_batch=self.batch_size, kv_cache_type=self.kv_cache_type,
                            flash_attn=FLASH_ATTN[self.flash_attn],
                            draft_model=defaults.draft_model if defaults else None,
-                           mtp=defaults.mtp or "auto" if defaults else "auto")
+                           mtp=defaults.mtp or "auto" if defaults else "auto",
+                           helpers=tuple(dict.fromkeys(self.helpers)), helpers_when_needed=True)
 
     def engine_options(self, model: str | None = None) -> EngineOptions:
         """For `model`: with the chat template its defaults set instead of its own, if any."""

@@ -131,7 +131,8 @@ def _plan_helpers(path: Path, info, backend: str, options: LoadOptions, hardware
         raise ModelLoadError("Helper machines run llama.cpp's RPC backend: an MLX model cannot be spread over them. "
                              "Use a GGUF model, or no helpers.")
     when = options.helpers_when_needed
-    if when and check_fit(hardware, info, n_ctx=options.n_ctx, slots=max(options.slots, 1),
+    alone = replace(hardware, helpers=())  # this machine by itself
+    if when and check_fit(alone, info, n_ctx=options.n_ctx, slots=max(options.slots, 1),
                           kv_type=options.kv_cache_type).verdict != "no":
         return None
     if options.n_gpu_layers is not None:
@@ -146,7 +147,7 @@ def _plan_helpers(path: Path, info, backend: str, options: LoadOptions, hardware
     found, failed = probe_all(options.helpers)
     if failed and (not when or not found):
         raise ModelLoadError(" ".join(str(e) for e in failed))
-    sp = spread(hardware, info, found, n_ctx=options.n_ctx, slots=max(options.slots, 1),
+    sp = spread(alone, info, found, n_ctx=options.n_ctx, slots=max(options.slots, 1),
                 kv_type=options.kv_cache_type, local_gpu=hardware.llamacpp_gpu_offload)
     reason = sp.reason
     if failed:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from app.wiring import auto_slots, plan_load
 from basics.errors import LanternError
 from machine.hardware import build_advice, detect
+from machine.helpers import parse_endpoints
 from machine.threads import ThreadChooser
 from models.drafts import draft_candidates
 from models.info import describe_model
@@ -18,7 +19,8 @@ GiB = 1 << 30
 
 
 def run_doctor(args) -> int:
-    hw = detect()
+    helpers = parse_endpoints(args.rpc) if getattr(args, "rpc", None) else tuple(getattr(args, "saved_helpers", ()))
+    hw = detect(helpers)
     print("Machine")
     print(f"  {hw.os} {hw.arch}, {hw.cpu_cores} cores, {hw.ram_total_bytes / GiB:.1f} GiB RAM "
           f"({hw.ram_available_bytes / GiB:.1f} GiB available)")
@@ -30,6 +32,15 @@ def run_doctor(args) -> int:
         print("  no GPU found")
     for note in hw.notes:
         print(f"  note: {note}")
+    if helpers:
+        print("Helper machines" + (" (used for a model this machine cannot hold alone)" if not args.rpc else ""))
+        for h in hw.helpers:
+            print(f"  {h.endpoint}: llama.cpp RPC {'.'.join(map(str, h.version))}")
+            for d in h.devices:
+                print(f"    device {d.index}: {d.free_bytes / GiB:.1f} of {d.total_bytes / GiB:.1f} GiB free")
+        for endpoint in helpers:
+            if endpoint not in {h.endpoint for h in hw.helpers}:
+                print(f"  {endpoint}: not used (the note above says why)")
     print("Backends")
     if hw.llamacpp_version:
         build, advice = build_advice(hw)
@@ -46,7 +57,8 @@ def run_doctor(args) -> int:
     print(f"  images: {_images()}")
     print(f"Models (planned for a {args.n_ctx}-token context)")
     kv_type = getattr(args, "kv_cache_type", "f16")
-    options = LoadOptions(n_ctx=args.n_ctx, kv_cache_type=kv_type)
+    options = LoadOptions(n_ctx=args.n_ctx, kv_cache_type=kv_type, helpers=tuple(h.endpoint for h in hw.helpers),
+                          helpers_when_needed=not getattr(args, "rpc", None))
 
     library = ModelLibrary()
     drafts = getattr(args, "drafts", None) or {}  # the draft model chosen for a model in the window ("Draft with")

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--n-ctx", type=int, default=4096, help="the context size to plan for")
     doctor.add_argument("--kv-cache-type", default="f16", choices=["f16", "q8_0", "q4_0"],
                         help="the KV cache type to plan for")
+    doctor.add_argument("--rpc", default=None, metavar="HOST:PORT,...",
+                        help="helper machines to ask and plan every model over (default: those of Settings, for a "
+                             "model this machine cannot hold alone)")
     _add_models(sub)
     mcp = sub.add_parser("mcp", help="the MCP servers in mcp.json (the window's Tools page)")
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
@@ -187,14 +190,15 @@ def _apply_saved_settings(parser: argparse.ArgumentParser, subs: dict) -> None:
         return
     model = dict(saved_model=s.model, backend=s.backend, remote_url=s.remote_url, n_ctx=s.n_ctx,
                  n_gpu_layers=s.n_gpu_layers, prompt_lookup=s.prompt_lookup, draft_max=s.draft_max,
-                 kv_cache_type=s.kv_cache_type, flash_attn=s.flash_attn, threads=s.threads, batch_size=s.batch_size)
+                 kv_cache_type=s.kv_cache_type, flash_attn=s.flash_attn, threads=s.threads, batch_size=s.batch_size,
+                 saved_helpers=tuple(s.helpers))
     # below a --preset, above the built-in defaults (apply_preset): flags, then a preset, then these
     saved = dict(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, repeat_penalty=s.repeat_penalty,
                  max_tokens=s.max_tokens, temperature=s.temperature, system=s.system_prompt or None)
     subs["chat"].set_defaults(**model, fallback={**subs["chat"].get_default("fallback"), **saved})
     subs["generate"].set_defaults(**model)  # a raw completion stays greedy unless asked
     subs["serve"].set_defaults(**model, host=s.server_host, port=s.server_port, api_key=s.server_api_key)
-    subs["doctor"].set_defaults(n_ctx=s.n_ctx, kv_cache_type=s.kv_cache_type,
+    subs["doctor"].set_defaults(n_ctx=s.n_ctx, kv_cache_type=s.kv_cache_type, saved_helpers=tuple(s.helpers),
                                 drafts={m: d.draft_model for m, d in s.model_defaults.items() if d.draft_model})
 
 
@@ -219,7 +223,15 @@ def _options(args) -> LoadOptions:
                        allow_context_beyond_training=args.allow_long_context, slots=_slots(args),
                        projector=_projector(getattr(args, "projector", None)),
                        draft_model=getattr(args, "draft_model", None) or None, mtp=getattr(args, "mtp", "auto"),
-                       helpers=parse_endpoints(args.rpc or ""))
+                       **_helpers(args))
+
+
+def _helpers(args) -> dict:
+    """--rpc's helpers, used for this model; else the saved ones, used only where it does not fit here alone."""
+    if args.rpc:
+        return dict(helpers=parse_endpoints(args.rpc))
+    saved = tuple(getattr(args, "saved_helpers", ()) or ())
+    return dict(helpers=saved, helpers_when_needed=True) if saved else {}
 
 
 def _slots(args) -> int:

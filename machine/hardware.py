@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from machine.helpers import Helper, probe_all
+
 GPU_BACKENDS = ("CUDA", "Metal", "Vulkan", "HIP", "SYCL", "OpenCL")
 
 
@@ -41,15 +43,20 @@ class Hardware:
     mlx_version: str | None = None  # None: mlx / mlx-lm are not installed
     notes: tuple[str, ...] = field(default=())  # what could not be detected, and why
     cpu_name: str = ""  # "Apple M3 Pro", "AMD Ryzen 7 7840U..." (for the speed estimate)
+    # Helper machines that answered (machine/helpers.py): a model too big for this machine may fit with them
+    helpers: tuple[Helper, ...] = ()
 
     @property
     def nvidia(self) -> tuple[GPU, ...]:
         return tuple(g for g in self.gpus if g.vendor == "nvidia")
 
 
-def detect() -> Hardware:
-    """Look at this machine (a fraction of a second; no model is loaded)."""
+def detect(helpers: tuple[str, ...] = ()) -> Hardware:
+    """Look at this machine (a fraction of a second; no model is loaded), and ask `helpers` what they have (a few
+    seconds at most each; one that does not answer is a note)."""
     notes: list[str] = []
+    found, failed = probe_all(helpers)
+    notes += [str(e) for e in failed]
     system, arch = platform.system(), platform.machine().lower()
     arch = "arm64" if arch in ("arm64", "aarch64") else arch
     vm = psutil.virtual_memory()
@@ -72,6 +79,7 @@ def detect() -> Hardware:
         mlx_version=_mlx_version(),
         notes=tuple(notes),
         cpu_name=_cpu_name(system),
+        helpers=tuple(found),
     )
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from basics.errors import ModelLoadError
 from machine.hardware import Hardware
 from models.choice import GPU_MARGIN_BYTES, GPU_MARGIN_SHARE, METAL_WORKING_SET, choose_backend
 from models.info import ModelInfo
 from models.speed import estimate_tokens_per_s
+from models.spread import spread
 
 GiB = 1 << 30
 RAM_MARGIN_BYTES = 1 << 30  # the OS, Lantern itself and the window keep this much
@@ -14,20 +16,36 @@ RAM_MARGIN_BYTES = 1 << 30  # the OS, Lantern itself and the window keep this mu
 
 @dataclass(frozen=True)
 class Fit:
-    verdict: str  # "gpu", "partial", "cpu", "no"
+    verdict: str  # "gpu", "partial", "cpu", "no"; "helpers": spread over this machine and its helpers
     n_gpu_layers: int
     need_bytes: int
     summary: str
+    machines: int = 1
 
     @property
     def badge(self) -> str:
+        if self.verdict == "helpers":
+            return f"fits with {self.machines} machines"
         return {"gpu": "fits on the GPU", "partial": f"{self.n_gpu_layers} layers on the GPU",
                 "cpu": "CPU only", "no": "too big"}[self.verdict]
 
 
 def check_fit(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1, kv_type: str = "f16") -> Fit:
     """Weights plus KV cache at `n_ctx` (for `slots` conversations at once) plus a margin, against free GPU memory,
-    unified memory and RAM."""
+    unified memory and RAM; a GGUF model too big for those may fit with the helper machines that answered."""
+    fit = _fit_here(hw, model, n_ctx=n_ctx, slots=slots, kv_type=kv_type)
+    if fit.verdict != "no" or not hw.helpers or model.format != "gguf":
+        return fit
+    try:
+        sp = spread(hw, model, list(hw.helpers), n_ctx=n_ctx, slots=slots, kv_type=kv_type,
+                    local_gpu=hw.llamacpp_gpu_offload)
+    except ModelLoadError:
+        return fit
+    return Fit("helpers", sp.n_gpu_layers, fit.need_bytes, f"needs {fit.need_bytes / GiB:.1f} GiB: {sp.reason}",
+               machines=sp.machines)
+
+
+def _fit_here(hw: Hardware, model: ModelInfo, *, n_ctx: int, slots: int = 1, kv_type: str = "f16") -> Fit:
     n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train else n_ctx
     need = model.size_bytes + model.kv_bytes(n_ctx, slots=slots, kv_type=kv_type)
     gib = f"{need / GiB:.1f} GiB"

@@ -52,7 +52,7 @@ def estimate_tokens_per_s(hw: Hardware, *, size_bytes: int, params_b: float, act
                           n_gpu_layers: int = 0, n_layers: int = 1) -> float:
     """Tokens a second while writing, for a model of `size_bytes` whose `active_b` of `params_b` billion
     parameters each token uses, run as the fit check placed it (`verdict`). 0 when it does not run here."""
-    if verdict == "no" or size_bytes <= 0:
+    if verdict in ("no", "helpers") or size_bytes <= 0:  # over helpers the network sets the pace: not estimated
         return 0.0
     read = size_bytes * min(1.0, active_b / params_b) if params_b > 0 else size_bytes  # bytes read per token
     if hw.apple_silicon:

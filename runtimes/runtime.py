@@ -54,6 +54,9 @@ class LoadOptions:
     helpers_when_needed: bool = False  # the helpers of Settings: used only for a model this machine cannot hold
     # Called during the load with 0.0 .. 1.0 (llama.cpp reports it); returning False cancels the load.
     on_progress: Callable[[float], bool | None] | None = field(default=None, compare=False, repr=False)
+    # Told what a long load is doing, in words (the window shows it beside the progress): sending a model's share
+    # to its helper machines
+    on_stage: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> None:
         if self.n_ctx < 0:

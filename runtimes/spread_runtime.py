@@ -77,8 +77,13 @@ class SpreadRuntime:
             self._proc.stdin.write(key.hex().encode() + b"\n")
             self._proc.stdin.close()
             self._conn = self._accept(listener)
-            fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "on_progress"}
+            fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+                      if f.name not in ("on_progress", "on_stage")}
             self._conn.send((str(self.model_path), fields))
+            if options.on_stage is not None and options.helpers:
+                n = len(options.helpers)
+                options.on_stage(f"sending its share to {n} helper machine{'s' * (n > 1)} (a helper keeps it in its "
+                                 "cache: the next load there is quicker)")
             self._await_load(options)
         except BaseException:
             self._kill()

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from app.wiring import plan_load, start_worker
-from basics.errors import LanternError, ModelLoadError
+from basics.errors import ModelLoadError
 from cli.main import main
 from engine.engine import EngineOptions
 from engine.events import GenerationRequest, TextDelta
@@ -24,47 +21,13 @@ from machine.helpers import PROTOCOL, Helper, HelperDevice, HelperError, parse_e
 from models.info import describe_model
 from models.spread import spread
 from runtimes.runtime import LoadOptions
+from helper_machines import Worker, free_port as _free_port
 from tiny_models import write_llama
 
-ROOT = Path(__file__).resolve().parents[1]
 GiB = 1 << 30
 GREEDY = SamplingParams(temperature=0.0)
 PLAIN = EngineOptions(prompt_lookup=False)  # the same pass shapes in both runs: no drafts
 ASK = [{"role": "user", "content": "Write a short poem about the sea."}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Worker:
-    """`lantern worker` in a process of its own, answering on 127.0.0.1."""
-
-    def __init__(self):
-        self.port = _free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.out = tempfile.TemporaryFile()  # it says a line a connection: a pipe nobody reads would fill
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--port", str(self.port),
-                                      "--threads", "1", "--no-cache"], cwd=ROOT, stdout=self.out,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                self.helper = probe(self.endpoint)
-                return
-            except HelperError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    self.out.seek(0)
-                    raise AssertionError(f"lantern worker did not start: {self.out.read().decode(errors='replace')}")
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +318,54 @@ def test_helpers_of_settings_are_used_only_for_a_model_that_does_not_fit_here(sm
                                                                      helpers_when_needed=True))
     assert plan.options.helpers == (helpers[0].endpoint,) and "spread over" in plan.reason
 
+
+
+def test_a_model_too_big_here_fits_with_the_helpers_that_answered(tmp_path):
+    from models.fit import check_fit
+
+    model = _model(tmp_path, size_gib=30)
+    alone = check_fit(_laptop(15), model, n_ctx=4096)
+    assert alone.verdict == "no"
+    hw = replace(_laptop(15), helpers=(_helper("10.0.0.2:50052", 25),))
+    fit = check_fit(hw, model, n_ctx=4096)
+    assert fit.verdict == "helpers" and fit.badge == "fits with 2 machines" and "on 10.0.0.2:50052" in fit.summary
+    # what fits here alone is not spread, and what fits nowhere stays too big
+    assert check_fit(hw, _model(tmp_path, size_gib=5), n_ctx=4096).verdict == "cpu"
+    assert check_fit(hw, _model(tmp_path, size_gib=90), n_ctx=4096).badge == "too big"
+
+
+def test_settings_keep_helpers_checked(tmp_path):
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    s = Settings(helpers=["10.0.0.2:50052", " desk.lan:7000 "])
+    assert s.helpers == ["10.0.0.2:50052", "desk.lan:7000"]
+    options = s.load_options()
+    assert options.helpers == ("10.0.0.2:50052", "desk.lan:7000") and options.helpers_when_needed
+    with pytest.raises(ValidationError, match="host:port"):
+        Settings(helpers=["10.0.0.2"])
+    with pytest.raises(ValidationError):
+        Settings(helpers=[f"10.0.0.{i}:1" for i in range(17)])
+
+
+def test_the_load_says_it_sends_the_share_and_how_far_it_is(helpers, smollm2_path):
+    stages, fractions = [], []
+    w = start_worker(smollm2_path, options=LoadOptions(n_ctx=512, slots=1, helpers=(helpers[0].endpoint,),
+                                                       on_stage=stages.append, on_progress=fractions.append))
+    try:
+        w.wait_ready(300)
+    finally:
+        w.close()
+    assert stages == ["sending its share to 1 helper machine (a helper keeps it in its cache: the next load there "
+                      "is quicker)"]
+    assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
+
+
+def test_the_doctor_lists_helpers_and_plans_over_them(helpers, capsys):
+    closed = f"127.0.0.1:{_free_port()}"
+    assert main(["doctor", "--rpc", f"{helpers[0].endpoint},{closed}"]) == 0
+    out = capsys.readouterr().out
+    assert f"{helpers[0].endpoint}: llama.cpp RPC 7.0.0" in out and "device 0:" in out
+    assert f"{closed}: not used" in out and "refused the connection" in out
+    assert "smollm2-135m-instruct: llamacpp (spread, 2 machines): spread over 2 machines" in out

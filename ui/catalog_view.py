@@ -15,7 +15,7 @@ from ui.catalog_drawer import CatalogDrawer
 
 NAME = Qt.ItemDataRole.UserRole  # a card's entry name
 GROUPS = {"gpu": "Runs on the GPU", "partial": "Runs partly on the GPU", "cpu": "Runs on the CPU",
-          "no": "Too big for this machine", "": "Checking this machine…"}
+          "helpers": "Runs with helper machines", "no": "Too big for this machine", "": "Checking this machine…"}
 SIZES = [("Any size", None), ("Up to 2 GB", 2e9), ("Up to 6 GB", 6e9), ("Up to 12 GB", 12e9), ("Up to 24 GB", 24e9)]
 
 

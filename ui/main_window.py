@@ -46,10 +46,14 @@ class LoadProgress:
     def __init__(self):
         self.fraction = 0.0
         self.cancelled = False
+        self.stage = ""  # what the load does now, in words, once it says (runtimes.runtime.LoadOptions.on_stage)
 
     def update(self, fraction: float) -> bool:
         self.fraction = fraction
         return not self.cancelled
+
+    def say(self, stage: str) -> None:
+        self.stage = stage
 
 
 class MainWindow(QMainWindow):
@@ -217,7 +221,7 @@ class MainWindow(QMainWindow):
         progress = self.load_progress = LoadProgress()
         local = self.library.find(name)  # this window's library (the default one in the app; a test's own)
         model = local.path if local is not None and name not in BUILTIN_NAMES else name
-        options = replace(s.load_options(name), on_progress=progress.update)
+        options = replace(s.load_options(name), on_progress=progress.update, on_stage=progress.say)
         if options.draft_model is not None:  # chosen from this window's library: its file, or a clear refusal
             draft = self.library.get(options.draft_model)
             if draft is None:
@@ -253,7 +257,10 @@ class MainWindow(QMainWindow):
         if fraction > 0:  # llama.cpp reports how far it is; MLX and planning do not (a busy bar until then)
             self.loading.setRange(0, 100)
             self.loading.setValue(int(fraction * 100))
-        self.model_status.setText(f"Loading {self.models.name}… {time.monotonic() - self.models.loading_since:.1f} s")
+        stage = self.load_progress.stage
+        self.model_status.setText(f"Loading {self.models.name}… {time.monotonic() - self.models.loading_since:.1f} s"
+                                  + (f", {stage}" if stage else ""))
+        self.model_status.setToolTip(stage)
 
     def _loaded(self, name: str, backend: str, reason: str) -> None:
         self._load_done()
@@ -307,6 +314,9 @@ class MainWindow(QMainWindow):
     def _settings_changed(self, settings) -> None:
         apply_theme(settings.theme)
         self._follow_theme()
+        hw = self.models_page.hardware
+        if hw is not None and tuple(h.endpoint for h in hw.helpers) != tuple(settings.helpers):
+            self.models_page.detect_hardware()  # where each model fits follows the helpers
 
     def _follow_theme(self) -> None:
         """Colours drawn into the chat (code blocks, bubbles) and the icons follow a change between light and dark,

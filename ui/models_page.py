@@ -80,7 +80,13 @@ class ModelsPage(QWidget):
         self.tabs.addTab(self._local_tab(), "On this computer")
         self.tabs.currentChanged.connect(self._clear_error)
         self.refresh_local()
-        run_task(_detect_hardware, self._hardware_found,
+        self.detect_hardware()
+
+    def detect_hardware(self) -> None:
+        """Look at this machine and ask the helper machines of Settings what they have (on a pool thread); a model
+        too big for this machine then shows "fits with 2 machines" where they hold the rest."""
+        helpers = tuple(self.settings().helpers)
+        run_task(lambda: _detect_hardware(helpers), self._hardware_found,
                  lambda e: self.show_status(f"Hardware detection failed: {e}", error=True))
 
     def show_status(self, text: str, *, error: bool = False) -> None:
@@ -319,8 +325,8 @@ class ModelsPage(QWidget):
         self.sig_library_changed.emit()
 
 
-def _detect_hardware():
-    return detect()
+def _detect_hardware(helpers: tuple[str, ...] = ()):
+    return detect(helpers)
 
 
 def _listing_with_fit(client: HubClient, repo: str, hardware, n_ctx: int):

@@ -58,13 +58,17 @@ GROUPS = (
          "another Lantern or OpenAI-compatible server."),
         ("remote_url", "Remote server", "The address of the server the remote backend uses, such as "
          "http://gpu-box:8000/v1."),
+        ("helpers", "Helper machines", "Other computers that hold a share of a model too big for this one: run "
+         "`lantern worker` on each and write the addresses it prints here, separated by commas (such as "
+         "192.168.1.20:50052). A model that fits here alone runs here alone; the Models page says which fit "
+         "with them."),
     ]),
     ("Appearance", [
         ("theme", "Theme", "Light, dark, or whatever the system uses."),
     ]),
 )
 LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "kv_cache_type", "flash_attn", "threads", "batch_size", "backend",
-               "remote_url", "prompt_lookup", "draft_max")
+               "remote_url", "prompt_lookup", "draft_max", "helpers")
 FIELD_WIDTH = 320  # every field starts at one column and is at least this wide (they lined up nowhere before)
 
 
@@ -108,6 +112,7 @@ class SettingsPage(QWidget):
         self.system_prompt.setMinimumWidth(320)
         self.remote_url = QLineEdit(settings.remote_url or "", placeholderText="http://gpu-box:8000/v1")
         self.remote_url.setMinimumWidth(320)
+        self.helpers = QLineEdit(", ".join(settings.helpers), placeholderText="192.168.1.20:50052, desk.lan:50052")
         return {
             "system_prompt": self.system_prompt,
             "temperature": _double(0, 2, 0.05, settings.temperature),
@@ -130,6 +135,7 @@ class SettingsPage(QWidget):
             "draft_max": _int(1, 64, settings.draft_max),
             "backend": _combo(backends_here(settings.backend), settings.backend),
             "remote_url": self.remote_url,
+            "helpers": self.helpers,
             "theme": _combo(["system", "light", "dark"], settings.theme),
         }
 
@@ -219,6 +225,7 @@ class SettingsPage(QWidget):
                 v[key] = w.text().strip() or None
             else:
                 v[key] = w.value()
+        v["helpers"] = [part.strip() for part in (v["helpers"] or "").split(",") if part.strip()]
         v["n_gpu_layers"] = None if v["n_gpu_layers"] == AUTO_LAYERS else v["n_gpu_layers"]
         v["threads"] = v["threads"] or None
         v["seed"] = None if v["seed"] < 0 else v["seed"]
@@ -245,7 +252,8 @@ class SettingsPage(QWidget):
             new = self.file.update(**values)
         except ValidationError as e:
             first = e.errors()[0]
-            self.message.setText(f"Not saved: {'.'.join(map(str, first['loc']))}: {first['msg']}.")
+            said = first["msg"].removeprefix("Value error, ").rstrip(".")
+            self.message.setText(f"Not saved: {'.'.join(map(str, first['loc']))}: {said}.")
             return False
         except OSError as e:
             self.message.setText(f"Not saved: {e}")

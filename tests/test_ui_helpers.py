@@ -1,0 +1,45 @@
+"""Helper machines in the window: Settings keeps their addresses (checked), the Models page asks them what they
+have, and the command line uses them for a model this machine cannot hold alone."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from helper_machines import Worker  # noqa: E402
+
+
+@pytest.fixture
+def helper():
+    w = Worker()
+    yield w
+    w.stop()
+
+
+def test_settings_keep_helpers_and_the_models_page_asks_them(qtbot, make_window, monkeypatch, helper):
+    w = make_window()
+    page = w.settings_page
+    qtbot.waitUntil(lambda: w.models_page.hardware is not None, timeout=30_000)
+    assert w.models_page.hardware.helpers == ()
+    page.widgets["helpers"].setText("192.168.1.20")
+    assert not page.save()
+    assert page.message.text().startswith("Not saved: helpers.0: A helper is given as host:port")
+    assert w.settings.current.helpers == []  # nothing of a refused value is kept
+    page.widgets["helpers"].setText(f" {helper.endpoint} ")
+    assert page.save() and w.settings.current.helpers == [helper.endpoint]
+    assert not page.reload_button.isHidden()  # where a model runs may change: it applies at the next load
+    qtbot.waitUntil(lambda: w.models_page.hardware.helpers != (), timeout=60_000)
+    (asked,) = w.models_page.hardware.helpers
+    assert asked.endpoint == helper.endpoint and asked.devices[0].total_bytes > 0
+    # the catalog sorts and groups with models that fit only with the helper (a model too big here alone)
+    qtbot.waitUntil(lambda: all(f is not None for f in w.models_page.fits.values()), timeout=30_000)
+    with_helper = {n for n, f in w.models_page.fits.items() if f.verdict == "helpers"}
+    assert all(w.models_page.fits[n].badge == "fits with 2 machines" for n in with_helper)
+    assert [e.name for e in w.models_page.catalog_view.shown()]  # sorted with the new group among the others
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(w.library.root))
+    from cli.main import _options, build_parser
+
+    options = _options(build_parser().parse_args(["chat"]))
+    assert options.helpers == (helper.endpoint,) and options.helpers_when_needed  # only where it does not fit
+    options = _options(build_parser().parse_args(["chat", "--rpc", "10.0.0.9:50052"]))
+    assert options.helpers == ("10.0.0.9:50052",) and not options.helpers_when_needed  # --rpc: for this model
