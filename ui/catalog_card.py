@@ -10,7 +10,8 @@ from ui.theme import RADIUS, SPACE, look
 
 CELLS = Qt.ItemDataRole.UserRole + 1  # a card's texts: title, shape, abilities, fit, speed, verdict
 HEADING = Qt.ItemDataRole.UserRole + 2  # a group's title (a heading row has no card)
-PILL = {"gpu": "good", "partial": "warn", "cpu": "muted", "helpers": "warn", "no": "error", "": "muted"}  # the fit pill's colour
+# the fit pill's colour
+PILL = {"gpu": "good", "partial": "warn", "cpu": "muted", "helpers": "warn", "no": "error", "": "muted"}
 
 
 class CardDelegate(QStyledItemDelegate):
