@@ -105,6 +105,7 @@ class Settings(BaseModel):
     model: str = STARTER_MODEL
     backend: Literal["auto", "llamacpp", "mlx", "remote"] = "auto"
     remote_url: str | None = None
+    remote_key: str | None = Field(None, max_length=4096)  # the remote server's API key (vLLM's --api-key...)
     n_ctx: int = Field(4096, ge=0, le=1 << 20)
     n_gpu_layers: int | None = Field(None, ge=-1)  # None: as many as fit
     # conversations computed at once (the window's chat and the endpoint's clients): 0 is 4 where the model can

@@ -46,7 +46,10 @@ class RemoteEngine:
         self.model = model
         self.backend = f"remote ({base_url})"
         self.backend_reason = f"you chose a remote server: {model} at {base_url}"
-        self.notes: list[str] = []
+        # Lantern's KV reuse, conversation switching and prompt lookup do not reach another server: its prompt cache
+        # is its own, and the prompt tokens reused are the figure it reports (0 where it reports none)
+        self.notes: list[str] = [f"{base_url} keeps its own prompt cache: the prompt tokens reused are its figures "
+                                 "(vLLM reports them with --enable-prompt-tokens-details), 0 where it reports none."]
 
     def generate(self, request: GenerationRequest, *, cancel: threading.Event | None = None) -> Iterator[Event]:
         t0 = time.perf_counter()

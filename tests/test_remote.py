@@ -54,6 +54,7 @@ def chat_twice(url: str, model: str | None = None):
     try:
         engine = worker.wait_ready(60)
         assert engine.backend.startswith("remote") and url in engine.backend_reason
+        assert any("keeps its own prompt cache" in note for note in engine.notes)  # reuse is the server's figure
         q = [{"role": "user", "content": "What is the capital of France?"}]
         text, fin = worker.submit(GenerationRequest(messages=q, sampling=GREEDY, max_tokens=12)).text()
         q2 = q + [{"role": "assistant", "content": text}, {"role": "user", "content": "And of Italy?"}]
@@ -98,3 +99,24 @@ def test_remote_errors_are_clear(url, message):
         worker.close()
     with pytest.raises(ModelLoadError, match="needs --remote-url"):
         start_worker(None, backend="remote")
+
+
+def test_a_team_server_behind_an_api_key_takes_the_key_from_settings_or_the_command_line():
+    from app.settings import Settings
+
+    server = start(api_key="team-key")
+    try:
+        worker = start_worker(MODEL, backend="remote", remote_url=server.base_url)
+        with pytest.raises(ModelLoadError, match="refused the API key"):
+            worker.wait_ready(60)
+        worker.close()
+        s = Settings(backend="remote", remote_url=server.base_url, remote_key="team-key")  # the window's fields
+        worker = start_worker(MODEL, backend=s.backend, remote_url=s.remote_url, remote_key=s.remote_key)
+        try:
+            text, fin = worker.submit(GenerationRequest(messages=[{"role": "user", "content": "Hi"}], sampling=GREEDY,
+                                                        max_tokens=4)).text()
+            assert fin.reason in ("stop", "length") and fin.error is None
+        finally:
+            worker.close()
+    finally:
+        server.stop()

@@ -43,3 +43,18 @@ def test_settings_keep_helpers_and_the_models_page_asks_them(qtbot, make_window,
     assert options.helpers == (helper.endpoint,) and options.helpers_when_needed  # only where it does not fit
     options = _options(build_parser().parse_args(["chat", "--rpc", "10.0.0.9:50052"]))
     assert options.helpers == ("10.0.0.9:50052",) and not options.helpers_when_needed  # --rpc: for this model
+
+
+def test_the_remote_servers_key_is_a_setting_shown_with_the_remote_backend(qtbot, make_window):
+    from PySide6.QtWidgets import QLineEdit
+
+    w = make_window()
+    page = w.settings_page
+    assert not page.shown("remote_key")
+    page.widgets["backend"].setCurrentText("remote")
+    assert page.shown("remote_key") and page.widgets["remote_key"].echoMode() == QLineEdit.EchoMode.Password
+    page.widgets["remote_url"].setText("http://gpu-server:8000/v1")
+    page.widgets["remote_key"].setText("team-key")
+    assert page.save() and w.settings.current.remote_key == "team-key"
+    page.widgets["backend"].setCurrentText("auto")
+    assert not page.shown("remote_key")

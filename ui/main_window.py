@@ -1,6 +1,7 @@
 """The window: a navigation rail to the chat, models, server and settings pages, and a header to pick the model."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -228,8 +229,10 @@ class MainWindow(QMainWindow):
                 raise ModelLoadError(f"The draft model {options.draft_model!r} chosen for {name} is no longer in the "
                                      "library: choose another (or none) under Chat settings → Draft with.")
             options = replace(options, draft_model=draft.path)
+        remote = s.backend == "remote"
         return start_worker(model, backend=s.backend, options=options, engine_options=s.engine_options(name),
-                            remote_url=s.remote_url if s.backend == "remote" else None)
+                            remote_url=s.remote_url if remote else None,
+                            remote_key=(s.remote_key or os.environ.get("LANTERN_REMOTE_KEY")) if remote else None)
 
     def _loading(self, name: str) -> None:
         self.picker.blockSignals(True)  # the endpoint may have switched models: the picker shows what loads

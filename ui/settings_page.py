@@ -58,6 +58,8 @@ GROUPS = (
          "another Lantern or OpenAI-compatible server."),
         ("remote_url", "Remote server", "The address of the server the remote backend uses, such as "
          "http://gpu-box:8000/v1."),
+        ("remote_key", "Remote server key", "The API key the remote server asks for (vLLM's and llama.cpp's "
+         "--api-key), if any; kept in this computer's settings file."),
         ("helpers", "Helper machines", "Other computers that hold a share of a model too big for this one: run "
          "`lantern worker` on each and write the addresses it prints here, separated by commas (such as "
          "192.168.1.20:50052). A model that fits here alone runs here alone; the Models page says which fit "
@@ -68,7 +70,7 @@ GROUPS = (
     ]),
 )
 LOAD_FIELDS = ("n_ctx", "n_gpu_layers", "kv_cache_type", "flash_attn", "threads", "batch_size", "backend",
-               "remote_url", "prompt_lookup", "draft_max", "helpers")
+               "remote_url", "remote_key", "prompt_lookup", "draft_max", "helpers")
 FIELD_WIDTH = 320  # every field starts at one column and is at least this wide (they lined up nowhere before)
 
 
@@ -112,6 +114,7 @@ class SettingsPage(QWidget):
         self.system_prompt.setMinimumWidth(320)
         self.remote_url = QLineEdit(settings.remote_url or "", placeholderText="http://gpu-box:8000/v1")
         self.remote_url.setMinimumWidth(320)
+        self.remote_key = QLineEdit(settings.remote_key or "", echoMode=QLineEdit.EchoMode.Password)
         self.helpers = QLineEdit(", ".join(settings.helpers), placeholderText="192.168.1.20:50052, desk.lan:50052")
         return {
             "system_prompt": self.system_prompt,
@@ -135,6 +138,7 @@ class SettingsPage(QWidget):
             "draft_max": _int(1, 64, settings.draft_max),
             "backend": _combo(backends_here(settings.backend), settings.backend),
             "remote_url": self.remote_url,
+            "remote_key": self.remote_key,
             "helpers": self.helpers,
             "theme": _combo(["system", "light", "dark"], settings.theme),
         }
@@ -206,8 +210,9 @@ class SettingsPage(QWidget):
         return self.forms[key].isRowVisible(self.widgets[key])
 
     def _show_relevant(self, *_) -> None:
-        self.forms["remote_url"].setRowVisible(self.widgets["remote_url"],
-                                               self.widgets["backend"].currentText() == "remote")
+        remote = self.widgets["backend"].currentText() == "remote"
+        self.forms["remote_url"].setRowVisible(self.widgets["remote_url"], remote)
+        self.forms["remote_key"].setRowVisible(self.widgets["remote_key"], remote)
         self.forms["n_gpu_layers"].setRowVisible(self.widgets["n_gpu_layers"], self._gpu)
 
     def values(self) -> dict:
