@@ -369,3 +369,49 @@ def test_the_doctor_lists_helpers_and_plans_over_them(helpers, capsys):
     assert f"{helpers[0].endpoint}: llama.cpp RPC 7.0.0" in out and "device 0:" in out
     assert f"{closed}: not used" in out and "refused the connection" in out
     assert "smollm2-135m-instruct: llamacpp (spread, 2 machines): spread over 2 machines" in out
+
+
+def test_slots_and_prompt_lookup_run_over_helpers_as_they_do_alone(helpers, smollm2_path):
+    """Two conversations batched on a spread model's two slots, one of them copying text through prompt lookup: each
+    reply is the model's plain greedy reply alone (up to a near tie, as batches make on one machine too)."""
+    from conftest import assert_same_up_to_near_tie, load, reference_greedy
+
+    from engine.engine import Engine
+    from engine.slots import SlotWorker
+    from runtimes.spread_runtime import SpreadRuntime
+
+    text = ("The keeper climbs the stairs every evening at dusk. She checks the lamp, cleans the lens and winds the "
+            "clockwork that turns the light.")
+    copy = GenerationRequest(messages=[{"role": "user", "content": f"Repeat this text exactly:\n\n{text}"}],
+                             sampling=GREEDY, max_tokens=40)
+    other = GenerationRequest(messages=ASK, sampling=GREEDY, max_tokens=24)
+    rt = load(smollm2_path, n_ctx=2048)
+    references = [reference_greedy(rt, Engine(rt, options=PLAIN)._prompt_tokens(r)[0], r.max_tokens)
+                  for r in (copy, other)]
+    rt.close()
+    plan = plan_load(smollm2_path, options=LoadOptions(n_ctx=2048, slots=2, helpers=tuple(h.endpoint for h in helpers)))
+    w = SlotWorker(SpreadRuntime(plan.path, plan.options),
+                   options=EngineOptions(adaptive_draft=False, forward_costs={1: 0.01, 8: 0.011, 17: 0.012}))
+    try:
+        w.wait_ready(300)
+        w.scheduler.keep_steps = True
+        gens = [w.submit(copy), w.submit(other)]
+        results = [_tokens_of(g) for g in gens]
+        ends = w.runtime.special.end_of_turn
+        for (reference, gaps), (tokens, final) in zip(references, results):
+            assert final.reason in ("stop", "length") and final.error is None
+            assert_same_up_to_near_tie(reference, gaps, tokens, ends=ends)
+        assert results[0][1].stats.tokens_per_forward > 1.5  # drafts from its prompt, verified over the helpers
+        assert max(len(step) for step in w.scheduler.steps) == 2  # both conversations in one batch
+    finally:
+        w.close()
+
+
+def _tokens_of(gen):
+    tokens, final = [], None
+    for event in gen:
+        if isinstance(event, TextDelta):
+            tokens.extend(event.tokens)
+        else:
+            final = event
+    return tokens, final
