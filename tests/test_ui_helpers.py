@@ -58,3 +58,40 @@ def test_the_remote_servers_key_is_a_setting_shown_with_the_remote_backend(qtbot
     assert page.save() and w.settings.current.remote_key == "team-key"
     page.widgets["backend"].setCurrentText("auto")
     assert not page.shown("remote_key")
+
+
+def test_a_helper_lost_mid_reply_leaves_the_window_and_the_chat_and_the_next_reply_runs_without_it(
+        qtbot, make_window, monkeypatch):
+    """The starter spread over a helper (this machine made too small for it alone), the helper killed while the reply
+    streams: the reply ends in an error naming it, the window and the chat stay, and a regenerate loads the model
+    again without it."""
+    import dataclasses
+
+    import machine.hardware
+    from window_fixtures import REPLY_TIMEOUT, stored
+
+    real = machine.hardware.detect
+    monkeypatch.setattr(machine.hardware, "detect",
+                        lambda helpers=(): dataclasses.replace(real(helpers), ram_available_bytes=512 << 20))
+    doomed = Worker()
+    try:
+        w = make_window(helpers=[doomed.endpoint], max_tokens=400)
+        w.chat.input.setPlainText("Write a long story about a lighthouse.")
+        with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT) as done:
+            w.chat.send_button.click()
+            qtbot.waitSignal(w.chat.session.sig_text_received, timeout=REPLY_TIMEOUT).wait()
+            doomed.stop()
+        assert done.args == ["error"]
+        (_, (role, _text, status)) = stored(w)
+        assert (role, status) == ("assistant", "error")
+        note = w.chat.views()[-1].note.text()
+        assert doomed.endpoint in note and "stopped answering" in note, note
+        assert w.isVisible()
+        reply = w.chat.views()[-1]
+        button = reply.regenerate_button if reply.regenerate_button.isEnabled() else w.chat.views()[0].retry_button
+        with qtbot.waitSignal(w.chat.sig_reply_done, timeout=REPLY_TIMEOUT * 2) as again:
+            button.click()
+        assert again.args == ["done"]
+        assert stored(w)[-1][2] == "done"
+    finally:
+        doomed.stop()
