@@ -82,6 +82,7 @@ def test_a_helper_lost_mid_reply_leaves_the_window_and_the_chat_and_the_next_rep
             qtbot.waitSignal(w.chat.session.sig_text_received, timeout=REPLY_TIMEOUT).wait()
             doomed.stop()
         assert done.args == ["error"]
+        assert w.load_progress.stage.startswith("sending its share to 1 helper machine")  # said beside the progress
         (_, (role, _text, status)) = stored(w)
         assert (role, status) == ("assistant", "error")
         note = w.chat.views()[-1].note.text()
