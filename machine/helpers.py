@@ -134,8 +134,8 @@ def probe(endpoint: str, *, timeout: float = ANSWER_TIMEOUT_S) -> Helper:
                                         "Lantern version there.") from None
         except socket.timeout:
             raise HelperError(endpoint, f"Helper {endpoint} accepted the connection but did not answer in "
-                                        f"{timeout:.0f} s: it serves another main machine now (a helper serves one at "
-                                        "a time), or it is not a llama.cpp RPC server.") from None
+                                        f"{timeout:.0f} s: it is serving a model now (this machine's or another's: a "
+                                        "helper serves one at a time), or it is not a llama.cpp RPC server.") from None
         except OSError as e:
             raise HelperError(endpoint, f"Helper {endpoint} dropped the connection: {e.strerror or e}.") from None
         if len(hello) != 4 + _CAPS:

@@ -195,7 +195,7 @@ class FakeServer:
 @pytest.mark.parametrize("behaviour, said", [
     ("newer", "speaks llama.cpp's RPC protocol 8.0.0, and this Lantern speaks 7.0.0"),
     ("old", "closed the connection at the handshake: it speaks another version"),
-    ("silent", "did not answer in 1 s: it serves another main machine now"),
+    ("silent", "did not answer in 1 s: it is serving a model now"),
 ])
 def test_a_helper_of_another_protocol_is_refused_in_words(behaviour, said):
     server = FakeServer(behaviour)
@@ -415,3 +415,13 @@ def _tokens_of(gen):
         else:
             final = event
     return tokens, final
+
+
+def test_a_helper_serving_a_model_says_so_and_answers_again_once_it_is_free(helpers, smollm2_path):
+    w = _open(smollm2_path, [helpers[0].endpoint])
+    try:
+        with pytest.raises(HelperError, match="is serving a model now"):
+            probe(helpers[0].endpoint, timeout=1.0)  # the real server takes one main machine at a time
+    finally:
+        w.close()
+    assert probe(helpers[0].endpoint).version == PROTOCOL

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,38 @@ def test_the_bundle_runs_the_command_line_and_the_starter_model_without_python(b
     assert "images: llama.cpp's mtmd" in out.stdout, out.stdout  # libmtmd is in the bundle
     assert "remote servers: openai " in out.stdout, out.stdout  # the remote backend's client is in the bundle
     assert "MLX: not installed" in out.stdout, out.stdout  # the Linux app leaves MLX out
+
+
+def test_the_bundle_is_a_helper_machine_and_spreads_a_model_over_one(built, bare_env, tmp_path):
+    """`lantern worker` from the bundle (llama.cpp's RPC library is in it), and a model spread over it, computed in
+    the bundle's child process (its hidden command)."""
+    from helper_machines import free_port
+
+    from machine.helpers import HelperError, probe
+
+    lantern = app(built) / "lantern"
+    port = free_port()
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([str(lantern), "worker", "--port", str(port), "--threads", "1", "--no-cache"],
+                              env=bare_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                probe(f"127.0.0.1:{port}")
+                break
+            except HelperError:
+                assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                time.sleep(0.2)
+        out = subprocess.run([str(lantern), "generate", "--model", "smollm2-135m-instruct", "--max-tokens", "8",
+                              "--rpc", f"127.0.0.1:{port}", "The capital of France is"], env=bare_env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip(), out.stderr
+        assert "spread, 2 machines" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    finally:
+        worker.kill()
+        worker.wait()
+        log.close()
 
 
 @pytest.fixture(scope="module")
