@@ -374,7 +374,7 @@ def test_the_doctor_lists_helpers_and_plans_over_them(helpers, capsys):
 def test_slots_and_prompt_lookup_run_over_helpers_as_they_do_alone(helpers, smollm2_path):
     """Two conversations batched on a spread model's two slots, one of them copying text through prompt lookup: each
     reply is the model's plain greedy reply alone (up to a near tie, as batches make on one machine too)."""
-    from conftest import assert_same_up_to_near_tie, load, reference_greedy
+    from conftest import assert_same_up_to_near_tie, load, reference_greedy, reply_tokens
 
     from engine.engine import Engine
     from engine.slots import SlotWorker
@@ -396,7 +396,7 @@ def test_slots_and_prompt_lookup_run_over_helpers_as_they_do_alone(helpers, smol
         w.wait_ready(300)
         w.scheduler.keep_steps = True
         gens = [w.submit(copy), w.submit(other)]
-        results = [_tokens_of(g) for g in gens]
+        results = [reply_tokens(g) for g in gens]
         ends = w.runtime.special.end_of_turn
         for (reference, gaps), (tokens, final) in zip(references, results):
             assert final.reason in ("stop", "length") and final.error is None
@@ -405,16 +405,6 @@ def test_slots_and_prompt_lookup_run_over_helpers_as_they_do_alone(helpers, smol
         assert max(len(step) for step in w.scheduler.steps) == 2  # both conversations in one batch
     finally:
         w.close()
-
-
-def _tokens_of(gen):
-    tokens, final = [], None
-    for event in gen:
-        if isinstance(event, TextDelta):
-            tokens.extend(event.tokens)
-        else:
-            final = event
-    return tokens, final
 
 
 def test_a_helper_serving_a_model_says_so_and_answers_again_once_it_is_free(helpers, smollm2_path):
