@@ -76,6 +76,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--beside", default="", help="what else ran on the machine meanwhile, said in the table's notes")
     args = parser.parse_args()
     helpers = [start_helper(), start_helper()]
     rows, local = [], None
@@ -113,7 +114,8 @@ def main() -> int:
                 "for each part. The helpers are `lantern worker` processes on this machine (loopback: no network "
                 "latency, the same CPU cores shared), so the last column is what the proxy and the RPC hops cost a "
                 "token, not what a LAN adds (each pass crosses to every helper and back: add twice the LAN's round "
-                "trip per helper a token).\n\n"
+                "trip per helper a token)."
+                + (f" It ran beside {args.beside}." if args.beside else "") + "\n\n"
                 + table + "\n")
         write_section(ROOT / "docs" / "benchmarks.md", "helpers", body)
     return 0
