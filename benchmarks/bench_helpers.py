@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--beside", default="", help="what else ran on the machine meanwhile, said in the table's notes")
+    parser.add_argument("--beside", default="", help="what else ran on the machine meanwhile (said with the table)")
     args = parser.parse_args()
     helpers = [start_helper(), start_helper()]
     rows, local = [], None
