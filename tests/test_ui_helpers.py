@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from helper_machines import Worker  # noqa: E402
+from helper_machines import Worker, free_port  # noqa: E402
 
 
 @pytest.fixture
@@ -31,6 +31,16 @@ def test_settings_keep_helpers_and_the_models_page_asks_them(qtbot, make_window,
     qtbot.waitUntil(lambda: w.models_page.hardware.helpers != (), timeout=60_000)
     (asked,) = w.models_page.hardware.helpers
     assert asked.endpoint == helper.endpoint and asked.devices[0].total_bytes > 0
+    qtbot.waitUntil(lambda: helper.endpoint in page.helpers_status.text(), timeout=10_000)
+    assert "GiB free on 1 device" in page.helpers_status.text()  # what it answered, under the field
+    closed = f"127.0.0.1:{free_port()}"
+    page.widgets["helpers"].setText(f"{helper.endpoint}, {closed}")
+    assert page.save()
+    qtbot.waitUntil(lambda: closed in page.helpers_status.text(), timeout=60_000)
+    assert "refused the connection" in page.helpers_status.text()
+    page.widgets["helpers"].setText(helper.endpoint)
+    assert page.save()
+    qtbot.waitUntil(lambda: closed not in page.helpers_status.text(), timeout=60_000)
     # the catalog sorts and groups with models that fit only with the helper (a model too big here alone)
     qtbot.waitUntil(lambda: all(f is not None for f in w.models_page.fits.values()), timeout=30_000)
     with_helper = {n for n, f in w.models_page.fits.items() if f.verdict == "helpers"}

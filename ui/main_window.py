@@ -317,8 +317,7 @@ class MainWindow(QMainWindow):
     def _settings_changed(self, settings) -> None:
         apply_theme(settings.theme)
         self._follow_theme()
-        hw = self.models_page.hardware
-        if hw is not None and tuple(h.endpoint for h in hw.helpers) != tuple(settings.helpers):
+        if self.models_page.asked_helpers != tuple(settings.helpers):
             self.models_page.detect_hardware()  # where each model fits follows the helpers
 
     def _follow_theme(self) -> None:

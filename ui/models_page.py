@@ -85,8 +85,13 @@ class ModelsPage(QWidget):
     def detect_hardware(self) -> None:
         """Look at this machine and ask the helper machines of Settings what they have (on a pool thread); a model
         too big for this machine then shows "fits with 2 machines" where they hold the rest."""
-        helpers = tuple(self.settings().helpers)
-        run_task(lambda: _detect_hardware(helpers), self._hardware_found,
+        helpers = self.asked_helpers = tuple(self.settings().helpers)
+
+        def found(hardware) -> None:
+            if helpers == self.asked_helpers:  # an answer to helpers since changed again is dropped
+                self._hardware_found(hardware)
+
+        run_task(lambda: _detect_hardware(helpers), found,
                  lambda e: self.show_status(f"Hardware detection failed: {e}", error=True))
 
     def show_status(self, text: str, *, error: bool = False) -> None:

@@ -88,6 +88,10 @@ class SettingsPage(QWidget):
         self._hardware = self._model = None
         self.forms: dict[str, QFormLayout] = {}  # each field's group
         groups = self._make_groups()
+        # what each helper machine answered, once the Models page has asked them (set_hardware)
+        self.helpers_status = QLabel(wordWrap=True, objectName="hint")
+        self.helpers_status.setAccessibleName("Helper machines' state")
+        self.forms["helpers"].addRow("", self.helpers_status)
         for key in ("n_ctx", "kv_cache_type"):  # what the GPU layers take follows these
             _on_change(self.widgets[key], self._show_layers_fit)
         # Fields that matter only sometimes are shown only then: the server address with the remote backend, GPU
@@ -186,9 +190,15 @@ class SettingsPage(QWidget):
         page.addWidget(scroll, 1)
 
     def set_hardware(self, hardware) -> None:
-        """What the machine has: GPU layers are a setting only where there is a GPU to put layers on."""
+        """What the machine has: GPU layers are a setting only where there is a GPU to put layers on; and what each
+        helper machine answered."""
         self._gpu = self._gpu or bool(hardware.nvidia) or hardware.apple_silicon
         self._hardware = hardware
+        lines = [f"{h.endpoint}: {h.free_bytes / 2 ** 30:.1f} GiB free on {len(h.devices)} device"
+                 + "s" * (len(h.devices) > 1) for h in hardware.helpers]
+        lines += [note for note in hardware.notes if note.startswith("Helper ")]  # the ones that cannot be used
+        self.helpers_status.setText("\n".join(lines))
+        self.helpers_status.setVisible(bool(lines))
         self._show_relevant()
         self._show_layers_fit()
 
