@@ -164,10 +164,11 @@ class SpreadRuntime:
         return HelperLost(f"The process that holds the model stopped{self._reason()}. The next message loads it again.")
 
     def _again(self) -> None:
-        gone, self._lost = self._lost, None
-        options = self._replan(gone) if self._replan is not None else self.options
-        self.options = options
+        """Plan again without the helpers gone and start a new child; until that works, each call tries again (a
+        helper may come back, or the model may fit without it later)."""
+        options = self._replan(self._lost) if self._replan is not None else self.options
         self._start(options)
+        self.options, self._lost = options, None
         self._stale = set(range(max(1, getattr(self, "slots", 1))))
         self._pieces.clear()
 
